@@ -1,0 +1,17 @@
+"""gunicorn settings for `gunicorn wsgi:app -c conf/gunicorn.conf.py` (also used by the Procfile)."""
+
+import os
+
+from gateway.server import gunicorn_options
+
+_options = gunicorn_options(os.environ.get("HOST", "0.0.0.0"), int(os.environ.get("PORT", "8000")),
+                            int(os.environ.get("WEB_CONCURRENCY", "2")))
+bind = _options["bind"]
+workers = _options["workers"]
+worker_class = _options["worker_class"]
+worker_connections = _options["worker_connections"]
+keepalive = _options["keepalive"]
+timeout = _options["timeout"]
+graceful_timeout = _options["graceful_timeout"]
+errorlog = _options["errorlog"]
+control_socket_disable = _options["control_socket_disable"]

@@ -1,0 +1,57 @@
+"""What every OpenAI endpoint view shares: parse, validate, route, render (plain or SSE)."""
+
+import logging
+
+import orjson
+from flask import Response
+from flask import current_app
+from flask import g
+from flask import request
+
+from gateway import errors
+from gateway.jsonbody import parse_body
+from gateway.schemas import validate_body
+from gateway.sse import DONE_EVENT
+from gateway.sse import encode
+
+log = logging.getLogger("gateway.api")
+
+# Stop nginx and other proxies from buffering the stream; SSE must reach the client chunk by chunk.
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def json_response(data, status=200, headers=None):
+    """A JSON answer serialized with orjson."""
+    return Response(orjson.dumps(data), status=status, headers=headers, mimetype="application/json")
+
+
+def serve(endpoint, path_model=None):
+    """Handle one OpenAI-style call for `endpoint` (chat, completions, embeddings)."""
+    gateway = current_app.extensions["gateway"]
+    body = parse_body(request.get_data(cache=False))
+    if path_model is not None:
+        body["model"] = path_model
+    validate_body(endpoint, body)
+    stream = body.get("stream") is True
+    if stream and endpoint == "embeddings":
+        raise errors.BadRequestError("Embeddings cannot be streamed.", param="stream")
+    _provider, result = gateway.router.call(endpoint, body, stream)
+    if stream:
+        return Response(_sse(result, g.request_id), headers=SSE_HEADERS, mimetype="text/event-stream")
+    return json_response(result)
+
+
+def _sse(stream, request_id):
+    """Encode chunks as SSE; an error after the first byte becomes a final error event."""
+    try:
+        for chunk in stream:
+            yield encode(chunk)
+        yield DONE_EVENT
+    except errors.GatewayError as exc:
+        log.warning("request %s: stream ended by %s: %s", request_id, type(exc).__name__, exc.message)
+        yield encode(exc.body())
+    except Exception:  # never a traceback on the wire; the log keeps it
+        log.exception("request %s: stream failed", request_id)
+        yield encode(errors.GatewayError(f"Internal error while streaming (request id {request_id}).").body())
+    finally:
+        stream.close()

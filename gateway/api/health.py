@@ -1,0 +1,26 @@
+"""Liveliness and readiness probes: answered without calling any upstream."""
+
+from flask import Blueprint
+from flask import current_app
+
+from gateway import __version__
+from gateway.api.common import json_response
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/health/liveliness")
+@bp.get("/health/liveness")
+def liveliness():
+    """The process is up."""
+    return json_response("I'm alive!")
+
+
+@bp.get("/health/readiness")
+def readiness():
+    """The app is configured and can take calls."""
+    gateway = current_app.extensions["gateway"]
+    names = gateway.router.names
+    return json_response({"status": "healthy" if names else "no models configured",
+                          "models": len(names), "db": "not configured", "cache": "none",
+                          "version": __version__}, status=200 if names else 503)

@@ -1,0 +1,105 @@
+"""create_app(settings): wires blueprints, auth, request ids and the one error renderer."""
+
+import logging
+import uuid
+from dataclasses import dataclass
+
+from flask import Flask
+from flask import g
+from flask import request
+from werkzeug.exceptions import HTTPException
+
+from gateway import errors
+from gateway.api.common import json_response
+from gateway.auth import Authenticator
+from gateway.router import Router
+from gateway.settings import Settings
+from gateway.transport import Transport
+
+log = logging.getLogger("gateway")
+
+# Endpoints reachable without a key: probes for load balancers and orchestrators.
+PUBLIC_ENDPOINTS = frozenset({"health.liveliness", "health.readiness"})
+
+# werkzeug's HTTP errors, expressed in our tree so they render like every other error.
+_HTTP_ERRORS = {404: errors.NotFoundError, 405: errors.BadRequestError, 413: errors.PayloadTooLargeError}
+
+
+@dataclass
+class Gateway:
+    """Per-worker state shared by the views."""
+
+    settings: Settings
+    router: Router
+    transport: Transport
+    auth: Authenticator
+
+
+def configure_logging(debug):
+    """One line per record on stderr; DEBUG with `--debug` / `set_verbose`."""
+    root = logging.getLogger("gateway")
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+        root.propagate = False
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+
+
+def create_app(settings=None):
+    """Build the Flask app for one worker from validated Settings (demo defaults when None)."""
+    if settings is None:
+        from gateway.settings import demo_settings
+        settings = demo_settings()
+    configure_logging(settings.debug)
+    app = Flask("gateway")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False
+    transport = Transport(debug=settings.debug)
+    gateway = Gateway(settings, Router(settings, transport), transport, Authenticator(settings.master_key))
+    app.extensions["gateway"] = gateway
+
+    from gateway.api import chat
+    from gateway.api import completions
+    from gateway.api import embeddings
+    from gateway.api import health
+    from gateway.api import models
+    for module in (chat, completions, embeddings, models, health):
+        app.register_blueprint(module.bp)
+
+    @app.before_request
+    def _begin():
+        g.request_id = f"req_{uuid.uuid4().hex}"
+        if request.endpoint not in PUBLIC_ENDPOINTS and request.endpoint is not None:
+            gateway.auth.check(request.headers)
+
+    @app.after_request
+    def _tag(response):
+        response.headers["x-request-id"] = g.get("request_id") or f"req_{uuid.uuid4().hex}"
+        return response
+
+    @app.errorhandler(errors.GatewayError)
+    def _gateway_error(exc):
+        if exc.status >= 500:
+            log.warning("request %s: %s %s", g.get("request_id"), exc.status, exc.message)
+        return json_response(exc.body(), status=exc.status, headers=exc.headers)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc):
+        cls = _HTTP_ERRORS.get(exc.code, errors.BadRequestError if exc.code < 500 else errors.GatewayError)
+        if exc.code == 404:
+            message = f"Unknown route: {request.method} {request.path[:200]}"
+        elif exc.code == 413:
+            message = f"Request body is larger than the limit of {settings.max_body_bytes} bytes."
+        else:
+            message = exc.description or exc.name
+        err = cls(message, status=exc.code, code=exc.name.lower().replace(" ", "_"))
+        return json_response(err.body(), status=exc.code)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc):
+        log.exception("request %s: unhandled error", g.get("request_id"))
+        err = errors.GatewayError(f"Internal error (request id {g.get('request_id')}).")
+        return json_response(err.body(), status=500)
+
+    return app

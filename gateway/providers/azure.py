@@ -1,0 +1,40 @@
+"""Azure OpenAI: OpenAI's wire format behind per-deployment URLs, `api-version` and `api-key`."""
+
+import os
+from urllib.parse import quote
+
+from gateway.providers.openai import OpenAIProvider
+from gateway.providers.openai import PATHS
+from gateway.settings import ConfigError
+
+DEFAULT_API_VERSION = "2024-10-21"
+
+
+class AzureProvider(OpenAIProvider):
+    """`azure/<deployment>` with `api_base`, `api_version` and `api_key` or `azure_ad_token`."""
+
+    name = "azure"
+    key_env = None
+    default_base = None
+
+    def connection(self, config):
+        """api_base is required; `api-key` header, or an Entra ID bearer token."""
+        params = config.params
+        api_base = params.get("api_base") or os.environ.get("AZURE_API_BASE")
+        if not api_base:
+            raise ConfigError(f"model_list[{config.index}].litellm_params.api_base: required for azure "
+                              "(or set AZURE_API_BASE)")
+        key = params.get("api_key")
+        token = params.get("azure_ad_token") or os.environ.get("AZURE_AD_TOKEN")
+        if key is None and token is None:
+            key = os.environ.get("AZURE_API_KEY")
+        auth = {"api-key": key} if key else ({"Authorization": f"Bearer {token}"} if token else {})
+        self.api_version = (params.get("api_version") or os.environ.get("AZURE_API_VERSION")
+                            or DEFAULT_API_VERSION)
+        return api_base, auth, (key, token)
+
+    def endpoint_urls(self):
+        """`{api_base}/openai/deployments/{deployment}/{path}?api-version=...`."""
+        root = f"{self.api_base}/openai/deployments/{quote(self.model, safe='')}"
+        query = f"?api-version={quote(self.api_version, safe='')}"
+        return {endpoint: root + path + query for endpoint, path in PATHS.items()}

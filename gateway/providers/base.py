@@ -1,0 +1,148 @@
+"""The provider shape: pure request building and answer parsing around one deployment."""
+
+import re
+from dataclasses import dataclass
+
+import orjson
+
+from gateway import errors
+
+ENDPOINTS = ("chat", "completions", "embeddings")
+
+# litellm_params keys that configure the connection or the router; never sent upstream as parameters.
+CONNECTION_KEYS = frozenset({
+    "model", "api_base", "base_url", "api_key", "api_version", "azure_ad_token", "organization",
+    "timeout", "stream_timeout", "headers", "extra_headers", "rpm", "tpm", "weight", "order",
+    "max_retries", "input_cost_per_token", "output_cost_per_token", "custom_llm_provider",
+    "aws_access_key_id", "aws_secret_access_key", "aws_session_token", "aws_region_name",
+    "aws_profile_name", "vertex_project", "vertex_location", "vertex_credentials",
+    "initial_prompt_value", "roles", "final_prompt_value", "bos_token", "eos_token",
+    "chat_template", "health_check_timeout", "tags", "region_name", "api_type",
+    "litellm_credential_name", "mock_response", "use_in_pass_through", "deployment_id",
+})
+
+# Body keys that steer the gateway itself (LiteLLM's per-request controls) or must never come from a
+# client (where to send the call, with which key); stripped before translation.
+CONTROL_KEYS = frozenset({
+    "caching", "cache", "fallbacks", "context_window_fallbacks", "num_retries", "request_timeout",
+    "api_key", "api_base", "base_url", "api_version", "mock_response", "metadata",
+    "litellm_logging_obj", "proxy_server_request", "extra_headers",
+})
+
+# Default params that make sense for embeddings; the rest (temperature, max_tokens...) do not.
+EMBEDDING_PARAMS = frozenset({"dimensions", "encoding_format", "user", "input_type"})
+
+_KEY_LIKE = re.compile(r"\b(?:sk|pk|rk|key)-[A-Za-z0-9_\-*.]{3,}")
+
+
+@dataclass(slots=True)
+class UpstreamRequest:
+    """One HTTP request to an upstream, fully built."""
+
+    method: str
+    url: str
+    headers: dict
+    body: bytes | None = None
+
+
+class Provider:
+    """One configured deployment of one provider: translation halves plus its capabilities."""
+
+    name = "base"
+    endpoints = frozenset(ENDPOINTS)
+    streaming = True
+    tools = True
+    vision = True
+    local = False  # answers in-process, without the transport
+
+    def __init__(self, config, upstream_model, secrets=()):
+        self.config = config
+        self.model = upstream_model
+        params = config.params
+        self.defaults = {k: v for k, v in params.items() if k not in CONNECTION_KEYS and v is not None}
+        self.embedding_defaults = {k: v for k, v in self.defaults.items() if k in EMBEDDING_PARAMS}
+        self.timeout = params.get("timeout")
+        self.secrets = tuple(s for s in secrets if s)
+        self.api_base = None
+
+    @property
+    def label(self):
+        """How errors and logs name this deployment: group, model and api_base, never a key."""
+        where = f" at {self.api_base}" if self.api_base else ""
+        return f"{self.config.model_name} -> {self.config.model}{where}"
+
+    def describe(self):
+        """Public facts about the deployment (for /models, health, headers): no secrets."""
+        return {"model_name": self.config.model_name, "model": self.config.model,
+                "provider": self.name, "api_base": self.api_base}
+
+    def supports(self, endpoint, stream):
+        """Whether this deployment can serve the endpoint, streaming or not."""
+        return endpoint in self.endpoints and (not stream or self.streaming)
+
+    def prepare_body(self, endpoint, body):
+        """Apply deployment defaults, drop gateway controls and set the upstream model name."""
+        defaults = self.embedding_defaults if endpoint == "embeddings" else self.defaults
+        out = dict(defaults)
+        for key, value in body.items():
+            if key not in CONTROL_KEYS:
+                out[key] = value
+        out["model"] = self.model
+        return out
+
+    def build_request(self, endpoint, body, stream):
+        """Translate an OpenAI-shaped body into the upstream request (pure)."""
+        raise NotImplementedError
+
+    def parse_response(self, endpoint, data):
+        """Translate the upstream's JSON answer into the OpenAI shape (pure)."""
+        raise NotImplementedError
+
+    def parse_stream_event(self, endpoint, data, state):
+        """Translate one upstream stream event into OpenAI chunks; None when the stream is done."""
+        raise NotImplementedError
+
+    def map_error(self, status, raw, headers):
+        """Turn an upstream error answer into a GatewayError, keeping status and message."""
+        raise NotImplementedError
+
+    def scrub(self, text):
+        """Remove anything key-like, and this deployment's secrets, from upstream text."""
+        for secret in self.secrets:
+            text = text.replace(secret, "[redacted]")
+        return _KEY_LIKE.sub("[redacted]", text)
+
+
+def dumps(obj):
+    """Serialize a JSON body for the wire."""
+    return orjson.dumps(obj)
+
+
+def error_from_openai_body(provider, status, raw, headers):
+    """Map an OpenAI-style `{"error": {...}}` answer (or any text) to the gateway's error tree."""
+    message, code, param, type_ = None, None, None, None
+    try:
+        data = orjson.loads(raw) if raw else None
+    except orjson.JSONDecodeError:
+        data = None
+    err = data.get("error") if isinstance(data, dict) else None
+    if isinstance(err, dict):
+        message = err.get("message")
+        code = err.get("code")
+        param = err.get("param")
+        type_ = err.get("type")
+    elif isinstance(err, str):
+        message = err
+    elif isinstance(data, dict) and isinstance(data.get("message"), str):
+        message = data["message"]
+    if not message:
+        text = raw.decode("utf-8", "replace").strip() if raw else ""
+        message = text[:500] or f"upstream answered HTTP {status}"
+    code = str(code) if code is not None and not isinstance(code, str) else code
+    retry_after = headers.get("retry-after") if headers else None
+    extra = {"Retry-After": retry_after} if retry_after and status == 429 else None
+    return errors.from_upstream_status(
+        status, provider.scrub(f"Upstream error from {provider.name}: {message}"),
+        code=code, param=param if isinstance(param, str) else None,
+        type_=type_ if isinstance(type_, str) else None, headers=extra,
+        request_id=headers.get("x-request-id") if headers else None, deployment=provider.label)

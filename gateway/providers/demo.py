@@ -1,0 +1,132 @@
+"""The built-in demo model: deterministic chat, completions, streams and embeddings, no network."""
+
+import base64
+import hashlib
+import struct
+import time
+
+from gateway.providers.base import Provider
+
+EMBEDDING_DIMENSIONS = 16
+GREETING = "Hello from the gateway's demo model. You said:"
+
+
+def _text_of(content):
+    """The text of a message content: a string or a list of parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return ""
+
+
+def _count(text):
+    """A deterministic token count: whitespace-separated words."""
+    return len(text.split())
+
+
+def embedding_vector(text, dimensions):
+    """A unit vector derived from the text's SHA-256, the same on every run."""
+    raw = b""
+    counter = 0
+    while len(raw) < dimensions * 4:
+        raw += hashlib.sha256(f"{counter}:{text}".encode()).digest()
+        counter += 1
+    values = [(int.from_bytes(raw[i * 4:i * 4 + 4], "little") / 2**32) * 2 - 1 for i in range(dimensions)]
+    norm = sum(v * v for v in values) ** 0.5 or 1.0
+    return [v / norm for v in values]
+
+
+def encode_embedding(vector, encoding_format):
+    """Floats as a list, or as OpenAI's base64 of little-endian float32 when asked."""
+    if encoding_format == "base64":
+        return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+    return vector
+
+
+class DemoProvider(Provider):
+    """`demo/<anything>`: answers in-process so the gateway works with no provider key at all."""
+
+    name = "demo"
+    local = True
+    tools = False
+    vision = False
+
+    def _reply(self, endpoint, body):
+        if endpoint == "chat":
+            users = [m for m in body.get("messages") or [] if isinstance(m, dict) and m.get("role") == "user"]
+            said = _text_of(users[-1].get("content")) if users else ""
+            prompt_tokens = sum(_count(_text_of(m.get("content"))) for m in body.get("messages") or []
+                                if isinstance(m, dict))
+        else:
+            prompt = body.get("prompt")
+            said = prompt if isinstance(prompt, str) else " ".join(p for p in prompt or [] if isinstance(p, str))
+            prompt_tokens = _count(said)
+        words = f"{GREETING} {said}".split() if said.strip() else GREETING.split()
+        limit = body.get("max_tokens") or body.get("max_completion_tokens")
+        finish = "stop"
+        if isinstance(limit, int) and 0 < limit < len(words):
+            words, finish = words[:limit], "length"
+        return words, finish, prompt_tokens
+
+    def answer(self, endpoint, body):
+        """The whole answer at once, in OpenAI's shape."""
+        if endpoint == "embeddings":
+            return self._embed(body)
+        words, finish, prompt_tokens = self._reply(endpoint, body)
+        text = " ".join(words)
+        n = body.get("n") if isinstance(body.get("n"), int) and body.get("n") > 0 else 1
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(words) * n,
+                 "total_tokens": prompt_tokens + len(words) * n}
+        created = int(time.time())
+        if endpoint == "chat":
+            choices = [{"index": i, "message": {"role": "assistant", "content": text},
+                        "logprobs": None, "finish_reason": finish} for i in range(n)]
+            return {"id": f"chatcmpl-demo{created}", "object": "chat.completion", "created": created,
+                    "model": self.model, "choices": choices, "usage": usage}
+        choices = [{"index": i, "text": text, "logprobs": None, "finish_reason": finish} for i in range(n)]
+        return {"id": f"cmpl-demo{created}", "object": "text_completion", "created": created,
+                "model": self.model, "choices": choices, "usage": usage}
+
+    def stream(self, endpoint, body):
+        """The same answer as OpenAI chunks, one word each."""
+        words, finish, prompt_tokens = self._reply(endpoint, body)
+        created = int(time.time())
+        chat = endpoint == "chat"
+        base = {"id": f"{'chatcmpl' if chat else 'cmpl'}-demo{created}",
+                "object": "chat.completion.chunk" if chat else "text_completion",
+                "created": created, "model": self.model}
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        extra = {"usage": None} if include_usage else {}
+
+        def choice(text, reason=None, first=False):
+            if chat:
+                delta = {"role": "assistant", "content": text} if first else ({"content": text} if text else {})
+                return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}
+            return {"index": 0, "text": text, "logprobs": None, "finish_reason": reason}
+
+        if chat:
+            yield {**base, "choices": [choice("", first=True)], **extra}
+        for i, word in enumerate(words):
+            yield {**base, "choices": [choice(word if i == 0 else " " + word)], **extra}
+        yield {**base, "choices": [choice("", finish)], **extra}
+        if include_usage:
+            yield {**base, "choices": [], "usage": {"prompt_tokens": prompt_tokens,
+                                                   "completion_tokens": len(words),
+                                                   "total_tokens": prompt_tokens + len(words)}}
+
+    def _embed(self, body):
+        inputs = body.get("input")
+        if isinstance(inputs, str) or (isinstance(inputs, list) and inputs and isinstance(inputs[0], int)):
+            inputs = [inputs]
+        dims = body.get("dimensions") if isinstance(body.get("dimensions"), int) else EMBEDDING_DIMENSIONS
+        fmt = body.get("encoding_format") or "float"
+        data = []
+        tokens = 0
+        for i, item in enumerate(inputs or []):
+            text = item if isinstance(item, str) else " ".join(str(t) for t in item)
+            tokens += len(item) if isinstance(item, list) else _count(item)
+            data.append({"object": "embedding", "index": i,
+                         "embedding": encode_embedding(embedding_vector(text, dims), fmt)})
+        return {"object": "list", "data": data, "model": self.model,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}

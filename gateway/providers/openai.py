@@ -1,0 +1,70 @@
+"""OpenAI and every OpenAI-compatible server: the wire format is ours, so translation is thin."""
+
+import os
+
+import orjson
+
+from gateway.providers.base import Provider
+from gateway.providers.base import UpstreamRequest
+from gateway.providers.base import dumps
+from gateway.providers.base import error_from_openai_body
+
+OPENAI_API_BASE = "https://api.openai.com/v1"
+PATHS = {"chat": "/chat/completions", "completions": "/completions", "embeddings": "/embeddings"}
+DONE = b"[DONE]"
+
+
+class OpenAIProvider(Provider):
+    """`openai/<model>`, bare OpenAI names, and OpenAI-compatible servers via `api_base`."""
+
+    name = "openai"
+    key_env = "OPENAI_API_KEY"
+    default_base = OPENAI_API_BASE
+
+    def __init__(self, config, upstream_model):
+        api_base, auth, secrets = self.connection(config)
+        super().__init__(config, upstream_model, secrets=secrets)
+        self.api_base = api_base.rstrip("/")
+        params = config.params
+        headers = {"Content-Type": "application/json", "Accept": "application/json", **auth}
+        if params.get("organization"):
+            headers["OpenAI-Organization"] = params["organization"]
+        headers.update(params.get("headers") or {})
+        headers.update(params.get("extra_headers") or {})
+        self.headers = headers
+        self.urls = self.endpoint_urls()
+
+    def connection(self, config):
+        """Resolve (api_base, auth headers, secrets) once, at start-up."""
+        params = config.params
+        key = params.get("api_key")
+        custom_base = params.get("api_base") or params.get("base_url")
+        # The provider's own key env var is only sent to the provider's own default endpoint:
+        # an OpenAI key must not leak to an arbitrary OpenAI-compatible server.
+        if key is None and self.key_env and (not custom_base or custom_base == self.default_base):
+            key = os.environ.get(self.key_env)
+        auth = {"Authorization": f"Bearer {key}"} if key else {}
+        return custom_base or self.default_base, auth, (key,)
+
+    def endpoint_urls(self):
+        """The full URL of each endpoint, built once."""
+        return {endpoint: self.api_base + path for endpoint, path in PATHS.items()}
+
+    def build_request(self, endpoint, body, stream):
+        """Same body, our model name and defaults; the URL is fixed at start-up."""
+        return UpstreamRequest("POST", self.urls[endpoint], self.headers,
+                               dumps(self.prepare_body(endpoint, body)))
+
+    def parse_response(self, endpoint, data):
+        """OpenAI answers are already in shape."""
+        return data
+
+    def parse_stream_event(self, endpoint, data, state):
+        """Each `data:` line is one chunk; `[DONE]` ends the stream."""
+        if data == DONE:
+            return None
+        return [orjson.loads(data)]
+
+    def map_error(self, status, raw, headers):
+        """OpenAI's `{"error": {...}}` body, status kept."""
+        return error_from_openai_body(self, status, raw, headers)

@@ -1,0 +1,134 @@
+"""Marshmallow schemas for the OpenAI request bodies; unknown parameters are kept and passed on."""
+
+from marshmallow import INCLUDE
+from marshmallow import Schema
+from marshmallow import ValidationError
+from marshmallow import fields
+from marshmallow import validate
+from marshmallow import validates
+
+from gateway.errors import BadRequestError
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+class _StrOrStrList(fields.Field):
+    """`stop`: a string or a list of strings."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            return value
+        raise ValidationError("must be a string or a list of strings")
+
+
+class _TokensOrText(fields.Field):
+    """`prompt` / `input`: a string, a list of strings, a token list, or a list of token lists."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, str):
+            return value
+        if isinstance(value, list) and value:
+            if all(isinstance(v, str) for v in value) or all(_is_int(v) for v in value):
+                return value
+            if all(isinstance(v, list) and v and all(_is_int(t) for t in v) for v in value):
+                return value
+        raise ValidationError("must be a string, a list of strings, or a list of token ids")
+
+
+class _StrOrObject(fields.Field):
+    """`tool_choice` / `function_call`: a mode string or an object naming the function."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, (str, dict)):
+            return value
+        raise ValidationError("must be a string or an object")
+
+
+class _Common(Schema):
+    class Meta:
+        unknown = INCLUDE
+
+    model = fields.String(allow_none=True)
+    stream = fields.Boolean(allow_none=True, truthy={True}, falsy={False})
+    stream_options = fields.Dict(allow_none=True)
+    temperature = fields.Float(allow_none=True)
+    top_p = fields.Float(allow_none=True)
+    n = fields.Integer(strict=True, allow_none=True, validate=validate.Range(min=1, max=128))
+    max_tokens = fields.Integer(strict=True, allow_none=True, validate=validate.Range(min=1))
+    presence_penalty = fields.Float(allow_none=True)
+    frequency_penalty = fields.Float(allow_none=True)
+    stop = _StrOrStrList(allow_none=True)
+    user = fields.String(allow_none=True)
+    seed = fields.Integer(strict=True, allow_none=True)
+    logit_bias = fields.Dict(allow_none=True)
+
+
+class ChatRequestSchema(_Common):
+    """POST /chat/completions."""
+
+    messages = fields.List(fields.Dict(), required=True, validate=validate.Length(min=1))
+    max_completion_tokens = fields.Integer(strict=True, allow_none=True, validate=validate.Range(min=1))
+    tools = fields.List(fields.Dict(), allow_none=True)
+    tool_choice = _StrOrObject(allow_none=True)
+    functions = fields.List(fields.Dict(), allow_none=True)
+    function_call = _StrOrObject(allow_none=True)
+    response_format = fields.Dict(allow_none=True)
+    logprobs = fields.Boolean(allow_none=True, truthy={True}, falsy={False})
+    top_logprobs = fields.Integer(strict=True, allow_none=True)
+
+    @validates("messages")
+    def _roles(self, messages, **kwargs):
+        for i, message in enumerate(messages):
+            if not isinstance(message.get("role"), str) or not message["role"]:
+                raise ValidationError(f"messages[{i}].role is required and must be a string")
+
+
+class CompletionRequestSchema(_Common):
+    """POST /completions."""
+
+    prompt = _TokensOrText(required=True)
+    echo = fields.Boolean(allow_none=True, truthy={True}, falsy={False})
+    best_of = fields.Integer(strict=True, allow_none=True)
+    suffix = fields.String(allow_none=True)
+    logprobs = fields.Integer(strict=True, allow_none=True)
+
+
+class EmbeddingRequestSchema(Schema):
+    """POST /embeddings."""
+
+    class Meta:
+        unknown = INCLUDE
+
+    model = fields.String(allow_none=True)
+    input = _TokensOrText(required=True)
+    encoding_format = fields.String(allow_none=True, validate=validate.OneOf(["float", "base64"]))
+    dimensions = fields.Integer(strict=True, allow_none=True, validate=validate.Range(min=1))
+    user = fields.String(allow_none=True)
+
+
+SCHEMAS = {"chat": ChatRequestSchema(), "completions": CompletionRequestSchema(),
+           "embeddings": EmbeddingRequestSchema()}
+
+
+def _first_error(messages):
+    """(param, message) of the first problem in marshmallow's error dict."""
+    key = sorted(messages, key=str)[0]
+    value = messages[key]
+    while isinstance(value, dict):
+        inner = sorted(value, key=str)[0]
+        key, value = f"{key}[{inner}]" if isinstance(inner, int) else f"{key}.{inner}", value[inner]
+    text = value[0] if isinstance(value, list) and value else str(value)
+    if text == "Missing data for required field.":
+        text = "required"
+    return key, text
+
+
+def validate_body(endpoint, body):
+    """Raise a 400 naming the first invalid parameter; the body itself is passed on unchanged."""
+    problems = SCHEMAS[endpoint].validate(body)
+    if problems:
+        param, text = _first_error(problems)
+        raise BadRequestError(f"Invalid request: {param}: {text}", param=param.split("[")[0].split(".")[0],
+                              code="invalid_request")

@@ -1,0 +1,55 @@
+"""Run the app under gunicorn with gevent workers, started programmatically by the CLI."""
+
+import sys
+
+WORKER_CONNECTIONS = 1000
+# Long enough for clients that pool connections (and load balancers with 60 s idle timeouts).
+KEEPALIVE_SECONDS = 75
+
+
+def gunicorn_options(host, port, workers, debug=False):
+    """The gunicorn settings the CLI and conf/gunicorn.conf.py share."""
+    bind_host = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    return {
+        "bind": f"{bind_host}:{port}",
+        "workers": workers,
+        "worker_class": "gevent",
+        "worker_connections": WORKER_CONNECTIONS,
+        "keepalive": KEEPALIVE_SECONDS,
+        # gevent workers heartbeat from their own greenlet, so long streams do not trip this.
+        "timeout": 60,
+        "graceful_timeout": 30,
+        "loglevel": "debug" if debug else "info",
+        "errorlog": "-",
+        "accesslog": None,
+        "proc_name": "gateway",
+        # gunicorn >= 25.1 opens a control socket at one fixed path per user; two gateways on one
+        # machine would fight over it, and nothing here uses it.
+        "control_socket_disable": True,
+    }
+
+
+def serve(settings, host, port, workers):
+    """Start gunicorn in this process; returns its exit status."""
+    # Patch before gunicorn (and through it ssl) is imported, as wsgi.py does for plain gunicorn.
+    from gevent import monkey
+    monkey.patch_all()
+
+    from gunicorn.app.base import BaseApplication
+
+    class GatewayApplication(BaseApplication):
+        """gunicorn application whose workers build the app from already-validated settings."""
+
+        def load_config(self):
+            for key, value in gunicorn_options(host, port, workers, settings.debug).items():
+                if key in self.cfg.settings:  # older gunicorn lacks some settings
+                    self.cfg.set(key, value)
+
+        def load(self):
+            from gateway.app import create_app
+            return create_app(settings)
+
+    print(f"gateway: serving {len(settings.deployments)} deployment(s) from {settings.source} "
+          f"on http://{host}:{port} with {workers} gevent worker(s)", file=sys.stderr, flush=True)
+    GatewayApplication().run()
+    return 0
