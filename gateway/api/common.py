@@ -25,10 +25,23 @@ def json_response(data, status=200, headers=None):
     return Response(orjson.dumps(data), status=status, headers=headers, mimetype="application/json")
 
 
+def read_body(limit):
+    """The raw request body, at most `limit` bytes, whether sized or chunked (413 above it)."""
+    length = request.content_length
+    if length is not None and length > limit:
+        raise errors.PayloadTooLargeError(f"Request body is larger than the limit of {limit} bytes.")
+    # Read the server's input directly: werkzeug's capped stream silently truncates a chunked body
+    # at the cap instead of rejecting it. One byte past the limit tells the two apart.
+    data = request.environ["wsgi.input"].read(limit + 1 if length is None else length)
+    if len(data) > limit:
+        raise errors.PayloadTooLargeError(f"Request body is larger than the limit of {limit} bytes.")
+    return data
+
+
 def serve(endpoint, path_model=None):
     """Handle one OpenAI-style call for `endpoint` (chat, completions, embeddings)."""
     gateway = current_app.extensions["gateway"]
-    body = parse_body(request.get_data(cache=False))
+    body = parse_body(read_body(gateway.settings.max_body_bytes))
     if path_model is not None:
         body["model"] = path_model
     validate_body(endpoint, body)

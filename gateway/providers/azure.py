@@ -15,6 +15,7 @@ class AzureProvider(OpenAIProvider):
 
     name = "azure"
     key_env = None
+    base_env = None
     default_base = None
 
     def connection(self, config):

@@ -19,6 +19,7 @@ class OpenAIProvider(Provider):
 
     name = "openai"
     key_env = "OPENAI_API_KEY"
+    base_env = "OPENAI_API_BASE"
     default_base = OPENAI_API_BASE
 
     def __init__(self, config, upstream_model):
@@ -39,12 +40,14 @@ class OpenAIProvider(Provider):
         params = config.params
         key = params.get("api_key")
         custom_base = params.get("api_base") or params.get("base_url")
-        # The provider's own key env var is only sent to the provider's own default endpoint:
-        # an OpenAI key must not leak to an arbitrary OpenAI-compatible server.
+        # The provider's key env var goes only to the endpoint the operator set beside it (its base
+        # env var) or to the provider's default: an OpenAI key must not leak to an arbitrary
+        # OpenAI-compatible server named in one deployment.
         if key is None and self.key_env and (not custom_base or custom_base == self.default_base):
             key = os.environ.get(self.key_env)
+        api_base = custom_base or (self.base_env and os.environ.get(self.base_env)) or self.default_base
         auth = {"Authorization": f"Bearer {key}"} if key else {}
-        return custom_base or self.default_base, auth, (key,)
+        return api_base, auth, (key,)
 
     def endpoint_urls(self):
         """The full URL of each endpoint, built once."""

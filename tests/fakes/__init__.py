@@ -1,0 +1,1 @@
+"""Fake upstream servers (real HTTP on loopback) used by the gateway test suites."""

@@ -1,0 +1,1 @@
+"""The gateway over HTTP: real gunicorn processes, real openai SDK, fake upstreams."""
