@@ -4,7 +4,8 @@ import logging
 import random
 
 import orjson
-import requests
+from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
 from gateway import errors
 from gateway import providers
@@ -16,29 +17,38 @@ READ_SIZE = 65536
 
 
 class ChunkStream:
-    """OpenAI chunks from one upstream stream; `close()` drops the upstream connection at once."""
+    """OpenAI chunks from one stream; `close()` drops the upstream connection unless it finished."""
 
-    def __init__(self, provider, endpoint, chunks, close=None):
+    def __init__(self, provider, endpoint, chunks, resp=None):
         self.provider = provider
         self.endpoint = endpoint
+        self.finished = False
         self._chunks = chunks
-        self._close = close
+        self._resp = resp
 
     def __iter__(self):
-        return iter(self._chunks)
+        yield from self._chunks
+        self.finished = True
 
     def close(self):
-        """Release the upstream connection (client gone or stream finished)."""
-        if self._close is not None:
-            close, self._close = self._close, None
-            close()
+        """Release the upstream connection: back to the pool if the stream ended, else cut it."""
+        resp, self._resp = self._resp, None
+        if resp is None:
+            return
+        if self.finished:
+            try:
+                resp.drain_conn()  # the rest is the chunked terminator; keeps TLS connections warm
+                resp.release_conn()
+                return
+            except (Urllib3Error, OSError):
+                pass
+        resp.close()
 
 
 def _read_raw(resp):
     """Yield bytes as they arrive, without waiting to fill a buffer."""
-    raw = resp.raw
     while True:
-        data = raw.read1(READ_SIZE)
+        data = resp.read1(READ_SIZE)
         if not data:
             return
         yield data
@@ -60,20 +70,15 @@ def _upstream_chunks(provider, endpoint, resp, timeout):
             if chunks is None:
                 return
             yield from chunks
-    except (requests.Timeout, TimeoutError) as exc:
+    except Urllib3Timeout as exc:
         raise errors.UpstreamTimeoutError(
             f"Upstream stream stalled for {timeout:g}s (deployment: {provider.label})") from exc
-    except (requests.RequestException, OSError) as exc:
+    except (Urllib3Error, OSError) as exc:
         raise errors.UpstreamConnectionError(
             f"Upstream stream broke (deployment: {provider.label}): {type(exc).__name__}") from exc
     except orjson.JSONDecodeError as exc:
         raise errors.UpstreamError(
             f"Upstream sent a malformed stream event (deployment: {provider.label})") from exc
-    except Exception as exc:  # urllib3's own read errors do not all derive from requests'
-        if type(exc).__module__.startswith("urllib3"):
-            raise errors.UpstreamConnectionError(
-                f"Upstream stream broke (deployment: {provider.label}): {type(exc).__name__}") from exc
-        raise
 
 
 class Router:
@@ -146,9 +151,9 @@ class Router:
         resp = self.transport.send(provider, req, timeout=timeout, stream=stream)
         if stream:
             chunks = _upstream_chunks(provider, endpoint, resp, timeout)
-            return provider, ChunkStream(provider, endpoint, chunks, resp.close)
+            return provider, ChunkStream(provider, endpoint, chunks, resp)
         try:
-            data = orjson.loads(resp.content)
+            data = orjson.loads(resp.data)
         except orjson.JSONDecodeError as exc:
             raise errors.UpstreamError(
                 f"Upstream answered with a body that is not JSON (deployment: {provider.label})") from exc

@@ -326,15 +326,17 @@ class _Handler(BaseHTTPRequestHandler):
                 op = "model"
             if op is None:
                 return self._json(404, openai_error(f"Invalid URL ({self.command} {path})"))
-            auth = headers.get("authorization", "")
-            token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
-            if not token:
-                return self._json(401, openai_error(
-                    "You didn't provide an API key. You need to provide your API key in an Authorization "
-                    "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY). You can obtain an API "
-                    "key from https://platform.openai.com/account/api-keys."))
-            if token != self.fake.api_key:
-                return self._json(401, _incorrect_key(token))
+            # api_key=None plays a local server started without a key (vLLM without --api-key).
+            if self.fake.api_key is not None:
+                auth = headers.get("authorization", "")
+                token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+                if not token:
+                    return self._json(401, openai_error(
+                        "You didn't provide an API key. You need to provide your API key in an Authorization "
+                        "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY). You can obtain an API "
+                        "key from https://platform.openai.com/account/api-keys."))
+                if token != self.fake.api_key:
+                    return self._json(401, _incorrect_key(token))
         if op == "models":
             return self._json(200, {"object": "list", "data": [self._model_obj(m) for m in self.fake.models]})
         if op == "model":

@@ -65,11 +65,14 @@ class GatewayProcess:
         return Path(self.log_path).read_text(errors="replace")
 
     def stop(self):
-        """SIGTERM the whole group, SIGKILL if it lingers."""
+        """Quick shutdown (SIGINT) of the whole group, SIGKILL if it lingers.
+
+        gunicorn's graceful SIGTERM waits out idle keep-alive connections the SDK clients hold.
+        """
         if self.proc.poll() is None:
             try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(timeout=10)
+                os.killpg(self.proc.pid, signal.SIGINT)
+                self.proc.wait(timeout=5)
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 try:
                     os.killpg(self.proc.pid, signal.SIGKILL)
