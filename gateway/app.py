@@ -37,13 +37,12 @@ class Gateway:
 
 def configure_logging(debug):
     """One line per record on stderr; DEBUG with `--debug` / `set_verbose`."""
-    root = logging.getLogger("gateway")
-    if not root.handlers:
+    root = logging.getLogger()
+    if not root.handlers:  # leave logging alone when the host (a test runner, an app) set it up
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root.addHandler(handler)
-        root.propagate = False
-    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    logging.getLogger("gateway").setLevel(logging.DEBUG if debug else logging.INFO)
 
 
 def create_app(settings=None):
@@ -94,7 +93,8 @@ def create_app(settings=None):
         else:
             message = exc.description or exc.name
         err = cls(message, status=exc.code, code=exc.name.lower().replace(" ", "_"))
-        return json_response(err.body(), status=exc.code)
+        headers = {"Allow": ", ".join(sorted(exc.valid_methods))} if getattr(exc, "valid_methods", None) else None
+        return json_response(err.body(), status=exc.code, headers=headers)
 
     @app.errorhandler(Exception)
     def _unexpected(exc):

@@ -140,6 +140,8 @@ def from_upstream_status(status, message, *, code=None, param=None, type_=None, 
               upstream_request_id=request_id)
     if cls is UpstreamError:
         err.status = status if 500 <= status <= 599 else 502
+    elif cls is BadRequestError:
+        err.status = status  # 409, 422, ...: SDKs raise their own typed error for each
     if type_ and cls not in (UpstreamError,):
         err.type = type_
     return err

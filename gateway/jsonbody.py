@@ -8,11 +8,15 @@ _WS = b" \t\r\n"
 
 
 def strip_trailing_commas(raw):
-    """Drop commas that stand right before a closing bracket or brace, outside strings."""
+    """Drop commas that follow a value and stand right before a closing bracket, outside strings.
+
+    `[1,]` and `{"a": 1,}` are repaired; `[,]` and `{,}` are left for the parser to reject.
+    """
     out = bytearray()
     in_string = False
     escaped = False
     pending_comma = -1  # index in out of a comma that may still turn out to be trailing
+    last = 0  # last significant byte outside strings
     for byte in raw:
         if in_string:
             out.append(byte)
@@ -23,15 +27,17 @@ def strip_trailing_commas(raw):
             elif byte == 0x22:  # closing quote
                 in_string = False
             continue
-        if byte in (0x5D, 0x7D) and pending_comma >= 0:  # ] or } after a comma
+        if byte in _WS:
+            out.append(byte)
+            continue
+        if byte in (0x5D, 0x7D) and pending_comma >= 0:  # ] or } after a trailing comma
             del out[pending_comma]
-            pending_comma = -1
-        elif byte not in _WS:
-            pending_comma = -1
-        if byte == 0x2C:  # comma
+        pending_comma = -1
+        if byte == 0x2C and last not in (0, 0x2C, 0x5B, 0x7B):  # a comma after a value
             pending_comma = len(out)
         elif byte == 0x22:
             in_string = True
+        last = byte
         out.append(byte)
     return bytes(out)
 

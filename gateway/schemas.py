@@ -14,6 +14,15 @@ def _is_int(value):
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+class _StrictBool(fields.Field):
+    """A JSON boolean and nothing else (marshmallow's Boolean takes 1, "true", "yes"...)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, bool):
+            return value
+        raise ValidationError("must be true or false")
+
+
 class _StrOrStrList(fields.Field):
     """`stop`: a string or a list of strings."""
 
@@ -51,7 +60,7 @@ class _Common(Schema):
         unknown = INCLUDE
 
     model = fields.String(allow_none=True)
-    stream = fields.Boolean(allow_none=True, truthy={True}, falsy={False})
+    stream = _StrictBool(allow_none=True)
     stream_options = fields.Dict(allow_none=True)
     temperature = fields.Float(allow_none=True)
     top_p = fields.Float(allow_none=True)
@@ -75,7 +84,7 @@ class ChatRequestSchema(_Common):
     functions = fields.List(fields.Dict(), allow_none=True)
     function_call = _StrOrObject(allow_none=True)
     response_format = fields.Dict(allow_none=True)
-    logprobs = fields.Boolean(allow_none=True, truthy={True}, falsy={False})
+    logprobs = _StrictBool(allow_none=True)
     top_logprobs = fields.Integer(strict=True, allow_none=True)
 
     @validates("messages")
@@ -89,7 +98,7 @@ class CompletionRequestSchema(_Common):
     """POST /completions."""
 
     prompt = _TokensOrText(required=True)
-    echo = fields.Boolean(allow_none=True, truthy={True}, falsy={False})
+    echo = _StrictBool(allow_none=True)
     best_of = fields.Integer(strict=True, allow_none=True)
     suffix = fields.String(allow_none=True)
     logprobs = fields.Integer(strict=True, allow_none=True)

@@ -257,7 +257,14 @@ def from_dict(raw, *, source="config", environ=True):
     aliases = router.get("model_group_alias") or {}
     if not isinstance(aliases, dict):
         raise ConfigError("router_settings.model_group_alias: must be a mapping of alias: group")
-    aliases = {str(k): (v["model"] if isinstance(v, dict) else str(v)) for k, v in aliases.items()}
+    resolved_aliases = {}
+    for alias, target in aliases.items():
+        if isinstance(target, dict):  # LiteLLM's object form: {"model": group, "hidden": bool}
+            target = target.get("model")
+        if not isinstance(target, str) or not target:
+            raise ConfigError(f"router_settings.model_group_alias.{alias}: must name a model group")
+        resolved_aliases[str(alias)] = target
+    aliases = resolved_aliases
     size_mb = _as_number(general.get("max_request_size_mb"), "general_settings.max_request_size_mb",
                          DEFAULT_MAX_BODY_MB)
     return Settings(
@@ -285,6 +292,8 @@ def load_file(path):
             raw = yaml.safe_load(handle)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""

@@ -24,15 +24,21 @@ CONNECT_TIMEOUT = 10.0
 # gevent serves up to 1000 connections per worker; requests' default pool of 10 per host would
 # make most of them open and close a fresh upstream connection.
 POOL_SIZE = 256
-SECRET_HEADERS = frozenset({"authorization", "api-key", "x-api-key", "x-goog-api-key", "proxy-authorization",
-                            "ocp-apim-subscription-key", "cookie"})
+# Header names that carry secrets; custom ones from `litellm_params.headers` too (X-Portkey-Api-Key...).
+_SECRET_WORDS = ("auth", "key", "token", "secret", "cookie", "signature", "password", "credential")
+
+
+def is_secret_header(name):
+    """Whether a header's value must never be shown."""
+    lowered = name.lower()
+    return any(word in lowered for word in _SECRET_WORDS)
 
 
 def curl_command(req):
     """The request as a runnable curl command with every secret header masked."""
     parts = ["curl", "-X", req.method, req.url]
     for name, value in req.headers.items():
-        shown = "****" if name.lower() in SECRET_HEADERS else value
+        shown = "****" if is_secret_header(name) else value
         parts += ["-H", f"{name}: {shown}"]
     if req.body is not None:
         parts += ["-d", req.body.decode("utf-8", "replace")]

@@ -19,6 +19,7 @@ CONNECTION_KEYS = frozenset({
     "initial_prompt_value", "roles", "final_prompt_value", "bos_token", "eos_token",
     "chat_template", "health_check_timeout", "tags", "region_name", "api_type",
     "litellm_credential_name", "mock_response", "use_in_pass_through", "deployment_id",
+    "drop_params", "additional_drop_params", "num_retries", "merge_reasoning_content_in_choices",
 })
 
 # Body keys that steer the gateway itself (LiteLLM's per-request controls) or must never come from a

@@ -1,0 +1,30 @@
+"""Unit-test isolation: no test sees provider keys or gateway settings from the developer's shell."""
+
+import pytest
+
+# Variables the gateway reads at start-up; a value in the shell would change what the tests see.
+GATEWAY_ENV = (
+    "GATEWAY_CONFIG", "GATEWAY_MASTER_KEY",
+    "OPENAI_API_KEY", "AZURE_API_KEY", "AZURE_API_BASE", "AZURE_API_VERSION", "AZURE_AD_TOKEN",
+)
+
+
+@pytest.fixture(autouse=True)
+def _clean_gateway_env(monkeypatch):
+    """Remove the gateway's environment variables for the test; restored afterwards."""
+    for name in GATEWAY_ENV:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def env_sandbox(monkeypatch):
+    """Return forget(*names): make each name absent now and restore its old state after the test.
+
+    Needed when code under test writes os.environ itself (config `environment_variables`):
+    monkeypatch only restores variables it touched, so touch them first.
+    """
+    def forget(*names):
+        for name in names:
+            monkeypatch.setenv(name, "placeholder")
+            monkeypatch.delenv(name)
+    return forget
