@@ -202,3 +202,52 @@ def test_seed_curl_examples(start_gateway, example, obj):
                          text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["object"] == obj, out.stdout
+
+
+def _substrings(secret, size=8):
+    return {secret[i:i + size] for i in range(len(secret) - size + 1)}
+
+
+def test_debug_log_and_answers_never_show_keys(start_gateway, fake_openai):
+    """--debug logs every upstream call as curl; no 8-character piece of any key may appear."""
+    master = "sk-Mq7x2Vb9LmZr4Tq8"
+    upstream = "sk-Hk3Rt8WcYpJ5vN2d"
+    azure = "Jn4Ds6FgQeK8wP3z"
+    fake_openai.api_key, fake_openai.azure_key = upstream, azure
+    try:
+        models = [{"model_name": name, "litellm_params": {
+            "model": f"openai/{name}", "api_base": fake_openai.url + "/v1", "api_key": upstream}}
+            for name in ("gpt-3.5-turbo", "fail-500", "stream-error")]
+        models.append({"model_name": "wrong-key", "litellm_params": {
+            "model": "openai/gpt-3.5-turbo", "api_base": fake_openai.url + "/v1",
+            "api_key": upstream[:-4] + "XXXX"}})
+        models.append({"model_name": "azure", "litellm_params": {
+            "model": "azure/dep", "api_base": fake_openai.url, "api_key": azure,
+            "headers": {"X-Custom-Api-Key": "sk-Pw5Nb7UxG2cV9h"}}})
+        gw = start_gateway({"model_list": models, "general_settings": {"master_key": master}},
+                           args=["--debug"])
+        c = openai.OpenAI(base_url=gw.url, api_key=master, max_retries=0)
+        bodies = []
+        for name in ("gpt-3.5-turbo", "azure"):
+            bodies.append(c.chat.completions.create(model=name, messages=HELLO).model_dump_json())
+            bodies.append("".join(ch.model_dump_json() for ch in c.chat.completions.create(
+                model=name, messages=HELLO, stream=True)))
+        for name in ("fail-500", "wrong-key", "stream-error"):
+            try:
+                for _ in c.chat.completions.create(model=name, messages=HELLO, stream=name == "stream-error"):
+                    pass
+            except openai.APIError as exc:
+                bodies.append(str(exc))
+        wrong = openai.OpenAI(base_url=gw.url, api_key=master[:-2] + "zz", max_retries=0)
+        with pytest.raises(openai.AuthenticationError) as info:
+            wrong.models.list()
+        bodies.append(str(info.value))
+        bodies.append(run_cli("--health", "--host", "127.0.0.1", "--port", str(gw.port)).stdout)
+    finally:
+        fake_openai.api_key, fake_openai.azure_key = "sk-fake-upstream", "azure-fake-key"
+    log = gw.log()
+    assert "curl -X POST" in log, "debug logging is on"
+    seen = log + "\n".join(bodies)
+    for secret in (master, upstream, azure, "sk-Pw5Nb7UxG2cV9h"):
+        leaked = [piece for piece in _substrings(secret) if piece in seen]
+        assert not leaked, (secret, leaked[:3])
