@@ -3,82 +3,13 @@
 import logging
 import random
 
-import orjson
-from urllib3.exceptions import HTTPError as Urllib3Error
-from urllib3.exceptions import TimeoutError as Urllib3Timeout
-
 from gateway import errors
 from gateway import providers
-from gateway.sse import SSEDecoder
+from gateway.providers import adapt
+from gateway.providers.shapes import encode_embedding
+from gateway.upstream import CallContext
 
 log = logging.getLogger("gateway.router")
-
-READ_SIZE = 65536
-
-
-class ChunkStream:
-    """OpenAI chunks from one stream; `close()` drops the upstream connection unless it finished."""
-
-    def __init__(self, provider, endpoint, chunks, resp=None):
-        self.provider = provider
-        self.endpoint = endpoint
-        self.finished = False
-        self._chunks = chunks
-        self._resp = resp
-
-    def __iter__(self):
-        yield from self._chunks
-        self.finished = True
-
-    def close(self):
-        """Release the upstream connection: back to the pool if the stream ended, else cut it."""
-        resp, self._resp = self._resp, None
-        if resp is None:
-            return
-        if self.finished:
-            try:
-                resp.drain_conn()  # the rest is the chunked terminator; keeps TLS connections warm
-                resp.release_conn()
-                return
-            except (Urllib3Error, OSError):
-                pass
-        resp.close()
-
-
-def _read_raw(resp):
-    """Yield bytes as they arrive, without waiting to fill a buffer."""
-    while True:
-        data = resp.read1(READ_SIZE)
-        if not data:
-            return
-        yield data
-
-
-def _upstream_chunks(provider, endpoint, resp, timeout):
-    """Decode the upstream's SSE body and translate each event into OpenAI chunks."""
-    decoder = SSEDecoder()
-    state = {}
-    try:
-        for raw in _read_raw(resp):
-            for event in decoder.feed(raw):
-                chunks = provider.parse_stream_event(endpoint, event.data, state)
-                if chunks is None:
-                    return
-                yield from chunks
-        for event in decoder.close():
-            chunks = provider.parse_stream_event(endpoint, event.data, state)
-            if chunks is None:
-                return
-            yield from chunks
-    except Urllib3Timeout as exc:
-        raise errors.UpstreamTimeoutError(
-            f"Upstream stream stalled for {timeout:g}s (deployment: {provider.label})") from exc
-    except (Urllib3Error, OSError) as exc:
-        raise errors.UpstreamConnectionError(
-            f"Upstream stream broke (deployment: {provider.label}): {type(exc).__name__}") from exc
-    except orjson.JSONDecodeError as exc:
-        raise errors.UpstreamError(
-            f"Upstream sent a malformed stream event (deployment: {provider.label})") from exc
 
 
 class Router:
@@ -138,25 +69,31 @@ class Router:
         """Run one call: (provider, answer dict), or (provider, ChunkStream) for streams."""
         name = self.resolve(body.get("model"))
         provider = self.pick(name)
+        return provider, self.run(provider, name, endpoint, body, stream)
+
+    def run(self, provider, name, endpoint, body, stream):
+        """Capability checks and shared adaptation around the provider's own execute()."""
+        settings = self.settings
         if not provider.supports(endpoint, stream):
-            what = f"streaming {endpoint}" if stream and endpoint in provider.endpoints else endpoint
+            what = "streaming" if stream and provider.supports(endpoint, False) else endpoint
             raise errors.BadRequestError(f"Model `{name}` ({provider.name}) does not support {what}.",
-                                         param="stream" if stream else "model", code="unsupported_endpoint")
-        if provider.local:
-            if stream:
-                return provider, ChunkStream(provider, endpoint, provider.stream(endpoint, body))
-            return provider, provider.answer(endpoint, body)
-        timeout = provider.timeout or self.settings.request_timeout
-        req = provider.build_request(endpoint, body, stream)
-        resp = self.transport.send(provider, req, timeout=timeout, stream=stream)
+                                         param="stream" if what == "streaming" else "model",
+                                         code="unsupported_endpoint")
+        if endpoint == "completions" and not provider.native_completions:
+            answer = self.run(provider, name, "chat", adapt.completion_to_chat(body), stream)
+            return answer.map(adapt.chat_chunk_to_completion) if stream else adapt.chat_to_completion(answer)
+        legacy_functions = False
+        if endpoint == "chat":
+            legacy_functions = bool(body.get("functions")) and provider.supported_params is not None
+            body = adapt.prepare_tools(provider, body, settings)
+        body = adapt.check_params(provider, endpoint, body, settings.drop_params)
+        ctx = CallContext(self.transport, provider.timeout or settings.request_timeout, settings.drop_params)
+        answer = provider.execute(ctx, endpoint, body, stream)
         if stream:
-            chunks = _upstream_chunks(provider, endpoint, resp, timeout)
-            return provider, ChunkStream(provider, endpoint, chunks, resp)
-        try:
-            data = orjson.loads(resp.data)
-        except orjson.JSONDecodeError as exc:
-            raise errors.UpstreamError(
-                f"Upstream answered with a body that is not JSON (deployment: {provider.label})") from exc
-        if not isinstance(data, dict):
-            raise errors.UpstreamError(f"Upstream answered with an unexpected body (deployment: {provider.label})")
-        return provider, provider.parse_response(endpoint, data)
+            return answer.map(adapt.tool_chunk_to_function_call) if legacy_functions else answer
+        if endpoint == "embeddings" and not provider.native_encoding and body.get("encoding_format"):
+            for item in answer.get("data") or []:
+                item["embedding"] = encode_embedding(item["embedding"], body["encoding_format"])
+        if legacy_functions:
+            answer = adapt.tools_to_function_call(answer)
+        return answer

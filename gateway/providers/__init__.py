@@ -1,48 +1,68 @@
-"""Provider registry: turns a `litellm_params.model` string into a configured provider object."""
+"""Provider registry: turns a `litellm_params.model` string into a configured provider object.
 
-import re
+Every module in this package that defines `PROVIDERS = (ProviderClass, ...)` is registered; a class
+claims its `prefixes` (`anthropic/...`) and the bare model names its `bare_models` regex matches.
+"""
 
-from gateway.providers.azure import AzureProvider
-from gateway.providers.demo import DemoProvider
-from gateway.providers.openai import OpenAIProvider
+import importlib
+import pkgutil
+
 from gateway.settings import ConfigError
 
 
 class UnsupportedProviderError(ConfigError):
     """The model string names a provider this version cannot call."""
 
-PROVIDERS = {cls.name: cls for cls in (OpenAIProvider, AzureProvider, DemoProvider)}
 
-# Bare model names that mean OpenAI, as LiteLLM users write them.
-_OPENAI_BARE = re.compile(
-    r"^(gpt-|chatgpt-|o[1-9](-|$)|text-embedding-|text-davinci-|davinci-|babbage-|ft:gpt-|"
-    r"text-moderation-|omni-moderation-)")
+def _discover():
+    by_prefix, classes = {}, []
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        for cls in getattr(module, "PROVIDERS", ()):
+            classes.append(cls)
+            for prefix in cls.prefixes:
+                if prefix in by_prefix:
+                    raise RuntimeError(f"provider prefix {prefix!r} claimed twice")
+                by_prefix[prefix] = cls
+    return by_prefix, tuple(classes)
+
+
+PREFIXES, CLASSES = _discover()
 
 
 def split_model(model):
-    """Split `provider/model` into (provider name, upstream model); bare OpenAI names included."""
+    """(provider name or None, upstream model) for a model string; bare names included."""
     if "/" in model:
         prefix, rest = model.split("/", 1)
-        return prefix, rest
-    if _OPENAI_BARE.match(model):
-        return "openai", model
-    if model == "demo":
-        return "demo", "demo"
+        if prefix in PREFIXES or not _bare_class(model):
+            return prefix, rest
+    cls = _bare_class(model)
+    if cls is not None:
+        return cls.name, model
+    if model in PREFIXES:  # `demo`
+        return model, model
     return None, model
+
+
+def _bare_class(model):
+    for cls in CLASSES:
+        if cls.bare_models is not None and cls.bare_models.match(model):
+            return cls
+    return None
 
 
 def build(config):
     """Create the provider object for one deployment; ConfigError names the entry at fault."""
-    provider, upstream = split_model(config.model)
-    cls = PROVIDERS.get(provider)
+    name, upstream = split_model(config.model)
+    cls = PREFIXES.get(name) or _bare_class(config.model)
+    where = f"model_list[{config.index}].litellm_params.model"
     if cls is None:
-        where = f"model_list[{config.index}].litellm_params.model"
-        known = ", ".join(sorted(PROVIDERS))
-        if provider is None:
-            raise UnsupportedProviderError(f"{where}: cannot tell the provider of {config.model!r}; "
-                              f"write it as <provider>/<model> (providers: {known})")
-        raise UnsupportedProviderError(f"{where}: provider {provider!r} is not supported by this version "
-                          f"(supported: {known})")
+        known = ", ".join(sorted(PREFIXES))
+        if name is not None:
+            raise UnsupportedProviderError(f"{where}: provider {name!r} is not "
+                                           f"supported by this version (supported: {known})")
+        raise UnsupportedProviderError(f"{where}: cannot tell the provider of {config.model!r}; "
+                                       f"write it as <provider>/<model> (providers: {known})")
     if not upstream:
-        raise ConfigError(f"model_list[{config.index}].litellm_params.model: {config.model!r} names no model")
+        raise ConfigError(f"{where}: {config.model!r} names no model")
     return cls(config, upstream)

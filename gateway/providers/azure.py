@@ -14,6 +14,9 @@ class AzureProvider(OpenAIProvider):
     """`azure/<deployment>` with `api_base`, `api_version` and `api_key` or `azure_ad_token`."""
 
     name = "azure"
+    title = "Azure OpenAI"
+    prefixes = ("azure",)
+    bare_models = None
     key_env = None
     base_env = None
     default_base = None
@@ -39,3 +42,6 @@ class AzureProvider(OpenAIProvider):
         root = f"{self.api_base}/openai/deployments/{quote(self.model, safe='')}"
         query = f"?api-version={quote(self.api_version, safe='')}"
         return {endpoint: root + path + query for endpoint, path in PATHS.items()}
+
+
+PROVIDERS = (AzureProvider,)

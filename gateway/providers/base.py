@@ -47,14 +47,27 @@ class UpstreamRequest:
 
 
 class Provider:
-    """One configured deployment of one provider: translation halves plus its capabilities."""
+    """One configured deployment of one provider: translation halves plus its capabilities.
+
+    Subclasses set the capability attributes (they feed capability checks, drop_params and the
+    README's provider table) and either the pure halves used by the common HTTP flow
+    (`build_request`, `parse_response`, `parse_stream_event`, `map_error`) or their own `execute`.
+    """
 
     name = "base"
-    endpoints = frozenset(ENDPOINTS)
+    title = "base"            # how the README's provider table names it
+    prefixes = ()             # model-string prefixes, e.g. ("anthropic",) for `anthropic/claude-3`
+    bare_models = None        # compiled regex of bare model names that mean this provider
+    native_completions = True  # False: /completions is answered through chat
+    embeddings = False
     streaming = True
-    tools = True
-    vision = True
-    local = False  # answers in-process, without the transport
+    tools = False
+    vision = False
+    supported_params = None   # OpenAI params it maps; None = passes every parameter through
+    stream_format = "sse"     # "sse" or "ndjson" for the common HTTP flow
+    native_usage_chunk = False  # the upstream itself sends OpenAI's include_usage chunk
+    native_encoding = False     # the upstream itself honours embeddings' encoding_format
+    local = False              # answers in-process (demo)
 
     def __init__(self, config, upstream_model, secrets=()):
         self.config = config
@@ -79,7 +92,9 @@ class Provider:
 
     def supports(self, endpoint, stream):
         """Whether this deployment can serve the endpoint, streaming or not."""
-        return endpoint in self.endpoints and (not stream or self.streaming)
+        if endpoint == "embeddings":
+            return self.embeddings and not stream
+        return not stream or self.streaming
 
     def prepare_body(self, endpoint, body):
         """Apply deployment defaults, drop gateway controls and set the upstream model name."""
@@ -91,11 +106,23 @@ class Provider:
         out["model"] = self.model
         return out
 
+    def execute(self, ctx, endpoint, body, stream):
+        """Run the call: an OpenAI-shaped dict, or a ChunkStream of OpenAI chunks."""
+        from gateway.upstream import http_call
+        return http_call(self, ctx, endpoint, self.prepare_body(endpoint, body), stream)
+
+    def new_stream_state(self, endpoint, body):
+        """Per-stream translator state."""
+        from gateway.providers.shapes import stream_state
+        state = stream_state(self.model, "chatcmpl" if endpoint == "chat" else "cmpl")
+        state["include_usage"] = bool((body.get("stream_options") or {}).get("include_usage"))
+        return state
+
     def build_request(self, endpoint, body, stream):
         """Translate an OpenAI-shaped body into the upstream request (pure)."""
         raise NotImplementedError
 
-    def parse_response(self, endpoint, data):
+    def parse_response(self, endpoint, data, body):
         """Translate the upstream's JSON answer into the OpenAI shape (pure)."""
         raise NotImplementedError
 
@@ -105,7 +132,7 @@ class Provider:
 
     def map_error(self, status, raw, headers):
         """Turn an upstream error answer into a GatewayError, keeping status and message."""
-        raise NotImplementedError
+        return error_from_openai_body(self, status, raw, headers)
 
     def scrub(self, text):
         """Remove anything key-like, and this deployment's secrets, from upstream text."""

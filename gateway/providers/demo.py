@@ -1,11 +1,10 @@
 """The built-in demo model: deterministic chat, completions, streams and embeddings, no network."""
 
-import base64
 import hashlib
-import struct
 import time
 
 from gateway.providers.base import Provider
+from gateway.providers.shapes import encode_embedding
 
 EMBEDDING_DIMENSIONS = 16
 GREETING = "Hello from the gateway's demo model. You said:"
@@ -37,20 +36,23 @@ def embedding_vector(text, dimensions):
     return [v / norm for v in values]
 
 
-def encode_embedding(vector, encoding_format):
-    """Floats as a list, or as OpenAI's base64 of little-endian float32 when asked."""
-    if encoding_format == "base64":
-        return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
-    return vector
-
-
 class DemoProvider(Provider):
     """`demo/<anything>`: answers in-process so the gateway works with no provider key at all."""
 
     name = "demo"
+    title = "Built-in demo (no network)"
+    prefixes = ("demo",)
+    embeddings = True
+    native_usage_chunk = True
+    native_encoding = True
     local = True
-    tools = False
-    vision = False
+
+    def execute(self, ctx, endpoint, body, stream):
+        """Answer in-process."""
+        if stream:
+            from gateway.upstream import ChunkStream
+            return ChunkStream(self, endpoint, self.stream(endpoint, body))
+        return self.answer(endpoint, body)
 
     def _reply(self, endpoint, body):
         if endpoint == "chat":
@@ -130,3 +132,6 @@ class DemoProvider(Provider):
                          "embedding": encode_embedding(embedding_vector(text, dims), fmt)})
         return {"object": "list", "data": data, "model": self.model,
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
+
+PROVIDERS = (DemoProvider,)

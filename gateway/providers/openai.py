@@ -1,13 +1,13 @@
 """OpenAI and every OpenAI-compatible server: the wire format is ours, so translation is thin."""
 
 import os
+import re
 
 import orjson
 
 from gateway.providers.base import Provider
 from gateway.providers.base import UpstreamRequest
 from gateway.providers.base import dumps
-from gateway.providers.base import error_from_openai_body
 
 OPENAI_API_BASE = "https://api.openai.com/v1"
 PATHS = {"chat": "/chat/completions", "completions": "/completions", "embeddings": "/embeddings"}
@@ -18,6 +18,16 @@ class OpenAIProvider(Provider):
     """`openai/<model>`, bare OpenAI names, and OpenAI-compatible servers via `api_base`."""
 
     name = "openai"
+    title = "OpenAI"
+    prefixes = ("openai", "custom_openai", "text-completion-openai")
+    bare_models = re.compile(
+        r"^(gpt-|chatgpt-|o[1-9](-|$)|text-embedding-|text-davinci-|davinci-|babbage-|ft:gpt-|"
+        r"text-moderation-|omni-moderation-)")
+    embeddings = True
+    tools = True
+    vision = True
+    native_usage_chunk = True
+    native_encoding = True
     key_env = "OPENAI_API_KEY"
     base_env = "OPENAI_API_BASE"
     default_base = OPENAI_API_BASE
@@ -58,7 +68,7 @@ class OpenAIProvider(Provider):
         return UpstreamRequest("POST", self.urls[endpoint], self.headers,
                                dumps(self.prepare_body(endpoint, body)))
 
-    def parse_response(self, endpoint, data):
+    def parse_response(self, endpoint, data, body):
         """OpenAI answers are already in shape."""
         return data
 
@@ -68,6 +78,5 @@ class OpenAIProvider(Provider):
             return None
         return [orjson.loads(data)]
 
-    def map_error(self, status, raw, headers):
-        """OpenAI's `{"error": {...}}` body, status kept."""
-        return error_from_openai_body(self, status, raw, headers)
+
+PROVIDERS = (OpenAIProvider,)

@@ -7,7 +7,7 @@ import orjson
 import pytest
 
 from gateway.app import create_app
-from gateway.router import ChunkStream
+from gateway.upstream import ChunkStream
 from gateway.settings import from_dict
 from gateway.sse import SSEDecoder
 

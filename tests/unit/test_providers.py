@@ -461,4 +461,4 @@ def test_parse_stream_event_bad_json_raises_decode_error():
 
 def test_parse_response_is_identity():
     data = {"id": "x", "choices": []}
-    assert make("gpt-4o").parse_response("chat", data) == data
+    assert make("gpt-4o").parse_response("chat", data, {}) == data
