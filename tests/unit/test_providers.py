@@ -44,12 +44,12 @@ def sent_body(req):
     ("azure/dep", ("azure", "dep")),
     ("demo", ("demo", "demo")),
     ("demo/echo", ("demo", "echo")),
-    ("anthropic/claude-3", ("anthropic", "claude-3")),
+    ("nosuchprovider/claude-3", ("nosuchprovider", "claude-3")),
     ("openai/", ("openai", "")),
     ("llama3", (None, "llama3")),
     ("omni", (None, "omni")),
     ("o1x", (None, "o1x")),
-    ("claude-3-opus", (None, "claude-3-opus")),
+    ("mystery-model-7b", (None, "mystery-model-7b")),
 ])
 def test_split_model(model, expected):
     assert providers.split_model(model) == expected
@@ -77,10 +77,10 @@ def test_build_azure():
 
 
 @pytest.mark.parametrize("model, fragment", [
-    ("anthropic/claude-3", "provider 'anthropic' is not supported"),
-    ("bedrock/anthropic.claude-v2", "provider 'bedrock' is not supported"),
+    ("nosuchprovider/claude-3", "provider 'nosuchprovider' is not supported"),
+    ("madeup/anthropic.claude-v2", "provider 'madeup' is not supported"),
     ("llama3", "cannot tell the provider of 'llama3'"),
-    ("claude-3-opus", "cannot tell the provider"),
+    ("mystery-model-7b", "cannot tell the provider"),
 ])
 def test_unsupported_providers(model, fragment):
     with pytest.raises(providers.UnsupportedProviderError) as info:
