@@ -66,3 +66,25 @@ def build(config):
     if not upstream:
         raise ConfigError(f"{where}: {config.model!r} names no model")
     return cls(config, upstream)
+
+
+def markdown_table():
+    """The README's provider table, generated from the provider classes so it cannot drift."""
+    def mark(flag):
+        return "yes" if flag else "-"
+
+    def envs(cls):
+        value = getattr(cls, "key_env", None)
+        names = (value,) if isinstance(value, str) else tuple(value or ())
+        return ", ".join(f"`{n}`" for n in names) or "-"
+
+    rows = ["| provider | model strings | chat | /completions | embeddings | streaming | tools | vision "
+            "| key env var |", "|---|---|---|---|---|---|---|---|---|"]
+    for cls in sorted(CLASSES, key=lambda c: c.title.lower()):
+        names = ", ".join(f"`{p}/...`" for p in cls.prefixes)
+        if cls.bare_models is not None:
+            names += f", bare `{cls.bare_models.pattern}`"
+        rows.append(f"| {cls.title} | {names} | yes | {'native' if cls.native_completions else 'via chat'} "
+                    f"| {mark(cls.embeddings)} | {mark(cls.streaming)} | {mark(cls.tools)} | {mark(cls.vision)} "
+                    f"| {envs(cls)} |")
+    return "\n".join(rows)

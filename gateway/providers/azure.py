@@ -17,7 +17,7 @@ class AzureProvider(OpenAIProvider):
     title = "Azure OpenAI"
     prefixes = ("azure",)
     bare_models = None
-    key_env = None
+    key_env = ("AZURE_API_KEY", "AZURE_AD_TOKEN")  # read by connection() below; listed for the README
     base_env = None
     default_base = None
 

@@ -53,8 +53,9 @@ class OpenAIProvider(Provider):
         # The provider's key env var goes only to the endpoint the operator set beside it (its base
         # env var) or to the provider's default: an OpenAI key must not leak to an arbitrary
         # OpenAI-compatible server named in one deployment.
-        if key is None and self.key_env and (not custom_base or custom_base == self.default_base):
-            key = os.environ.get(self.key_env)
+        if key is None and (not custom_base or custom_base == self.default_base):
+            envs = (self.key_env,) if isinstance(self.key_env, str) else (self.key_env or ())
+            key = next((os.environ[name] for name in envs if os.environ.get(name)), None)
         api_base = custom_base or (self.base_env and os.environ.get(self.base_env)) or self.default_base
         auth = {"Authorization": f"Bearer {key}"} if key else {}
         return api_base, auth, (key,)

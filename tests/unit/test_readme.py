@@ -24,3 +24,10 @@ def test_quick_start_is_two_commands():
 def test_ci_runs_the_readme_test_command():
     ci = (REPO / ".ci" / "run").read_text().splitlines()
     assert quick_start_commands()[1] in ci
+
+
+def test_provider_table_is_generated_from_the_classes():
+    from gateway.providers import markdown_table
+    text = (REPO / "README.md").read_text()
+    section = text.split("<!-- providers:start -->\n", 1)[1].split("\n<!-- providers:end -->", 1)[0]
+    assert section == markdown_table(), "run: python scripts/provider_table.py --write"
