@@ -57,6 +57,10 @@ def create_app(settings=None):
     transport = Transport(debug=settings.debug)
     gateway = Gateway(settings, Router(settings, transport), transport, Authenticator(settings.master_key))
     app.extensions["gateway"] = gateway
+    if settings.general_settings.get("background_health_checks"):
+        from gateway import healthcheck
+        interval = float(settings.general_settings.get("health_check_interval") or 300)
+        healthcheck.start_background(gateway.router, interval)
 
     from gateway.api import chat
     from gateway.api import completions

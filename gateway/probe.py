@@ -83,20 +83,25 @@ def run_test(base, key, out=sys.stdout):
 
 
 def run_health(base, key, out=sys.stdout):
-    """Report liveliness and readiness as a small table; non-zero unless both are fine."""
-    ok = True
-    rows = []
-    for path in ("/health/liveliness", "/health/readiness"):
-        try:
-            resp = requests.get(base + path, headers=_headers(key), timeout=TIMEOUT)
-            status = resp.status_code
-            detail = resp.text.strip()[:200]
-        except requests.RequestException as exc:
-            status, detail = "-", f"unreachable ({type(exc).__name__})"
-        ok = ok and status == 200
-        rows.append((path, str(status), detail))
-    width = max(len(r[0]) for r in rows)
-    print(f"{'check'.ljust(width)}  status  detail", file=out)
-    for path, status, detail in rows:
-        print(f"{path.ljust(width)}  {status.ljust(6)}  {detail}", file=out)
-    return 0 if ok else 1
+    """Call /health (every deployment) and print a table; non-zero if any deployment is unhealthy."""
+    try:
+        resp = requests.get(base + "/health", headers=_headers(key), timeout=TIMEOUT)
+    except requests.RequestException as exc:
+        print(f"FAIL gateway at {base} unreachable ({type(exc).__name__})", file=out)
+        return 1
+    if resp.status_code != 200:
+        print(f"FAIL GET {base}/health -> {resp.status_code}: {_error_text(resp)}", file=out)
+        return 1
+    data = resp.json()
+    rows = [("healthy", e) for e in data.get("healthy_endpoints", [])]
+    rows += [("UNHEALTHY", e) for e in data.get("unhealthy_endpoints", [])]
+    table = [("status", "model_name", "model", "api_base", "detail")]
+    for status, entry in rows:
+        detail = entry.get("error") or f"{entry.get('latency_ms', '')} ms"
+        table.append((status, entry.get("model_name") or "", entry.get("model") or "",
+                      entry.get("api_base") or "-", str(detail)[:160]))
+    widths = [max(len(row[i]) for row in table) for i in range(4)]
+    for row in table:
+        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:4])) + "  " + row[4], file=out)
+    print(f"{data.get('healthy_count', 0)} healthy, {data.get('unhealthy_count', 0)} unhealthy", file=out)
+    return 0 if data.get("unhealthy_count", 0) == 0 else 1

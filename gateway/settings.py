@@ -22,33 +22,34 @@ DEFAULT_REQUEST_TIMEOUT = 600.0
 # Keys the LiteLLM proxy knows that later gateway versions implement: accepted and warned about once.
 PLANNED = {
     "litellm_settings": {
-        "num_retries", "fallbacks", "context_window_fallbacks", "default_fallbacks", "cache",
-        "cache_params", "success_callback", "failure_callback", "callbacks", "service_callback",
+        "cache", "cache_params", "success_callback", "failure_callback", "callbacks", "service_callback",
         "json_logs", "turn_off_message_logging", "max_budget", "budget_duration",
-        "allowed_fails", "cooldown_time", "redact_user_api_key_info", "modify_params",
-        "max_internal_user_budget", "default_team_settings", "upperbound_key_generate_params",
-        "default_key_generate_params", "enable_preview_features", "retry_after",
+        "redact_user_api_key_info", "modify_params", "max_internal_user_budget", "default_team_settings",
+        "upperbound_key_generate_params", "default_key_generate_params", "enable_preview_features",
+        "retry_after",
     },
     "router_settings": {
-        "routing_strategy", "num_retries", "timeout", "stream_timeout", "redis_host", "redis_port",
-        "redis_password", "redis_url", "allowed_fails", "cooldown_time", "fallbacks",
-        "context_window_fallbacks", "default_fallbacks", "retry_after", "enable_pre_call_checks",
-        "routing_strategy_args", "retry_policy", "allowed_fails_policy", "max_fallbacks",
-        "provider_budget_config", "disable_cooldowns",
+        "retry_after", "enable_pre_call_checks", "routing_strategy_args", "retry_policy",
+        "allowed_fails_policy", "provider_budget_config", "disable_cooldowns",
     },
     "general_settings": {
-        "database_url", "background_health_checks", "health_check_interval", "otel", "alerting",
-        "proxy_batch_write_at", "store_model_in_db", "database_connection_pool_limit",
-        "disable_spend_logs", "allow_user_auth", "custom_auth", "infer_model_from_keys",
-        "public_routes", "allowed_routes", "enforce_user_param", "max_parallel_requests",
-        "global_max_parallel_requests", "metrics_public", "database_connection_timeout",
+        "database_url", "otel", "alerting", "proxy_batch_write_at", "store_model_in_db",
+        "database_connection_pool_limit", "disable_spend_logs", "allow_user_auth", "custom_auth",
+        "infer_model_from_keys", "public_routes", "allowed_routes", "enforce_user_param",
+        "max_parallel_requests", "global_max_parallel_requests", "metrics_public",
+        "database_connection_timeout",
     },
 }
 IMPLEMENTED = {
     "litellm_settings": {"drop_params", "set_verbose", "request_timeout", "telemetry",
-                         "add_function_to_prompt"},
-    "router_settings": {"model_group_alias"},
-    "general_settings": {"master_key", "max_request_size_mb"},
+                         "add_function_to_prompt", "num_retries", "fallbacks", "context_window_fallbacks",
+                         "default_fallbacks", "allowed_fails", "cooldown_time"},
+    "router_settings": {"model_group_alias", "routing_strategy", "num_retries", "timeout", "stream_timeout",
+                        "redis_host", "redis_port", "redis_password", "redis_url", "allowed_fails",
+                        "cooldown_time", "fallbacks", "context_window_fallbacks", "default_fallbacks",
+                        "max_fallbacks", "max_retries", "max_request_timeout", "local_state_path"},
+    "general_settings": {"master_key", "max_request_size_mb", "background_health_checks",
+                         "health_check_interval"},
 }
 
 

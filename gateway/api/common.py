@@ -1,6 +1,7 @@
 """What every OpenAI endpoint view shares: parse, validate, route, render (plain or SSE)."""
 
 import logging
+import time
 
 import orjson
 from flask import Response
@@ -48,10 +49,30 @@ def serve(endpoint, path_model=None):
     stream = body.get("stream") is True
     if stream and endpoint == "embeddings":
         raise errors.BadRequestError("Embeddings cannot be streamed.", param="stream")
-    _provider, result = gateway.router.call(endpoint, body, stream)
+    outcome, result = gateway.router.call(endpoint, body, stream)
+    headers = outcome_headers(outcome)
     if stream:
-        return Response(_sse(result, g.request_id), headers=SSE_HEADERS, mimetype="text/event-stream")
-    return json_response(result)
+        return Response(_sse(result, g.request_id), headers={**SSE_HEADERS, **headers},
+                        mimetype="text/event-stream")
+    return json_response(result, headers=headers)
+
+
+def outcome_headers(outcome):
+    """What happened, for clients and operators: deployment (never a key), retries, fallbacks, overhead.
+
+    Named as the LiteLLM proxy names them, so dashboards and clients built on those keep working.
+    """
+    deployment = outcome.deployment
+    overhead_ms = (time.monotonic() - outcome.started - outcome.upstream_seconds) * 1000
+    headers = {"x-litellm-model-group": outcome.group,
+               "x-litellm-attempted-retries": str(outcome.retries),
+               "x-litellm-attempted-fallbacks": str(outcome.fallbacks),
+               "x-litellm-overhead-duration-ms": f"{max(0.0, overhead_ms):.2f}"}
+    if deployment is not None:
+        headers["x-litellm-model-id"] = deployment.id
+        if deployment.provider.api_base:
+            headers["x-litellm-model-api-base"] = deployment.provider.api_base
+    return headers
 
 
 def _sse(stream, request_id):

@@ -4,6 +4,7 @@ from flask import Blueprint
 from flask import current_app
 
 from gateway import __version__
+from gateway import healthcheck
 from gateway.api.common import json_response
 
 bp = Blueprint("health", __name__)
@@ -23,4 +24,12 @@ def readiness():
     names = gateway.router.names
     return json_response({"status": "healthy" if names else "no models configured",
                           "models": len(names), "db": "not configured", "cache": "none",
+                          "router_state": gateway.router.state.status(),
                           "version": __version__}, status=200 if names else 503)
+
+
+@bp.get("/health")
+def health():
+    """Call every deployment with a minimal request (LiteLLM's /health); needs the master key."""
+    router = current_app.extensions["gateway"].router
+    return json_response(healthcheck.check_all(router))

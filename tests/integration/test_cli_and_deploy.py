@@ -78,8 +78,9 @@ def test_cli_test_and_health_against_running_gateway(start_gateway, tmp_path):
     assert by_env.returncode == 0, by_env.stdout
     no_key = run_cli("--test", "--host", "127.0.0.1", "--port", port, env={"GATEWAY_MASTER_KEY": ""})
     assert no_key.returncode == 1 and "401" in no_key.stdout
-    health = run_cli("--health", "--host", "127.0.0.1", "--port", port)
-    assert health.returncode == 0 and "/health/readiness" in health.stdout
+    health = run_cli("--health", "--host", "127.0.0.1", "--port", port, "--config", str(config))
+    assert health.returncode == 0, health.stdout
+    assert "1 healthy, 0 unhealthy" in health.stdout and "demo/echo" in health.stdout
     assert "sk-cli-master" not in ok.stdout + health.stdout
 
 

@@ -208,7 +208,7 @@ def test_main_model_and_config(tmp_path, capsys, served):
 def test_main_unsupported_provider_is_served_without_it(tmp_path, served):
     # The router warns and skips it; one bad entry does not stop the rest of the config.
     path = tmp_path / "c.yaml"
-    path.write_text("model_list:\n  - model_name: c\n    litellm_params: {model: anthropic/claude-3}\n"
+    path.write_text("model_list:\n  - model_name: c\n    litellm_params: {model: nosuchprovider/claude-3}\n"
                     "  - model_name: d\n    litellm_params: {model: demo/echo}\n")
     assert cli.main(["--config", str(path)]) == 0
     assert len(served) == 1

@@ -414,12 +414,12 @@ def test_validation_error_from_a_file_keeps_the_key_path(tmp_path):
 # --- planned and unknown keys warn, never fail ----------------------------------------------------
 
 @pytest.mark.parametrize("section, key, value, kind", [
-    ("litellm_settings", "num_retries", 3, "not implemented"),
-    ("litellm_settings", "fallbacks", [{"gpt-4": ["gpt-3.5-turbo"]}], "not implemented"),
+    ("litellm_settings", "json_logs", True, "not implemented"),
+    ("litellm_settings", "max_budget", 10, "not implemented"),
     ("litellm_settings", "success_callback", ["langfuse"], "not implemented"),
     ("litellm_settings", "cache", True, "not implemented"),
-    ("router_settings", "routing_strategy", "least-busy", "not implemented"),
-    ("router_settings", "redis_host", "localhost", "not implemented"),
+    ("router_settings", "retry_policy", {"TimeoutErrorRetries": 2}, "not implemented"),
+    ("router_settings", "enable_pre_call_checks", True, "not implemented"),
     ("general_settings", "database_url", "postgresql://u:p@h/db", "not implemented"),
     ("general_settings", "alerting", ["slack"], "not implemented"),
     ("litellm_settings", "frobnicate", 1, "not a setting"),

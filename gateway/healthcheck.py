@@ -1,0 +1,74 @@
+"""Deployment health: one minimal call per deployment, all at once; optional background checks."""
+
+import logging
+import random
+import time
+
+import gevent
+from gevent.pool import Pool
+
+from gateway import errors
+
+log = logging.getLogger("gateway.health")
+
+PING = "ping"
+
+
+def _probe_body(deployment):
+    """The smallest request the deployment's mode accepts."""
+    mode = (deployment.provider.config.model_info or {}).get("mode") or "chat"
+    if mode == "embedding":
+        return "embeddings", {"input": PING}
+    if mode == "completion":
+        return "completions", {"prompt": PING, "max_tokens": 1}
+    return "chat", {"messages": [{"role": "user", "content": PING}], "max_tokens": 1}
+
+
+def check_one(router, deployment):
+    """(healthy, entry) for one deployment; the entry names model and api_base, never a key."""
+    provider = deployment.provider
+    entry = {"model_name": provider.config.model_name, "model": provider.config.model,
+             "api_base": provider.api_base, "model_id": deployment.id}
+    endpoint, body = _probe_body(deployment)
+    started = time.monotonic()
+    try:
+        with gevent.Timeout(deployment.health_check_timeout + 1,
+                            errors.UpstreamTimeoutError("health check timed out")):
+            router.run(provider, provider.config.model_name, endpoint, body, False,
+                       timeout=deployment.health_check_timeout)
+    except errors.GatewayError as exc:
+        return False, {**entry, "error": exc.message}
+    except Exception as exc:  # a provider bug must not take /health down with it
+        log.exception("health check of %s crashed", deployment.id)
+        return False, {**entry, "error": f"health check failed: {type(exc).__name__}"}
+    return True, {**entry, "latency_ms": round((time.monotonic() - started) * 1000, 1)}
+
+
+def check_all(router):
+    """LiteLLM's /health answer: every deployment checked concurrently."""
+    deployments = router.deployments()
+    pool = Pool(min(32, max(1, len(deployments))))
+    results = pool.map(lambda d: check_one(router, d), deployments)
+    healthy = [entry for ok, entry in results if ok]
+    unhealthy = [entry for ok, entry in results if not ok]
+    return {"healthy_endpoints": healthy, "unhealthy_endpoints": unhealthy,
+            "healthy_count": len(healthy), "unhealthy_count": len(unhealthy)}
+
+
+def start_background(router, interval):
+    """Check every `interval` seconds; one worker per interval does it; failures cool deployments down."""
+    def loop():
+        while True:
+            gevent.sleep(interval * random.uniform(0.9, 1.1))
+            try:
+                won, _ = router.state.admit(f"healthcheck:{int(time.time() // interval)}", 1)
+                if not won:
+                    continue
+                for deployment in router.deployments():
+                    ok, entry = check_one(router, deployment)
+                    if not ok:
+                        group = router.groups[deployment.provider.config.model_name]
+                        group.cool_down(deployment, f"background health check failed: {entry['error']}")
+            except Exception:
+                log.exception("background health check failed")
+    return gevent.spawn(loop)

@@ -1,0 +1,41 @@
+"""The package's model table (context windows, list prices), loaded once."""
+
+import functools
+import json
+from importlib import resources
+
+
+@functools.lru_cache(maxsize=1)
+def table():
+    """Every known model's facts, keyed by upstream model name."""
+    text = resources.files("gateway").joinpath("data/models.json").read_text(encoding="utf-8")
+    return {k: v for k, v in json.loads(text).items() if not k.startswith("_")}
+
+
+def lookup(model, model_info=None):
+    """Facts for one deployment: the table's entry under its upstream name, overridden by model_info."""
+    facts = dict(table().get(model) or table().get(model.rsplit("/", 1)[-1]) or {})
+    facts.update({k: v for k, v in (model_info or {}).items() if v is not None})
+    return facts
+
+
+def estimate_tokens(body):
+    """A rough prompt size (4 characters a token): enough to see a prompt that cannot fit."""
+    chars = 0
+    for message in body.get("messages") or ():
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, str):
+            chars += len(content)
+        elif isinstance(content, list):
+            chars += sum(len(p.get("text") or "") for p in content if isinstance(p, dict))
+    prompt = body.get("prompt")
+    if isinstance(prompt, str):
+        chars += len(prompt)
+    elif isinstance(prompt, list):
+        chars += sum(len(p) if isinstance(p, (str, list)) else 0 for p in prompt)
+    inputs = body.get("input")
+    if isinstance(inputs, str):
+        chars += len(inputs)
+    elif isinstance(inputs, list):
+        chars += sum(len(i) for i in inputs if isinstance(i, (str, list)))
+    return chars // 4
