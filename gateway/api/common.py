@@ -52,8 +52,12 @@ def serve(endpoint, path_model=None):
     outcome, result = gateway.router.call(endpoint, body, stream)
     headers = outcome_headers(outcome)
     if stream:
-        return Response(_sse(result, g.request_id), headers={**SSE_HEADERS, **headers},
-                        mimetype="text/event-stream")
+        response = Response(_sse(result, g.request_id), headers={**SSE_HEADERS, **headers},
+                            mimetype="text/event-stream")
+        # The generator's finally closes the stream; a response closed before its first chunk
+        # never runs that generator, so the close is registered here too (close is idempotent).
+        response.call_on_close(result.close)
+        return response
     return json_response(result, headers=headers)
 
 
