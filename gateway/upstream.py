@@ -105,7 +105,7 @@ def translated_chunks(provider, endpoint, events, state, timeout):
     except (Urllib3Error, OSError) as exc:
         raise errors.UpstreamConnectionError(
             f"Upstream stream broke (deployment: {provider.label}): {type(exc).__name__}") from exc
-    except (orjson.JSONDecodeError, KeyError, TypeError, IndexError, AttributeError) as exc:
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
         raise errors.UpstreamError(
             f"Upstream sent a stream event this gateway cannot read (deployment: {provider.label})") from exc
 

@@ -7,6 +7,7 @@ import orjson
 
 from gateway.errors import BadRequestError
 from gateway.providers.shapes import legacy_functions_to_tools
+from gateway.providers.shapes import text_of
 
 # OpenAI parameters a provider either maps or must refuse (unknown, non-OpenAI keys are ignored by
 # translating providers and passed through by OpenAI-compatible ones).
@@ -49,7 +50,7 @@ def tools_into_prompt(body):
             '{"name": <function name>, "arguments": {...}}.\nFunctions: ' + spec)
     messages = list(body.get("messages") or [])
     if messages and messages[0].get("role") == "system":
-        messages[0] = {**messages[0], "content": f"{messages[0].get('content') or ''}\n\n{note}"}
+        messages[0] = {**messages[0], "content": f"{text_of(messages[0].get('content'))}\n\n{note}"}
     else:
         messages.insert(0, {"role": "system", "content": note})
     return {k: v for k, v in body.items() if k not in ("tools", "tool_choice", "parallel_tool_calls")} | {
@@ -60,6 +61,8 @@ def prepare_tools(provider, body, settings):
     """Legacy functions -> tools; tools for a provider without them: into the prompt, dropped or 400."""
     if not (body.get("tools") or body.get("functions")):
         return body
+    if provider.tools and provider.supported_params is None:
+        return body  # OpenAI-compatible: the upstream speaks legacy functions itself
     if provider.tools:
         return legacy_functions_to_tools(body)
     if settings.add_function_to_prompt:
@@ -129,8 +132,8 @@ def tool_chunk_to_function_call(chunk):
     """Streaming twin of tools_to_function_call: delta.tool_calls[0] -> delta.function_call."""
     for choice in chunk.get("choices") or []:
         delta = choice.get("delta") or {}
-        calls = delta.pop("tool_calls", None)
-        if calls:
+        calls = [c for c in delta.pop("tool_calls", None) or () if c.get("index", 0) == 0]
+        if calls:  # legacy functions carry one call: later parallel calls are not reported
             delta["function_call"] = {k: v for k, v in (calls[0].get("function") or {}).items()}
         if choice.get("finish_reason") == "tool_calls":
             choice["finish_reason"] = "function_call"

@@ -5,6 +5,8 @@ keys (`initial_prompt_value`, `roles`, `final_prompt_value`, `bos_token`, `eos_t
 `chat_template`, which is rendered only in jinja2's ImmutableSandboxedEnvironment.
 """
 
+import re
+
 from gateway.errors import BadRequestError
 from gateway.providers.shapes import text_of
 from gateway.settings import ConfigError
@@ -78,9 +80,9 @@ def llama3(turns):
 
 
 def falcon(turns):
-    """Falcon instruct: `User:` / `Falcon:` turns."""
+    """Falcon instruct: `System:` / `User:` / `Falcon:` turns."""
     system, rest = _split_system(turns)
-    lines = [system] if system else []
+    lines = [f"System: {system}"] if system else []
     lines += [f"{'User' if role == 'user' else 'Falcon'}: {text}" for role, text in rest]
     return "\n".join(lines) + "\nFalcon:"
 
@@ -90,7 +92,7 @@ def vicuna(turns):
     system, rest = _split_system(turns)
     prompt = f"{system}\n\n" if system else ""
     for role, text in rest:
-        prompt += f"USER: {text}\n" if role == "user" else f"ASSISTANT: {text}</s>"
+        prompt += f"USER: {text}\n" if role == "user" else f"ASSISTANT: {text}</s>\n"
     return prompt + "ASSISTANT:"
 
 
@@ -99,23 +101,25 @@ def plain(turns):
     return "".join(f"{role}: {text}\n" for role, text in turns) + "assistant:"
 
 
-# Checked in order; the first family whose marker is in the lower-cased model name wins.
+# Checked in order; the first family whose pattern is in the lower-cased model name wins. ChatML
+# fine-tunes come first (OpenHermes-2.5-Mistral is ChatML, not Mistral); `llama-3` must not match
+# `codellama-34b`.
 FAMILIES = (
-    (("llama-3", "llama3", "llama_3"), llama3),
-    (("codellama", "code-llama", "llama-2", "llama2"), llama2),
-    (("mistral", "mixtral"), mistral),
-    (("zephyr",), zephyr),
-    (("falcon",), falcon),
-    (("vicuna",), vicuna),
-    (("qwen", "openhermes", "dolphin", "chatml", "yi-", "nous-hermes-2"), chatml),
+    (re.compile(r"qwen|openhermes|dolphin|chatml|(^|/)yi-|nous-hermes-2"), chatml),
+    (re.compile(r"llama-?_?3(?!\d)"), llama3),
+    (re.compile(r"codellama|code-llama|llama-?2(?!\d)"), llama2),
+    (re.compile(r"mistral|mixtral"), mistral),
+    (re.compile(r"zephyr"), zephyr),
+    (re.compile(r"falcon"), falcon),
+    (re.compile(r"vicuna"), vicuna),
 )
 
 
 def family_for(model):
     """The built-in template function for a model name."""
     name = model.lower()
-    for markers, template in FAMILIES:
-        if any(marker in name for marker in markers):
+    for pattern, template in FAMILIES:
+        if pattern.search(name):
             return template
     return plain
 
@@ -125,9 +129,9 @@ class CustomTemplate:
 
     def __init__(self, params):
         roles = params.get("roles") or {}
-        if not isinstance(roles, dict):
+        if not isinstance(roles, dict) or not all(isinstance(v, dict) or v is None for v in roles.values()):
             raise ConfigError("litellm_params.roles: must map role -> {pre_message, post_message}")
-        self.roles = {r: (str((v or {}).get("pre_message", "")), str((v or {}).get("post_message", "")))
+        self.roles = {r: (str((v or {}).get("pre_message") or ""), str((v or {}).get("post_message") or ""))
                       for r, v in roles.items()}
         self.initial = str(params.get("initial_prompt_value") or "")
         self.final = str(params.get("final_prompt_value") or "")
@@ -150,16 +154,12 @@ class CustomTemplate:
 
 
 class JinjaTemplate:
-    """A Hugging Face style `chat_template`, sandboxed: no globals, no unsafe attributes, strict."""
+    """A Hugging Face style `chat_template`, sandboxed: no globals, unsafe attributes refused."""
 
     def __init__(self, source, bos="", eos=""):
-        from jinja2 import StrictUndefined
         from jinja2 import TemplateError
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-        env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
-        env.globals.clear()  # no lipsum, cycler, joiner, namespace, range: nothing to climb from
-        env.globals["raise_exception"] = _raise_exception
+        env = _sandbox()
         try:
             self.template = env.from_string(source)
         except TemplateError as exc:
@@ -171,20 +171,70 @@ class JinjaTemplate:
             raise ConfigError(f"litellm_params.chat_template: {exc.message}") from None
 
     def render(self, messages):
-        """Render; any sandbox violation or undefined name is a 400, and nothing runs."""
+        """Render; any sandbox violation is a 400, and nothing runs."""
         from jinja2 import TemplateError
         from jinja2.exceptions import SecurityError
 
         plain_messages = [{"role": m.get("role"), "content": text_of(m.get("content"))} for m in messages]
         try:
             return self.template.render(messages=plain_messages, bos_token=self.bos, eos_token=self.eos,
-                                        add_generation_prompt=True)
+                                        add_generation_prompt=True, tools=None, documents=None)
         except SecurityError:
-            raise BadRequestError("chat_template refused: it tried to reach an unsafe attribute.") from None
+            raise BadRequestError("chat_template refused: it tried to reach an unsafe attribute or "
+                                  "build an oversized value.") from None
         except TemplateError as exc:
             raise BadRequestError(f"chat_template failed: {exc}") from None
-        except (TypeError, ValueError, ArithmeticError, LookupError) as exc:
+        except (TypeError, ValueError, ArithmeticError, LookupError, RuntimeError, MemoryError) as exc:
+            # RuntimeError covers RecursionError from self-recursive macros.
             raise BadRequestError(f"chat_template failed: {type(exc).__name__}") from None
+
+
+MAX_REPEAT = 100_000
+
+
+def _sandbox():
+    """jinja2's ImmutableSandboxedEnvironment, stricter: unsafe attribute access raises instead of
+    rendering empty, `*` and `**` cannot build huge values, and there are no globals to climb from.
+    Rendering is lenient about undefined names (as transformers is), so stock templates work."""
+    from jinja2 import Undefined
+    from jinja2.exceptions import SecurityError
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+    from jinja2.utils import missing
+
+    class TopLevelStrict(Undefined):
+        """Lenient for missing attributes (message.tool_calls), strict when a template prints or
+        loops over a name it was never given (`{{ config }}`, `{{ request }}`)."""
+
+        def __str__(self):
+            if self._undefined_obj is missing:
+                self._fail_with_undefined_error()
+            return ""
+
+        def __iter__(self):
+            if self._undefined_obj is missing:
+                self._fail_with_undefined_error()
+            return iter(())
+
+    class Sandbox(ImmutableSandboxedEnvironment):
+        intercepted_binops = frozenset(["*", "**"])
+
+        def unsafe_undefined(self, obj, attribute):
+            raise SecurityError(f"access to attribute {attribute!r} of {type(obj).__name__!r} is unsafe")
+
+        def call_binop(self, context, operator, left, right):
+            if operator == "**" and isinstance(right, (int, float)) and abs(right) > 64:
+                raise SecurityError("exponent too large")
+            if operator == "*":
+                sizes = [len(x) for x in (left, right) if isinstance(x, (str, list, tuple))]
+                counts = [x for x in (left, right) if isinstance(x, int) and not isinstance(x, bool)]
+                if sizes and counts and sizes[0] * max(counts[0], 0) > MAX_REPEAT:
+                    raise SecurityError("repetition too large")
+            return super().call_binop(context, operator, left, right)
+
+    env = Sandbox(autoescape=False, trim_blocks=True, lstrip_blocks=True, undefined=TopLevelStrict)
+    env.globals.clear()  # no lipsum, cycler, joiner, namespace, range: nothing to climb from
+    env.globals["raise_exception"] = _raise_exception
+    return env
 
 
 def _raise_exception(message):
