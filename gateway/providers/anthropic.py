@@ -5,7 +5,6 @@ Model strings: `anthropic/<model>` and bare `claude-*` names (as LiteLLM resolve
 `api_base` or ANTHROPIC_API_BASE / ANTHROPIC_BASE_URL, default https://api.anthropic.com.
 """
 
-import logging
 import os
 import re
 
@@ -16,8 +15,8 @@ from gateway.providers import shapes
 from gateway.providers.base import Provider
 from gateway.providers.base import UpstreamRequest
 from gateway.providers.base import dumps
+from gateway.settings import ConfigError
 
-log = logging.getLogger("gateway.providers.anthropic")
 DEFAULT_API_BASE = "https://api.anthropic.com"
 API_VERSION = "2023-06-01"
 # Anthropic requires max_tokens; LiteLLM fills in the same default when a request has none.
@@ -68,10 +67,8 @@ class AnthropicProvider(Provider):
             key = os.environ.get(self.key_env[0])
             token = None if key else os.environ.get(self.key_env[1])
         if not key and not token and api_base == DEFAULT_API_BASE:
-            # Like a missing OPENAI_API_KEY: the config still loads (LiteLLM files must), the log
-            # says why, and calls get Anthropic's own 401.
-            log.warning("model_list[%d].litellm_params.api_key: no key for anthropic (set ANTHROPIC_API_KEY)",
-                        config.index)
+            raise ConfigError(f"model_list[{config.index}].litellm_params.api_key: required for anthropic "
+                              "(or set ANTHROPIC_API_KEY)")
         super().__init__(config, upstream_model, secrets=(key, token))
         self.api_base = api_base
         if api_base.endswith("/v1/messages"):

@@ -113,11 +113,10 @@ def test_env_key_never_goes_to_a_deployment_api_base(monkeypatch):
     assert "x-api-key" not in provider.headers
 
 
-def test_missing_key_loads_and_warns_naming_the_entry(caplog):
-    with caplog.at_level("WARNING", logger="gateway.providers.anthropic"):
-        provider = make(api_key=None, index=3)
-    assert "x-api-key" not in provider.headers
-    assert "model_list[3].litellm_params.api_key" in caplog.text
+def test_missing_key_is_a_config_error_naming_the_entry():
+    from gateway.settings import ConfigError
+    with pytest.raises(ConfigError, match=r"model_list\[3\]\.litellm_params\.api_key"):
+        make(api_key=None, index=3)
 
 
 def test_extra_headers_and_scrubbed_label():
