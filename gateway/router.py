@@ -315,6 +315,7 @@ class Router:
         legacy_functions = False
         if endpoint == "chat":
             legacy_functions = bool(body.get("functions")) and provider.supported_params is not None
+            adapt.check_images(provider, body)
             body = adapt.prepare_tools(provider, body, settings)
         body = adapt.check_params(provider, endpoint, body, settings.drop_params)
         limit = timeout or provider.timeout or self.timeout

@@ -138,3 +138,18 @@ def tool_chunk_to_function_call(chunk):
         if choice.get("finish_reason") == "tool_calls":
             choice["finish_reason"] = "function_call"
     return chunk
+
+
+def check_images(provider, body):
+    """A clear 400 instead of silently dropping image parts sent to a text-only provider.
+
+    Providers whose image support depends on the deployment (vision set per instance) check
+    themselves, with a hint on how to enable it."""
+    if getattr(type(provider), "vision", provider.vision):
+        return
+    for message in body.get("messages") or ():
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list) and any(isinstance(p, dict) and p.get("type") == "image_url"
+                                             for p in content):
+            raise BadRequestError(f"{provider.name} models here are text only: no images (image_url parts).",
+                                  param="messages", code="unsupported_content")

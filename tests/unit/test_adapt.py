@@ -296,3 +296,15 @@ def test_tool_chunks_stream_matches_non_streamed_mapping():
         arguments += call.get("arguments") or ""
     assert name == "get_weather"
     assert orjson.loads(arguments) == {"city": "Paris"}
+
+
+def test_images_refused_for_text_only_providers():
+    body = {"messages": [{"role": "user", "content": [
+        {"type": "text", "text": "what is this"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}]}
+    with pytest.raises(BadRequestError) as info:
+        adapt.check_images(SimpleNamespace(name="petals", vision=False), body)
+    assert info.value.param == "messages" and "petals" in info.value.message
+    adapt.check_images(SimpleNamespace(name="openai", vision=True), body)
+    adapt.check_images(SimpleNamespace(name="petals", vision=False),
+                       {"messages": [{"role": "user", "content": "plain"}]})
