@@ -1,0 +1,314 @@
+"""AWS plumbing shared by Bedrock and SageMaker: settings, boto3 clients, errors, event streams.
+
+boto3/botocore are imported inside functions only: a gateway with no AWS deployment never loads them
+(they cost ~17 MB per worker).
+"""
+
+import logging
+import os
+import re
+import sys
+import threading
+
+import orjson
+
+from gateway import errors
+from gateway.settings import ConfigError
+
+log = logging.getLogger("gateway.providers.aws")
+
+CONNECT_TIMEOUT = 10.0
+# gevent serves up to 1000 connections per worker; botocore's default pool of 10 would make most
+# calls open a fresh TLS connection.
+POOL_SIZE = 256
+MAX_CLIENTS = 8  # boto3 clients per deployment (one per distinct timeout)
+DEFAULT_REGION = "us-west-2"  # LiteLLM's fallback when nothing names a region
+_REGION = re.compile(r"^[a-z0-9-]+$")
+_ARN_REGION = re.compile(r"^arn:aws[\w-]*:(?:bedrock|sagemaker):([a-z0-9-]+):")
+
+# litellm_params keys that configure the AWS connection; never request parameters.
+AWS_KEYS = frozenset({
+    "aws_access_key_id", "aws_secret_access_key", "aws_session_token", "aws_region_name",
+    "aws_profile_name", "aws_role_name", "aws_session_name", "aws_external_id", "aws_sts_endpoint",
+    "aws_web_identity_token", "aws_bedrock_runtime_endpoint", "aws_sagemaker_allow_zero_temp",
+    "hf_model_name", "model_id",
+})
+
+# Error codes whose HTTP status alone would mislead: AWS answers a bad key or signature with 403, but
+# for clients it is an authentication failure (401), as OpenAI reports a wrong key.
+_STATUS_BY_CODE = {
+    "UnrecognizedClientException": 401, "InvalidSignatureException": 401, "ExpiredTokenException": 401,
+    "MissingAuthenticationTokenException": 401, "IncompleteSignatureException": 401,
+    "InvalidClientTokenId": 401, "SignatureDoesNotMatch": 401, "ExpiredToken": 401,
+    "AccessDeniedException": 403, "ResourceNotFoundException": 404,
+    "ThrottlingException": 429, "ServiceQuotaExceededException": 429, "ModelNotReadyException": 429,
+    "ServiceUnavailableException": 503, "ServiceUnavailable": 503,
+    "InternalServerException": 500, "InternalFailure": 500, "InternalStreamFailure": 500,
+    "ModelStreamErrorException": 502, "ModelStreamError": 502,
+}
+_ENDPOINT_MISSING = re.compile(r"^Endpoint \S+ of account \S+ not found")
+_TIMEOUT_CODES = frozenset({"ModelTimeoutException", "RequestTimeout", "RequestTimeoutException"})
+# How AWS models (Bedrock, and TGI behind SageMaker) say the prompt does not fit the context window.
+CONTEXT_ERROR = re.compile(
+    r"input is too long|too many (?:input )?tokens|prompt is too long|context (?:length|window)|"
+    r"maximum context|exceeds? the maximum (?:number of )?(?:input )?tokens|"
+    r"inputs` tokens \+ `max_new_tokens` must be|input validation error: `inputs` must have less than",
+    re.I)
+
+
+class AwsSettings:
+    """A deployment's AWS connection, resolved once at start-up from litellm_params and env vars."""
+
+    def __init__(self, config, service, model_hint="", endpoint_keys=("api_base",), endpoint_env=None,
+                 bearer_env=None):
+        params = config.params
+        where = f"model_list[{config.index}].litellm_params"
+        for key in ("aws_role_name", "aws_web_identity_token"):
+            if params.get(key):
+                raise ConfigError(f"{where}.{key}: not supported by this gateway; use aws_access_key_id/"
+                                  "aws_secret_access_key, the AWS_* env vars, or aws_profile_name (a profile "
+                                  "with role_arn / web_identity_token_file assumes the role)")
+        self.service = service
+        self.access_key = params.get("aws_access_key_id")
+        self.secret_key = params.get("aws_secret_access_key")
+        self.session_token = params.get("aws_session_token")
+        if not (self.access_key or self.secret_key):  # the env's key pair (and token) belong together
+            self.access_key = os.environ.get("AWS_ACCESS_KEY_ID")
+            self.secret_key = os.environ.get("AWS_SECRET_ACCESS_KEY")
+            self.session_token = self.session_token or os.environ.get("AWS_SESSION_TOKEN")
+        # Bedrock API keys: LiteLLM's `api_key`, else AWS_BEARER_TOKEN_BEDROCK when no key pair is set.
+        self.bearer_token = params.get("api_key") if bearer_env else None
+        if bearer_env and not self.bearer_token and not self.access_key:
+            self.bearer_token = os.environ.get(bearer_env) or None
+        if bool(self.access_key) != bool(self.secret_key):
+            missing = "aws_secret_access_key" if self.access_key else "aws_access_key_id"
+            raise ConfigError(f"{where}.{missing}: required when the other half of the AWS key pair is set "
+                              "(litellm_params or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)")
+        self.profile = params.get("aws_profile_name") or os.environ.get("AWS_PROFILE_NAME")
+        arn_region = _ARN_REGION.match(model_hint or "")
+        self.region = (params.get("aws_region_name") or (arn_region and arn_region.group(1))
+                       or os.environ.get("AWS_REGION_NAME") or os.environ.get("AWS_REGION")
+                       or os.environ.get("AWS_DEFAULT_REGION"))
+        if self.region is not None and not _REGION.match(str(self.region)):
+            raise ConfigError(f"{where}.aws_region_name: {self.region!r} is not an AWS region name")
+        self.endpoint_url = next((params[k] for k in endpoint_keys if params.get(k)), None)
+        if not self.endpoint_url and endpoint_env:
+            self.endpoint_url = os.environ.get(endpoint_env) or None
+        self.endpoint_url = self.endpoint_url.rstrip("/") if self.endpoint_url else None
+        self.secrets = (self.secret_key, self.session_token, self.access_key, self.bearer_token)
+        self._clients = {}
+        self._session = None
+        self._lock = threading.Lock()  # a gevent lock once the worker is monkey-patched
+
+    def client(self, timeout):
+        """The deployment's boto3 client for this timeout, created once (thread/greenlet-safe)."""
+        client = self._clients.get(timeout)
+        if client is None:
+            with self._lock:
+                client = self._clients.get(timeout)
+                if client is None:
+                    if len(self._clients) >= MAX_CLIENTS:  # per-request timeouts: keep the set bounded
+                        self._clients.pop(next(iter(self._clients)))
+                    client = self._clients[timeout] = self._make_client(timeout)
+        return client
+
+    def _make_client(self, timeout):
+        _repair_late_ssl_patch()
+        import boto3
+        from botocore.config import Config
+
+        session = self._session
+        if session is None:  # one session per deployment: its loader caches the service model
+            session = self._session = boto3.session.Session(
+                aws_access_key_id=self.access_key, aws_secret_access_key=self.secret_key,
+                aws_session_token=self.session_token if self.access_key else None,
+                profile_name=self.profile if not self.access_key else None)
+        region = self.region or session.region_name or DEFAULT_REGION
+        config = Config(retries={"max_attempts": 0}, read_timeout=timeout,
+                        connect_timeout=min(CONNECT_TIMEOUT, timeout), max_pool_connections=POOL_SIZE,
+                        tcp_keepalive=True)
+        if self.bearer_token:
+            from botocore import UNSIGNED
+            config = config.merge(Config(signature_version=UNSIGNED))
+        # The router owns retries and timeouts; the client must neither retry nor wait longer.
+        client = session.client(self.service, region_name=region, endpoint_url=self.endpoint_url,
+                                config=config)
+        if self.bearer_token:
+            header = f"Bearer {self.bearer_token}"
+
+            def add_bearer(request, **kwargs):
+                request.headers["Authorization"] = header
+
+            client.meta.events.register("before-send", add_bearer)
+        return client
+
+
+def _repair_late_ssl_patch():
+    """Finish gevent's ssl patch for modules that imported SSLContext before it ran.
+
+    The CLI imports the provider registry (and through it urllib3, hence ssl) before gunicorn's
+    gevent worker patches; urllib3.util.ssl_ keeps the stdlib SSLContext, whose `options` setter then
+    recurses forever once `ssl.SSLContext` is gevent's, and botocore builds an SSL context for every
+    client, even for http endpoints. Rebinding those names to the patched class is what patching
+    earlier would have done.
+    """
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is None or not monkey.is_module_patched("ssl"):
+        return
+    import ssl
+    original = monkey.get_original("ssl", "SSLContext")
+    for name in ("urllib3.util.ssl_", "urllib3.util", "botocore.httpsession"):
+        module = sys.modules.get(name)
+        if module is not None and getattr(module, "SSLContext", None) is original:
+            module.SSLContext = ssl.SSLContext
+
+
+def strip_connection_keys(provider):
+    """Keep AWS connection keys out of the request defaults (they are not model parameters)."""
+    provider.defaults = {k: v for k, v in provider.defaults.items() if k not in AWS_KEYS}
+
+
+def error_from_aws(provider, status, code, message, headers=None, request_id=None, original_status=None):
+    """A GatewayError for an AWS error answer: its code decides the class, its message is kept.
+
+    `original_status` is what the model container answered behind a SageMaker ModelError (424): a 4xx
+    there is the client's fault (a 400 here), anything else the upstream's (502).
+    """
+    code = code or ""
+    message = message or f"upstream answered HTTP {status}"
+    if code == "ModelError" and isinstance(original_status, int):
+        status = original_status if 400 <= original_status < 500 else 502
+    text = provider.scrub(f"Upstream error from {provider.name}" + (f" ({code})" if code else "")
+                          + f": {message}")
+    if code in _TIMEOUT_CODES:
+        return errors.UpstreamTimeoutError(f"{text} (deployment: {provider.label})",
+                                           upstream_status=status, upstream_request_id=request_id)
+    status = _STATUS_BY_CODE.get(code, status or 500) if code != "ModelError" else status
+    if code == "ValidationError" and _ENDPOINT_MISSING.search(message):
+        status = 404  # SageMaker reports an unknown endpoint as a validation error
+    context = status in (400, 413, 422) and CONTEXT_ERROR.search(message)
+    retry_after = (headers or {}).get("retry-after")
+    extra = {"Retry-After": retry_after} if retry_after and status == 429 else None
+    return errors.from_upstream_status(status, text, code="context_length_exceeded" if context else None,
+                                       headers=extra, request_id=request_id, deployment=provider.label)
+
+
+def error_from_http(provider, status, raw, headers):
+    """Map a raw AWS REST-JSON error answer (status, body, headers) as botocore would read it."""
+    headers = {k.lower(): v for k, v in (headers or {}).items()}
+    try:
+        data = orjson.loads(raw) if raw else {}
+    except orjson.JSONDecodeError:
+        data = {}
+    data = data if isinstance(data, dict) else {}
+    code = (headers.get("x-amzn-errortype") or data.get("__type") or data.get("code") or "").split(":")[0]
+    code = code.rsplit("#", 1)[-1]
+    message = data.get("message") or data.get("Message")
+    if not message and raw:
+        message = raw.decode("utf-8", "replace").strip()[:500]
+    return error_from_aws(provider, status, code, message, headers, headers.get("x-amzn-requestid"),
+                          data.get("OriginalStatusCode"))
+
+
+def error_from_client_error(provider, exc):
+    """Map botocore's ClientError (and EventStreamError, raised mid-stream) to the gateway tree."""
+    response = getattr(exc, "response", None) or {}
+    error = response.get("Error") or {}
+    meta = response.get("ResponseMetadata") or {}
+    status = meta.get("HTTPStatusCode") or 0
+    code = error.get("Code") or ""
+    if not status:  # an exception event inside a 200 stream carries no status of its own
+        status = 400 if code.startswith("validation") else 429 if code.startswith("throttling") else 502
+        code = code[:1].upper() + code[1:]  # modelStreamErrorException -> ModelStreamErrorException
+    return error_from_aws(provider, status, code, error.get("Message"), meta.get("HTTPHeaders"),
+                          meta.get("RequestId"), response.get("OriginalStatusCode"))
+
+
+def map_exception(provider, exc, timeout):
+    """The GatewayError for anything a boto3 call or stream raises; None when it is not an AWS/IO error."""
+    from botocore import exceptions as bx
+    from urllib3 import exceptions as ux
+
+    if isinstance(exc, errors.GatewayError):
+        return exc
+    if isinstance(exc, bx.ClientError):
+        return error_from_client_error(provider, exc)
+    if isinstance(exc, bx.ParamValidationError):
+        return errors.BadRequestError(provider.scrub(f"Request rejected before sending to {provider.name}: "
+                                                     f"{exc}"), param="messages")
+    if isinstance(exc, (bx.NoCredentialsError, bx.PartialCredentialsError)):
+        return errors.ServiceUnavailableError(
+            f"No AWS credentials are available for deployment {provider.label}: set aws_access_key_id/"
+            "aws_secret_access_key (or AWS_* env vars, or aws_profile_name).", code="upstream_credentials")
+    if isinstance(exc, (bx.ConnectTimeoutError,)):
+        return errors.UpstreamTimeoutError(
+            f"Upstream did not accept a connection within {min(CONNECT_TIMEOUT, timeout):g}s "
+            f"(deployment: {provider.label})")
+    if isinstance(exc, (bx.ReadTimeoutError, ux.ReadTimeoutError)):
+        return errors.UpstreamTimeoutError(f"Upstream timed out after {timeout:g}s (deployment: {provider.label})")
+    if isinstance(exc, (bx.EndpointConnectionError, bx.ConnectionClosedError, bx.HTTPClientError,
+                        ux.HTTPError, OSError)):
+        return errors.UpstreamConnectionError(
+            f"Could not reach upstream (deployment: {provider.label}): {type(exc).__name__}")
+    if isinstance(exc, bx.BotoCoreError):
+        return errors.UpstreamError(provider.scrub(f"AWS client error (deployment: {provider.label}): "
+                                                   f"{type(exc).__name__}"))
+    return None
+
+
+def _raise_mapped(provider, exc, timeout, unreadable=False):
+    """Re-raise `exc` as its GatewayError (unreadable upstream data too, when asked); else as it is."""
+    mapped = map_exception(provider, exc, timeout)
+    if mapped is None and unreadable and isinstance(exc, (orjson.JSONDecodeError, KeyError, TypeError,
+                                                          IndexError, AttributeError, ValueError)):
+        mapped = errors.UpstreamError(
+            f"Upstream sent a stream event this gateway cannot read (deployment: {provider.label})")
+    if mapped is None or mapped is exc:
+        raise exc
+    raise mapped from exc
+
+
+def call(provider, timeout, method, **kwargs):
+    """Run one boto3 client method; every AWS or I/O failure becomes the matching GatewayError."""
+    fn = getattr(provider.aws.client(timeout), method)
+    try:
+        return fn(**kwargs)
+    except Exception as exc:
+        _raise_mapped(provider, exc, timeout)
+
+
+def read_body(provider, body, timeout):
+    """Read a boto3 StreamingBody whole; a broken or stalled read becomes the matching GatewayError."""
+    try:
+        return body.read()
+    except Exception as exc:
+        _raise_mapped(provider, exc, timeout)
+
+
+def translated(provider, events, translate, finish, timeout):
+    """OpenAI chunks from boto3 stream events: translate(event) per event, finish() at the end."""
+    try:
+        for event in events:
+            yield from translate(event)
+        yield from finish()
+    except Exception as exc:
+        _raise_mapped(provider, exc, timeout, unreadable=True)
+
+
+def chunk_stream(provider, endpoint, chunks, event_stream):
+    """A ChunkStream over a boto3 EventStream: the connection goes back to the pool when it finished."""
+    from gateway.upstream import ChunkStream
+
+    raw = getattr(event_stream, "_raw_stream", None)
+    if raw is not None and hasattr(raw, "release_conn"):
+        return ChunkStream(provider, endpoint, chunks, raw)  # urllib3 response: drain or cut on close
+    return ChunkStream(provider, endpoint, chunks, on_close=event_stream.close)
+
+
+def json_body(provider, payload):
+    """Parse a JSON answer body (bytes), or a 502 naming the deployment."""
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise errors.UpstreamError(
+            f"Upstream answered with a body that is not JSON (deployment: {provider.label})") from exc

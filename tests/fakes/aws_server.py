@@ -1,0 +1,464 @@
+"""A fake AWS upstream: the Bedrock Runtime and SageMaker Runtime REST APIs boto3 speaks, on loopback.
+
+Every request's SigV4 signature is recomputed with botocore's signer from the received method, path,
+headers and body (at the request's own X-Amz-Date) and must match, or the answer is AWS's 403. Bedrock
+also takes `Authorization: Bearer <bearer_token>` (Bedrock API keys) when the fake has one.
+
+Routes (boto3 `endpoint_url` = FakeAWS.url)
+    Bedrock:   POST /model/{modelId}/converse          JSON Converse answer
+               POST /model/{modelId}/converse-stream   application/vnd.amazon.eventstream, chunked
+               POST /model/{modelId}/invoke            Titan / Cohere embeddings
+    SageMaker: POST /endpoints/{name}/invocations                  TGI (or embeddings when the name has "embed")
+               POST /endpoints/{name}/invocations-response-stream  TGI SSE lines in PayloadPart events,
+                                                                   split across parts on purpose
+
+Answers are deterministic: Bedrock chat says ``bedrock_answer(last user text)``; with tools offered and
+"weather" in the last user text it calls the (first weather) tool once per city ("weather in Paris
+and Tokyo" -> two calls); after a tool result it answers ``"The tool said: <result>"``. SageMaker says
+``sagemaker_answer(prompt)``. Token counts are whitespace word counts.
+
+Triggers (substring of model id / endpoint name): fail-validation, context-length, fail-access,
+fail-notfound, fail-throttle, fail-timeout, fail-500, fail-503 (AWS error answers), slow (answer after
+``slow_seconds``), stream-error (an exception event after two deltas); SageMaker also missing-endpoint
+and model-error (a ModelError wrapping TGI's context-length validation error).
+"""
+
+import base64
+import binascii
+import hmac
+import json
+import re
+import struct
+import time
+import uuid
+from urllib.parse import unquote
+from urllib.parse import urlsplit
+
+from tests.fakes.http import CLIENT_GONE
+from tests.fakes.http import FakeHandler
+from tests.fakes.http import FakeServer
+from tests.fakes.openai_server import fake_embedding
+
+ACCESS_KEY = "AKIAFAKEACCESSKEY123"
+SECRET_KEY = "fake/secret+KEY0123456789abcdefghijklmno"
+ACCOUNT = "123456789012"
+BEDROCK_PREFIX = "Hello from fake bedrock: "
+SAGEMAKER_PREFIX = "Hello from fake sagemaker: "
+EVENTSTREAM = "application/vnd.amazon.eventstream"
+_AUTH = re.compile(r"AWS4-HMAC-SHA256 Credential=([^/]+)/(\d{8})/([^/]+)/([^/]+)/aws4_request,\s*"
+                   r"SignedHeaders=([^,]+),\s*Signature=([0-9a-f]{64})$")
+_BAD_SIGNATURE = ("The request signature we calculated does not match the signature you provided. Check "
+                  "your AWS Secret Access Key and signing method. Consult the service documentation for details.")
+_BEDROCK_FAILURES = {
+    "fail-validation": (400, "ValidationException", "Malformed input request: #: extraneous key [foo] is not "
+                        "permitted, please reformat your input and try again."),
+    "context-length": (400, "ValidationException", "Input is too long for requested model."),
+    "fail-access": (403, "AccessDeniedException", "You don't have access to the model with the specified model ID."),
+    "fail-notfound": (404, "ResourceNotFoundException", "Could not resolve the foundation model from the "
+                      "provided model identifier."),
+    "fail-throttle": (429, "ThrottlingException", "Too many requests, please wait before trying again."),
+    "fail-timeout": (408, "ModelTimeoutException", "Model has timed out in processing the request. Try your "
+                     "request again."),
+    "fail-500": (500, "InternalServerException", "The server encountered an internal error while processing "
+                 "the request."),
+    "fail-503": (503, "ServiceUnavailableException", "Bedrock is unable to process your request."),
+}
+_SAGEMAKER_FAILURES = {
+    "fail-validation": (400, "ValidationError", "1 validation error detected: Value at 'body' failed to satisfy "
+                        "constraint."),
+    "fail-throttle": (429, "ThrottlingException", "Rate exceeded"),
+    "fail-500": (500, "InternalFailure", "An internal failure occurred."),
+    "fail-503": (503, "ServiceUnavailable", "The service is unavailable. Try again later."),
+}
+TGI_CONTEXT_ERROR = ("Input validation error: `inputs` tokens + `max_new_tokens` must be <= 2048. Given: 2000 "
+                     "`inputs` tokens and 100 `max_new_tokens`")
+
+
+def words(text):
+    """The fake tokenizer: whitespace word count."""
+    return len(text.split())
+
+
+def bedrock_answer(text):
+    """What the fake Bedrock model says to a user text."""
+    return BEDROCK_PREFIX + text
+
+
+def sagemaker_answer(prompt):
+    """What the fake TGI model generates for a prompt."""
+    return f"{SAGEMAKER_PREFIX}I read {words(prompt)} words."
+
+
+def _pieces(text):
+    return re.findall(r"\S+\s*", text) or ([text] if text else [])
+
+
+# --- event-stream framing ---------------------------------------------------------------------------
+
+def _header(name, value):
+    name, value = name.encode(), value.encode()
+    return struct.pack(">B", len(name)) + name + b"\x07" + struct.pack(">H", len(value)) + value
+
+
+def encode_message(headers, payload):
+    """One application/vnd.amazon.eventstream message: prelude, CRCs, string headers, payload."""
+    raw_headers = b"".join(_header(k, v) for k, v in headers.items())
+    prelude = struct.pack(">II", 12 + len(raw_headers) + len(payload) + 4, len(raw_headers))
+    prelude += struct.pack(">I", binascii.crc32(prelude))
+    message = prelude + raw_headers + payload
+    return message + struct.pack(">I", binascii.crc32(message))
+
+
+def event_message(event_type, payload, content_type="application/json"):
+    """An `event` message; dict payloads are JSON with AWS's random-length `p` padding field."""
+    if isinstance(payload, dict):
+        payload = json.dumps({**payload, "p": "abcdefghijklmnopqrstuvwxyzABCDEF"[:len(event_type)]}).encode()
+    return encode_message({":event-type": event_type, ":content-type": content_type,
+                           ":message-type": "event"}, payload)
+
+
+def exception_message(exception_type, body):
+    """An `exception` message, as AWS sends a modeled error inside a started stream."""
+    return encode_message({":exception-type": exception_type, ":content-type": "application/json",
+                           ":message-type": "exception"}, json.dumps(body).encode())
+
+
+# --- Bedrock logic --------------------------------------------------------------------------------
+
+def _last_user(messages):
+    for msg in reversed(messages or []):
+        if msg.get("role") == "user":
+            return msg.get("content") or []
+    return []
+
+
+def _schema_sample(schema, text):
+    props = (schema or {}).get("properties") or {}
+    if not props:
+        return {"answer": text}
+    kinds = {"string": text, "integer": words(text), "number": float(words(text)), "boolean": True}
+    return {name: kinds.get((spec or {}).get("type"), text) for name, spec in props.items()}
+
+
+def converse_plan(body):
+    """(blocks, stopReason, usage) for a Converse request; blocks are text or toolUse dicts."""
+    messages = body.get("messages") or []
+    last = _last_user(messages)
+    texts = [b["text"] for b in last if "text" in b]
+    results = [b["toolResult"] for b in last if "toolResult" in b]
+    images = [b["image"] for b in last if "image" in b]
+    user_text = " ".join(texts)
+    tools = [t["toolSpec"] for t in (body.get("toolConfig") or {}).get("tools") or []]
+    choice = (body.get("toolConfig") or {}).get("toolChoice") or {}
+    blocks, stop = [], "end_turn"
+    if results:
+        said = " ".join(c.get("text") or json.dumps(c.get("json")) for r in results for c in r.get("content") or [])
+        answer = f"The tool said: {said}"
+    else:
+        answer = bedrock_answer(user_text)
+        if images:
+            seen = ", ".join(f"{img['format']} {len(base64.b64decode(img['source']['bytes']))} bytes" for img in images)
+            answer += f" [images: {seen}]"
+    forced = (choice.get("tool") or {}).get("name")
+    if tools and forced:
+        spec = next(t for t in tools if t["name"] == forced)
+        blocks.append({"toolUse": {"toolUseId": f"tooluse_{uuid.uuid4().hex[:22]}", "name": forced,
+                                   "input": _schema_sample(spec["inputSchema"]["json"], answer)}})
+        stop = "tool_use"
+    elif tools and not results and ("weather" in user_text.lower() or "any" in choice):
+        tool = next((t for t in tools if "weather" in t["name"]), tools[0])
+        match = re.search(r"weather in ([\w ,]+)", user_text, re.I)
+        cities = re.split(r"\s*(?:,|\band\b)\s*", match.group(1).strip()) if match else ["Paris"]
+        blocks.append({"text": "Let me check the weather."})
+        for city in [c for c in cities if c]:
+            blocks.append({"toolUse": {"toolUseId": f"tooluse_{uuid.uuid4().hex[:22]}", "name": tool["name"],
+                                       "input": {"location": city}}})
+        stop = "tool_use"
+    else:
+        config = body.get("inferenceConfig") or {}
+        for seq in config.get("stopSequences") or []:
+            if seq in answer:
+                answer, stop = answer[:answer.index(seq)], "stop_sequence"
+        limit = config.get("maxTokens")
+        if limit is not None and words(answer) > limit:
+            answer, stop = " ".join(answer.split()[:limit]), "max_tokens"
+        blocks.append({"text": answer})
+    prompt_text = " ".join(b.get("text", "") for b in body.get("system") or [])
+    prompt_text += " " + " ".join(c.get("text", "") for m in messages for c in m.get("content") or [])
+    out_words = sum(words(b.get("text", "")) or 0 for b in blocks) + sum(
+        words(json.dumps(b["toolUse"]["input"])) for b in blocks if "toolUse" in b)
+    usage = {"inputTokens": words(prompt_text), "outputTokens": out_words,
+             "totalTokens": words(prompt_text) + out_words}
+    return blocks, stop, usage
+
+
+def tgi_generation(body):
+    """(generated text, finish_reason, tokens) the fake TGI model produces for a payload."""
+    params = body.get("parameters") or {}
+    text, finish = sagemaker_answer(body.get("inputs") or ""), "eos_token"
+    for seq in params.get("stop") or []:
+        if seq in text:  # TGI keeps the stop sequence in its output
+            text, finish = text[:text.index(seq) + len(seq)], "stop_sequence"
+    limit = params.get("max_new_tokens")
+    if limit is not None and words(text) > limit:
+        text, finish = " ".join(text.split()[:limit]), "length"
+    return text, finish, _pieces(text)
+
+
+def tgi_validation_error(body):
+    """TGI's input validation message for a payload, or None."""
+    params = body.get("parameters") or {}
+    if not isinstance(body.get("inputs"), str):
+        return "Failed to deserialize the JSON body into the target type: missing field `inputs`"
+    if "temperature" in params and not params["temperature"] > 0:
+        return "Input validation error: `temperature` must be strictly positive"
+    if "top_p" in params and not 0 < params["top_p"] < 1:
+        return "Input validation error: `top_p` must be > 0.0 and < 1.0"
+    if "max_new_tokens" in params and params["max_new_tokens"] < 1:
+        return "Input validation error: `max_new_tokens` must be strictly positive"
+    return None
+
+
+class AWSHandler(FakeHandler):
+    """One connection of the fake AWS upstream."""
+
+    server_version = "fake-aws"
+
+    def _dispatch(self, method):
+        raw_path = self.path
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        path = unquote(urlsplit(raw_path).path)
+        fake = self.server.fake
+        fake.record({"method": method, "path": path, "raw_path": raw_path, "headers": headers,
+                     "json": body, "raw": raw})
+        try:
+            denial = fake.check_signature(method, raw_path, headers, raw)
+            if denial:
+                return self.aws_error(*denial)
+            self.route(method, path, {}, headers, body if body is not None else raw)
+        except CLIENT_GONE:
+            self.close_connection = True
+
+    def aws_error(self, status, code, message, extra=None):
+        """AWS's REST-JSON error answer: x-amzn-ErrorType names the code."""
+        namespace = "sagemaker.runtime" if self.path.startswith("/endpoints/") else "bedrock"
+        self.send_json(status, {"message": message, **(extra or {})}, headers={
+            "x-amzn-ErrorType": f"{code}:http://internal.amazon.com/coral/com.amazon.{namespace}/",
+            "x-amzn-RequestId": str(uuid.uuid4())})
+
+    def route(self, method, path, query, headers, body):
+        """Dispatch on the REST path."""
+        fake = self.server.fake
+        parts = path.strip("/").split("/")
+        if method != "POST" or len(parts) != 3 or parts[0] not in ("model", "endpoints"):
+            return self.aws_error(404, "UnknownOperationException", "Unknown operation")
+        kind, name, action = parts
+        if "slow" in name:
+            time.sleep(fake.slow_seconds)
+        if not isinstance(body, dict):
+            return self.aws_error(400, "ValidationException" if kind == "model" else "ValidationError",
+                                  "Malformed input request, please reformat your input and try again.")
+        if kind == "model":
+            failure = next((v for k, v in _BEDROCK_FAILURES.items() if k in name), None)
+            if failure:
+                return self.aws_error(*failure)
+            handler = {"converse": self.converse, "converse-stream": self.converse_stream,
+                       "invoke": self.invoke_model}.get(action)
+        else:
+            if "missing-endpoint" in name:
+                return self.aws_error(400, "ValidationError", f"Endpoint {name} of account {ACCOUNT} not found.")
+            if "model-error" in name:
+                return self.model_error(name, 422, {"error": TGI_CONTEXT_ERROR, "error_type": "validation"})
+            failure = next((v for k, v in _SAGEMAKER_FAILURES.items() if k in name), None)
+            if failure:
+                return self.aws_error(*failure)
+            handler = {"invocations": self.invocations,
+                       "invocations-response-stream": self.invocations_stream}.get(action)
+        if handler is None:
+            return self.aws_error(404, "UnknownOperationException", "Unknown operation")
+        return handler(name, body)
+
+    # --- Bedrock ----------------------------------------------------------------------------------
+
+    def converse(self, model, body):
+        if not body.get("messages"):
+            return self.aws_error(400, "ValidationException", "A conversation must start with a user message.")
+        blocks, stop, usage = converse_plan(body)
+        self.send_json(200, {"output": {"message": {"role": "assistant", "content": blocks}},
+                             "stopReason": stop, "usage": usage, "metrics": {"latencyMs": 42}},
+                       headers={"x-amzn-RequestId": str(uuid.uuid4())})
+
+    def converse_stream(self, model, body):
+        blocks, stop, usage = converse_plan(body)
+        self.start_chunked(EVENTSTREAM, headers={"x-amzn-RequestId": str(uuid.uuid4())})
+        self.write_chunk(event_message("messageStart", {"role": "assistant"}))
+        for index, block in enumerate(blocks):
+            if "text" in block:
+                pieces = _pieces(block["text"])
+                for n, piece in enumerate(pieces):
+                    if "stream-error" in model and n == 2:
+                        self.write_chunk(exception_message("modelStreamErrorException", {
+                            "message": "The model stream broke.", "originalStatusCode": 500}))
+                        return self.end_chunked()
+                    self.write_chunk(event_message("contentBlockDelta", {
+                        "contentBlockIndex": index, "delta": {"text": piece}}))
+            else:
+                use = block["toolUse"]
+                self.write_chunk(event_message("contentBlockStart", {"contentBlockIndex": index, "start": {
+                    "toolUse": {"toolUseId": use["toolUseId"], "name": use["name"]}}}))
+                args = json.dumps(use["input"])
+                for start in range(0, len(args), 7):  # arguments arrive as several string fragments
+                    self.write_chunk(event_message("contentBlockDelta", {
+                        "contentBlockIndex": index, "delta": {"toolUse": {"input": args[start:start + 7]}}}))
+            self.write_chunk(event_message("contentBlockStop", {"contentBlockIndex": index}))
+        self.write_chunk(event_message("messageStop", {"stopReason": stop}))
+        self.write_chunk(event_message("metadata", {"usage": usage, "metrics": {"latencyMs": 42}}))
+        self.end_chunked()
+
+    def invoke_model(self, model, body):
+        headers = {"x-amzn-RequestId": str(uuid.uuid4()), "X-Amzn-Bedrock-Invocation-Latency": "12"}
+        if "titan-embed" in model:
+            text = body.get("inputText")
+            if not isinstance(text, str):
+                return self.aws_error(400, "ValidationException", "Malformed input request: #: required key "
+                                      "[inputText] not found, please reformat your input and try again.")
+            dims = body.get("dimensions", 1024 if "v2" in model else 1536)
+            if "v2" in model and dims not in (256, 512, 1024):
+                return self.aws_error(400, "ValidationException", "Malformed input request: #/dimensions: "
+                                      f"{dims} is not a valid enum value, please reformat your input and try again.")
+            tokens = words(text)
+            headers["X-Amzn-Bedrock-Input-Token-Count"] = str(tokens)
+            return self.send_json(200, {"embedding": fake_embedding(text, dims), "inputTextTokenCount": tokens},
+                                  headers=headers)
+        if "cohere.embed" in model:
+            texts = body.get("texts")
+            if not isinstance(texts, list) or not body.get("input_type"):
+                return self.aws_error(400, "ValidationException", "Malformed input request: #: required key "
+                                      "[input_type] not found, please reformat your input and try again.")
+            headers["X-Amzn-Bedrock-Input-Token-Count"] = str(sum(words(t) for t in texts))
+            return self.send_json(200, {"id": str(uuid.uuid4()), "texts": texts, "response_type": "embeddings_floats",
+                                        "embeddings": [fake_embedding(t, 1024) for t in texts]}, headers=headers)
+        return self.aws_error(400, "ValidationException", "The provided model identifier is invalid.")
+
+    # --- SageMaker --------------------------------------------------------------------------------
+
+    def model_error(self, name, original_status, original):
+        original = json.dumps(original)
+        self.aws_error(424, "ModelError", f'Received client error ({original_status}) from primary with message '
+                       f'"{original}". See https://us-east-1.console.aws.amazon.com/cloudwatch/home?region=us-east-1'
+                       f'#logEventViewer:group=/aws/sagemaker/Endpoints/{name} in account {ACCOUNT} for more '
+                       "information.", extra={
+                           "ErrorCode": "CLIENT_ERROR_FROM_MODEL", "OriginalStatusCode": original_status,
+                           "OriginalMessage": original,
+                           "LogStreamArn": f"arn:aws:logs:us-east-1:{ACCOUNT}:log-group:"
+                                           f"/aws/sagemaker/Endpoints/{name}"})
+
+    def invocations(self, name, body):
+        headers = {"x-amzn-RequestId": str(uuid.uuid4()), "x-Amzn-Invoked-Production-Variant": "AllTraffic"}
+        if "embed" in name:
+            texts = body.get("text_inputs", body.get("inputs"))
+            texts = [texts] if isinstance(texts, str) else texts
+            if not isinstance(texts, list):
+                return self.model_error(name, 400, {"error": "text_inputs is required"})
+            return self.send_json(200, {"embedding": [fake_embedding(t, 384) for t in texts]}, headers=headers)
+        problem = tgi_validation_error(body)
+        if problem:
+            return self.model_error(name, 422, {"error": problem, "error_type": "validation"})
+        text, finish, pieces = tgi_generation(body)
+        params = body.get("parameters") or {}
+        if params.get("return_full_text"):
+            text = body["inputs"] + text
+        answer = {"generated_text": text}
+        if params.get("details"):
+            answer["details"] = {"finish_reason": finish, "generated_tokens": len(pieces) + (finish == "eos_token"),
+                                 "seed": params.get("seed"), "prefill": [], "tokens": []}
+        self.send_json(200, [answer], headers=headers)
+
+    def invocations_stream(self, name, body):
+        problem = tgi_validation_error(body)
+        if problem:
+            return self.model_error(name, 422, {"error": problem, "error_type": "validation"})
+        text, finish, pieces = tgi_generation(body)
+        lines = []
+        for i, piece in enumerate(pieces):
+            final = finish != "eos_token" and i == len(pieces) - 1
+            lines.append({"index": i, "token": {"id": 1000 + i, "text": piece, "logprob": -0.25, "special": False},
+                          "generated_text": text if final else None,
+                          "details": {"finish_reason": finish, "generated_tokens": len(pieces), "seed": None}
+                          if final else None})
+        if finish == "eos_token":  # the end-of-sequence token is special and carries the summary
+            lines.append({"index": len(pieces), "token": {"id": 2, "text": "</s>", "logprob": -0.01, "special": True},
+                          "generated_text": text,
+                          "details": {"finish_reason": finish, "generated_tokens": len(pieces) + 1, "seed": None}})
+        data = b"".join(b"data:" + json.dumps(line).encode() + b"\n\n" for line in lines)
+        self.start_chunked(EVENTSTREAM, headers={"x-amzn-RequestId": str(uuid.uuid4()),
+                                                 "X-Amzn-SageMaker-Content-Type": "text/event-stream",
+                                                 "x-Amzn-Invoked-Production-Variant": "AllTraffic"})
+        # Parts cut at fixed byte sizes, as a container's flushes do: SSE lines (and even UTF-8
+        # characters) straddle PayloadParts, so readers must buffer.
+        size = self.server.fake.part_size
+        for n, start in enumerate(range(0, len(data), size)):
+            if "stream-error" in name and n == 8:  # after two whole SSE lines
+                self.write_chunk(exception_message("ModelStreamError", {
+                    "Message": "Your model stream was interrupted.", "ErrorCode": "ModelStreamError"}))
+                return self.end_chunked()
+            self.write_chunk(event_message("PayloadPart", data[start:start + size], "application/octet-stream"))
+        self.end_chunked()
+
+
+class FakeAWS(FakeServer):
+    """Fake Bedrock Runtime + SageMaker Runtime; `requests` keeps every request (path, headers, json)."""
+
+    handler = AWSHandler
+
+    def __init__(self, access_key=ACCESS_KEY, secret_key=SECRET_KEY, session_token=None, bearer_token=None,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.access_key = access_key
+        self.secret_key = secret_key
+        self.session_token = session_token
+        self.bearer_token = bearer_token
+        self.slow_seconds = 2.0
+        self.part_size = 37
+
+    def check_signature(self, method, raw_path, headers, raw):
+        """None when the request is signed with this fake's credentials, else (status, code, message)."""
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+        from botocore.credentials import Credentials
+
+        auth = headers.get("authorization", "")
+        if auth.startswith("Bearer ") and not raw_path.startswith("/endpoints/"):  # Bedrock API keys
+            if self.bearer_token and hmac.compare_digest(auth[7:], self.bearer_token):
+                return None
+            return 403, "UnrecognizedClientException", "Invalid API Key format: Must start with pre-defined prefix"
+        match = _AUTH.match(auth)
+        if not match:
+            return 403, "MissingAuthenticationTokenException", "Missing Authentication Token"
+        key_id, day, region, service, signed, signature = match.groups()
+        if key_id != self.access_key:
+            return 403, "UnrecognizedClientException", "The security token included in the request is invalid."
+        if self.session_token and headers.get("x-amz-security-token") != self.session_token:
+            return 403, "UnrecognizedClientException", "The security token included in the request is invalid."
+        wanted = "sagemaker" if raw_path.startswith("/endpoints/") else "bedrock"
+        if service != wanted:
+            return 403, "InvalidSignatureException", f"Credential should be scoped to correct service: '{wanted}'."
+        names = signed.split(";")
+        stamp = headers.get("x-amz-date", "")
+        if "host" not in names or any(n not in headers for n in names) or not stamp.startswith(day):
+            return 403, "IncompleteSignatureException", "Authorization header requires existence of either a "\
+                "'X-Amz-Date' or a 'Date' header."
+        request = AWSRequest(method=method, url=f"http://{headers['host']}{raw_path}", data=raw,
+                             headers={n: headers[n] for n in names})
+        request.context["timestamp"] = stamp
+        signer = SigV4Auth(Credentials(key_id, self.secret_key, self.session_token), service, region)
+        expected = signer.signature(signer.string_to_sign(request, signer.canonical_request(request)), request)
+        if not hmac.compare_digest(expected, signature):
+            return 403, "InvalidSignatureException", _BAD_SIGNATURE
+        return None

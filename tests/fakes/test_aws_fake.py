@@ -1,0 +1,294 @@
+"""Check the fake AWS upstream with boto3 itself: if botocore signs for it, parses its answers, its
+event streams and raises its typed errors, the gateway's AWS tests can rely on it."""
+
+import base64
+import json
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+from botocore.exceptions import EventStreamError
+
+from tests.fakes.aws_server import ACCESS_KEY
+from tests.fakes.aws_server import SECRET_KEY
+from tests.fakes.aws_server import FakeAWS
+from tests.fakes.aws_server import bedrock_answer
+from tests.fakes.aws_server import encode_message
+from tests.fakes.aws_server import sagemaker_answer
+
+MODEL = "anthropic.claude-3-haiku-20240307-v1:0"
+TOOLS = {"tools": [{"toolSpec": {"name": "get_weather", "description": "Weather for a city",
+                                 "inputSchema": {"json": {"type": "object", "properties": {
+                                     "location": {"type": "string"}}}}}}]}
+PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9aw"
+                       "AAAABJRU5ErkJggg==")
+
+
+@pytest.fixture(scope="module")
+def fake():
+    with FakeAWS() as server:
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def _fresh(fake):
+    fake.reset()
+    fake.session_token = None
+    yield
+
+
+def client(fake, service, secret=SECRET_KEY, key=ACCESS_KEY, token=None):
+    return boto3.session.Session().client(
+        service, region_name="us-east-1", endpoint_url=fake.url, aws_access_key_id=key,
+        aws_secret_access_key=secret, aws_session_token=token,
+        config=Config(retries={"max_attempts": 0}, read_timeout=5, connect_timeout=5))
+
+
+@pytest.fixture(scope="module")
+def bedrock(fake):
+    return client(fake, "bedrock-runtime")
+
+
+@pytest.fixture(scope="module")
+def sagemaker(fake):
+    return client(fake, "sagemaker-runtime")
+
+
+def user(*blocks):
+    return [{"role": "user", "content": list(blocks)}]
+
+
+# --- Bedrock --------------------------------------------------------------------------------------
+
+def test_converse(bedrock, fake):
+    resp = bedrock.converse(modelId=MODEL, system=[{"text": "be brief"}], messages=user({"text": "hi there"}),
+                            inferenceConfig={"maxTokens": 50, "temperature": 0.2})
+    assert resp["output"]["message"] == {"role": "assistant", "content": [{"text": bedrock_answer("hi there")}]}
+    assert resp["stopReason"] == "end_turn"
+    assert resp["usage"] == {"inputTokens": 4, "outputTokens": 6, "totalTokens": 10}
+    assert resp["ResponseMetadata"]["HTTPHeaders"]["x-amzn-requestid"]
+    sent = fake.requests[-1]
+    assert sent["path"] == f"/model/{MODEL}/converse" and "%3A" in sent["raw_path"]
+    assert sent["json"]["inferenceConfig"] == {"maxTokens": 50, "temperature": 0.2}
+
+
+def test_converse_limits_and_stops(bedrock):
+    cut = bedrock.converse(modelId=MODEL, messages=user({"text": "a b c d"}), inferenceConfig={"maxTokens": 3})
+    assert cut["stopReason"] == "max_tokens" and cut["output"]["message"]["content"][0]["text"] == "Hello from fake"
+    stop = bedrock.converse(modelId=MODEL, messages=user({"text": "x"}), inferenceConfig={"stopSequences": ["fake"]})
+    assert stop["stopReason"] == "stop_sequence" and stop["output"]["message"]["content"][0]["text"] == "Hello from "
+
+
+def test_converse_image_bytes_arrive(bedrock):
+    resp = bedrock.converse(modelId=MODEL, messages=user({"text": "what is it"},
+                                                         {"image": {"format": "png", "source": {"bytes": PNG}}}))
+    assert f"[images: png {len(PNG)} bytes]" in resp["output"]["message"]["content"][0]["text"]
+
+
+def test_converse_tool_use_round_trip(bedrock):
+    first = bedrock.converse(modelId=MODEL, toolConfig=TOOLS,
+                             messages=user({"text": "What is the weather in Paris and Tokyo?"}))
+    assert first["stopReason"] == "tool_use"
+    uses = [b["toolUse"] for b in first["output"]["message"]["content"] if "toolUse" in b]
+    assert [u["input"] for u in uses] == [{"location": "Paris"}, {"location": "Tokyo"}]
+    messages = user({"text": "What is the weather in Paris?"}) + [first["output"]["message"]] + user(
+        *[{"toolResult": {"toolUseId": u["toolUseId"], "content": [{"text": "sunny"}]}} for u in uses])
+    second = bedrock.converse(modelId=MODEL, toolConfig=TOOLS, messages=messages)
+    assert second["output"]["message"]["content"][0]["text"] == "The tool said: sunny sunny"
+
+
+def test_converse_forced_tool(bedrock):
+    config = {"tools": [{"toolSpec": {"name": "json_tool_call", "inputSchema": {"json": {
+        "type": "object", "properties": {"city": {"type": "string"}}}}}}],
+        "toolChoice": {"tool": {"name": "json_tool_call"}}}
+    resp = bedrock.converse(modelId=MODEL, toolConfig=config, messages=user({"text": "Lyon"}))
+    assert resp["output"]["message"]["content"][0]["toolUse"]["input"] == {"city": bedrock_answer("Lyon")}
+
+
+def test_converse_stream_events_parse(bedrock):
+    resp = bedrock.converse_stream(modelId=MODEL, messages=user({"text": "hello stream"}))
+    events = list(resp["stream"])
+    assert events[0] == {"messageStart": {"role": "assistant"}}
+    text = "".join(e["contentBlockDelta"]["delta"]["text"] for e in events if "contentBlockDelta" in e)
+    assert text == bedrock_answer("hello stream")
+    assert events[-2] == {"messageStop": {"stopReason": "end_turn"}}
+    assert events[-1]["metadata"]["usage"]["outputTokens"] == 6
+
+
+def test_converse_stream_tool_deltas(bedrock):
+    resp = bedrock.converse_stream(modelId=MODEL, toolConfig=TOOLS, messages=user({"text": "weather in Oslo"}))
+    events = list(resp["stream"])
+    start = next(e["contentBlockStart"] for e in events if "contentBlockStart" in e)
+    assert start["start"]["toolUse"]["name"] == "get_weather" and start["contentBlockIndex"] == 1
+    pieces = [e["contentBlockDelta"]["delta"]["toolUse"]["input"] for e in events
+              if "toolUse" in e.get("contentBlockDelta", {}).get("delta", {})]
+    assert len(pieces) > 1 and json.loads("".join(pieces)) == {"location": "Oslo"}
+
+
+def test_converse_stream_exception_event(bedrock):
+    resp = bedrock.converse_stream(modelId="stream-error-model", messages=user({"text": "a b c d e"}))
+    seen = []
+    with pytest.raises(EventStreamError) as info:
+        for event in resp["stream"]:
+            seen.append(event)
+    assert info.value.response["Error"]["Code"] == "modelStreamErrorException"
+    assert any("contentBlockDelta" in e for e in seen)
+
+
+@pytest.mark.parametrize("model, code, status", [
+    ("fail-validation", "ValidationException", 400), ("context-length", "ValidationException", 400),
+    ("fail-access", "AccessDeniedException", 403), ("fail-notfound", "ResourceNotFoundException", 404),
+    ("fail-throttle", "ThrottlingException", 429), ("fail-timeout", "ModelTimeoutException", 408),
+    ("fail-500", "InternalServerException", 500), ("fail-503", "ServiceUnavailableException", 503),
+])
+def test_bedrock_typed_errors(bedrock, model, code, status):
+    with pytest.raises(ClientError) as info:
+        bedrock.converse(modelId=model, messages=user({"text": "hi"}))
+    assert info.value.response["Error"]["Code"] == code
+    assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == status
+    assert type(info.value).__name__ == code  # botocore's modeled exception class
+    with pytest.raises(ClientError):  # streams fail the same way, before any event
+        bedrock.converse_stream(modelId=model, messages=user({"text": "hi"}))
+
+
+def test_invoke_model_titan_and_cohere(bedrock):
+    resp = bedrock.invoke_model(modelId="amazon.titan-embed-text-v2:0", body=json.dumps(
+        {"inputText": "hello world", "dimensions": 256}), contentType="application/json", accept="application/json")
+    data = json.loads(resp["body"].read())
+    assert len(data["embedding"]) == 256 and data["inputTextTokenCount"] == 2
+    resp = bedrock.invoke_model(modelId="cohere.embed-english-v3", body=json.dumps(
+        {"texts": ["a", "b c"], "input_type": "search_document"}))
+    data = json.loads(resp["body"].read())
+    assert len(data["embeddings"]) == 2 and data["response_type"] == "embeddings_floats"
+    assert resp["ResponseMetadata"]["HTTPHeaders"]["x-amzn-bedrock-input-token-count"] == "3"
+    with pytest.raises(ClientError) as info:
+        bedrock.invoke_model(modelId="amazon.titan-embed-text-v2:0", body=json.dumps({"inputText": "x",
+                                                                                         "dimensions": 7}))
+    assert info.value.response["Error"]["Code"] == "ValidationException"
+
+
+# --- signatures -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs, code", [
+    ({"secret": "wrong-secret"}, "InvalidSignatureException"),
+    ({"key": "AKIAUNKNOWNKEY000000"}, "UnrecognizedClientException"),
+])
+def test_bad_credentials_are_rejected(fake, kwargs, code):
+    bad = client(fake, "bedrock-runtime", **kwargs)
+    with pytest.raises(ClientError) as info:
+        bad.converse(modelId=MODEL, messages=user({"text": "hi"}))
+    assert info.value.response["Error"]["Code"] == code
+    assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+
+
+def test_session_token_is_checked(fake):
+    fake.session_token = "session-token-1"
+    with pytest.raises(ClientError):
+        client(fake, "bedrock-runtime").converse(modelId=MODEL, messages=user({"text": "hi"}))
+    ok = client(fake, "bedrock-runtime", token="session-token-1").converse(modelId=MODEL, messages=user({"text": "hi"}))
+    assert ok["stopReason"] == "end_turn"
+
+
+def test_bedrock_api_key_bearer_auth(fake, monkeypatch):
+    fake.bearer_token = "bedrock-api-key-0123"
+    try:
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("AWS_BEARER_TOKEN_BEDROCK", "bedrock-api-key-0123")  # botocore's own support
+        keyless = boto3.session.Session().client("bedrock-runtime", region_name="us-east-1", endpoint_url=fake.url)
+        assert keyless.converse(modelId=MODEL, messages=user({"text": "hi"}))["stopReason"] == "end_turn"
+        assert fake.requests[-1]["headers"]["authorization"] == "Bearer bedrock-api-key-0123"
+        monkeypatch.setenv("AWS_BEARER_TOKEN_BEDROCK", "wrong-key")
+        wrong = boto3.session.Session().client("bedrock-runtime", region_name="us-east-1", endpoint_url=fake.url)
+        with pytest.raises(ClientError) as info:
+            wrong.converse(modelId=MODEL, messages=user({"text": "hi"}))
+        assert info.value.response["Error"]["Code"] == "UnrecognizedClientException"
+    finally:
+        fake.bearer_token = None
+
+
+def test_unsigned_request_is_rejected(fake):
+    import requests
+
+    resp = requests.post(f"{fake.url}/model/{MODEL}/converse", json={"messages": []}, timeout=5)
+    assert resp.status_code == 403
+    assert resp.headers["x-amzn-ErrorType"].startswith("MissingAuthenticationTokenException")
+
+
+def test_event_stream_framing_round_trips_through_botocore():
+    from botocore.eventstream import EventStreamBuffer
+
+    buffer = EventStreamBuffer()
+    buffer.add_data(encode_message({":event-type": "chunk", ":message-type": "event"}, b"payload"))
+    message = next(iter(buffer))
+    assert message.headers == {":event-type": "chunk", ":message-type": "event"} and message.payload == b"payload"
+
+
+# --- SageMaker ------------------------------------------------------------------------------------
+
+def test_invoke_endpoint(sagemaker, fake):
+    body = {"inputs": "hello there friend", "parameters": {"details": True, "max_new_tokens": 100}}
+    resp = sagemaker.invoke_endpoint(EndpointName="my-tgi", Body=json.dumps(body), ContentType="application/json",
+                                     Accept="application/json")
+    assert resp["ContentType"] == "application/json" and resp["InvokedProductionVariant"] == "AllTraffic"
+    data = json.loads(resp["Body"].read())
+    assert data[0]["generated_text"] == sagemaker_answer("hello there friend")
+    assert data[0]["details"]["finish_reason"] == "eos_token"
+    assert fake.requests[-1]["path"] == "/endpoints/my-tgi/invocations"
+
+
+def test_invoke_endpoint_stop_keeps_the_sequence(sagemaker):
+    body = {"inputs": "x", "parameters": {"details": True, "stop": ["fake"]}}
+    data = json.loads(sagemaker.invoke_endpoint(EndpointName="e", Body=json.dumps(body))["Body"].read())
+    assert data[0]["generated_text"] == "Hello from fake" and data[0]["details"]["finish_reason"] == "stop_sequence"
+
+
+def test_invoke_endpoint_embeddings(sagemaker):
+    resp = sagemaker.invoke_endpoint(EndpointName="my-embed-endpoint", Body=json.dumps({"text_inputs": ["a", "b"]}))
+    assert [len(v) for v in json.loads(resp["Body"].read())["embedding"]] == [384, 384]
+
+
+def test_invoke_endpoint_with_response_stream(sagemaker, fake):
+    body = {"inputs": "hello there friend", "parameters": {"details": True}, "stream": True}
+    resp = sagemaker.invoke_endpoint_with_response_stream(EndpointName="my-tgi", Body=json.dumps(body),
+                                                          ContentType="application/json")
+    parts = [e["PayloadPart"]["Bytes"] for e in resp["Body"]]
+    assert len(parts) > 3 and not all(p.endswith(b"\n\n") for p in parts)  # lines straddle parts
+    lines = [json.loads(line[5:]) for line in b"".join(parts).split(b"\n\n") if line.startswith(b"data:")]
+    text = "".join(x["token"]["text"] for x in lines if not x["token"]["special"])
+    assert text == sagemaker_answer("hello there friend")
+    assert lines[-1]["details"]["finish_reason"] == "eos_token" and lines[-1]["token"]["special"]
+
+
+def test_response_stream_error_event(sagemaker):
+    resp = sagemaker.invoke_endpoint_with_response_stream(
+        EndpointName="stream-error-endpoint", Body=json.dumps({"inputs": "x", "stream": True}))
+    with pytest.raises(EventStreamError) as info:
+        list(resp["Body"])
+    assert info.value.response["Error"]["Code"] == "ModelStreamError"
+
+
+@pytest.mark.parametrize("endpoint, body, code, status", [
+    ("missing-endpoint", {"inputs": "x"}, "ValidationError", 400),
+    ("model-error", {"inputs": "x"}, "ModelError", 424),
+    ("e", {"inputs": "x", "parameters": {"temperature": 0}}, "ModelError", 424),
+    ("e", {"inputs": "x", "parameters": {"top_p": 1.0}}, "ModelError", 424),
+    ("fail-500", {"inputs": "x"}, "InternalFailure", 500),
+    ("fail-503", {"inputs": "x"}, "ServiceUnavailable", 503),
+])
+def test_sagemaker_typed_errors(sagemaker, endpoint, body, code, status):
+    with pytest.raises(ClientError) as info:
+        sagemaker.invoke_endpoint(EndpointName=endpoint, Body=json.dumps(body))
+    assert info.value.response["Error"]["Code"] == code
+    assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == status
+    if code == "ModelError":
+        assert info.value.response["OriginalStatusCode"] == 422
+        assert "Input validation error" in info.value.response["OriginalMessage"]
+
+
+def test_credentials_scoped_to_the_wrong_service_are_rejected(fake):
+    assert fake.check_signature("POST", "/endpoints/e/invocations", {
+        "authorization": f"AWS4-HMAC-SHA256 Credential={ACCESS_KEY}/20240101/us-east-1/bedrock/aws4_request, "
+                         "SignedHeaders=host;x-amz-date, Signature=" + "0" * 64,
+        "host": "h", "x-amz-date": "20240101T000000Z"}, b"")[1] == "InvalidSignatureException"
