@@ -139,6 +139,8 @@ def main(argv=None):
             return EXIT_CONFIG
         run = probe.run_test if args.test else probe.run_health
         return run(base_url(args), key)
+    from gateway import server
+    server.patch()  # before the settings below import the providers (and through them ssl)
     if args.num_workers < 1:
         print("gateway: --num_workers must be at least 1", file=sys.stderr)
         return EXIT_CONFIG
@@ -150,8 +152,7 @@ def main(argv=None):
         lines = str(exc).splitlines()
         print("gateway: config error:\n" + "\n".join(f"  {line}" for line in lines), file=sys.stderr)
         return EXIT_CONFIG
-    from gateway.server import serve
-    return serve(settings, host=args.host, port=args.port, workers=args.num_workers)
+    return server.serve(settings, host=args.host, port=args.port, workers=args.num_workers)
 
 
 if __name__ == "__main__":

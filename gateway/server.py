@@ -29,12 +29,19 @@ def gunicorn_options(host, port, workers, debug=False):
     }
 
 
-def serve(settings, host, port, workers):
-    """Start gunicorn in this process; returns its exit status."""
-    # Patch before gunicorn (and through it ssl) is imported, as wsgi.py does for plain gunicorn.
+def patch():
+    """gevent's monkey patching, done before anything imports ssl.
+
+    The provider registry pulls in urllib3 and with it ssl; patched later, urllib3 keeps the
+    stdlib SSLContext, which recurses forever on the first TLS connection in a worker.
+    """
     from gevent import monkey
     monkey.patch_all()
 
+
+def serve(settings, host, port, workers):
+    """Start gunicorn in this process; returns its exit status."""
+    # The CLI patched with gevent before anything imported ssl (see cli.main).
     from gunicorn.app.base import BaseApplication
 
     class GatewayApplication(BaseApplication):

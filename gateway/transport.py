@@ -6,6 +6,7 @@ URL re-parsing) cost 687 us of a 225 us upstream round trip on the benchmark mac
 """
 
 import logging
+import os
 import shlex
 import time
 
@@ -51,9 +52,10 @@ class Transport:
     def __init__(self, debug=False):
         self.debug = debug
         # Upstreams are named by config only: no proxy environment variables, no redirects.
+        # A private CA (corporate proxies, self-hosted servers) comes in the usual env vars.
+        ca_certs = os.environ.get("SSL_CERT_FILE") or os.environ.get("REQUESTS_CA_BUNDLE") or DEFAULT_CA_BUNDLE_PATH
         self.pools = urllib3.PoolManager(num_pools=64, maxsize=POOL_SIZE, block=False,
-                                         cert_reqs="CERT_REQUIRED", ca_certs=DEFAULT_CA_BUNDLE_PATH,
-                                         retries=False)
+                                         cert_reqs="CERT_REQUIRED", ca_certs=ca_certs, retries=False)
         self._timeouts = {}
 
     def _timeout(self, seconds):

@@ -83,7 +83,7 @@ def markdown_table():
     for cls in sorted(CLASSES, key=lambda c: c.title.lower()):
         names = ", ".join(f"`{p}/...`" for p in cls.prefixes)
         if cls.bare_models is not None:
-            names += f", bare `{cls.bare_models.pattern}`"
+            names += f", bare `{cls.bare_models.pattern}`".replace("|", "\\|")
         rows.append(f"| {cls.title} | {names} | yes | {'native' if cls.native_completions else 'via chat'} "
                     f"| {mark(cls.embeddings)} | {mark(cls.streaming)} | {mark(cls.tools)} | {mark(cls.vision)} "
                     f"| {envs(cls)} |")

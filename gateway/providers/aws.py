@@ -7,7 +7,6 @@ boto3/botocore are imported inside functions only: a gateway with no AWS deploym
 import logging
 import os
 import re
-import sys
 import threading
 
 import orjson
@@ -113,7 +112,6 @@ class AwsSettings:
         return client
 
     def _make_client(self, timeout):
-        _repair_late_ssl_patch()
         import boto3
         from botocore.config import Config
 
@@ -141,26 +139,6 @@ class AwsSettings:
 
             client.meta.events.register("before-send", add_bearer)
         return client
-
-
-def _repair_late_ssl_patch():
-    """Finish gevent's ssl patch for modules that imported SSLContext before it ran.
-
-    The CLI imports the provider registry (and through it urllib3, hence ssl) before gunicorn's
-    gevent worker patches; urllib3.util.ssl_ keeps the stdlib SSLContext, whose `options` setter then
-    recurses forever once `ssl.SSLContext` is gevent's, and botocore builds an SSL context for every
-    client, even for http endpoints. Rebinding those names to the patched class is what patching
-    earlier would have done.
-    """
-    monkey = sys.modules.get("gevent.monkey")
-    if monkey is None or not monkey.is_module_patched("ssl"):
-        return
-    import ssl
-    original = monkey.get_original("ssl", "SSLContext")
-    for name in ("urllib3.util.ssl_", "urllib3.util", "botocore.httpsession"):
-        module = sys.modules.get(name)
-        if module is not None and getattr(module, "SSLContext", None) is original:
-            module.SSLContext = ssl.SSLContext
 
 
 def strip_connection_keys(provider):

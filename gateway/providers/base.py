@@ -20,6 +20,9 @@ CONNECTION_KEYS = frozenset({
     "chat_template", "health_check_timeout", "tags", "region_name", "api_type",
     "litellm_credential_name", "mock_response", "use_in_pass_through", "deployment_id",
     "drop_params", "additional_drop_params", "num_retries", "merge_reasoning_content_in_choices",
+    "aws_bedrock_runtime_endpoint", "aws_role_name", "aws_session_name", "aws_external_id",
+    "aws_sts_endpoint", "aws_web_identity_token", "aws_sagemaker_allow_zero_temp", "hf_model_name",
+    "model_id", "use_chat_api", "prompt_template", "supports_system_prompt", "stream_timeout",
 })
 
 # Body keys that steer the gateway itself (LiteLLM's per-request controls) or must never come from a

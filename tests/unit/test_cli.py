@@ -23,6 +23,7 @@ def served(monkeypatch):
         return 0
 
     monkeypatch.setattr(server, "serve", fake_serve)
+    monkeypatch.setattr(server, "patch", lambda: None)  # never monkey-patch the test process
     return calls
 
 
