@@ -86,9 +86,12 @@ class Group:
         self._cool_cache = (now, cooling)
         return cooling
 
-    def choose(self, exclude=()):
-        """A deployment to call, admitted against its limits; raises 429/503 when none can take it."""
-        candidates = [d for d in self.deployments if d.id not in exclude] or list(self.deployments)
+    def choose(self, exclude=(), fits=None):
+        """A deployment to call, admitted against its limits; raises 429/503 when none can take it.
+
+        `fits` (optional) keeps only the deployments that can take this request at all."""
+        pool = [d for d in self.deployments if fits(d)] if fits is not None else list(self.deployments)
+        candidates = [d for d in pool if d.id not in exclude] or pool
         cooling = self.cooling()
         if cooling:
             warm = [d for d in candidates if d.id not in cooling]

@@ -210,15 +210,15 @@ class Router:
     def _call_group(self, name, endpoint, body, stream, retries, timeout, deadline, outcome):
         """Try one group up to 1 + retries times, possibly on different deployments."""
         group = self.groups[name]
+        fits = self._check_context(group, body)
         tried = []
         for attempt in range(retries + 1):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise errors.UpstreamTimeoutError(f"No answer for `{name}` within the request timeout.")
-            deployment = group.choose(exclude=tried)
+            deployment = group.choose(exclude=tried, fits=fits)
             tried.append(deployment.id)
             outcome.deployment = deployment
-            self._check_context(deployment, body)
             started = time.monotonic()
             group.started(deployment)
             try:
@@ -255,13 +255,21 @@ class Router:
             pass
         return max(0.0, min(wait, deadline - time.monotonic() - 0.05))
 
-    def _check_context(self, deployment, body):
-        """Refuse before calling when the prompt cannot fit the deployment's context window."""
-        limit = deployment.max_input_tokens
-        if limit and estimate_tokens(body) > limit:
+    def _check_context(self, group, body):
+        """A filter of the group's deployments whose known context window fits the prompt;
+        refuses before any call (or rpm admission) when none does."""
+        if not any(d.max_input_tokens for d in group.deployments):
+            return None  # no known window: no work on the hot path
+        tokens = estimate_tokens(body)
+
+        def fits(deployment):
+            return not deployment.max_input_tokens or tokens <= deployment.max_input_tokens
+        if not any(fits(d) for d in group.deployments):
+            largest = max(group.deployments, key=lambda d: d.max_input_tokens)
             raise errors.ContextWindowExceededError(
-                f"The prompt (about {estimate_tokens(body)} tokens) exceeds the context window of "
-                f"`{deployment.provider.config.model}` ({limit} tokens).", param="messages")
+                f"The prompt (about {tokens} tokens) exceeds the context window of "
+                f"`{largest.provider.config.model}` ({largest.max_input_tokens} tokens).", param="messages")
+        return fits
 
     def _attempt(self, deployment, name, endpoint, body, stream, timeout, remaining):
         """One call to one deployment; for streams, the first chunk is read here so a failure
@@ -319,8 +327,10 @@ class Router:
             body = adapt.prepare_tools(provider, body, settings)
         body = adapt.check_params(provider, endpoint, body, settings.drop_params)
         limit = timeout or provider.timeout or self.timeout
-        if stream and (provider.config.params.get("stream_timeout") or self.stream_timeout):
-            limit = float(provider.config.params.get("stream_timeout") or self.stream_timeout)
+        stream_timeout = provider.config.params.get("stream_timeout") or self.stream_timeout
+        if stream and stream_timeout:
+            # between chunks; never longer than what is left of the call's own timeout
+            limit = min(float(stream_timeout), timeout) if timeout else float(stream_timeout)
         ctx = CallContext(self.transport, limit, settings.drop_params)
         answer = provider.execute(ctx, endpoint, body, stream)
         if stream:

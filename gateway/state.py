@@ -49,7 +49,17 @@ class LocalState:
     def _db(self):
         if self._conn is None or self._pid != os.getpid():
             db = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    db.execute("PRAGMA journal_mode=WAL")
+                    break
+                except sqlite3.OperationalError as exc:
+                    # Switching a fresh file to WAL fails at once, without the busy timeout, while
+                    # another worker holds a lock on it: wait like every other statement does.
+                    if "locked" not in str(exc) or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.01)
             db.execute("PRAGMA synchronous=OFF")  # state, not records: speed over durability
             for statement in _SCHEMA:
                 db.execute(statement)
@@ -263,7 +273,12 @@ def build_state(router_settings):
     if config is None:
         return local
     import redis  # only when configured
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
     url, kwargs = config
+    # redis-py >= 6 retries a failed command 10 times with exponential backoff: seconds of stall
+    # per call while Redis is down. Fail fast instead: RedisState falls back to local state.
+    kwargs = {**kwargs, "retry": Retry(NoBackoff(), 0)}
     client = redis.Redis.from_url(url, **kwargs) if url else redis.Redis(**kwargs)
     return RedisState(client, local)

@@ -28,7 +28,7 @@ CONNECTION_KEYS = frozenset({
 # Body keys that steer the gateway itself (LiteLLM's per-request controls) or must never come from a
 # client (where to send the call, with which key); stripped before translation.
 CONTROL_KEYS = frozenset({
-    "caching", "cache", "fallbacks", "context_window_fallbacks", "num_retries", "request_timeout",
+    "caching", "cache", "fallbacks", "context_window_fallbacks", "num_retries", "request_timeout", "timeout",
     "api_key", "api_base", "base_url", "api_version", "mock_response", "metadata",
     "litellm_logging_obj", "proxy_server_request", "extra_headers",
 })

@@ -22,6 +22,20 @@ Behaviour triggers (by model / deployment name)
     stream-error     -> two content chunks, then an in-band ``{"error": ...}`` event
     malformed        -> 200 with a body that is not JSON
 
+Failure modes on demand, for router tests (retries, timeouts, cooldowns)
+    flaky-N          -> the first N requests for that model name answer 500, later ones answer
+                        normally (the counter is per fake, ``reset()`` clears it)
+    ratelimit-N      -> the first N requests answer 429 with ``Retry-After: 1``, then normally
+    hang             -> accept the request and never answer until the client goes away (recorded
+                        in ``disconnects``) or ``hang_seconds`` pass; then answer normally
+    reset            -> close the TCP connection abruptly (RST) without any HTTP answer
+    stall-stream     -> stream the role chunk and two content chunks, then stall ``stall_seconds``
+                        (noticing a client hang-up), then finish the answer normally; without
+                        ``stream`` it answers normally
+
+``count(model)`` is the number of API requests (chat, completions, embeddings) that reached the
+fake for a model / deployment name since the last ``reset()``, failures included.
+
 Answers are deterministic: chat says ``"Hello from fake upstream: <last user text>"``,
 token counts are whitespace word counts, embeddings come from ``fake_embedding``.
 Stdlib only.
@@ -49,6 +63,9 @@ DEFAULT_DIMENSIONS = 8
 MODEL_CREATED = 1700000000
 
 _DISCONNECT_ERRORS = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
+_FLAKY = re.compile(r"^flaky-(\d+)$")
+_RATELIMIT = re.compile(r"^ratelimit-(\d+)$")
+STALL_AFTER_PIECES = 2  # stall-stream: content chunks sent before the stall
 _AZURE_PATH = re.compile(r"^/openai/deployments/([^/]+)/(chat/completions|completions|embeddings)$")
 _OPENAI_ROUTES = {
     ("POST", "/v1/chat/completions"): "chat",
@@ -125,6 +142,19 @@ def _failure(model: str):
             "This model's maximum context length is 4097 tokens. However, your messages resulted in "
             "5000 tokens. Please reduce the length of the messages.",
             param="messages", code="context_length_exceeded"), {}
+    return None
+
+
+def _failure_on_demand(model: str, seen_before: int):
+    """(status, body, headers) for flaky-N / ratelimit-N while their first N requests last, else None."""
+    flaky = _FLAKY.match(model)
+    if flaky and seen_before < int(flaky.group(1)):
+        return 500, openai_error("The server had an error while processing your request. Sorry about that!",
+                                 type_="server_error"), {}
+    limited = _RATELIMIT.match(model)
+    if limited and seen_before < int(limited.group(1)):
+        status, body, headers = _failure("fail-429")
+        return status, body, headers
     return None
 
 
@@ -351,7 +381,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._model = body.get("model")
             if not isinstance(self._model, str) or not self._model:
                 return self._json(400, openai_error("you must provide a model parameter"))
-        failure = _failure(self._model)
+        seen_before = self.fake._count_request(self._model)
+        failure = _failure(self._model) or _failure_on_demand(self._model, seen_before)
         if failure:
             status, payload, extra = failure
             return self._json(status, _AZURE_401 if status == 401 and self._azure else payload, extra)
@@ -359,7 +390,17 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, b"not json at all")
         if self._model == "slow":
             self._pause(self.fake.slow_seconds)
+        if self._model == "hang":
+            self._pause(self.fake.hang_seconds)
+        if self._model == "reset":
+            return self._reset_connection()
         return getattr(self, "_op_" + op)(body)
+
+    def _reset_connection(self):
+        """Drop the connection with a TCP RST: no status line, no headers, nothing."""
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.connection.close()
+        raise _Abort()
 
     @staticmethod
     def _model_obj(name):
@@ -429,7 +470,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._event(chunk(i, {"role": "assistant", "content": ""}))
                 if self._special_stream(lambda piece: chunk(i, {"content": piece})):
                     return
-                for piece in _pieces(payload):
+                for k, piece in enumerate(_pieces(payload)):
+                    self._maybe_stall(k)
                     self._event(chunk(i, {"content": piece}))
             self._event(chunk(i, {}, finish))
         self._finish_stream(base, "chat.completion.chunk", usage, include_usage)
@@ -447,6 +489,11 @@ class _Handler(BaseHTTPRequestHandler):
                 self._pause(self.fake.stream_interval)
                 self._event(make_chunk(f"tick{k} "))
         return False
+
+    def _maybe_stall(self, pieces_sent):
+        """stall-stream: pause once, after the first STALL_AFTER_PIECES content chunks."""
+        if self._model == "stall-stream" and pieces_sent == STALL_AFTER_PIECES:
+            self._pause(self.fake.stall_seconds)
 
     def _finish_stream(self, base, obj, usage, include_usage):
         if include_usage:
@@ -482,7 +529,8 @@ class _Handler(BaseHTTPRequestHandler):
         for i, (text, finish) in enumerate(texts):
             if self._special_stream(lambda piece: chunk(i, piece)):
                 return
-            for piece in _pieces(text):
+            for k, piece in enumerate(_pieces(text)):
+                self._maybe_stall(k)
                 self._event(chunk(i, piece))
             self._event(chunk(i, "", finish))
         self._finish_stream(base, "text_completion", usage, include_usage)
@@ -548,6 +596,9 @@ class FakeOpenAI:
         self.slow_seconds = 2.0
         self.stream_interval = 0.1
         self.slow_stream_chunks = 100
+        self.hang_seconds = 30.0
+        self.stall_seconds = 10.0
+        self._counts: dict[str, int] = {}
         self.models = ["gpt-4o", "gpt-4o-mini", "gpt-3.5-turbo-instruct", "text-embedding-3-small"]
         self.requests: list[dict] = []
         self.disconnects: list[dict] = []
@@ -581,10 +632,23 @@ class FakeOpenAI:
         self.stop()
 
     def reset(self):
-        """Forget recorded requests and disconnects."""
+        """Forget recorded requests, disconnects and per-model counts (flaky-N / ratelimit-N start over)."""
         with self._cond:
             self.requests.clear()
             self.disconnects.clear()
+            self._counts.clear()
+
+    def count(self, model: str) -> int:
+        """API requests that reached the fake for ``model`` (or Azure deployment) since the last reset."""
+        with self._cond:
+            return self._counts.get(model, 0)
+
+    def _count_request(self, model: str) -> int:
+        """Count one request for ``model``; returns how many came before it."""
+        with self._cond:
+            seen = self._counts.get(model, 0)
+            self._counts[model] = seen + 1
+            return seen
 
     def wait_for_disconnect(self, timeout: float, count: int = 1) -> bool:
         """Wait until at least ``count`` mid-response client disconnects were recorded."""

@@ -6,6 +6,7 @@ fake is faithful enough for the gateway's tests to rely on it.
 import base64
 import http.client
 import json
+import socket
 import struct
 import time
 
@@ -442,3 +443,131 @@ def test_disconnect_mid_stream(fake):
     assert gone["path"] == "/v1/chat/completions" and gone["model"] == "slow-stream"
     assert 2 <= gone["chunks_sent"] < fake.slow_stream_chunks
     assert gone["time"] - closed_at < 1.0
+
+
+# ---- failure modes on demand ----------------------------------------------
+
+def test_count_per_model(client, fake):
+    assert fake.count("gpt-4o") == 0
+    client.chat.completions.create(model="gpt-4o", messages=user("a"))
+    client.embeddings.create(model="gpt-4o", input="x")
+    with pytest.raises(openai.InternalServerError):
+        client.chat.completions.create(model="fail-500", messages=user("a"))
+    assert (fake.count("gpt-4o"), fake.count("fail-500"), fake.count("other")) == (2, 1, 0)
+    fake.reset()
+    assert fake.count("gpt-4o") == 0
+
+
+def test_flaky_fails_first_n_then_answers(client, fake):
+    for _ in range(2):
+        with pytest.raises(openai.InternalServerError) as err:
+            client.chat.completions.create(model="flaky-2", messages=user("hi"))
+        assert err.value.status_code == 500 and err.value.type == "server_error"
+    resp = client.chat.completions.create(model="flaky-2", messages=user("hi"))
+    assert resp.choices[0].message.content == ANSWER_PREFIX + "hi"
+    assert client.chat.completions.create(model="flaky-2", messages=user("hi")).choices
+    assert fake.count("flaky-2") == 4
+    # counters are per model name, and reset() starts them over
+    with pytest.raises(openai.InternalServerError):
+        client.chat.completions.create(model="flaky-1", messages=user("hi"))
+    fake.reset()
+    with pytest.raises(openai.InternalServerError):
+        client.chat.completions.create(model="flaky-2", messages=user("hi"))
+
+
+def test_flaky_zero_and_azure(azure, fake):
+    assert azure.chat.completions.create(model="flaky-0", messages=user("hi")).choices
+    with pytest.raises(openai.InternalServerError):
+        azure.chat.completions.create(model="flaky-1", messages=user("hi"))
+    assert azure.chat.completions.create(model="flaky-1", messages=user("hi")).choices
+    assert fake.count("flaky-1") == 2
+
+
+def test_ratelimit_n(client, fake):
+    with pytest.raises(openai.RateLimitError) as err:
+        client.chat.completions.create(model="ratelimit-1", messages=user("hi"))
+    assert err.value.response.headers["retry-after"] == "1"
+    assert err.value.code == "rate_limit_exceeded"
+    assert client.chat.completions.create(model="ratelimit-1", messages=user("hi")).choices
+    assert fake.count("ratelimit-1") == 2
+
+
+def test_hang_until_client_goes_away(client, fake):
+    started = time.monotonic()
+    with pytest.raises(openai.APITimeoutError):
+        client.with_options(timeout=0.5).chat.completions.create(model="hang", messages=user("hi"))
+    assert time.monotonic() - started < 3
+    assert fake.wait_for_disconnect(3)
+    assert fake.disconnects[0]["model"] == "hang" and fake.disconnects[0]["chunks_sent"] == 0
+    assert fake.count("hang") == 1
+
+
+def test_hang_answers_after_hang_seconds(client, fake):
+    fake.hang_seconds = 0.3
+    try:
+        started = time.monotonic()
+        resp = client.chat.completions.create(model="hang", messages=user("hi"))
+        assert time.monotonic() - started >= 0.3
+        assert resp.choices[0].message.content == ANSWER_PREFIX + "hi"
+    finally:
+        fake.hang_seconds = 30.0
+
+
+def test_reset_closes_without_an_answer(client, fake):
+    with pytest.raises(openai.APIConnectionError):
+        client.chat.completions.create(model="reset", messages=user("hi"))
+    # raw socket: no status line at all, the connection is reset (or at best closed)
+    sock = socket.create_connection((fake.host, fake.port), timeout=5)
+    body = json.dumps({"model": "reset", "messages": user("hi")}).encode()
+    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + KEY.encode()
+                 + b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode()
+                 + b"\r\n\r\n" + body)
+    try:
+        data = sock.recv(1024)
+    except ConnectionResetError:
+        data = b""
+    sock.close()
+    assert data == b""
+    assert fake.count("reset") == 2
+    # the fake itself keeps serving
+    assert client.chat.completions.create(model="gpt-4o", messages=user("hi")).choices
+
+
+def test_stall_stream(fake):
+    fake.stall_seconds = 0.6
+    try:
+        started = time.monotonic()
+        resp = requests.post(fake.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {KEY}"},
+                             json={"model": "stall-stream", "messages": user("hi"), "stream": True},
+                             stream=True, timeout=5)
+        arrivals = []
+        for line in resp.iter_lines():
+            if line:
+                arrivals.append((time.monotonic() - started, line[len(b"data: "):]))
+        events = [json.loads(data) for _, data in arrivals[:-1]]
+        assert arrivals[-1][1] == b"[DONE]"
+        assert events[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+        assert [e["choices"][0]["delta"].get("content") for e in events[1:3]] == ["Hello ", "from "]
+        assert arrivals[2][0] < 0.5 <= arrivals[3][0]  # the stall comes after two content chunks
+        text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events)
+        assert text == ANSWER_PREFIX + "hi"
+    finally:
+        fake.stall_seconds = 10.0
+
+
+def test_stall_stream_notices_client_hang_up(client, fake):
+    got = []
+    with client.with_options(timeout=5).chat.completions.create(model="stall-stream", messages=user("hi"),
+                                                                stream=True) as stream:
+        for chunk in stream:
+            got.append(chunk.choices[0].delta.content)
+            if len(got) == 3:
+                break
+    assert got == ["", "Hello ", "from "]
+    assert fake.wait_for_disconnect(3)
+    assert fake.disconnects[0]["model"] == "stall-stream" and fake.disconnects[0]["chunks_sent"] == 3
+
+
+def test_stall_stream_without_stream_answers(client):
+    resp = client.chat.completions.create(model="stall-stream", messages=user("hi"))
+    assert resp.choices[0].message.content == ANSWER_PREFIX + "hi"
