@@ -59,6 +59,7 @@ class Group:
         self.allowed_fails = allowed_fails
         self.weights = self._weights()
         self.uses_limits = any(d.limited for d in deployments)
+        self.windows_known = any(d.max_input_tokens for d in deployments)
         # Cooldowns only make sense with somewhere else to go (LiteLLM never cools a lone deployment).
         self.uses_cooldowns = len(deployments) > 1
         self.tracks_inflight = strategy == "least-busy"

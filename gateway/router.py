@@ -258,7 +258,7 @@ class Router:
     def _check_context(self, group, body):
         """A filter of the group's deployments whose known context window fits the prompt;
         refuses before any call (or rpm admission) when none does."""
-        if not any(d.max_input_tokens for d in group.deployments):
+        if not group.windows_known:
             return None  # no known window: no work on the hot path
         tokens = estimate_tokens(body)
 
