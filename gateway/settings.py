@@ -92,6 +92,9 @@ class DeploymentSchema(Schema):
     model_name = fields.String(required=True, validate=validate.Length(min=1))
     litellm_params = fields.Nested(LiteLLMParamsSchema, required=True)
     model_info = fields.Dict(keys=fields.String(), load_default=dict, allow_none=True)
+    # LiteLLM's older form puts the limits beside litellm_params.
+    rpm = fields.Integer(strict=True, allow_none=True, validate=validate.Range(min=0))
+    tpm = fields.Integer(strict=True, allow_none=True, validate=validate.Range(min=0))
 
 
 class ConfigSchema(Schema):
@@ -249,7 +252,9 @@ def from_dict(raw, *, source="config", environ=True):
         log.warning("%s is not a top-level key this gateway knows; ignored", key)
 
     deployments = tuple(
-        DeploymentConfig(model_name=d["model_name"], params=dict(d["litellm_params"]),
+        DeploymentConfig(model_name=d["model_name"],
+                         params={**{k: d[k] for k in ("rpm", "tpm") if d.get(k) is not None},
+                                 **d["litellm_params"]},
                          model_info=dict(d.get("model_info") or {}), index=i)
         for i, d in enumerate(data["model_list"]))
     master_key = os.environ.get("GATEWAY_MASTER_KEY") or general.get("master_key")

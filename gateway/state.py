@@ -1,7 +1,7 @@
 """Router state shared by every worker: sliding-window counters, in-flight gauges, cooldowns, latency.
 
-Two backends with one interface. `LocalState` is a SQLite file on /dev/shm that every gunicorn worker
-of one instance opens, so limits are exact across workers with no extra service. `RedisState` makes
+Two backends with one interface. `LocalState` is a SQLite file (windows) and a shared-memory table
+(gauges, cooldowns, latencies) on /dev/shm that every gunicorn worker of one instance opens, so limits are exact across workers with no extra service. `RedisState` makes
 them exact across instances; when Redis cannot be reached it says so once and falls back to the
 instance's local state until Redis answers again. Nothing here runs unless a configured feature
 (limits, least-busy, usage/latency routing, cooldowns) needs it.
@@ -15,6 +15,8 @@ import threading
 import time
 import uuid
 
+from gateway.shm import SharedTable
+
 log = logging.getLogger("gateway.state")
 
 WINDOW = 60.0
@@ -22,7 +24,6 @@ WINDOW = 60.0
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS hits (key TEXT NOT NULL, ts REAL NOT NULL, amount REAL NOT NULL)",
     "CREATE INDEX IF NOT EXISTS hits_key_ts ON hits (key, ts)",
-    "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value REAL NOT NULL, expires REAL NOT NULL)",
 )
 
 
@@ -34,12 +35,14 @@ def default_local_path():
 
 
 class LocalState:
-    """Exact across the processes that open the same file (BEGIN IMMEDIATE serializes writers)."""
+    """Exact across the processes that open the same files: sliding windows in SQLite (BEGIN IMMEDIATE
+    serializes writers), gauges and expiring values in a shared-memory table (gateway/shm.py)."""
 
     name = "local"
 
     def __init__(self, path=None):
         self.path = path or default_local_path()
+        self.table = SharedTable(self.path + ".kv")
         self._conn = None
         self._pid = None
         # One connection per process. Under gevent a transaction never yields (sqlite3 is C code),
@@ -95,7 +98,8 @@ class LocalState:
     def record(self, key, amount, now=None):
         """Add to a last-minute window without a limit (tokens used, failures)."""
         now = time.time() if now is None else now
-        self._tx(lambda db: db.execute("INSERT INTO hits (key, ts, amount) VALUES (?, ?, ?)", (key, now, amount)))
+        with self._lock:
+            self._db().execute("INSERT INTO hits (key, ts, amount) VALUES (?, ?, ?)", (key, now, amount))
 
     def window(self, key, now=None):
         """The key's last-minute total."""
@@ -111,31 +115,15 @@ class LocalState:
 
     def add(self, key, delta, ttl=600.0):
         """Add to a gauge (in-flight calls); returns the new value."""
-        now = time.time()
-
-        def run(db):
-            row = db.execute("SELECT value FROM kv WHERE key = ? AND expires > ?", (key, now)).fetchone()
-            value = max(0.0, (row[0] if row else 0.0) + delta)
-            db.execute("INSERT OR REPLACE INTO kv (key, value, expires) VALUES (?, ?, ?)", (key, value, now + ttl))
-            return value
-        return self._tx(run)
+        return self.table.add(key, delta, ttl)
 
     def set(self, key, value, ttl):
         """Set a value that expires (cooldown until, latency)."""
-        now = time.time()
-        self._tx(lambda db: db.execute("INSERT OR REPLACE INTO kv (key, value, expires) VALUES (?, ?, ?)",
-                                       (key, value, now + ttl)))
+        self.table.set(key, value, ttl)
 
     def get_many(self, keys):
         """Current values (None when unset or expired)."""
-        now = time.time()
-        out = []
-        with self._lock:
-            db = self._db()
-            for key in keys:
-                row = db.execute("SELECT value FROM kv WHERE key = ? AND expires > ?", (key, now)).fetchone()
-                out.append(row[0] if row else None)
-        return out
+        return self.table.get_many(keys)
 
     def status(self):
         """For readiness."""

@@ -1,0 +1,111 @@
+"""A small key -> (value, expiry) table in shared memory, for gauges every worker updates per call.
+
+An mmap'd file on /dev/shm with open addressing, guarded by an fcntl lock: a contended lock wakes the
+waiter as soon as it is released, where SQLite's busy handler sleeps a millisecond or more. Used by
+LocalState for in-flight gauges, cooldowns and latencies; sliding windows stay in SQLite.
+"""
+
+import fcntl
+import hashlib
+import mmap
+import os
+import struct
+import time
+
+SLOTS = 16384
+_SLOT = struct.Struct("<qdd")  # key hash (0 = never used), value, expiry (unix time)
+_SIZE = SLOTS * _SLOT.size
+
+
+def _hash(key):
+    value = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little", signed=True)
+    return value or 1  # 0 marks an empty slot
+
+
+class SharedTable:
+    """Atomic add/set/get of expiring floats, shared by every process that maps the same file."""
+
+    def __init__(self, path):
+        self.path = path
+        self._pid = None
+        self._fd = None
+        self._map = None
+
+    def _open(self):
+        if self._pid != os.getpid():  # a forked worker maps the file for itself
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            if os.fstat(fd).st_size < _SIZE:
+                os.ftruncate(fd, _SIZE)
+            self._fd, self._map, self._pid = fd, mmap.mmap(fd, _SIZE), os.getpid()
+        return self._map
+
+    def _locked(self, fn):
+        table = self._open()
+        fcntl.lockf(self._fd, fcntl.LOCK_EX)
+        try:
+            return fn(table)
+        finally:
+            fcntl.lockf(self._fd, fcntl.LOCK_UN)
+
+    @staticmethod
+    def _find(table, h, now):
+        """(slot of the key or None, first reusable slot on its probe chain)."""
+        start = h % SLOTS
+        reusable = None
+        for step in range(SLOTS):
+            slot = (start + step) % SLOTS
+            key, _value, expires = _SLOT.unpack_from(table, slot * _SLOT.size)
+            if key == h:
+                return slot, reusable
+            if key == 0:
+                return None, slot if reusable is None else reusable
+            if reusable is None and expires <= now:
+                reusable = slot
+        return None, reusable
+
+    def add(self, key, delta, ttl):
+        """Add to the key's live value (0 when unset or expired), floored at 0; returns it."""
+        h, now = _hash(key), time.time()
+
+        def run(table):
+            slot, free = self._find(table, h, now)
+            current = 0.0
+            if slot is not None:
+                _, value, expires = _SLOT.unpack_from(table, slot * _SLOT.size)
+                current = value if expires > now else 0.0
+            else:
+                slot = free
+            if slot is None:
+                raise RuntimeError("shared state table is full")
+            value = max(0.0, current + delta)
+            _SLOT.pack_into(table, slot * _SLOT.size, h, value, now + ttl)
+            return value
+        return self._locked(run)
+
+    def set(self, key, value, ttl):
+        """Set the key's value until now + ttl."""
+        h, now = _hash(key), time.time()
+
+        def run(table):
+            slot, free = self._find(table, h, now)
+            slot = slot if slot is not None else free
+            if slot is None:
+                raise RuntimeError("shared state table is full")
+            _SLOT.pack_into(table, slot * _SLOT.size, h, float(value), now + ttl)
+        self._locked(run)
+
+    def get_many(self, keys):
+        """Live values of the keys (None when unset or expired)."""
+        now = time.time()
+
+        def run(table):
+            out = []
+            for key in keys:
+                slot, _ = self._find(table, _hash(key), now)
+                if slot is None:
+                    out.append(None)
+                    continue
+                _, value, expires = _SLOT.unpack_from(table, slot * _SLOT.size)
+                out.append(value if expires > now else None)
+            return out
+        return self._locked(run)
