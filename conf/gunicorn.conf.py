@@ -15,3 +15,9 @@ timeout = _options["timeout"]
 graceful_timeout = _options["graceful_timeout"]
 errorlog = _options["errorlog"]
 control_socket_disable = _options["control_socket_disable"]
+
+
+def on_starting(server):
+    """Before workers fork: drop router state files left by gateway instances that have exited."""
+    from gateway.state import remove_stale_files
+    remove_stale_files()

@@ -56,6 +56,9 @@ def serve(settings, host, port, workers):
             from gateway.app import create_app
             return create_app(settings)
 
+    from gateway.state import remove_stale_files
+    remove_stale_files()  # router state of earlier instances, left on /dev/shm
+
     print(f"gateway: serving {len(settings.deployments)} deployment(s) from {settings.source} "
           f"on http://{host}:{port} with {workers} gevent worker(s)", file=sys.stderr, flush=True)
     GatewayApplication().run()

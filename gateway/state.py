@@ -34,6 +34,30 @@ def default_local_path():
     return os.path.join(base, f"gateway-state-{owner}.sqlite")
 
 
+def remove_stale_files(base=None):
+    """Delete state files of gateway instances that no longer run (their owner pid is gone)."""
+    base = base or os.path.dirname(default_local_path())
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return
+    for name in names:
+        if not name.startswith("gateway-state-"):
+            continue
+        pid = name[len("gateway-state-"):].split(".", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            try:
+                os.unlink(os.path.join(base, name))
+            except OSError:
+                pass
+        except PermissionError:
+            pass  # alive, owned by someone else
+
+
 class LocalState:
     """Exact across the processes that open the same files: sliding windows in SQLite (BEGIN IMMEDIATE
     serializes writers), gauges and expiring values in a shared-memory table (gateway/shm.py)."""

@@ -48,3 +48,21 @@ def test_expired_slots_are_reused_and_a_full_table_says_so(tmp_path, monkeypatch
     time.sleep(0.1)
     table.set("k-new", 7, ttl=60)  # an expired slot takes it
     assert table.get_many(["k-new"]) == [7.0]
+
+
+def test_stale_state_files_of_dead_instances_are_removed(tmp_path):
+    import os
+    import subprocess
+
+    from gateway.state import remove_stale_files
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    alive = os.getpid()
+    for pid in (dead.pid, alive):
+        for suffix in (".sqlite", ".sqlite-wal", ".sqlite.kv"):
+            (tmp_path / f"gateway-state-{pid}{suffix}").write_text("x")
+    (tmp_path / "unrelated.txt").write_text("x")
+    remove_stale_files(str(tmp_path))
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted([f"gateway-state-{alive}.sqlite", f"gateway-state-{alive}.sqlite-wal",
+                           f"gateway-state-{alive}.sqlite.kv", "unrelated.txt"])
