@@ -190,17 +190,32 @@ def test_session_token_is_checked(fake):
     assert ok["stopReason"] == "end_turn"
 
 
+def _bearer_client(fake, token):
+    """A boto3 client sending a Bedrock API key the way the gateway does: unsigned + bearer header.
+
+    (botocore's own AWS_BEARER_TOKEN_BEDROCK support refuses plain-HTTP endpoints in newer
+    releases, and the fake is plain HTTP.)"""
+    from botocore import UNSIGNED
+    from botocore.config import Config
+
+    client = boto3.session.Session().client("bedrock-runtime", region_name="us-east-1", endpoint_url=fake.url,
+                                            config=Config(signature_version=UNSIGNED))
+
+    def add_bearer(request, **kwargs):
+        request.headers["Authorization"] = f"Bearer {token}"
+    client.meta.events.register("before-send.bedrock-runtime.*", add_bearer)
+    return client
+
+
 def test_bedrock_api_key_bearer_auth(fake, monkeypatch):
     fake.bearer_token = "bedrock-api-key-0123"
     try:
-        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "AWS_BEARER_TOKEN_BEDROCK"):
             monkeypatch.delenv(name, raising=False)
-        monkeypatch.setenv("AWS_BEARER_TOKEN_BEDROCK", "bedrock-api-key-0123")  # botocore's own support
-        keyless = boto3.session.Session().client("bedrock-runtime", region_name="us-east-1", endpoint_url=fake.url)
+        keyless = _bearer_client(fake, "bedrock-api-key-0123")
         assert keyless.converse(modelId=MODEL, messages=user({"text": "hi"}))["stopReason"] == "end_turn"
         assert fake.requests[-1]["headers"]["authorization"] == "Bearer bedrock-api-key-0123"
-        monkeypatch.setenv("AWS_BEARER_TOKEN_BEDROCK", "wrong-key")
-        wrong = boto3.session.Session().client("bedrock-runtime", region_name="us-east-1", endpoint_url=fake.url)
+        wrong = _bearer_client(fake, "wrong-key")
         with pytest.raises(ClientError) as info:
             wrong.converse(modelId=MODEL, messages=user({"text": "hi"}))
         assert info.value.response["Error"]["Code"] == "UnrecognizedClientException"
