@@ -14,6 +14,7 @@ keepalive = _options["keepalive"]
 timeout = _options["timeout"]
 graceful_timeout = _options["graceful_timeout"]
 errorlog = _options["errorlog"]
+limit_request_field_size = _options["limit_request_field_size"]
 control_socket_disable = _options["control_socket_disable"]
 
 

@@ -12,14 +12,12 @@ from werkzeug.exceptions import HTTPException
 from gateway import errors
 from gateway.api.common import json_response
 from gateway.auth import Authenticator
+from gateway.auth import LazyKeys
 from gateway.router import Router
 from gateway.settings import Settings
 from gateway.transport import Transport
 
 log = logging.getLogger("gateway")
-
-# Endpoints reachable without a key: probes for load balancers and orchestrators.
-PUBLIC_ENDPOINTS = frozenset({"health.liveliness", "health.readiness"})
 
 # werkzeug's HTTP errors, expressed in our tree so they render like every other error.
 _HTTP_ERRORS = {404: errors.NotFoundError, 405: errors.BadRequestError, 413: errors.PayloadTooLargeError}
@@ -45,6 +43,16 @@ def configure_logging(debug):
     logging.getLogger("gateway").setLevel(logging.DEBUG if debug else logging.INFO)
 
 
+def open_key_service(settings):
+    """The virtual-key store: open the database and migrate it (first use, in each worker)."""
+    from gateway.db import Database
+    from gateway.db import database_url
+    from gateway.keys import KeyService
+    db = Database(database_url(settings))
+    db.migrate()
+    return KeyService(db, settings.general_settings.get("default_key_duration") or "1h")
+
+
 def create_app(settings=None):
     """Build the Flask app for one worker from validated Settings (demo defaults when None)."""
     if settings is None:
@@ -55,7 +63,8 @@ def create_app(settings=None):
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
     transport = Transport(debug=settings.debug)
-    gateway = Gateway(settings, Router(settings, transport), transport, Authenticator(settings.master_key))
+    keys = LazyKeys(lambda: open_key_service(settings)) if settings.master_key else None
+    gateway = Gateway(settings, Router(settings, transport), transport, Authenticator(settings.master_key, keys))
     app.extensions["gateway"] = gateway
     if settings.general_settings.get("background_health_checks"):
         from gateway import healthcheck
@@ -66,15 +75,16 @@ def create_app(settings=None):
     from gateway.api import completions
     from gateway.api import embeddings
     from gateway.api import health
+    from gateway.api import keys as key_routes
     from gateway.api import models
-    for module in (chat, completions, embeddings, models, health):
+    for module in (chat, completions, embeddings, models, health, key_routes):
         app.register_blueprint(module.bp)
 
     @app.before_request
     def _begin():
         g.request_id = f"req_{uuid.uuid4().hex}"
-        if request.endpoint not in PUBLIC_ENDPOINTS and request.endpoint is not None:
-            gateway.auth.check(request.headers)
+        if request.endpoint is not None:  # unknown routes fall through to the 404 handler
+            g.caller = gateway.auth.authorize(request.endpoint, request.headers)
 
     @app.after_request
     def _tag(response):

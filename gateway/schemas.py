@@ -121,7 +121,7 @@ SCHEMAS = {"chat": ChatRequestSchema(), "completions": CompletionRequestSchema()
            "embeddings": EmbeddingRequestSchema()}
 
 
-def _first_error(messages):
+def first_error(messages):
     """(param, message) of the first problem in marshmallow's error dict."""
     key = sorted(messages, key=str)[0]
     value = messages[key]
@@ -138,6 +138,6 @@ def validate_body(endpoint, body):
     """Raise a 400 naming the first invalid parameter; the body itself is passed on unchanged."""
     problems = SCHEMAS[endpoint].validate(body)
     if problems:
-        param, text = _first_error(problems)
+        param, text = first_error(problems)
         raise BadRequestError(f"Invalid request: {param}: {text}", param=param.split("[")[0].split(".")[0],
                               code="invalid_request")

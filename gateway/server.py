@@ -16,6 +16,8 @@ def gunicorn_options(host, port, workers, debug=False):
         "worker_class": "gevent",
         "worker_connections": WORKER_CONNECTIONS,
         "keepalive": KEEPALIVE_SECONDS,
+        # Room for an 8 KiB Authorization header, so the app answers it with a JSON 401.
+        "limit_request_field_size": 16384,
         # gevent workers heartbeat from their own greenlet, so long streams do not trip this.
         "timeout": 60,
         "graceful_timeout": 30,

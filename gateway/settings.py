@@ -33,7 +33,7 @@ PLANNED = {
         "allowed_fails_policy", "provider_budget_config", "disable_cooldowns",
     },
     "general_settings": {
-        "database_url", "otel", "alerting", "proxy_batch_write_at", "store_model_in_db",
+        "otel", "alerting", "proxy_batch_write_at", "store_model_in_db",
         "database_connection_pool_limit", "disable_spend_logs", "allow_user_auth", "custom_auth",
         "infer_model_from_keys", "public_routes", "allowed_routes", "enforce_user_param",
         "max_parallel_requests", "global_max_parallel_requests", "metrics_public",
@@ -49,7 +49,7 @@ IMPLEMENTED = {
                         "cooldown_time", "fallbacks", "context_window_fallbacks", "default_fallbacks",
                         "max_fallbacks", "max_retries", "max_request_timeout", "local_state_path"},
     "general_settings": {"master_key", "max_request_size_mb", "background_health_checks",
-                         "health_check_interval"},
+                         "health_check_interval", "database_url", "default_key_duration"},
 }
 
 

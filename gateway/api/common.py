@@ -49,7 +49,16 @@ def serve(endpoint, path_model=None):
     stream = body.get("stream") is True
     if stream and endpoint == "embeddings":
         raise errors.BadRequestError("Embeddings cannot be streamed.", param="stream")
-    outcome, result = gateway.router.call(endpoint, body, stream)
+    caller = g.get("caller")
+    release = None
+    if caller is not None and caller.rules is not None:
+        release = apply_key_rules(gateway, caller.rules, body)
+    try:
+        outcome, result = gateway.router.call(endpoint, body, stream)
+    except BaseException:
+        if release:
+            release()
+        raise
     headers = outcome_headers(outcome)
     if stream:
         response = Response(_sse(result, g.request_id), headers={**SSE_HEADERS, **headers},
@@ -57,8 +66,46 @@ def serve(endpoint, path_model=None):
         # The generator's finally closes the stream; a response closed before its first chunk
         # never runs that generator, so the close is registered here too (close is idempotent).
         response.call_on_close(result.close)
+        if release:
+            response.call_on_close(release)
         return response
+    if release:
+        release()
     return json_response(result, headers=headers)
+
+
+def apply_key_rules(gateway, rules, body):
+    """A virtual key's aliases, allowed models and per-key limits; returns what releases the call."""
+    requested = body.get("model")
+    if isinstance(requested, str) and requested in rules.aliases:
+        body["model"] = requested = rules.aliases[requested]
+    if rules.models is not None:
+        name = requested or (gateway.router.names[0] if gateway.router.names else None)
+        if name not in rules.models and gateway.router.aliases.get(name) not in rules.models:
+            raise errors.PermissionDeniedError(
+                f"This key may not use the model `{str(name)[:200]}`. Allowed: {', '.join(rules.models) or 'none'}",
+                param="model", code="model_not_allowed")
+    state = gateway.router.state
+    if rules.rpm_limit:
+        allowed, wait = state.admit(f"key-rpm:{rules.hash}", rules.rpm_limit)
+        if not allowed:
+            raise errors.RateLimitError(f"This key's limit of {rules.rpm_limit} requests per minute is reached.",
+                                        headers={"Retry-After": str(max(1, round(wait)))})
+    if rules.max_parallel_requests:
+        key = f"key-parallel:{rules.hash}"
+        if state.add(key, 1) > rules.max_parallel_requests:
+            state.add(key, -1)
+            raise errors.RateLimitError(
+                f"This key's limit of {rules.max_parallel_requests} parallel requests is reached.",
+                headers={"Retry-After": "1"})
+        released = []
+
+        def release():
+            if not released:  # a stream closes through two paths; count it once
+                released.append(True)
+                state.add(key, -1)
+        return release
+    return None
 
 
 def outcome_headers(outcome):

@@ -4,6 +4,7 @@ import time
 
 from flask import Blueprint
 from flask import current_app
+from flask import g
 
 from gateway import errors
 from gateway.api.common import json_response
@@ -21,7 +22,13 @@ def _entry(name):
 def list_models():
     """OpenAI's model list."""
     router = current_app.extensions["gateway"].router
-    return json_response({"object": "list", "data": [_entry(n) for n in router.names + sorted(router.aliases)]})
+    names = router.names + sorted(router.aliases)
+    caller = g.get("caller")
+    if caller is not None and caller.rules is not None:  # a virtual key sees what it may use
+        rules = caller.rules
+        allowed = [n for n in names if rules.models is None or n in rules.models]
+        names = allowed + [a for a in rules.aliases if a not in allowed]
+    return json_response({"object": "list", "data": [_entry(n) for n in names]})
 
 
 @bp.get("/models/<path:model>")

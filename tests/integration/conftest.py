@@ -39,7 +39,8 @@ class GatewayProcess:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = log_path
-        full_env = {**os.environ, **env}
+        # Each gateway's key store (opened only with a master key) lives beside its log.
+        full_env = {"DATABASE_URL": f"sqlite:///{Path(log_path).parent / 'gateway.sqlite'}", **os.environ, **env}
         self._log = open(log_path, "wb")
         cmd = command or gateway_command() + list(args) + ["--host", "127.0.0.1", "--port", str(port)]
         self.proc = subprocess.Popen(cmd, env=full_env, cwd=REPO, stdout=self._log,

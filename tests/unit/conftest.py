@@ -18,10 +18,12 @@ GATEWAY_ENV = (
 
 
 @pytest.fixture(autouse=True)
-def _clean_gateway_env(monkeypatch):
-    """Remove the gateway's environment variables for the test; restored afterwards."""
+def _clean_gateway_env(monkeypatch, tmp_path):
+    """Remove the gateway's environment variables for the test; restored afterwards. Any key store
+    a test opens lives in its own temporary folder."""
     for name in GATEWAY_ENV:
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'gateway.sqlite'}")
 
 
 @pytest.fixture

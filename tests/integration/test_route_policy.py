@@ -1,0 +1,301 @@
+"""Who may call what: every route of the live app x {no key, virtual key, another virtual key,
+master key}, checked against gateway.auth.ROUTE_POLICY; a route without a policy fails here; and
+hostile Authorization headers get a fast 401 from a real gunicorn gateway on both databases.
+
+The matrix runs in-process (Flask test client, SQLite in tmp_path) for speed. PostgreSQL is
+required when CI=true; elsewhere its test is skipped with the reason.
+"""
+
+import contextlib
+import os
+import time
+import uuid
+
+import pytest
+import requests
+from sqlalchemy import create_engine
+from sqlalchemy import text
+
+from gateway.app import create_app
+from gateway.auth import ROUTE_POLICY
+from gateway.settings import from_dict
+
+pytestmark = pytest.mark.integration
+
+MASTER = "sk-1234"
+PG_URL = os.environ.get("GATEWAY_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+IN_CI = os.environ.get("CI", "").lower() in ("true", "1")
+POLICIES = {"public", "api", "self", "admin", "keys"}
+CALLERS = ("no key", "virtual key", "another virtual key", "master key")
+HELLO = [{"role": "user", "content": "hello"}]
+
+
+def demo_settings(**general):
+    return from_dict({"model_list": [{"model_name": "demo", "litellm_params": {"model": "demo/echo"}}],
+                      "general_settings": general}, source="test_route_policy")
+
+
+def endpoints(app):
+    """Every endpoint the app serves, but Flask's own `static`."""
+    return {rule.endpoint for rule in app.url_map.iter_rules() if rule.endpoint != "static"}
+
+
+def missing_policies(app):
+    return sorted(endpoints(app) - set(ROUTE_POLICY))
+
+
+@pytest.fixture
+def app(monkeypatch, tmp_path):
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'keys.sqlite'}")
+    return create_app(demo_settings(master_key=MASTER))
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def bearer(key):
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+# ---- every route has exactly one policy ------------------------------------------------------------
+
+def test_every_route_has_a_policy(app):
+    assert missing_policies(app) == [], "add these endpoints to gateway.auth.ROUTE_POLICY"
+    assert sorted(set(ROUTE_POLICY) - endpoints(app)) == [], "ROUTE_POLICY names endpoints that do not exist"
+    assert set(ROUTE_POLICY.values()) <= POLICIES
+
+
+def test_a_new_route_without_a_policy_is_caught_and_closed(monkeypatch, tmp_path):
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'keys.sqlite'}")
+    app = create_app(demo_settings(master_key=MASTER))
+    app.add_url_rule("/brand-new", "brand_new", lambda: "secret")
+    assert missing_policies(app) == ["brand_new"]  # the check above would fail for it
+    client = app.test_client()
+    key = client.post("/key/generate", json={}, headers=bearer(MASTER)).get_json()["key"]
+    # Until it gets an entry, the route is for the master key only.
+    assert client.get("/brand-new").status_code == 401
+    assert client.get("/brand-new", headers=bearer(key)).status_code == 403
+    assert client.get("/brand-new", headers=bearer(MASTER)).status_code == 200
+
+
+def test_sensitive_routes_keep_their_policies():
+    """Opening a route is a deliberate change: the public set and the key routes are pinned."""
+    assert {e for e, p in ROUTE_POLICY.items() if p == "public"} == {"health.liveliness", "health.readiness"}
+    assert ROUTE_POLICY["health.health"] == "admin"
+    assert ROUTE_POLICY["keys.info"] == "self"
+    assert {p for e, p in ROUTE_POLICY.items() if e.startswith("keys.") and e != "keys.info"} == {"keys"}
+
+
+# ---- the matrix ------------------------------------------------------------------------------------
+
+def _throwaway(client):
+    return client.post("/key/generate", json={}, headers=bearer(MASTER)).get_json()["key"]
+
+
+def _recipe(client, endpoint, own_key):
+    """(query, JSON body) for a call to endpoint that the master key may make successfully."""
+    recipes = {
+        "chat": lambda: (None, {"model": "demo", "messages": HELLO}),
+        "completions": lambda: (None, {"model": "demo", "prompt": "hello"}),
+        "embeddings": lambda: (None, {"model": "demo", "input": "hello"}),
+        "models": lambda: (None, None),
+        "health": lambda: (None, None),
+        "keys.generate": lambda: (None, {"duration": "1h"}),
+        "keys.info": lambda: ({"key": own_key}, None),
+        "keys.list_keys": lambda: (None, None),
+        "keys.update": lambda: (None, {"key": _throwaway(client), "metadata": {"m": 1}}),
+        "keys.delete": lambda: (None, {"keys": [_throwaway(client)]}),
+        "keys.regenerate": lambda: (None, {"key": _throwaway(client)}),
+        "keys.block": lambda: (None, {"key": _throwaway(client)}),
+        "keys.unblock": lambda: (None, {"key": _throwaway(client)}),
+    }
+    make = recipes.get(endpoint) or recipes.get(endpoint.split(".")[0])
+    assert make is not None, f"no request recipe for {endpoint}: add one to this test"
+    return make()
+
+
+def expected(policy, caller):
+    """(status class or exact status, error code) a cell must answer."""
+    if policy == "public":
+        return 200, None
+    if caller == "no key":
+        return 401, "missing_api_key"
+    if policy == "api":
+        return "2xx", None
+    if policy == "self":
+        return {"virtual key": (200, None), "another virtual key": (403, None), "master key": (200, None)}[caller]
+    if caller == "master key":
+        return "2xx", None
+    return 403, "master_key_required"  # admin and keys routes refuse virtual keys
+
+
+def test_route_matrix(app, client):
+    key_a = client.post("/key/generate", json={"key_alias": "a"}, headers=bearer(MASTER)).get_json()["key"]
+    key_b = client.post("/key/generate", json={"key_alias": "b"}, headers=bearer(MASTER)).get_json()["key"]
+    tokens = {"no key": None, "virtual key": key_a, "another virtual key": key_b, "master key": MASTER}
+    rules = [rule for rule in app.url_map.iter_rules() if rule.endpoint != "static"]
+    assert len(rules) >= len(ROUTE_POLICY)
+    wrong, cells = [], 0
+    for rule in rules:
+        path = rule.rule.replace("<path:model>", "demo")
+        policy = ROUTE_POLICY[rule.endpoint]
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            for caller in CALLERS:
+                query, body = _recipe(client, rule.endpoint, key_a)
+                resp = client.open(path, method=method, query_string=query, json=body,
+                                   headers=bearer(tokens[caller]))
+                cells += 1
+                status, code = expected(policy, caller)
+                ok = 200 <= resp.status_code < 300 if status == "2xx" else resp.status_code == status
+                got_code = (resp.get_json(silent=True) or {}).get("error", {}).get("code") \
+                    if resp.status_code >= 400 else None
+                if not ok or (code is not None and got_code != code):
+                    wrong.append(f"{method} {rule.rule} [{policy}] as {caller}: {resp.status_code} {got_code}, "
+                                 f"expected {status} {code or ''}")
+    assert not wrong, "\n".join(wrong)
+    assert cells >= 4 * len(ROUTE_POLICY)
+    # The keys the matrix used are intact (the mutating cells used throwaway keys).
+    assert client.get("/models", headers=bearer(key_a)).status_code == 200
+    assert client.get("/models", headers=bearer(key_b)).status_code == 200
+
+
+def test_key_info_answers_only_about_the_caller(client):
+    key_a = _throwaway(client)
+    key_b = _throwaway(client)
+    own = client.get("/key/info", headers=bearer(key_a)).get_json()
+    assert own["info"]["key_name"] == "sk-..." + key_a[-4:]
+    by_hash = client.get("/key/info", query_string={"key": own["key"]}, headers=bearer(key_a))
+    assert by_hash.status_code == 200
+    for other in (key_b, client.get("/key/info", headers=bearer(key_b)).get_json()["key"]):
+        resp = client.get("/key/info", query_string={"key": other}, headers=bearer(key_a))
+        assert resp.status_code == 403 and key_b not in resp.get_data(as_text=True)
+
+
+def test_without_a_master_key_calls_are_open_and_key_routes_closed(monkeypatch, tmp_path):
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'keys.sqlite'}")
+    app = create_app(demo_settings())
+    client = app.test_client()
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint == "static":
+            continue
+        policy = ROUTE_POLICY[rule.endpoint]
+        path = rule.rule.replace("<path:model>", "demo")
+        method = sorted(rule.methods - {"HEAD", "OPTIONS"})[0]
+        query, body = _recipe(client, rule.endpoint, "sk-" + "x" * 43) if policy != "keys" else (None, {})
+        resp = client.open(path, method=method, query_string=query, json=body)
+        if policy in ("keys", "self"):
+            assert resp.status_code == 403 and resp.get_json()["error"]["code"] == "no_master_key", rule.rule
+        else:
+            assert resp.status_code == 200, (rule.rule, resp.get_data(as_text=True)[:300])
+    assert not os.path.exists(tmp_path / "keys.sqlite")  # no key store without a master key
+
+
+# ---- hostile Authorization headers on a real gunicorn gateway ------------------------------------
+
+@contextlib.contextmanager
+def pg_schema():
+    """A fresh PostgreSQL schema (URL, admin engine); dropped afterwards."""
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
+    try:
+        with admin.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except Exception as exc:  # noqa: BLE001
+        admin.dispose()
+        if IN_CI:
+            pytest.fail(f"CI needs PostgreSQL at {PG_URL}: {type(exc).__name__}: {exc}")
+        pytest.skip(f"no PostgreSQL at {PG_URL} ({type(exc).__name__})")
+    name = f"gw_test_{uuid.uuid4().hex[:16]}"
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{name}"'))
+    try:
+        yield f"{PG_URL}?options=-csearch_path%3D{name}", admin, name
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
+        admin.dispose()
+
+
+HOSTILE = [
+    ("sql injection", "Bearer x' OR (SELECT pg_sleep(8)) IS NOT NULL --"),
+    ("sql injection shaped like a key", "Bearer sk-' OR (SELECT pg_sleep(8)) IS NOT NULL --"),
+    ("8 KB of a", "a" * 8000),
+    ("8 KB bearer", "Bearer " + "a" * 8000),
+    ("non-ASCII as UTF-8", "Bearer clé-ünïcode".encode("utf-8")),
+    ("non-ASCII as latin-1", "Bearer clé-ünïcode".encode("latin-1")),
+    ("sk- and 200 characters", "Bearer sk-" + "a" * 200),
+    ("sk- alone", "Bearer sk-"),
+    ("well-formed unknown key", "Bearer sk-" + "Q" * 43),
+    ("no scheme", "sk-" + "Q" * 43),
+    ("Basic scheme", "Basic " + "QQ==" * 10),
+]
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_hostile_authorization_headers_get_a_fast_401(start_gateway, tmp_path, database):
+    with contextlib.ExitStack() as stack:
+        general = {"master_key": MASTER}
+        env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'keys.sqlite'}"}
+        if database == "postgresql":
+            url, admin, schema = stack.enter_context(pg_schema())
+            general["database_url"] = url
+        config = {"model_list": [{"model_name": "demo", "litellm_params": {"model": "demo/echo"}}],
+                  "general_settings": general}
+        gw = start_gateway(config, env=env)
+        stack.callback(gw.stop)  # before the schema goes
+        good = requests.post(gw.url + "/key/generate", json={}, headers=bearer(MASTER), timeout=10).json()["key"]
+        chat = {"model": "demo", "messages": HELLO}
+        assert requests.post(gw.url + "/chat/completions", json=chat, headers=bearer(good), timeout=10).ok
+
+        slow = []
+        for name, value in HOSTILE:
+            for path, method, body in (("/chat/completions", "POST", chat), ("/key/info", "GET", None),
+                                       ("/key/list", "GET", None)):
+                started = time.monotonic()
+                resp = requests.request(method, gw.url + path, json=body, headers={"Authorization": value},
+                                        timeout=30)
+                took = time.monotonic() - started
+                assert resp.status_code == 401, (name, path, resp.status_code, resp.text[:300])
+                assert resp.json()["error"]["type"] == "invalid_request_error"
+                if took >= 1.0:
+                    slow.append((name, path, round(took, 2)))
+            resp = requests.post(gw.url + "/chat/completions", json=chat, timeout=30,
+                                 headers={"api-key": value if isinstance(value, bytes) else value.split()[-1]})
+            assert resp.status_code == 401, (name, "api-key", resp.status_code)
+        assert not slow, slow
+
+        # Nothing broke: the gateway and its key store still work...
+        assert requests.post(gw.url + "/chat/completions", json=chat, headers=bearer(good), timeout=10).ok
+        listed = requests.get(gw.url + "/key/list", headers=bearer(MASTER), timeout=10).json()["keys"]
+        assert len(listed) == 1
+        if database == "postgresql":  # ...and so does the server: no sleeping query, the table intact
+            with admin.connect() as connection:
+                started = time.monotonic()
+                assert connection.execute(text("SELECT 1")).scalar() == 1
+                assert time.monotonic() - started < 1.0
+                sleeping = connection.execute(text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE query ILIKE '%pg_sleep%' "
+                    "AND pid <> pg_backend_pid()")).scalar()
+                assert sleeping == 0
+                count = connection.execute(text(f'SELECT count(*) FROM "{schema}".gateway_keys')).scalar()
+                assert count == 1
+
+
+def test_8_kib_authorization_headers_get_the_json_401_too(start_gateway, tmp_path):
+    """8 KiB of 'a' is past gunicorn's default header-field limit (8190 bytes): today gunicorn
+    answers 431 with an HTML page instead of the gateway's OpenAI-style 401."""
+    config = {"model_list": [{"model_name": "demo", "litellm_params": {"model": "demo/echo"}}],
+              "general_settings": {"master_key": MASTER}}
+    gw = start_gateway(config, env={"DATABASE_URL": f"sqlite:///{tmp_path / 'keys.sqlite'}"})
+    for value in ("a" * 8192, "Bearer " + "a" * 8192, "Bearer sk-" + "a" * 8192):
+        started = time.monotonic()
+        resp = requests.get(gw.url + "/v1/models", headers={"Authorization": value}, timeout=30)
+        assert time.monotonic() - started < 1.0
+        assert resp.status_code == 401, (len(value), resp.status_code, resp.text[:100])
+        assert resp.json()["error"]["type"] == "invalid_request_error"
+    # Far bigger headers may be refused by the server itself, but fast, and the gateway carries on.
+    started = time.monotonic()
+    resp = requests.get(gw.url + "/v1/models", headers={"Authorization": "Bearer " + "a" * 65536}, timeout=30)
+    assert 400 <= resp.status_code < 500 and time.monotonic() - started < 1.0
+    assert requests.get(gw.url + "/v1/models", headers=bearer(MASTER), timeout=10).status_code == 200
