@@ -13,7 +13,6 @@ import socket
 import subprocess
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from datetime import timedelta
@@ -23,8 +22,6 @@ import openai
 import pytest
 import requests
 import yaml
-from sqlalchemy import create_engine
-from sqlalchemy import text
 
 from gateway import keys as key_module
 from tests.integration.conftest import GatewayProcess
@@ -33,7 +30,7 @@ from tests.integration.conftest import free_port
 pytestmark = pytest.mark.integration
 
 MASTER = "sk-1234"  # the master key of LiteLLM's docs
-PG_URL = os.environ.get("GATEWAY_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+from tests.pg import schema_url as pg_schema
 IN_CI = os.environ.get("CI", "").lower() in ("true", "1")
 HELLO = [{"role": "user", "content": "this is a test request, write a short poem"}]
 SEED_MODELS = ["gpt-3.5-turbo", "gpt-4", "claude-2", "my-free-tier"]
@@ -63,29 +60,6 @@ SEED_INFO = """curl 'http://0.0.0.0:8000/key/info?key=<user-key>' \\
 
 
 # ---- the gateway under test --------------------------------------------------------------------
-
-@contextlib.contextmanager
-def pg_schema():
-    """A fresh PostgreSQL schema; yields a URL whose search_path points at it; dropped afterwards."""
-    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
-    try:
-        with admin.connect() as connection:
-            connection.execute(text("SELECT 1"))
-    except Exception as exc:  # noqa: BLE001
-        admin.dispose()
-        if IN_CI:
-            pytest.fail(f"CI needs PostgreSQL at {PG_URL}: {type(exc).__name__}: {exc}")
-        pytest.skip(f"no PostgreSQL at {PG_URL} ({type(exc).__name__})")
-    name = f"gw_test_{uuid.uuid4().hex[:16]}"
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{name}"'))
-    try:
-        yield f"{PG_URL}?options=-csearch_path%3D{name}"
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
-        admin.dispose()
-
 
 class KeyGateway:
     """The running gateway, with the keys generated on it (checked against its log at the end)."""

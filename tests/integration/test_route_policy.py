@@ -9,11 +9,9 @@ required when CI=true; elsewhere its test is skipped with the reason.
 import contextlib
 import os
 import time
-import uuid
 
 import pytest
 import requests
-from sqlalchemy import create_engine
 from sqlalchemy import text
 
 from gateway.app import create_app
@@ -23,7 +21,7 @@ from gateway.settings import from_dict
 pytestmark = pytest.mark.integration
 
 MASTER = "sk-1234"
-PG_URL = os.environ.get("GATEWAY_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+from tests.pg import schema as pg_schema
 IN_CI = os.environ.get("CI", "").lower() in ("true", "1")
 POLICIES = {"public", "api", "self", "admin", "keys"}
 CALLERS = ("no key", "virtual key", "another virtual key", "master key")
@@ -193,29 +191,6 @@ def test_without_a_master_key_calls_are_open_and_key_routes_closed(monkeypatch, 
 
 
 # ---- hostile Authorization headers on a real gunicorn gateway ------------------------------------
-
-@contextlib.contextmanager
-def pg_schema():
-    """A fresh PostgreSQL schema (URL, admin engine); dropped afterwards."""
-    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
-    try:
-        with admin.connect() as connection:
-            connection.execute(text("SELECT 1"))
-    except Exception as exc:  # noqa: BLE001
-        admin.dispose()
-        if IN_CI:
-            pytest.fail(f"CI needs PostgreSQL at {PG_URL}: {type(exc).__name__}: {exc}")
-        pytest.skip(f"no PostgreSQL at {PG_URL} ({type(exc).__name__})")
-    name = f"gw_test_{uuid.uuid4().hex[:16]}"
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{name}"'))
-    try:
-        yield f"{PG_URL}?options=-csearch_path%3D{name}", admin, name
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
-        admin.dispose()
-
 
 HOSTILE = [
     ("sql injection", "Bearer x' OR (SELECT pg_sleep(8)) IS NOT NULL --"),

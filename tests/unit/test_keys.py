@@ -19,7 +19,6 @@ from datetime import timedelta
 from datetime import timezone
 
 import pytest
-from sqlalchemy import create_engine
 from sqlalchemy import event
 from sqlalchemy import inspect
 from sqlalchemy import text
@@ -34,8 +33,7 @@ from gateway.keys import check_rules
 from gateway.keys import hash_key
 from gateway.keys import looks_like_key
 
-PG_URL = os.environ.get("GATEWAY_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
-IN_CI = os.environ.get("CI", "").lower() in ("true", "1")
+from tests.pg import schema_url as pg_schema
 
 # Authorization values an attacker might send; none may cost a database round trip.
 HOSTILE_TOKENS = [
@@ -58,35 +56,6 @@ HOSTILE_TOKENS = [
 
 
 # ---- databases -------------------------------------------------------------------------------
-
-def _pg_admin_engine():
-    """An autocommit engine on the shared PostgreSQL; fails in CI, skips elsewhere, if it is down."""
-    engine = create_engine(PG_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
-    try:
-        with engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
-    except Exception as exc:  # noqa: BLE001  (any reason the server cannot be used)
-        engine.dispose()
-        if IN_CI:
-            pytest.fail(f"CI needs PostgreSQL at {PG_URL}: {type(exc).__name__}: {exc}")
-        pytest.skip(f"no PostgreSQL at {PG_URL} ({type(exc).__name__})")
-    return engine
-
-
-@contextlib.contextmanager
-def pg_schema():
-    """A fresh schema; yields the database URL whose search_path points at it; dropped afterwards."""
-    admin = _pg_admin_engine()
-    name = f"gw_test_{uuid.uuid4().hex[:16]}"
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{name}"'))
-    try:
-        yield f"{PG_URL}?options=-csearch_path%3D{name}"
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
-        admin.dispose()
-
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def new_db_url(request, tmp_path):
