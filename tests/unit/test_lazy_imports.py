@@ -1,0 +1,47 @@
+"""Heavy optional libraries load only when the configuration uses them (DESIGN: performance)."""
+
+import json
+import subprocess
+import sys
+
+HEAVY = ("boto3", "botocore", "sqlalchemy", "alembic", "psycopg2", "redis")
+
+SCRIPT = r"""
+import json, sys
+from gateway.app import create_app
+from gateway.settings import from_dict
+app = create_app(from_dict(CONFIG))
+client = app.test_client()
+headers = {"Authorization": "Bearer sk-master-0123456789abcdef"}
+for path, body in (("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}),
+                   ("/v1/embeddings", {"input": "hi"})):
+    assert client.post(path, json=body, headers=headers).status_code == 200
+assert client.get("/v1/models", headers=headers).status_code == 200
+print(json.dumps(sorted({m.split(".")[0] for m in sys.modules} & set(HEAVY))))
+"""
+
+
+def loaded_after_calls(config):
+    """The heavy top-level packages a fresh process has imported after serving a few calls."""
+    code = f"CONFIG = {config!r}\nHEAVY = {HEAVY!r}\n" + SCRIPT
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_plain_config_with_master_key_imports_no_heavy_library():
+    config = {"model_list": [{"model_name": "demo", "litellm_params": {"model": "demo/echo"}},
+                             {"model_name": "bedrock-model", "litellm_params": {
+                                 "model": "bedrock/anthropic.claude-3-haiku-20240307-v1:0",
+                                 "aws_access_key_id": "AKIDEXAMPLE", "aws_secret_access_key": "secret",
+                                 "aws_region_name": "us-east-1"}}],
+              "general_settings": {"master_key": "sk-master-0123456789abcdef"}}
+    # A Bedrock deployment that is configured but not called loads no boto3; the master key alone
+    # opens no database.
+    assert loaded_after_calls(config) == []
+
+
+def test_redis_is_imported_only_when_configured():
+    config = {"model_list": [{"model_name": "demo", "litellm_params": {"model": "demo/echo"}}],
+              "router_settings": {"redis_host": "127.0.0.1", "redis_port": 1},
+              "general_settings": {"master_key": "sk-master-0123456789abcdef"}}
+    assert loaded_after_calls(config) == ["redis"]
