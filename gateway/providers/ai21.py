@@ -191,10 +191,7 @@ class AI21Provider(Provider):
 
     def map_error(self, status, raw, headers):
         """AI21's `{"detail": ...}` errors (a string, or FastAPI's list of field errors)."""
-        try:
-            data = orjson.loads(raw) if raw else None
-        except orjson.JSONDecodeError:
-            data = None
+        data = shapes.error_json(raw)
         detail = None
         if isinstance(data, dict):
             detail = data.get("detail", data.get("message"))

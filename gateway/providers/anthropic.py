@@ -205,10 +205,7 @@ class AnthropicProvider(Provider):
     def map_error(self, status, raw, headers):
         """`{"type": "error", "error": {"type", "message"}}` -> the gateway's error for the status."""
         etype, message = None, None
-        try:
-            data = orjson.loads(raw) if raw else None
-        except orjson.JSONDecodeError:
-            data = None
+        data = shapes.error_json(raw)
         err = data.get("error") if isinstance(data, dict) else None
         if isinstance(err, dict):
             etype = err.get("type") if isinstance(err.get("type"), str) else None

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import orjson
 
 from gateway import errors
+from gateway.providers import shapes
 
 ENDPOINTS = ("chat", "completions", "embeddings")
 
@@ -152,10 +153,7 @@ def dumps(obj):
 def error_from_openai_body(provider, status, raw, headers):
     """Map an OpenAI-style `{"error": {...}}` answer (or any text) to the gateway's error tree."""
     message, code, param, type_ = None, None, None, None
-    try:
-        data = orjson.loads(raw) if raw else None
-    except orjson.JSONDecodeError:
-        data = None
+    data = shapes.error_json(raw)
     err = data.get("error") if isinstance(data, dict) else None
     if isinstance(err, dict):
         message = err.get("message")

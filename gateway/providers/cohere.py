@@ -163,10 +163,7 @@ class CohereProvider(Provider):
 
     def map_error(self, status, raw, headers):
         """Cohere's `{"message": ...}` errors; `too many tokens` is a context window error."""
-        try:
-            data = orjson.loads(raw) if raw else None
-        except orjson.JSONDecodeError:
-            data = None
+        data = shapes.error_json(raw)
         message = data.get("message") if isinstance(data, dict) else None
         if not isinstance(message, str) or not message:
             message = (raw or b"").decode("utf-8", "replace").strip()[:500] or f"upstream answered HTTP {status}"

@@ -204,10 +204,7 @@ class GeminiProvider(Provider):
 
     def map_error(self, status, raw, headers):
         """Google's `{"error": {code, message, status, details}}` -> the gateway's error tree."""
-        try:
-            data = orjson.loads(raw) if raw else None
-        except orjson.JSONDecodeError:
-            data = None
+        data = shapes.error_json(raw)
         if isinstance(data, list) and data:  # the non-SSE stream endpoint wraps errors in a list
             data = data[0]
         err = data.get("error") if isinstance(data, dict) else None

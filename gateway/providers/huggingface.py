@@ -66,10 +66,6 @@ CONTEXT_ERROR = re.compile(r"tokens \+ `max_new_tokens` must be <=|`inputs` must
                            r"|maximum context length", re.I)
 
 
-def estimate_tokens(chars):
-    """A rough token count from a character count (~4 characters a token) when the upstream gives none."""
-    return (chars + 3) // 4 if chars else 0
-
 
 def chat_url(base):
     """TGI's Messages API URL under a base, as LiteLLM builds it."""
@@ -284,9 +280,9 @@ class HuggingFaceProvider(Provider):
         echoed = len(_prompt_text(body)) if endpoint == "completions" and body.get("echo") else 0
         for text, reason, tokens in sequences:
             text, cut = _cut_stop(text, stops, echoed)
-            completion_tokens += tokens if isinstance(tokens, int) else estimate_tokens(len(text))
+            completion_tokens += tokens if isinstance(tokens, int) else shapes.estimate_tokens(len(text))
             choices.append((text, "stop" if cut else FINISH.get(reason, "stop")))
-        prompt_tokens = len(details.get("prefill") or []) or estimate_tokens(_prompt_chars(endpoint, body))
+        prompt_tokens = len(details.get("prefill") or []) or shapes.estimate_tokens(_prompt_chars(endpoint, body))
         usage = shapes.usage(prompt_tokens, completion_tokens)
         if endpoint == "chat":
             return shapes.chat_completion(self.model, [(shapes.message(t), f) for t, f in choices], usage)
@@ -313,7 +309,7 @@ class HuggingFaceProvider(Provider):
             usage = shapes.usage(usage.get("prompt_tokens"), usage.get("completion_tokens"))
         else:
             text = "".join((m.get("content") or "") for m, _ in pairs)
-            usage = shapes.usage(estimate_tokens(_prompt_chars("chat", body)), estimate_tokens(len(text)))
+            usage = shapes.usage(shapes.estimate_tokens(_prompt_chars("chat", body)), shapes.estimate_tokens(len(text)))
         return shapes.chat_completion(data.get("model") or self.model, pairs, usage,
                                       id_=data.get("id") or None, created=data.get("created"))
 
@@ -324,7 +320,7 @@ class HuggingFaceProvider(Provider):
             data = [data]
         # Token-level output (a model without pooling): keep the first ([CLS]) token's vector.
         vectors = [v[0] if v and isinstance(v[0], list) else v for v in data]
-        return shapes.embeddings(self.model, vectors, estimate_tokens(sum(len(t) for t in inputs)))
+        return shapes.embeddings(self.model, vectors, shapes.estimate_tokens(sum(len(t) for t in inputs)))
 
     # ---- streams -------------------------------------------------------------------------------
 
@@ -367,8 +363,8 @@ class HuggingFaceProvider(Provider):
         out.append(self._text_chunk(state, None, finish))
         if state["include_usage"]:
             generated = details.get("generated_tokens")
-            out.append(self._usage_chunk(state, details.get("input_length") or estimate_tokens(state["prompt_chars"]),
-                                         generated if isinstance(generated, int) else estimate_tokens(state["chars"])))
+            out.append(self._usage_chunk(state, details.get("input_length") or shapes.estimate_tokens(state["prompt_chars"]),
+                                         generated if isinstance(generated, int) else shapes.estimate_tokens(state["chars"])))
         state["done"] = True
         return out
 
@@ -394,8 +390,8 @@ class HuggingFaceProvider(Provider):
             if not state["include_usage"]:
                 return []
             usage = state["usage"] or {}
-            return [self._usage_chunk(state, usage.get("prompt_tokens", estimate_tokens(state["prompt_chars"])),
-                                      usage.get("completion_tokens", estimate_tokens(state["chars"])))]
+            return [self._usage_chunk(state, usage.get("prompt_tokens", shapes.estimate_tokens(state["prompt_chars"])),
+                                      usage.get("completion_tokens", shapes.estimate_tokens(state["chars"])))]
         chunk = orjson.loads(data)
         if chunk.get("error") and not chunk.get("choices"):
             raise self._stream_error(chunk)
@@ -439,10 +435,7 @@ class HuggingFaceProvider(Provider):
 
     def map_error(self, status, raw, headers):
         """TGI/TEI `{"error", "error_type"}`, the hosted API's `{"error", "estimated_time"}`, or text."""
-        try:
-            data = orjson.loads(raw) if raw else None
-        except orjson.JSONDecodeError:
-            data = None
+        data = shapes.error_json(raw)
         return self._error(status, data, headers, raw)
 
     def _stream_error(self, event):

@@ -235,10 +235,7 @@ class OllamaProvider(Provider):
 
     def map_error(self, status, raw, headers):
         """Ollama answers `{"error": "..."}`; context-length messages get OpenAI's code."""
-        try:
-            data = orjson.loads(raw) if raw else None
-        except orjson.JSONDecodeError:
-            data = None
+        data = shapes.error_json(raw)
         message = data.get("error") if isinstance(data, dict) else None
         if not isinstance(message, str) or not message:
             message = (raw or b"").decode("utf-8", "replace").strip()[:500] or f"upstream answered HTTP {status}"

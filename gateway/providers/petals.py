@@ -18,7 +18,6 @@ import re
 from urllib.parse import urlencode
 from urllib.parse import urlsplit
 
-import orjson
 
 from gateway import errors
 from gateway.providers import shapes
@@ -35,10 +34,6 @@ PASSTHROUGH = ("top_k", "repetition_penalty", "max_length")
 CONTEXT_ERROR = re.compile(r"maximum length exceeded|exceeds pre-allocated maximum|`max_length` is set to"
                            r"|input length of input_ids", re.I)
 
-
-def estimate_tokens(chars):
-    """A rough token count from a character count (~4 characters a token): Petals reports none."""
-    return (chars + 3) // 4 if chars else 0
 
 
 def generate_url(base):
@@ -112,7 +107,7 @@ class PetalsProvider(Provider):
                 break
         prompt_chars = (sum(len(shapes.text_of(m.get("content"))) for m in body.get("messages") or [])
                         if endpoint == "chat" else len(_prompt_text(body)))
-        usage = shapes.usage(estimate_tokens(prompt_chars), estimate_tokens(len(text)))
+        usage = shapes.usage(shapes.estimate_tokens(prompt_chars), shapes.estimate_tokens(len(text)))
         if endpoint == "chat":
             # The API continues the prompt's text: the reply usually starts with the space after "ASSISTANT:".
             return shapes.chat_completion(self.model, [(shapes.message(text.lstrip()), finish)], usage)
@@ -122,10 +117,7 @@ class PetalsProvider(Provider):
 
     def map_error(self, status, raw, headers):
         """A non-2xx answer: the API's `{"ok": false, "traceback"}`, or a proxy's page."""
-        try:
-            data = orjson.loads(raw) if raw else None
-        except orjson.JSONDecodeError:
-            data = None
+        data = shapes.error_json(raw)
         if not isinstance(data, dict):
             text = raw.decode("utf-8", "replace").strip() if raw else ""
             data = {"traceback": _strip_html(text)[:300] or f"upstream answered HTTP {status}"}

@@ -229,10 +229,7 @@ class ReplicateProvider(Provider):
 
     def map_error(self, status, raw, headers):
         """Replicate's RFC 7807 problem bodies `{"title", "detail", "status"}`."""
-        try:
-            data = orjson.loads(raw) if raw else None
-        except orjson.JSONDecodeError:
-            data = None
+        data = shapes.error_json(raw)
         message = None
         if isinstance(data, dict):
             detail, title = data.get("detail"), data.get("title")

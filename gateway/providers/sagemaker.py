@@ -6,7 +6,6 @@ through boto3's InvokeEndpoint / InvokeEndpointWithResponseStream (see aws.py). 
 `build_payload`, `parse_payload`, `parse_stream_event` (PayloadPart bytes) and `map_error`.
 """
 
-import math
 import time
 
 import orjson
@@ -22,10 +21,6 @@ FINISH = {"length": "length", "eos_token": "stop", "stop_sequence": "stop"}
 # End-of-text markers some containers stream as plain (non-special) tokens.
 EOS_TEXTS = frozenset({"<|endoftext|>", "</s>", "<|eot_id|>", "<|im_end|>"})
 
-
-def estimate_tokens(text):
-    """A token estimate (~4 characters per token) where the upstream reports no count."""
-    return math.ceil(len(text) / 4) if text else 0
 
 
 def completion_prompt(body):
@@ -152,7 +147,8 @@ class SageMakerProvider(Provider):
                 if stop and text.endswith(stop):
                     text = text[:-len(stop)]
                     break
-        usage = shapes.usage(estimate_tokens(prompt), details.get("generated_tokens") or estimate_tokens(text))
+        usage = shapes.usage(shapes.estimate_tokens(len(prompt or "")),
+                             details.get("generated_tokens") or shapes.estimate_tokens(len(text or "")))
         finish = FINISH.get(reason, "stop")
         if endpoint == "chat":
             return shapes.chat_completion(self.model, [(shapes.message(text), finish)], usage)
@@ -165,7 +161,7 @@ class SageMakerProvider(Provider):
         vectors = data.get("embedding", data.get("embeddings")) if isinstance(data, dict) else data
         if vectors and not isinstance(vectors[0], list):
             vectors = [vectors]  # one input, one flat vector
-        tokens = sum(estimate_tokens(text) for text in shapes.embedding_inputs(body))
+        tokens = sum(shapes.estimate_tokens(len(text or "")) for text in shapes.embedding_inputs(body))
         return shapes.embeddings(self.model, vectors, tokens)
 
     def parse_response(self, endpoint, data, body):
@@ -241,7 +237,7 @@ class SageMakerProvider(Provider):
         state["finished"] = True
         out = [self._chunk(state, "", finish)]
         if state["include_usage"]:
-            usage = shapes.usage(estimate_tokens(state["prompt"]), state["tokens"])
+            usage = shapes.usage(shapes.estimate_tokens(len(state["prompt"] or "")), state["tokens"])
             out.append({"id": state["id"], "object": out[0]["object"], "created": state["created"],
                         "model": state["model"], "choices": [], "usage": usage})
         return out

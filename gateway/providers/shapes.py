@@ -140,3 +140,16 @@ def legacy_functions_to_tools(body):
     elif choice in ("none", "auto"):
         out["tool_choice"] = choice
     return out
+
+
+def estimate_tokens(chars):
+    """A token count from a character count (~4 characters a token), for upstreams that report none."""
+    return (chars + 3) // 4 if chars else 0
+
+
+def error_json(raw):
+    """An upstream error body parsed as JSON, or None when it is empty or not JSON."""
+    try:
+        return orjson.loads(raw) if raw else None
+    except orjson.JSONDecodeError:
+        return None
