@@ -31,6 +31,7 @@ class Gateway:
     router: Router
     transport: Transport
     auth: Authenticator
+    spend: object = None  # gateway.spend.SpendTracker
 
 
 def configure_logging(debug):
@@ -53,6 +54,24 @@ def open_key_service(settings):
     return KeyService(db, settings.general_settings.get("default_key_duration") or "1h")
 
 
+def build_spend(settings, router, keys):
+    """Prices and budgets for every call; the ledger when the key store is open (a master key is set)
+    and spend logs are not turned off."""
+    from gateway.spend import Ledger
+    from gateway.spend import SpendTracker
+    general = settings.general_settings
+    ledger = None
+    if keys is not None and not general.get("disable_spend_logs"):
+        ledger = Ledger(lambda: keys.get().db, general.get("spend_spool_dir") or "gateway-spool")
+        for deployment in router.deployments():
+            if deployment.input_price is None and not deployment.provider.local:
+                log.warning("no price is known for `%s` (%s): its calls are recorded at $0; set "
+                            "input_cost_per_token / output_cost_per_token on the deployment",
+                            deployment.provider.config.model, deployment.provider.config.model_name)
+    hold_seconds = float(general.get("budget_hold_seconds") or router.timeout + 60)
+    return SpendTracker(ledger, router.state, hold_seconds)
+
+
 def create_app(settings=None):
     """Build the Flask app for one worker from validated Settings (demo defaults when None)."""
     if settings is None:
@@ -64,7 +83,9 @@ def create_app(settings=None):
     app.json.sort_keys = False
     transport = Transport(debug=settings.debug)
     keys = LazyKeys(lambda: open_key_service(settings)) if settings.master_key else None
-    gateway = Gateway(settings, Router(settings, transport), transport, Authenticator(settings.master_key, keys))
+    router = Router(settings, transport)
+    gateway = Gateway(settings, router, transport, Authenticator(settings.master_key, keys),
+                      build_spend(settings, router, keys))
     app.extensions["gateway"] = gateway
     if settings.general_settings.get("background_health_checks"):
         from gateway import healthcheck
@@ -77,7 +98,8 @@ def create_app(settings=None):
     from gateway.api import health
     from gateway.api import keys as key_routes
     from gateway.api import models
-    for module in (chat, completions, embeddings, models, health, key_routes):
+    from gateway.api import spend
+    for module in (chat, completions, embeddings, models, health, key_routes, spend):
         app.register_blueprint(module.bp)
 
     @app.before_request

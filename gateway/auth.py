@@ -34,6 +34,7 @@ ROUTE_POLICY = {
     "keys.regenerate": "keys",
     "keys.block": "keys",
     "keys.unblock": "keys",
+    "spend.logs": "keys",
 }
 KEY_STORE_RETRY_SECONDS = 5.0
 

@@ -39,6 +39,12 @@ class Deployment:
         self.order = params.get("order")
         self.facts = modeldata.lookup(provider.model, info)
         self.max_input_tokens = self.facts.get("max_input_tokens")
+        self.max_output_tokens = self.facts.get("max_output_tokens")
+        try:
+            self.input_price, self.output_price = modeldata.prices(params, self.facts)
+        except ValueError as exc:
+            from gateway.settings import ConfigError
+            raise ConfigError(f"model_list[{config.index}].litellm_params.{exc}") from None
         self.health_check_timeout = float(params.get("health_check_timeout") or info.get("health_check_timeout") or 10)
 
     @property

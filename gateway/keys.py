@@ -1,6 +1,7 @@
 """Virtual keys: generated once, stored as SHA-256 hashes, looked up through a short in-process cache."""
 
 import hashlib
+import logging
 import re
 import secrets
 import threading
@@ -17,6 +18,8 @@ from marshmallow import validate
 
 from gateway import errors
 from gateway.schemas import first_error
+
+log = logging.getLogger("gateway.keys")
 
 KEY_PREFIX = "sk-"
 # sk- + 43 url-safe characters (256 random bits); anything else is refused without a lookup.
@@ -104,6 +107,10 @@ class KeyRules:
     spend: float
     rpm_limit: int | None
     max_parallel_requests: int | None
+    tpm_limit: int | None = None
+    budget_duration: str | None = None
+    user_id: str | None = None
+    team_id: str | None = None
 
 
 def _validated(data):
@@ -122,6 +129,8 @@ def _info(row):
             "user_id": row.user_id, "team_id": row.team_id, "models": row.models or [],
             "aliases": row.aliases or {}, "config": row.config or {}, "metadata": row.meta or {},
             "spend": row.spend, "max_budget": row.max_budget, "budget_duration": row.budget_duration,
+            "budget_reset_at": _aware(row.budget_reset_at).isoformat() if row.budget_reset_at else None,
+            "reserved": row.reserved or 0.0,
             "tpm_limit": row.tpm_limit, "rpm_limit": row.rpm_limit,
             "max_parallel_requests": row.max_parallel_requests,
             "expires": _aware(row.expires).isoformat() if row.expires else None, "blocked": row.blocked,
@@ -149,13 +158,25 @@ class KeyService:
         if cached is not None and cached[0] > now:
             return cached[1]
         from gateway.db.models import VirtualKey
-        with self.db.session() as session:
-            row = session.query(VirtualKey).filter(VirtualKey.key_hash == digest).one_or_none()
-            rules = None if row is None else KeyRules(
-                # LiteLLM reads an empty list as "every model", as /key/info shows such keys.
-                row.key_hash, row.key_alias, tuple(row.models) if row.models else None,
-                dict(row.aliases or {}), _aware(row.expires), row.blocked, row.max_budget, row.spend,
-                row.rpm_limit, row.max_parallel_requests)
+        try:
+            with self.db.session() as session:
+                row = session.query(VirtualKey).filter(VirtualKey.key_hash == digest).one_or_none()
+                rules = None if row is None else KeyRules(
+                    # LiteLLM reads an empty list as "every model", as /key/info shows such keys.
+                    row.key_hash, row.key_alias, tuple(row.models) if row.models else None,
+                    dict(row.aliases or {}), _aware(row.expires), row.blocked, row.max_budget, row.spend,
+                    row.rpm_limit, row.max_parallel_requests, row.tpm_limit, row.budget_duration,
+                    row.user_id, row.team_id)
+        except Exception as exc:  # noqa: BLE001  (the database is down or restarting)
+            if cached is not None:
+                # Keep serving the key as last seen (its spend is spooled meanwhile); look again soon.
+                with self._lock:
+                    self._cache[digest] = (now + NEGATIVE_CACHE_SECONDS, cached[1])
+                return cached[1]
+            log.error("key lookup failed: %s", type(exc).__name__)
+            raise errors.ServiceUnavailableError("The key store is unavailable; retry shortly.",
+                                                 code="key_store_unavailable",
+                                                 headers={"Retry-After": "2"}) from exc
         ttl = CACHE_SECONDS if rules is not None else NEGATIVE_CACHE_SECONDS
         with self._lock:
             if len(self._cache) > 100_000:
@@ -184,6 +205,8 @@ class KeyService:
                 setattr(row, name, data[name] if data[name] is not None or name == "models" else None)
         row.aliases = row.aliases or {}
         row.config = row.config or {}
+        row.reserved = 0.0
+        row.budget_reset_at = _budget_reset_at(data.get("budget_duration"))
         with self.db.session() as session:
             session.add(row)
             session.flush()
@@ -218,6 +241,8 @@ class KeyService:
             if "duration" in data:
                 delta = parse_duration(data["duration"] or self.default_duration)
                 row.expires = datetime.now(timezone.utc) + delta if delta is not None else None
+            if "budget_duration" in data:  # a new period starts now
+                row.budget_reset_at = _budget_reset_at(data["budget_duration"])
             row.aliases = row.aliases or {}
             row.config = row.config or {}
             session.flush()
@@ -264,6 +289,20 @@ class KeyService:
             session.flush()
             self.forget(row.key_hash)
             return _info(row)
+
+
+def _budget_reset_at(budget_duration):
+    """When a key's first budget period ends ("30d": spend resets to 0 every 30 days)."""
+    if not budget_duration:
+        return None
+    try:
+        delta = parse_duration(budget_duration)
+    except errors.BadRequestError:
+        delta = None
+    if delta is None:
+        raise errors.BadRequestError("`budget_duration` must look like 30s, 30m, 30h or 30d.",
+                                     param="budget_duration")
+    return datetime.now(timezone.utc) + delta
 
 
 def _aware(value):

@@ -19,6 +19,20 @@ def lookup(model, model_info=None):
     return facts
 
 
+def prices(params, facts):
+    """(input, output) USD per token: the deployment's litellm_params, else model_info and the table;
+    None when the model has no known price. Raises ValueError naming a bad value."""
+    found = {}
+    for name in ("input_cost_per_token", "output_cost_per_token"):
+        value = params.get(name, facts.get(name))
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
+            raise ValueError(f"{name}: must be a number >= 0 (USD per token)")
+        found[name] = value
+    if found["input_cost_per_token"] is None and found["output_cost_per_token"] is None:
+        return None, None
+    return float(found["input_cost_per_token"] or 0.0), float(found["output_cost_per_token"] or 0.0)
+
+
 def estimate_tokens(body):
     """A rough prompt size (4 characters a token): enough to see a prompt that cannot fit."""
     chars = 0

@@ -174,6 +174,17 @@ class Router:
                 chain.append(group)
         return chain[:self.max_fallbacks]
 
+    def reachable(self, body):
+        """Every deployment a call may reach: its group's and its fallback groups' (for budget holds)."""
+        name = self.resolve(body.get("model"))
+        _retries, _timeout, per_request = self._request_controls(body)
+        names, i = [name], 0
+        while i < len(names):  # fallbacks of fallbacks too, as call() may follow them
+            for table, key in ((self.fallbacks, "fallbacks"), (self.cw_fallbacks, "context_window_fallbacks")):
+                names += [n for n in self._chain(names[i], table, per_request.get(key)) if n not in names]
+            i += 1
+        return [d for n in names for d in self.groups[n].deployments]
+
     def call(self, endpoint, body, stream):
         """Run one call with retries and fallbacks: (Outcome, answer dict or ChunkStream)."""
         name = self.resolve(body.get("model"))

@@ -34,7 +34,7 @@ PLANNED = {
     },
     "general_settings": {
         "otel", "alerting", "proxy_batch_write_at", "store_model_in_db",
-        "database_connection_pool_limit", "disable_spend_logs", "allow_user_auth", "custom_auth",
+        "database_connection_pool_limit", "allow_user_auth", "custom_auth",
         "infer_model_from_keys", "public_routes", "allowed_routes", "enforce_user_param",
         "max_parallel_requests", "global_max_parallel_requests", "metrics_public",
         "database_connection_timeout",
@@ -49,7 +49,8 @@ IMPLEMENTED = {
                         "cooldown_time", "fallbacks", "context_window_fallbacks", "default_fallbacks",
                         "max_fallbacks", "max_retries", "max_request_timeout", "local_state_path"},
     "general_settings": {"master_key", "max_request_size_mb", "background_health_checks",
-                         "health_check_interval", "database_url", "default_key_duration"},
+                         "health_check_interval", "database_url", "default_key_duration",
+                         "disable_spend_logs", "spend_spool_dir", "budget_hold_seconds"},
 }
 
 

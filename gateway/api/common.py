@@ -11,7 +11,10 @@ from flask import request
 
 from gateway import errors
 from gateway.jsonbody import parse_body
+from gateway.modeldata import estimate_tokens
 from gateway.schemas import validate_body
+from gateway.spend import COST_HEADER
+from gateway.spend import AddedUsageOption
 from gateway.sse import DONE_EVENT
 from gateway.sse import encode
 
@@ -50,17 +53,38 @@ def serve(endpoint, path_model=None):
     if stream and endpoint == "embeddings":
         raise errors.BadRequestError("Embeddings cannot be streamed.", param="stream")
     caller = g.get("caller")
+    rules = caller.rules if caller is not None else None
+    meter = gateway.spend.start(g.request_id, rules, endpoint, body, stream)
+    client_usage = True
+    if stream:
+        # Bill streams exactly: ask every upstream for its usage; the chunk is dropped again
+        # below when the client did not ask for it.
+        options = body.get("stream_options") if isinstance(body.get("stream_options"), dict) else {}
+        client_usage = bool(options.get("include_usage"))
+        if not client_usage:
+            body["stream_options"] = AddedUsageOption(options, include_usage=True)
     release = None
-    if caller is not None and caller.rules is not None:
-        release = apply_key_rules(gateway, caller.rules, body)
+    try:
+        if rules is not None:
+            release = apply_key_rules(gateway, rules, body, meter)
+            if rules.max_budget is not None:
+                meter.reserve(gateway.router.reachable(body))
+    except BaseException:
+        if release:
+            release()
+        meter.abandon()
+        raise
     try:
         outcome, result = gateway.router.call(endpoint, body, stream)
     except BaseException:
         if release:
             release()
+        meter.fail()
+        _close_quietly(meter)
         raise
     headers = outcome_headers(outcome)
     if stream:
+        result = meter.watch(outcome, result, client_usage)
         response = Response(_sse(result, g.request_id), headers={**SSE_HEADERS, **headers},
                             mimetype="text/event-stream")
         # The generator's finally closes the stream; a response closed before its first chunk
@@ -68,17 +92,30 @@ def serve(endpoint, path_model=None):
         response.call_on_close(result.close)
         if release:
             response.call_on_close(release)
+        response.call_on_close(meter.close)  # the row, once the last byte has gone out
         return response
     if release:
         release()
-    return json_response(result, headers=headers)
+    headers[COST_HEADER] = f"{meter.bill_answer(outcome, result):.10g}"
+    response = json_response(result, headers=headers)
+    response.call_on_close(meter.close)
+    return response
 
 
-def apply_key_rules(gateway, rules, body):
+def _close_quietly(meter):
+    """Write a failed call's row without hiding the failure itself."""
+    try:
+        meter.close()
+    except Exception:  # noqa: BLE001
+        log.exception("could not record a failed call's spend row")
+
+
+def apply_key_rules(gateway, rules, body, meter):
     """A virtual key's aliases, allowed models and per-key limits; returns what releases the call."""
     requested = body.get("model")
     if isinstance(requested, str) and requested in rules.aliases:
         body["model"] = requested = rules.aliases[requested]
+        meter.requested = requested
     if rules.models is not None:
         name = requested or (gateway.router.names[0] if gateway.router.names else None)
         if name not in rules.models and gateway.router.aliases.get(name) not in rules.models:
@@ -91,6 +128,17 @@ def apply_key_rules(gateway, rules, body):
         if not allowed:
             raise errors.RateLimitError(f"This key's limit of {rules.rpm_limit} requests per minute is reached.",
                                         headers={"Retry-After": str(max(1, round(wait)))})
+    if rules.tpm_limit:
+        # Hold the prompt estimate plus max_tokens in the key's token window; settled to the
+        # real usage when the call ends.
+        asked = body.get("max_completion_tokens") or body.get("max_tokens")
+        amount = max(1, estimate_tokens(body) + (asked if isinstance(asked, int) and asked > 0 else 0))
+        allowed, wait = state.admit(f"key-tpm:{rules.hash}", rules.tpm_limit, amount)
+        if not allowed:
+            raise errors.RateLimitError(
+                f"This key's limit of {rules.tpm_limit} tokens per minute is reached "
+                f"(this call needs about {amount}).", headers={"Retry-After": str(max(1, round(wait)))})
+        meter.tpm_reserved = amount
     if rules.max_parallel_requests:
         key = f"key-parallel:{rules.hash}"
         if state.add(key, 1) > rules.max_parallel_requests:

@@ -1,4 +1,4 @@
-"""SQLAlchemy models: virtual keys (stored as hashes, never the key itself)."""
+"""SQLAlchemy models: virtual keys (stored as hashes, never the key itself), the spend ledger and budget holds."""
 
 from datetime import datetime
 from datetime import timezone
@@ -7,6 +7,7 @@ from sqlalchemy import JSON
 from sqlalchemy import Boolean
 from sqlalchemy import DateTime
 from sqlalchemy import Float
+from sqlalchemy import Index
 from sqlalchemy import Integer
 from sqlalchemy import String
 from sqlalchemy.orm import DeclarativeBase
@@ -40,7 +41,9 @@ class VirtualKey(Base):
     meta: Mapped[dict] = mapped_column("metadata", JSON, default=dict)
     max_budget: Mapped[float | None] = mapped_column(Float, nullable=True)
     budget_duration: Mapped[str | None] = mapped_column(String(16), nullable=True)
-    spend: Mapped[float] = mapped_column(Float, default=0.0)
+    spend: Mapped[float] = mapped_column(Float, default=0.0)  # since the last budget reset
+    reserved: Mapped[float] = mapped_column(Float, default=0.0)  # sum of this key's live budget holds
+    budget_reset_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     tpm_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
     rpm_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
     max_parallel_requests: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -48,3 +51,43 @@ class VirtualKey(Base):
     blocked: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class SpendRow(Base):
+    """One request: who called, what served it, the tokens and what they cost (USD)."""
+
+    __tablename__ = "gateway_spend"
+    __table_args__ = (Index("ix_gateway_spend_key_start", "key_hash", "start_time"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(String(64), unique=True)
+    key_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)  # None: master key or no auth
+    key_alias: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    user_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    team_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    call_type: Mapped[str] = mapped_column(String(32))
+    model_group: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    deployment_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    provider: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    model: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    total_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cost: Mapped[float] = mapped_column(Float, default=0.0)
+    estimated: Mapped[bool] = mapped_column(Boolean, default=False)  # no upstream usage: counted here
+    cache_hit: Mapped[bool] = mapped_column(Boolean, default=False)
+    stream: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(32))  # success, error, client_disconnected
+    start_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    end_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class BudgetHold(Base):
+    """The worst-case cost of a call in flight for a key with a budget; settled or expired."""
+
+    __tablename__ = "gateway_budget_holds"
+
+    request_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_hash: Mapped[str] = mapped_column(String(64), index=True)
+    amount: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)

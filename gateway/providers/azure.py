@@ -8,6 +8,7 @@ from gateway.providers.openai import PATHS
 from gateway.settings import ConfigError
 
 DEFAULT_API_VERSION = "2024-10-21"
+STREAM_OPTIONS_SINCE = "2024-09-01"
 
 
 class AzureProvider(OpenAIProvider):
@@ -36,6 +37,15 @@ class AzureProvider(OpenAIProvider):
         self.api_version = (params.get("api_version") or os.environ.get("AZURE_API_VERSION")
                             or DEFAULT_API_VERSION)
         return api_base, auth, (key, token)
+
+    def prepare_body(self, endpoint, body):
+        """As OpenAI; api-versions before 2024-09-01 refuse `stream_options`, so the one the
+        gateway added to bill the stream is left out there (its tokens are then estimated)."""
+        from gateway.spend import AddedUsageOption
+        out = super().prepare_body(endpoint, body)
+        if isinstance(out.get("stream_options"), AddedUsageOption) and self.api_version[:10] < STREAM_OPTIONS_SINCE:
+            out.pop("stream_options", None)
+        return out
 
     def endpoint_urls(self):
         """`{api_base}/openai/deployments/{deployment}/{path}?api-version=...`."""

@@ -420,7 +420,7 @@ def test_validation_error_from_a_file_keeps_the_key_path(tmp_path):
     ("litellm_settings", "cache", True, "not implemented"),
     ("router_settings", "retry_policy", {"TimeoutErrorRetries": 2}, "not implemented"),
     ("router_settings", "enable_pre_call_checks", True, "not implemented"),
-    ("general_settings", "disable_spend_logs", True, "not implemented"),
+    ("general_settings", "proxy_batch_write_at", 10, "not implemented"),
     ("general_settings", "alerting", ["slack"], "not implemented"),
     ("litellm_settings", "frobnicate", 1, "not a setting"),
     ("router_settings", "frobnicate", 1, "not a setting"),

@@ -1,0 +1,615 @@
+"""Spend: usage -> USD, one ledger row per request, and hard budgets held before the call.
+
+* A `Meter` follows one request: the budget hold taken before routing, the usage the upstream
+  reported (or an estimate, marked as such), and the row written when the response has been sent.
+* The `Ledger` writes rows with a group commit: each request waits until its row is committed
+  (or, while the database is unreachable, appended and fsynced to a spool file), and whoever holds
+  the write lock commits every row waiting at that moment. Spooled rows are replayed when the
+  database answers again; a request id is written at most once, so a replay never bills twice.
+* Budgets: a key with `max_budget` reserves the worst case of the call (prompt bound + max_tokens,
+  clamped to the model's limit, for the priciest deployment it may reach) with one conditional
+  UPDATE, so concurrent calls across workers and instances can never reserve past the budget. The
+  row's commit settles the hold to the real cost; a hold whose worker died expires.
+"""
+
+import logging
+import os
+import threading
+import time
+import uuid
+from datetime import datetime
+from datetime import timedelta
+from datetime import timezone
+
+import orjson
+
+from gateway import errors
+from gateway.modeldata import estimate_tokens
+
+log = logging.getLogger("gateway.spend")
+
+DEFAULT_OUTPUT_BOUND = 4096  # completion tokens assumed when neither the call nor the model bounds them
+RETRY_SECONDS = 2.0  # how long the ledger spools before trying the database again
+SWEEP_SECONDS = 30.0
+SPOOL_PREFIX = "spend-"
+COST_HEADER = "x-litellm-response-cost"
+
+
+class AddedUsageOption(dict):
+    """`stream_options` the gateway set itself to bill a stream (the client did not ask for usage):
+    a provider whose upstream may refuse the option can drop it again."""
+
+
+def usage_cost(deployment, prompt_tokens, completion_tokens):
+    """USD for the tokens on this deployment (0 when it has no price)."""
+    if deployment is None or deployment.input_price is None:
+        return 0.0
+    return prompt_tokens * deployment.input_price + completion_tokens * deployment.output_price
+
+
+def prompt_token_bound(body):
+    """An upper estimate of the prompt's tokens: twice the usual 4-characters-a-token estimate,
+    plus the per-message framing. Used for budget holds, where guessing low could overspend."""
+    messages = body.get("messages")
+    framing = 4 * len(messages) if isinstance(messages, list) else 0
+    return 2 * estimate_tokens(body) + framing + 8
+
+
+def completion_bound(deployment, body, prompt_tokens):
+    """The most completion tokens a call may produce on this deployment."""
+    asked = body.get("max_completion_tokens") or body.get("max_tokens")
+    if isinstance(asked, int) and not isinstance(asked, bool) and asked > 0:
+        out = asked
+    elif deployment.max_output_tokens:
+        out = deployment.max_output_tokens
+    elif deployment.max_input_tokens:
+        out = max(1, deployment.max_input_tokens - prompt_tokens)
+    else:
+        out = DEFAULT_OUTPUT_BOUND
+    if deployment.max_output_tokens:
+        out = min(out, deployment.max_output_tokens)
+    n = body.get("n")
+    return out * (n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1)
+
+
+def worst_case_cost(deployments, endpoint, body):
+    """The most a call can cost on any of the deployments it may reach."""
+    prompt = prompt_token_bound(body)
+    worst = 0.0
+    for deployment in deployments:
+        if deployment.input_price is None:
+            continue
+        out = 0 if endpoint == "embeddings" else completion_bound(deployment, body, prompt)
+        worst = max(worst, usage_cost(deployment, prompt, out))
+    return worst
+
+
+def _now():
+    return datetime.now(timezone.utc)
+
+
+class Meter:
+    """One request's bill: hold, usage, status, and its ledger row."""
+
+    __slots__ = ("tracker", "request_id", "rules", "endpoint", "stream", "body", "started", "hold",
+                 "outcome", "prompt_tokens", "completion_tokens", "estimated", "status", "cost",
+                 "cache_hit", "completion_chars", "tpm_reserved", "requested", "usage", "_billed", "_closed")
+
+    def __init__(self, tracker, request_id, rules, endpoint, body, stream):
+        self.tracker = tracker
+        self.request_id = request_id
+        self.rules = rules
+        self.endpoint = endpoint
+        self.body = body
+        self.stream = stream
+        self.started = _now()
+        self.hold = 0.0
+        self.outcome = None
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.estimated = False
+        self.status = "success"
+        self.cost = 0.0
+        self.cache_hit = False
+        self.completion_chars = 0
+        self.tpm_reserved = 0
+        self.requested = body.get("model")
+        self.usage = {}
+        self._billed = False
+        self._closed = False
+
+    # -- before the call --------------------------------------------------------------------------
+
+    def reserve(self, deployments):
+        """Hold the call's worst case against the key's budget (keys with max_budget only)."""
+        amount = worst_case_cost(deployments, self.endpoint, self.body)
+        self.tracker.reserve(self.rules, self.request_id, amount)
+        self.hold = amount
+        return amount
+
+    # -- after the call ---------------------------------------------------------------------------
+
+    def bill(self, outcome, usage):
+        """Price the upstream's usage (estimated from the text when it reported none)."""
+        self.outcome = outcome
+        self._billed = True
+        usage = usage if isinstance(usage, dict) else {}
+        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        if not isinstance(prompt, int) or isinstance(prompt, bool):
+            prompt, self.estimated = estimate_tokens(self.body), True
+        if self.endpoint == "embeddings":
+            completion = 0
+        elif not isinstance(completion, int) or isinstance(completion, bool):
+            total = usage.get("total_tokens")
+            if isinstance(total, int) and not isinstance(total, bool) and total >= prompt:
+                completion = total - prompt
+            else:
+                completion, self.estimated = (self.completion_chars + 3) // 4, True
+        self.prompt_tokens, self.completion_tokens = max(0, prompt), max(0, completion)
+        deployment = outcome.deployment if outcome is not None else None
+        self.cost = 0.0 if self.cache_hit else usage_cost(deployment, self.prompt_tokens, self.completion_tokens)
+        return self.cost
+
+    def bill_answer(self, outcome, answer):
+        """Price a whole (non-stream) answer."""
+        if self.endpoint != "embeddings" and not isinstance(answer.get("usage"), dict):
+            for choice in answer.get("choices") or ():
+                message = choice.get("message") or {}
+                text = message.get("content") if isinstance(message, dict) else None
+                text = text if isinstance(text, str) else choice.get("text")
+                self.completion_chars += len(text) if isinstance(text, str) else 0
+        return self.bill(outcome, answer.get("usage"))
+
+    def watch(self, outcome, stream, client_wants_usage):
+        """The stream as the client gets it, billed when it ends however it ends: the usage chunk
+        the gateway asked for is dropped when the client did not ask for it."""
+        from gateway.upstream import ChunkStream
+        self.outcome = outcome
+        usage = self.usage
+
+        def metered():
+            self.status = "client_disconnected"  # until the stream runs to its end
+            try:
+                for chunk in stream:
+                    found = chunk.get("usage")
+                    choices = chunk.get("choices")
+                    if found:
+                        usage.update(found)
+                    for choice in choices or ():
+                        delta = choice.get("delta")
+                        text = delta.get("content") if isinstance(delta, dict) else choice.get("text")
+                        if isinstance(text, str):
+                            self.completion_chars += len(text)
+                    if not client_wants_usage:
+                        if found and not choices:
+                            continue
+                        chunk.pop("usage", None)
+                    yield chunk
+                self.status = "success"
+            except GeneratorExit:
+                raise
+            except BaseException:
+                self.status = "error"
+                raise
+            finally:
+                self.bill(outcome, usage)
+
+        return ChunkStream(stream.provider, stream.endpoint, metered(), on_close=stream.close)
+
+    def fail(self, outcome=None):
+        """The call failed before any answer: nothing is billed, the hold is released."""
+        self.status = "error"
+        self.outcome = outcome
+        self.cost = 0.0
+        self._billed = True
+
+    def close(self):
+        """Write the row (durable before this returns) and settle the hold; runs once."""
+        if self._closed:
+            return
+        self._closed = True
+        if not self._billed and self.status != "error":
+            if self.stream:  # closed before its first chunk reached the client
+                self.status = "client_disconnected"
+            self.bill(self.outcome, self.usage)
+        self.tracker.finish(self)
+
+    def abandon(self):
+        """Refused before routing (a limit, the budget, an unknown model): no row, only the
+        per-key token window is given back."""
+        if not self._closed:
+            self._closed = True
+            self.status = "error"
+            self.tracker.finish(self, record=False)
+
+    def row(self):
+        """The ledger row."""
+        outcome, rules = self.outcome, self.rules
+        deployment = outcome.deployment if outcome is not None else None
+        return {"request_id": self.request_id, "key_hash": rules.hash if rules else None,
+                "key_alias": rules.alias if rules else None,
+                "user_id": rules.user_id if rules else None, "team_id": rules.team_id if rules else None,
+                "call_type": self.endpoint,
+                "model_group": outcome.group if outcome else (self.requested[:255] if isinstance(
+                    self.requested, str) else None),
+                "deployment_id": deployment.id if deployment else None,
+                "provider": deployment.provider.name if deployment else None,
+                "model": deployment.provider.model if deployment else None,
+                "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "total_tokens": self.prompt_tokens + self.completion_tokens, "cost": self.cost,
+                "estimated": self.estimated, "cache_hit": self.cache_hit, "stream": self.stream,
+                "status": self.status, "start_time": self.started, "end_time": _now()}
+
+
+class SpendTracker:
+    """Per worker: prices, holds and the ledger; `ledger` is None when spend is not recorded."""
+
+    def __init__(self, ledger, state, hold_seconds):
+        self.ledger = ledger
+        self.state = state
+        self.hold_seconds = hold_seconds
+
+    def start(self, request_id, rules, endpoint, body, stream):
+        """A Meter for a call that is about to be routed."""
+        return Meter(self, request_id, rules, endpoint, body, stream)
+
+    def reserve(self, rules, request_id, amount):
+        """Hold `amount` of the key's budget, or refuse the call (429) before any upstream work."""
+        if self.ledger is None:
+            raise errors.ServiceUnavailableError("Budgets need the key store.", code="key_store_unavailable")
+        admitted, left = self.ledger.hold(rules, request_id, amount, self.hold_seconds)
+        if not admitted:
+            raise errors.BudgetExceededError(
+                f"This key's budget of ${rules.max_budget:g} cannot cover this call: it may cost up to "
+                f"${amount:.6g} and ${max(0.0, left):.6g} is left (calls in flight included). "
+                "Lower max_tokens or raise the budget.")
+
+    def finish(self, meter, record=True):
+        """Settle the per-key token window and write the row."""
+        rules = meter.rules
+        if rules is not None and rules.tpm_limit and meter.tpm_reserved:
+            try:
+                self.state.record(f"key-tpm:{rules.hash}",
+                                  meter.prompt_tokens + meter.completion_tokens - meter.tpm_reserved)
+            except Exception:  # noqa: BLE001  (a window is state, never worth failing a request)
+                log.warning("could not settle the token window of a key", exc_info=True)
+        if record and self.ledger is not None:
+            self.ledger.write(meter.row(), meter.hold, rules)
+
+
+class Ledger:
+    """Durable spend rows: group commit to the database, spool file while it is unreachable."""
+
+    def __init__(self, open_db, spool_dir):
+        self._open_db = open_db  # -> Database; raises while the database cannot be reached
+        self.spool_dir = spool_dir
+        self._lock = threading.Lock()
+        self._pending = []
+        self._down_until = 0.0
+        self._down_logged = False
+        self._spooled = self._has_spool()
+        self._worker = None
+
+    # -- writing ----------------------------------------------------------------------------------
+
+    def write(self, row, hold=0.0, rules=None):
+        """Make one row durable (committed or spooled) before returning."""
+        entry = [row, hold, _reset_seconds(rules), False]
+        self._pending.append(entry)
+        with self._lock:
+            if entry[3]:
+                return  # committed by the greenlet that held the lock
+            batch, self._pending = self._pending, []
+            self._flush(batch)
+        self._ensure_worker()
+
+    def _flush(self, batch):
+        if time.monotonic() >= self._down_until:
+            try:
+                db = self._open_db()
+                self._commit(db, batch, idempotent=False)
+            except Exception as exc:  # noqa: BLE001  (any database failure: spool, never drop)
+                self._went_down(exc)
+            else:
+                self._came_back()
+                for entry in batch:
+                    entry[3] = True
+                if self._spooled:
+                    self._replay(db)
+                return
+        self._spool(batch)
+        for entry in batch:
+            entry[3] = True
+
+    def _went_down(self, exc):
+        self._down_until = time.monotonic() + RETRY_SECONDS
+        if not self._down_logged:
+            self._down_logged = True
+            log.error("spend: the database is unavailable (%s); rows are spooled to %s and replayed "
+                      "when it answers", type(exc).__name__, self.spool_dir)
+
+    def _came_back(self):
+        if self._down_logged:
+            self._down_logged = False
+            log.warning("spend: the database answers again; replaying spooled rows")
+
+    def _commit(self, db, batch, idempotent):
+        """Rows, key spend and hold releases in one transaction (all or nothing)."""
+        from sqlalchemy import delete
+        from sqlalchemy import insert
+        from sqlalchemy import update
+
+        from gateway.db.models import BudgetHold
+        from gateway.db.models import SpendRow
+        from gateway.db.models import VirtualKey
+        keys = VirtualKey.__table__
+        with db.engine.begin() as connection:
+            if idempotent:
+                fresh = [e for e in batch if _insert_new(connection, db, e[0])]
+            else:
+                connection.execute(insert(SpendRow.__table__), [e[0] for e in batch])
+                fresh = batch
+            now = _now()
+            per_key = {}
+            for row, _hold, reset_seconds, _done in fresh:
+                digest = row["key_hash"]
+                if digest is None:
+                    continue
+                if reset_seconds and digest not in per_key:
+                    _reset_if_due(connection, keys, digest, reset_seconds, now)
+                per_key[digest] = per_key.get(digest, 0.0) + row["cost"]
+            for digest, cost in per_key.items():
+                if cost:
+                    connection.execute(update(keys).where(keys.c.key_hash == digest)
+                                       .values(spend=keys.c.spend + cost))
+            holds = BudgetHold.__table__
+            for row, hold, _reset, _done in batch:
+                if hold and row["key_hash"] is not None:
+                    gone = connection.execute(delete(holds).where(holds.c.request_id == row["request_id"]))
+                    if gone.rowcount:
+                        connection.execute(update(keys).where(keys.c.key_hash == row["key_hash"])
+                                           .values(reserved=keys.c.reserved - hold))
+
+    # -- budget holds -----------------------------------------------------------------------------
+
+    def hold(self, rules, request_id, amount, seconds):
+        """Reserve `amount` of the key's budget atomically: (admitted, budget left)."""
+        from sqlalchemy import insert
+        from sqlalchemy import select
+        from sqlalchemy import update
+
+        from gateway.db.models import BudgetHold
+        from gateway.db.models import VirtualKey
+        keys = VirtualKey.__table__
+        try:
+            db = self._open_db()
+            for attempt in (1, 2):
+                now = _now()
+                with db.engine.begin() as connection:
+                    reset = _reset_seconds(rules)
+                    if reset:
+                        _reset_if_due(connection, keys, rules.hash, reset, now)
+                    taken = connection.execute(
+                        update(keys).where(keys.c.key_hash == rules.hash, keys.c.max_budget.is_not(None),
+                                           keys.c.spend + keys.c.reserved + amount <= keys.c.max_budget)
+                        .values(reserved=keys.c.reserved + amount))
+                    if taken.rowcount:
+                        connection.execute(insert(BudgetHold.__table__).values(
+                            request_id=request_id, key_hash=rules.hash, amount=amount,
+                            expires_at=now + timedelta(seconds=seconds)))
+                        return True, 0.0
+                    found = connection.execute(select(keys.c.spend, keys.c.reserved, keys.c.max_budget)
+                                               .where(keys.c.key_hash == rules.hash)).first()
+                if attempt == 1 and self.sweep(db, rules.hash):
+                    continue  # a dead worker's hold just expired: try once more
+                if found is None or found.max_budget is None:
+                    return True, 0.0  # deleted, or its budget removed since the key was cached
+                return False, found.max_budget - found.spend - found.reserved
+        except errors.GatewayError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            log.error("budget hold failed: %s", type(exc).__name__)
+            raise errors.ServiceUnavailableError(
+                "The budget store is unavailable, so a call with a budgeted key cannot be admitted; "
+                "retry shortly.", code="budget_store_unavailable", headers={"Retry-After": "2"}) from exc
+        return False, 0.0
+
+    def sweep(self, db, key_hash=None):
+        """Release expired holds (their worker died mid-call); returns how many."""
+        from sqlalchemy import delete
+        from sqlalchemy import select
+        from sqlalchemy import update
+
+        from gateway.db.models import BudgetHold
+        from gateway.db.models import VirtualKey
+        holds, keys = BudgetHold.__table__, VirtualKey.__table__
+        query = select(holds.c.request_id, holds.c.key_hash, holds.c.amount).where(holds.c.expires_at < _now())
+        if key_hash is not None:
+            query = query.where(holds.c.key_hash == key_hash)
+        released = 0
+        with db.engine.begin() as connection:
+            for request_id, digest, amount in connection.execute(query.limit(500)).all():
+                if connection.execute(delete(holds).where(holds.c.request_id == request_id)).rowcount:
+                    connection.execute(update(keys).where(keys.c.key_hash == digest)
+                                       .values(reserved=keys.c.reserved - amount))
+                    released += 1
+        if released:
+            log.warning("released %d expired budget hold(s)", released)
+        return released
+
+    # -- the spool --------------------------------------------------------------------------------
+
+    def _spool_path(self):
+        return os.path.join(self.spool_dir, f"{SPOOL_PREFIX}{os.getpid()}.jsonl")
+
+    def _has_spool(self):
+        try:
+            return any(n.startswith(SPOOL_PREFIX) for n in os.listdir(self.spool_dir))
+        except OSError:
+            return False
+
+    def _spool(self, batch):
+        """Append rows to this process's spool file and fsync before the requests move on."""
+        os.makedirs(self.spool_dir, mode=0o700, exist_ok=True)
+        data = b"".join(orjson.dumps({"row": row, "hold": hold, "reset": reset}) + b"\n"
+                        for row, hold, reset, _done in batch)
+        fd = os.open(self._spool_path(), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self._spooled = True
+
+    def _claimable(self):
+        """Spool files this process may replay: its own, and those of processes that are gone."""
+        try:
+            names = sorted(os.listdir(self.spool_dir))
+        except OSError:
+            return []
+        mine = []
+        for name in names:
+            if not name.startswith(SPOOL_PREFIX):
+                continue
+            owner = name[len(SPOOL_PREFIX):].split(".", 1)[0].split("-", 1)[0]
+            if not owner.isdigit():
+                continue
+            if int(owner) != os.getpid():
+                try:
+                    os.kill(int(owner), 0)
+                    continue  # alive: its owner replays it
+                except ProcessLookupError:
+                    pass
+                except PermissionError:
+                    continue
+                claimed = f"{SPOOL_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
+                try:
+                    os.rename(os.path.join(self.spool_dir, name), os.path.join(self.spool_dir, claimed))
+                except OSError:
+                    continue  # another process claimed it first
+                name = claimed
+            mine.append(os.path.join(self.spool_dir, name))
+        return mine
+
+    def _replay(self, db):
+        """Commit spooled rows (each request id once); files are removed once committed."""
+        for path in self._claimable():
+            try:
+                with open(path, "rb") as handle:
+                    lines = [orjson.loads(line) for line in handle if line.strip()]
+            except (OSError, orjson.JSONDecodeError) as exc:
+                log.error("spend: cannot read spool file %s: %s", path, type(exc).__name__)
+                continue
+            batch = [[_revive(item["row"]), item.get("hold") or 0.0, item.get("reset"), False] for item in lines]
+            for start in range(0, len(batch), 500):
+                self._commit(db, batch[start:start + 500], idempotent=True)
+            os.unlink(path)
+            log.warning("spend: replayed %d spooled row(s)", len(batch))
+        self._spooled = self._has_spool()
+
+    # -- background: replay while idle, expire holds ----------------------------------------------
+
+    def _ensure_worker(self):
+        if self._worker is None or self._worker[0] != os.getpid():
+            thread = threading.Thread(target=self._background, name="gateway-spend", daemon=True)
+            self._worker = (os.getpid(), thread)
+            thread.start()
+
+    def _background(self):
+        last_sweep = 0.0
+        while True:
+            time.sleep(RETRY_SECONDS)
+            try:
+                if self._spooled and time.monotonic() >= self._down_until:
+                    with self._lock:
+                        try:
+                            db = self._open_db()
+                            self._replay(db)
+                        except Exception as exc:  # noqa: BLE001
+                            self._went_down(exc)
+                        else:
+                            self._came_back()
+                if time.monotonic() - last_sweep >= SWEEP_SECONDS and time.monotonic() >= self._down_until:
+                    last_sweep = time.monotonic()
+                    self.sweep(self._open_db())
+            except Exception:  # noqa: BLE001  (the loop must outlive any one failure)
+                log.debug("spend background pass failed", exc_info=True)
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def logs(self, key_hash=None, start=None, end=None, model=None, request_id=None, user_id=None, limit=1000):
+        """Rows, newest first, filtered."""
+        from sqlalchemy import or_
+        from sqlalchemy import select
+
+        from gateway.db.models import SpendRow
+        query = select(SpendRow)
+        if key_hash is not None:
+            query = query.where(SpendRow.key_hash == key_hash)
+        if start is not None:
+            query = query.where(SpendRow.start_time >= start)
+        if end is not None:
+            query = query.where(SpendRow.start_time <= end)
+        if model is not None:
+            query = query.where(or_(SpendRow.model_group == model, SpendRow.model == model))
+        if request_id is not None:
+            query = query.where(SpendRow.request_id == request_id)
+        if user_id is not None:
+            query = query.where(SpendRow.user_id == user_id)
+        query = query.order_by(SpendRow.start_time.desc(), SpendRow.id.desc()).limit(limit)
+        with self._open_db().session() as session:
+            return [_public(row) for row in session.scalars(query)]
+
+
+def _insert_new(connection, db, row):
+    """Insert a row unless its request id is already there: whether it was new."""
+    from gateway.db.models import SpendRow
+    if db.is_sqlite:
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        from sqlalchemy.dialects.postgresql import insert
+    statement = insert(SpendRow.__table__).values(**row).on_conflict_do_nothing(index_elements=["request_id"])
+    return connection.execute(statement).rowcount == 1
+
+
+def _reset_seconds(rules):
+    """The key's budget period in seconds, or None."""
+    if rules is None or not rules.budget_duration:
+        return None
+    from gateway.keys import parse_duration
+    try:
+        delta = parse_duration(rules.budget_duration)
+    except errors.GatewayError:
+        return None
+    return delta.total_seconds() if delta else None
+
+
+def _reset_if_due(connection, keys, digest, seconds, now):
+    """Start a new budget period when the current one is over (once, whichever worker sees it)."""
+    from sqlalchemy import update
+    connection.execute(update(keys).where(keys.c.key_hash == digest, keys.c.budget_reset_at.is_not(None),
+                                          keys.c.budget_reset_at <= now)
+                       .values(spend=0.0, budget_reset_at=now + timedelta(seconds=seconds)))
+
+
+def _revive(row):
+    """A spooled row with its datetimes back."""
+    for name in ("start_time", "end_time"):
+        if isinstance(row.get(name), str):
+            row[name] = datetime.fromisoformat(row[name])
+    return row
+
+
+def _public(row):
+    """A ledger row as /spend/logs shows it."""
+    def iso(value):
+        if value is None:
+            return None
+        return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat()
+    return {"request_id": row.request_id, "api_key": row.key_hash, "key_alias": row.key_alias,
+            "user": row.user_id, "team_id": row.team_id, "call_type": row.call_type,
+            "model_group": row.model_group, "model_id": row.deployment_id, "custom_llm_provider": row.provider,
+            "model": row.model, "prompt_tokens": row.prompt_tokens, "completion_tokens": row.completion_tokens,
+            "total_tokens": row.total_tokens, "spend": row.cost, "estimated": row.estimated,
+            "cache_hit": row.cache_hit, "stream": row.stream, "status": row.status,
+            "startTime": iso(row.start_time), "endTime": iso(row.end_time)}
