@@ -16,9 +16,13 @@ What it does, all on 127.0.0.1 and all started/stopped by this script:
 * the floor: ``scripts/bench_floor.py``, a bare Flask + gevent + requests
   pass-through under ``gunicorn -k gevent -w 2``;
 * the gateway (``gateway --config CFG --num_workers 2``) with a generated
-  config (models ``bench`` and ``bench-stream`` pointing at nginx), plus
-  any ``--variant NAME=config.yaml`` (``{UPSTREAM}`` and ``{MASTER_KEY}``
-  in that file are replaced).
+  config (models ``bench`` and ``bench-stream`` pointing at nginx, priced so
+  every call is billed), called with the master key (``gateway``), with a
+  virtual key (``gateway-key``) and with a virtual key that has a budget
+  (``gateway-budget``: every call holds and settles its worst case); each
+  gateway row writes its spend ledger to its own SQLite file; plus any
+  ``--variant NAME=config.yaml`` (``{UPSTREAM}`` and ``{MASTER_KEY}`` in that
+  file are replaced).
 
 Each target is started in turn, checked with one real request per mode,
 then loaded with wrk (POST, JSON body, c=1/16/64) non-stream and stream,
@@ -52,7 +56,10 @@ UPSTREAM_KEY = "sk-bench-upstream"
 CONCURRENCIES = (1, 16, 64)
 MODES = ("non-stream", "stream")
 MODEL_FOR_MODE = {"non-stream": "bench", "stream": "bench-stream"}
-BUILTIN_TARGETS = ("direct", "floor", "gateway")
+BUILTIN_TARGETS = ("direct", "floor", "gateway", "gateway-key", "gateway-budget")
+# What each keyed row's virtual key is generated with (POST /key/generate).
+KEY_TARGETS = {"gateway-key": {"duration": "never"},
+               "gateway-budget": {"duration": "never", "max_budget": 1e9}}
 WORKERS = 2
 
 # --------------------------------------------------------------------------
@@ -146,9 +153,11 @@ http {{
 GATEWAY_CONF = """\
 model_list:
   - model_name: bench
-    litellm_params: {{model: openai/bench, api_base: "{upstream}/v1", api_key: {upstream_key}}}
+    litellm_params: {{model: openai/bench, api_base: "{upstream}/v1", api_key: {upstream_key},
+                     input_cost_per_token: 0.0000025, output_cost_per_token: 0.00001}}
   - model_name: bench-stream
-    litellm_params: {{model: openai/bench-stream, api_base: "{upstream}/stream/v1", api_key: {upstream_key}}}
+    litellm_params: {{model: openai/bench-stream, api_base: "{upstream}/stream/v1", api_key: {upstream_key},
+                     input_cost_per_token: 0.0000025, output_cost_per_token: 0.00001}}
 general_settings:
   master_key: {master_key}
 """
@@ -157,7 +166,7 @@ WRK_LUA = """\
 wrk.method = "POST"
 wrk.body = {body}
 wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer {master_key}"
+wrk.headers["Authorization"] = "Bearer {key}"
 """
 
 
@@ -404,12 +413,17 @@ class Bench:
         self.nginx_port = None
         self.rows = []  # dicts, in print order
         self.wrk = shutil.which("wrk")
-        self.lua = {}
+        self.lua = self.write_lua("master", MASTER_KEY)
+
+    def write_lua(self, name, key):
+        """wrk scripts (one per mode) that call with `key`."""
+        paths = {}
         for mode in MODES:
-            path = os.path.join(tmp, "wrk-%s.lua" % mode)
+            path = os.path.join(self.tmp, "wrk-%s-%s.lua" % (name, mode))
             with open(path, "w") as f:
-                f.write(WRK_LUA.format(body=lua_string(request_body(mode)), master_key=MASTER_KEY))
-            self.lua[mode] = path
+                f.write(WRK_LUA.format(body=lua_string(request_body(mode)), key=key))
+            paths[mode] = path
+        return paths
 
     @property
     def upstream(self):
@@ -483,7 +497,10 @@ class Bench:
         base = [exe] if exe else [sys.executable, "-m", "gateway.cli"]
         argv = base + ["--config", cfg, "--host", "127.0.0.1", "--port", str(port),
                        "--num_workers", str(WORKERS)]
-        srv = self.start(name, argv, cwd=ROOT)
+        # each gateway row has a key store and spend ledger of its own
+        env = dict(os.environ, DATABASE_URL="sqlite:///%s" % os.path.join(
+            self.tmp, "gateway-%s.sqlite" % re.sub(r"[^\w.-]", "_", name)))
+        srv = self.start(name, argv, env=env, cwd=ROOT)
         url = "http://127.0.0.1:%d/health/readiness" % port
         hdr = {"Authorization": "Bearer " + MASTER_KEY}
         srv.wait_ready(lambda: self.http.get(url, headers=hdr, timeout=2).status_code == 200,
@@ -492,9 +509,18 @@ class Bench:
 
     # -- load --------------------------------------------------------------
 
-    def measure(self, target, srv, urls):
+    def virtual_key(self, base, rules):
+        """A virtual key generated on the gateway at `base` (its rules from KEY_TARGETS)."""
+        resp = self.http.post(base + "/key/generate", json=rules, timeout=10,
+                              headers={"Authorization": "Bearer " + MASTER_KEY})
+        if resp.status_code != 200:
+            raise StartError("key/generate answered %d: %s" % (resp.status_code, resp.text[:200]), "")
+        return resp.json()["key"]
+
+    def measure(self, target, srv, urls, key=MASTER_KEY, lua=None):
         """Check + load one target in both modes; append its rows."""
-        hdr = {"Content-Type": "application/json", "Authorization": "Bearer " + MASTER_KEY}
+        lua = lua or self.lua
+        hdr = {"Content-Type": "application/json", "Authorization": "Bearer " + key}
         rows = []
         for mode in MODES:
             row = {"target": target, "mode": mode, "runs": {}, "errors": [],
@@ -506,10 +532,10 @@ class Bench:
                 log("%s %s: check failed, skipping load: %s" % (target, mode, err))
                 continue
             if self.args.warmup > 0:
-                run_wrk(self.wrk, urls[mode], self.lua[mode], 16, self.args.warmup, self.args.timeout)
+                run_wrk(self.wrk, urls[mode], lua[mode], 16, self.args.warmup, self.args.timeout)
             for c in CONCURRENCIES:
                 log("%s %s c=%d ..." % (target, mode, c))
-                res = run_wrk(self.wrk, urls[mode], self.lua[mode], c, self.args.duration, self.args.timeout)
+                res = run_wrk(self.wrk, urls[mode], lua[mode], c, self.args.duration, self.args.timeout)
                 raw = res.pop("raw")
                 with open(os.path.join(self.tmp, "wrk-%s-%s-c%d.txt" % (target, mode, c)), "w") as f:
                     f.write(raw)
@@ -543,7 +569,12 @@ class Bench:
                 log("%s ready in %.2f s" % (target, srv.ready_seconds))
                 url = base + "/v1/chat/completions"
                 try:
-                    self.measure(target, srv, {"non-stream": url, "stream": url})
+                    if target in KEY_TARGETS:
+                        key = self.virtual_key(base, KEY_TARGETS[target])
+                        self.measure(target, srv, {"non-stream": url, "stream": url}, key,
+                                     self.write_lua(target, key))
+                    else:
+                        self.measure(target, srv, {"non-stream": url, "stream": url})
                 finally:
                     self.stop(srv)
             except StartError as e:
@@ -649,7 +680,8 @@ def parse_args(argv=None):
                     "interpreter (the gateway falls back to `$PYTHON -m gateway.cli`).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="targets: direct (nginx itself), floor (scripts/bench_floor.py), gateway\n"
-               "(generated config), and each --variant NAME.\n"
+               "(generated config, master key), gateway-key (a virtual key), gateway-budget\n"
+               "(a virtual key with a budget), and each --variant NAME.\n"
                "Stream rows' ratio is against the floor's NON-stream c=64 RPS.",
     )
     p.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run (default 10)")
@@ -676,7 +708,8 @@ def parse_args(argv=None):
     if args.duration <= 0:
         p.error("--duration must be > 0")
 
-    targets = [("direct", "direct", None), ("floor", "floor", None), ("gateway", "gateway", None)]
+    targets = [("direct", "direct", None), ("floor", "floor", None), ("gateway", "gateway", None),
+               ("gateway-key", "gateway", None), ("gateway-budget", "gateway", None)]
     for spec in args.variant:
         name, sep, path = spec.partition("=")
         name = name.strip()
@@ -685,7 +718,7 @@ def parse_args(argv=None):
         if not os.path.isfile(path):
             p.error("--variant %s: no such file %s" % (name, path))
         path = os.path.abspath(path)
-        if name in ("direct", "floor"):
+        if name in ("direct", "floor") or name in KEY_TARGETS:
             p.error("--variant name %r is reserved" % name)
         if name == "gateway":
             targets[2] = ("gateway", "gateway", path)
