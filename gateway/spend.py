@@ -296,6 +296,10 @@ class Ledger:
         """Make one row durable (committed or spooled) before returning."""
         entry = [row, hold, _reset_seconds(rules), False]
         self._pending.append(entry)
+        if not self._lock.locked() and _cooperative():
+            # Let the other greenlets whose responses are finishing now queue their rows, so one
+            # commit carries them all (SQLite calls never yield, so they would queue nowhere else).
+            _yield()
         with self._lock:
             if entry[3]:
                 return  # committed by the greenlet that held the lock
@@ -335,71 +339,47 @@ class Ledger:
 
     def _commit(self, db, batch, idempotent):
         """Rows, key spend and hold releases in one transaction (all or nothing)."""
-        from sqlalchemy import delete
-        from sqlalchemy import insert
-        from sqlalchemy import update
-
-        from gateway.db.models import BudgetHold
-        from gateway.db.models import SpendRow
-        from gateway.db.models import VirtualKey
-        keys = VirtualKey.__table__
+        sql = _sql()
         with db.engine.begin() as connection:
             if idempotent:
                 fresh = [e for e in batch if _insert_new(connection, db, e[0])]
             else:
-                connection.execute(insert(SpendRow.__table__), [e[0] for e in batch])
+                connection.execute(sql.insert_rows, [e[0] for e in batch])
                 fresh = batch
-            now = _now()
             per_key = {}
             for row, _hold, reset_seconds, _done in fresh:
                 digest = row["key_hash"]
                 if digest is None:
                     continue
                 if reset_seconds and digest not in per_key:
-                    _reset_if_due(connection, keys, digest, reset_seconds, now)
+                    _reset_if_due(connection, digest, reset_seconds)
                 per_key[digest] = per_key.get(digest, 0.0) + row["cost"]
-            for digest, cost in per_key.items():
-                if cost:
-                    connection.execute(update(keys).where(keys.c.key_hash == digest)
-                                       .values(spend=keys.c.spend + cost))
-            holds = BudgetHold.__table__
+            spent = [{"h": digest, "c": cost} for digest, cost in per_key.items() if cost]
+            if spent:
+                connection.execute(sql.add_spend, spent)
             for row, hold, _reset, _done in batch:
                 if hold and row["key_hash"] is not None:
-                    gone = connection.execute(delete(holds).where(holds.c.request_id == row["request_id"]))
-                    if gone.rowcount:
-                        connection.execute(update(keys).where(keys.c.key_hash == row["key_hash"])
-                                           .values(reserved=keys.c.reserved - hold))
+                    if connection.execute(sql.drop_hold, {"r": row["request_id"]}).rowcount:
+                        connection.execute(sql.release, {"h": row["key_hash"], "a": hold})
 
     # -- budget holds -----------------------------------------------------------------------------
 
     def hold(self, rules, request_id, amount, seconds):
         """Reserve `amount` of the key's budget atomically: (admitted, budget left)."""
-        from sqlalchemy import insert
-        from sqlalchemy import select
-        from sqlalchemy import update
-
-        from gateway.db.models import BudgetHold
-        from gateway.db.models import VirtualKey
-        keys = VirtualKey.__table__
+        sql = _sql()
+        reset = _reset_seconds(rules)
         try:
             db = self._open_db()
             for attempt in (1, 2):
-                now = _now()
                 with db.engine.begin() as connection:
-                    reset = _reset_seconds(rules)
                     if reset:
-                        _reset_if_due(connection, keys, rules.hash, reset, now)
-                    taken = connection.execute(
-                        update(keys).where(keys.c.key_hash == rules.hash, keys.c.max_budget.is_not(None),
-                                           keys.c.spend + keys.c.reserved + amount <= keys.c.max_budget)
-                        .values(reserved=keys.c.reserved + amount))
-                    if taken.rowcount:
-                        connection.execute(insert(BudgetHold.__table__).values(
-                            request_id=request_id, key_hash=rules.hash, amount=amount,
-                            expires_at=now + timedelta(seconds=seconds)))
+                        _reset_if_due(connection, rules.hash, reset)
+                    if connection.execute(sql.take, {"h": rules.hash, "a": amount}).rowcount:
+                        connection.execute(sql.add_hold, {
+                            "request_id": request_id, "key_hash": rules.hash, "amount": amount,
+                            "expires_at": _now() + timedelta(seconds=seconds)})
                         return True, 0.0
-                    found = connection.execute(select(keys.c.spend, keys.c.reserved, keys.c.max_budget)
-                                               .where(keys.c.key_hash == rules.hash)).first()
+                    found = connection.execute(sql.budget, {"h": rules.hash}).first()
                 if attempt == 1 and self.sweep(db, rules.hash):
                     continue  # a dead worker's hold just expired: try once more
                 if found is None or found.max_budget is None:
@@ -416,22 +396,18 @@ class Ledger:
 
     def sweep(self, db, key_hash=None):
         """Release expired holds (their worker died mid-call); returns how many."""
-        from sqlalchemy import delete
         from sqlalchemy import select
-        from sqlalchemy import update
 
         from gateway.db.models import BudgetHold
-        from gateway.db.models import VirtualKey
-        holds, keys = BudgetHold.__table__, VirtualKey.__table__
+        holds, sql = BudgetHold.__table__, _sql()
         query = select(holds.c.request_id, holds.c.key_hash, holds.c.amount).where(holds.c.expires_at < _now())
         if key_hash is not None:
             query = query.where(holds.c.key_hash == key_hash)
         released = 0
         with db.engine.begin() as connection:
             for request_id, digest, amount in connection.execute(query.limit(500)).all():
-                if connection.execute(delete(holds).where(holds.c.request_id == request_id)).rowcount:
-                    connection.execute(update(keys).where(keys.c.key_hash == digest)
-                                       .values(reserved=keys.c.reserved - amount))
+                if connection.execute(sql.drop_hold, {"r": request_id}).rowcount:
+                    connection.execute(sql.release, {"h": digest, "a": amount})
                     released += 1
         if released:
             log.warning("released %d expired budget hold(s)", released)
@@ -561,6 +537,18 @@ class Ledger:
             return [_public(row) for row in session.scalars(query)]
 
 
+def _cooperative():
+    """Whether this process runs under gevent's monkey patching (gunicorn's gevent workers)."""
+    import sys
+    monkey = sys.modules.get("gevent.monkey")
+    return monkey is not None and monkey.is_module_patched("threading")
+
+
+def _yield():
+    import gevent
+    gevent.sleep(0)
+
+
 def _insert_new(connection, db, row):
     """Insert a row unless its request id is already there: whether it was new."""
     from gateway.db.models import SpendRow
@@ -584,12 +572,49 @@ def _reset_seconds(rules):
     return delta.total_seconds() if delta else None
 
 
-def _reset_if_due(connection, keys, digest, seconds, now):
+def _reset_if_due(connection, digest, seconds):
     """Start a new budget period when the current one is over (once, whichever worker sees it)."""
-    from sqlalchemy import update
-    connection.execute(update(keys).where(keys.c.key_hash == digest, keys.c.budget_reset_at.is_not(None),
-                                          keys.c.budget_reset_at <= now)
-                       .values(spend=0.0, budget_reset_at=now + timedelta(seconds=seconds)))
+    now = _now()
+    connection.execute(_sql().reset, {"h": digest, "now": now, "next": now + timedelta(seconds=seconds)})
+
+
+class _Statements:
+    """The ledger's statements, built once (SQLAlchemy Core, every value a bound parameter)."""
+
+    def __init__(self):
+        from sqlalchemy import bindparam
+        from sqlalchemy import delete
+        from sqlalchemy import insert
+        from sqlalchemy import select
+        from sqlalchemy import update
+
+        from gateway.db.models import BudgetHold
+        from gateway.db.models import SpendRow
+        from gateway.db.models import VirtualKey
+        keys, holds = VirtualKey.__table__, BudgetHold.__table__
+        this_key = keys.c.key_hash == bindparam("h")
+        self.insert_rows = insert(SpendRow.__table__)
+        self.add_spend = update(keys).where(this_key).values(spend=keys.c.spend + bindparam("c"))
+        self.drop_hold = delete(holds).where(holds.c.request_id == bindparam("r"))
+        self.release = update(keys).where(this_key).values(reserved=keys.c.reserved - bindparam("a"))
+        self.take = (update(keys).where(this_key, keys.c.max_budget.is_not(None),
+                                        keys.c.spend + keys.c.reserved + bindparam("a") <= keys.c.max_budget)
+                     .values(reserved=keys.c.reserved + bindparam("a")))
+        self.add_hold = insert(holds)
+        self.budget = select(keys.c.spend, keys.c.reserved, keys.c.max_budget).where(this_key)
+        self.reset = (update(keys).where(this_key, keys.c.budget_reset_at.is_not(None),
+                                         keys.c.budget_reset_at <= bindparam("now"))
+                      .values(spend=0.0, budget_reset_at=bindparam("next")))
+
+
+_STATEMENTS = []
+
+
+def _sql():
+    """The statements (built on first use, so SQLAlchemy loads only when spend is recorded)."""
+    if not _STATEMENTS:
+        _STATEMENTS.append(_Statements())
+    return _STATEMENTS[0]
 
 
 def _revive(row):
