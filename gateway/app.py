@@ -32,6 +32,7 @@ class Gateway:
     transport: Transport
     auth: Authenticator
     spend: object = None  # gateway.spend.SpendTracker
+    observers: object = None  # gateway.events.Observers: logs, metrics, callbacks, tracing
 
 
 def configure_logging(debug):
@@ -54,7 +55,7 @@ def open_key_service(settings):
     return KeyService(db, settings.general_settings.get("default_key_duration") or "1h")
 
 
-def build_spend(settings, router, keys):
+def build_spend(settings, router, keys, observers=None):
     """Prices and budgets for every call; the ledger when the key store is open (a master key is set)
     and spend logs are not turned off."""
     from gateway.spend import Ledger
@@ -69,7 +70,7 @@ def build_spend(settings, router, keys):
                             "input_cost_per_token / output_cost_per_token on the deployment",
                             deployment.provider.config.model, deployment.provider.config.model_name)
     hold_seconds = float(general.get("budget_hold_seconds") or router.timeout + 60)
-    return SpendTracker(ledger, router.state, hold_seconds)
+    return SpendTracker(ledger, router.state, hold_seconds, observers)
 
 
 def create_app(settings=None):
@@ -84,8 +85,10 @@ def create_app(settings=None):
     transport = Transport(debug=settings.debug)
     keys = LazyKeys(lambda: open_key_service(settings)) if settings.master_key else None
     router = Router(settings, transport)
+    from gateway.events import Observers
+    observers = Observers()
     gateway = Gateway(settings, router, transport, Authenticator(settings.master_key, keys),
-                      build_spend(settings, router, keys))
+                      build_spend(settings, router, keys, observers), observers)
     app.extensions["gateway"] = gateway
     if settings.general_settings.get("background_health_checks"):
         from gateway import healthcheck

@@ -39,6 +39,7 @@ class Outcome:
     fallbacks: int = 0
     started: float = field(default_factory=time.monotonic)
     upstream_seconds: float = 0.0
+    attempts: list = field(default_factory=list)  # one dict per upstream attempt (gateway/events.py)
 
 
 def _number(value, path, minimum=0):
@@ -230,11 +231,17 @@ class Router:
             deployment = group.choose(exclude=tried, fits=fits)
             tried.append(deployment.id)
             outcome.deployment = deployment
+            provider = deployment.provider
+            record = {"deployment_id": deployment.id, "group": name, "provider": provider.name,
+                      "model": provider.model, "api_base": provider.api_base, "started": time.time(),
+                      "ended": None, "error": None}
+            outcome.attempts.append(record)
             started = time.monotonic()
             group.started(deployment)
             try:
                 answer = self._attempt(deployment, name, endpoint, body, stream, timeout, remaining)
             except errors.GatewayError as exc:
+                record["ended"], record["error"] = time.time(), type(exc).__name__
                 group.finished(deployment, error=exc)
                 if not _retryable(exc) or attempt == retries:
                     raise
@@ -244,12 +251,14 @@ class Router:
                          attempt + 2, retries + 1, wait)
                 gevent.sleep(wait)
                 continue
-            except BaseException:
+            except BaseException as exc:
+                record["ended"], record["error"] = time.time(), type(exc).__name__
                 group.finished(deployment, error=errors.UpstreamError("call aborted"))
                 raise
             outcome.upstream_seconds = time.monotonic() - started
             if stream:
-                return self._watch_stream(group, deployment, answer, started)
+                return self._watch_stream(group, deployment, answer, started)  # ends with the stream
+            record["ended"] = time.time()
             group.finished(deployment, seconds=outcome.upstream_seconds,
                            tokens=(answer.get("usage") or {}).get("total_tokens") if group.tracks_usage else None)
             return answer

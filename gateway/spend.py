@@ -93,7 +93,8 @@ class Meter:
 
     __slots__ = ("tracker", "request_id", "rules", "endpoint", "stream", "body", "started", "hold",
                  "outcome", "prompt_tokens", "completion_tokens", "estimated", "status", "cost",
-                 "cache_hit", "completion_chars", "tpm_reserved", "requested", "usage", "_billed", "_closed")
+                 "cache_hit", "completion_chars", "tpm_reserved", "requested", "usage", "started_unix",
+                 "first_chunk", "error", "context", "texts", "_billed", "_closed")
 
     def __init__(self, tracker, request_id, rules, endpoint, body, stream):
         self.tracker = tracker
@@ -115,6 +116,11 @@ class Meter:
         self.tpm_reserved = 0
         self.requested = body.get("model")
         self.usage = {}
+        self.started_unix = time.time()
+        self.first_chunk = None  # unix time the first chunk went out (streams)
+        self.error = None  # the GatewayError (or other exception) that ended the call
+        self.context = tracker.observers.begin() if tracker.observers.active else {}
+        self.texts = [] if tracker.keep_text else None  # the answer's text, for message logging
         self._billed = False
         self._closed = False
 
@@ -152,12 +158,15 @@ class Meter:
 
     def bill_answer(self, outcome, answer):
         """Price a whole (non-stream) answer."""
-        if self.endpoint != "embeddings" and not isinstance(answer.get("usage"), dict):
+        if self.endpoint != "embeddings" and (self.texts is not None or not isinstance(answer.get("usage"), dict)):
             for choice in answer.get("choices") or ():
                 message = choice.get("message") or {}
                 text = message.get("content") if isinstance(message, dict) else None
                 text = text if isinstance(text, str) else choice.get("text")
-                self.completion_chars += len(text) if isinstance(text, str) else 0
+                if isinstance(text, str):
+                    self.completion_chars += len(text)
+                    if self.texts is not None:
+                        self.texts.append(text)
         return self.bill(outcome, answer.get("usage"))
 
     def watch(self, outcome, stream, client_wants_usage):
@@ -170,6 +179,7 @@ class Meter:
         def metered():
             self.status = "client_disconnected"  # until the stream runs to its end
             try:
+                texts = self.texts
                 for chunk in stream:
                     found = chunk.get("usage")
                     choices = chunk.get("choices")
@@ -180,6 +190,10 @@ class Meter:
                         text = delta.get("content") if isinstance(delta, dict) else choice.get("text")
                         if isinstance(text, str):
                             self.completion_chars += len(text)
+                            if texts is not None:
+                                texts.append(text)
+                    if self.first_chunk is None:
+                        self.first_chunk = time.time()
                     if not client_wants_usage:
                         if found and not choices:
                             continue
@@ -188,17 +202,18 @@ class Meter:
                 self.status = "success"
             except GeneratorExit:
                 raise
-            except BaseException:
-                self.status = "error"
+            except BaseException as exc:
+                self.status, self.error = "error", exc
                 raise
             finally:
                 self.bill(outcome, usage)
 
         return ChunkStream(stream.provider, stream.endpoint, metered(), on_close=stream.close)
 
-    def fail(self, outcome=None):
+    def fail(self, error=None, outcome=None):
         """The call failed before any answer: nothing is billed, the hold is released."""
         self.status = "error"
+        self.error = error
         self.outcome = outcome
         self.cost = 0.0
         self._billed = True
@@ -214,13 +229,41 @@ class Meter:
             self.bill(self.outcome, self.usage)
         self.tracker.finish(self)
 
-    def abandon(self):
+    def abandon(self, error=None):
         """Refused before routing (a limit, the budget, an unknown model): no row, only the
-        per-key token window is given back."""
+        per-key token window is given back (observers still hear of it)."""
         if not self._closed:
             self._closed = True
-            self.status = "error"
+            self.status, self.error = "error", error
             self.tracker.finish(self, record=False)
+
+    def call_record(self):
+        """The CallRecord observers get (gateway/events.py)."""
+        from gateway.events import CallRecord
+        outcome, rules, error = self.outcome, self.rules, self.error
+        deployment = outcome.deployment if outcome is not None else None
+        provider = deployment.provider if deployment is not None else None
+        ended = time.time()
+        attempts = [dict(a) for a in outcome.attempts] if outcome is not None else []
+        if attempts and attempts[-1]["ended"] is None:
+            attempts[-1]["ended"] = ended  # a stream's attempt lasts as long as the stream
+        return CallRecord(
+            request_id=self.request_id, endpoint=self.endpoint, status=self.status, stream=self.stream,
+            started=self.started_unix, ended=ended,
+            model_group=outcome.group if outcome else (self.requested if isinstance(self.requested, str) else None),
+            deployment_id=deployment.id if deployment else None, provider=provider.name if provider else None,
+            model=provider.model if provider else None, api_base=provider.api_base if provider else None,
+            key_hash=rules.hash if rules else None, key_alias=rules.alias if rules else None,
+            user_id=rules.user_id if rules else None, team_id=rules.team_id if rules else None,
+            prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens, cost=self.cost,
+            estimated=self.estimated, cache_hit=self.cache_hit,
+            retries=outcome.retries if outcome else 0, fallbacks=outcome.fallbacks if outcome else 0,
+            first_token_seconds=(self.first_chunk - self.started_unix) if self.first_chunk else None,
+            http_status=getattr(error, "status", 500) if error is not None else 200,
+            error_type=type(error).__name__ if error is not None else None,
+            error_message=getattr(error, "message", None) if error is not None else None,
+            attempts=attempts, context=self.context, request=self.body,
+            response_text="".join(self.texts) if self.texts is not None else None)
 
     def row(self):
         """The ledger row."""
@@ -244,10 +287,13 @@ class Meter:
 class SpendTracker:
     """Per worker: prices, holds and the ledger; `ledger` is None when spend is not recorded."""
 
-    def __init__(self, ledger, state, hold_seconds):
+    def __init__(self, ledger, state, hold_seconds, observers=None):
+        from gateway.events import Observers
         self.ledger = ledger
         self.state = state
         self.hold_seconds = hold_seconds
+        self.observers = observers if observers is not None else Observers()
+        self.keep_text = False  # observers that log messages turn this on
 
     def start(self, request_id, rules, endpoint, body, stream):
         """A Meter for a call that is about to be routed."""
@@ -273,8 +319,12 @@ class SpendTracker:
                                   meter.prompt_tokens + meter.completion_tokens - meter.tpm_reserved)
             except Exception:  # noqa: BLE001  (a window is state, never worth failing a request)
                 log.warning("could not settle the token window of a key", exc_info=True)
-        if record and self.ledger is not None:
-            self.ledger.write(meter.row(), meter.hold, rules)
+        try:
+            if record and self.ledger is not None:
+                self.ledger.write(meter.row(), meter.hold, rules)
+        finally:
+            if self.observers.active:
+                self.observers.emit(meter.call_record())
 
 
 class Ledger:

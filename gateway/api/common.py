@@ -69,17 +69,17 @@ def serve(endpoint, path_model=None):
             release = apply_key_rules(gateway, rules, body, meter)
             if rules.max_budget is not None:
                 meter.reserve(gateway.router.reachable(body))
-    except BaseException:
+    except BaseException as exc:
         if release:
             release()
-        meter.abandon()
+        meter.abandon(exc)
         raise
     try:
         outcome, result = gateway.router.call(endpoint, body, stream)
-    except BaseException:
+    except BaseException as exc:
         if release:
             release()
-        meter.fail()
+        meter.fail(exc)
         _close_quietly(meter)
         raise
     headers = outcome_headers(outcome)

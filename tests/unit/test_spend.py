@@ -24,6 +24,7 @@ from gateway.db.models import Base
 from gateway.db.models import BudgetHold
 from gateway.db.models import SpendRow
 from gateway.db.models import VirtualKey
+from gateway.events import Observers
 from gateway.settings import ConfigError
 from gateway.settings import from_dict
 from gateway.spend import Ledger
@@ -92,8 +93,11 @@ def test_worst_case_without_max_tokens_is_bounded_by_the_model():
 # ---- the stream meter -------------------------------------------------------------------------
 
 class _Tracker:
+    keep_text = False
+
     def __init__(self):
         self.finished = []
+        self.observers = Observers()
 
     def finish(self, meter, record=True):
         self.finished.append((meter, record))
