@@ -22,8 +22,7 @@ DEFAULT_REQUEST_TIMEOUT = 600.0
 # Keys the LiteLLM proxy knows that later gateway versions implement: accepted and warned about once.
 PLANNED = {
     "litellm_settings": {
-        "cache", "cache_params", "success_callback", "failure_callback", "callbacks", "service_callback",
-        "json_logs", "turn_off_message_logging", "max_budget", "budget_duration",
+        "service_callback", "max_budget", "budget_duration",
         "redact_user_api_key_info", "modify_params", "max_internal_user_budget", "default_team_settings",
         "upperbound_key_generate_params", "default_key_generate_params", "enable_preview_features",
         "retry_after",
@@ -33,24 +32,27 @@ PLANNED = {
         "allowed_fails_policy", "provider_budget_config", "disable_cooldowns",
     },
     "general_settings": {
-        "otel", "alerting", "proxy_batch_write_at", "store_model_in_db",
+        "alerting", "proxy_batch_write_at", "store_model_in_db",
         "database_connection_pool_limit", "allow_user_auth", "custom_auth",
         "infer_model_from_keys", "public_routes", "allowed_routes", "enforce_user_param",
-        "max_parallel_requests", "global_max_parallel_requests", "metrics_public",
+        "max_parallel_requests", "global_max_parallel_requests",
         "database_connection_timeout",
     },
 }
 IMPLEMENTED = {
     "litellm_settings": {"drop_params", "set_verbose", "request_timeout", "telemetry",
                          "add_function_to_prompt", "num_retries", "fallbacks", "context_window_fallbacks",
-                         "default_fallbacks", "allowed_fails", "cooldown_time"},
+                         "default_fallbacks", "allowed_fails", "cooldown_time", "cache", "cache_params",
+                         "success_callback", "failure_callback", "callbacks", "json_logs",
+                         "turn_off_message_logging"},
     "router_settings": {"model_group_alias", "routing_strategy", "num_retries", "timeout", "stream_timeout",
                         "redis_host", "redis_port", "redis_password", "redis_url", "allowed_fails",
                         "cooldown_time", "fallbacks", "context_window_fallbacks", "default_fallbacks",
                         "max_fallbacks", "max_retries", "max_request_timeout", "local_state_path"},
     "general_settings": {"master_key", "max_request_size_mb", "background_health_checks",
                          "health_check_interval", "database_url", "default_key_duration",
-                         "disable_spend_logs", "spend_spool_dir", "budget_hold_seconds"},
+                         "disable_spend_logs", "spend_spool_dir", "budget_hold_seconds", "otel",
+                         "metrics_public"},
 }
 
 

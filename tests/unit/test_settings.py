@@ -414,10 +414,8 @@ def test_validation_error_from_a_file_keeps_the_key_path(tmp_path):
 # --- planned and unknown keys warn, never fail ----------------------------------------------------
 
 @pytest.mark.parametrize("section, key, value, kind", [
-    ("litellm_settings", "json_logs", True, "not implemented"),
     ("litellm_settings", "max_budget", 10, "not implemented"),
-    ("litellm_settings", "success_callback", ["langfuse"], "not implemented"),
-    ("litellm_settings", "cache", True, "not implemented"),
+    ("litellm_settings", "service_callback", ["prometheus_system"], "not implemented"),
     ("router_settings", "retry_policy", {"TimeoutErrorRetries": 2}, "not implemented"),
     ("router_settings", "enable_pre_call_checks", True, "not implemented"),
     ("general_settings", "proxy_batch_write_at", 10, "not implemented"),
