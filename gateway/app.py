@@ -33,6 +33,7 @@ class Gateway:
     auth: Authenticator
     spend: object = None  # gateway.spend.SpendTracker
     observers: object = None  # gateway.events.Observers: logs, metrics, callbacks, tracing
+    cache: object = None  # gateway.cache.ResponseCache, or None when caching is off
 
 
 def configure_logging(debug):
@@ -87,8 +88,9 @@ def create_app(settings=None):
     router = Router(settings, transport)
     from gateway.events import Observers
     observers = Observers()
+    from gateway.cache import build_cache
     gateway = Gateway(settings, router, transport, Authenticator(settings.master_key, keys),
-                      build_spend(settings, router, keys, observers), observers)
+                      build_spend(settings, router, keys, observers), observers, build_cache(settings))
     app.extensions["gateway"] = gateway
     if settings.general_settings.get("background_health_checks"):
         from gateway import healthcheck

@@ -97,14 +97,19 @@ def settings_from_args(args):
 
 
 def check_settings(settings):
-    """Build every provider once so a bad deployment fails before any worker starts."""
-    from gateway import providers
+    """Build the router (every provider, prices, strategies, fallbacks) and the cache settings once,
+    so a bad config fails before any worker starts (nothing connects anywhere here)."""
+    import logging
 
-    for deployment in settings.deployments:
-        try:
-            providers.build(deployment)
-        except providers.UnsupportedProviderError:
-            pass  # warned about by the router at start-up; the rest of the config is served
+    from gateway.cache import build_cache
+    from gateway.router import Router
+    quiet = logging.getLogger("gateway.router")
+    level, quiet.level = quiet.level, logging.ERROR  # the workers warn about skipped deployments
+    try:
+        Router(settings, None)
+    finally:
+        quiet.setLevel(level)
+    build_cache(settings)
 
 
 def base_url(args):

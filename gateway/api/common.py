@@ -10,8 +10,12 @@ from flask import g
 from flask import request
 
 from gateway import errors
+from gateway.cache import HIT_HEADER
+from gateway.cache import KEY_HEADER
+from gateway.cache import replay
 from gateway.jsonbody import parse_body
 from gateway.modeldata import estimate_tokens
+from gateway.router import Outcome
 from gateway.schemas import validate_body
 from gateway.spend import COST_HEADER
 from gateway.spend import AddedUsageOption
@@ -63,27 +67,41 @@ def serve(endpoint, path_model=None):
         client_usage = bool(options.get("include_usage"))
         if not client_usage:
             body["stream_options"] = AddedUsageOption(options, include_usage=True)
-    release = None
+    release = plan = cached = None
     try:
         if rules is not None:
             release = apply_key_rules(gateway, rules, body, meter)
-            if rules.max_budget is not None:
-                meter.reserve(gateway.router.reachable(body))
+        if gateway.cache is not None:
+            plan = gateway.cache.plan(endpoint, body, gateway.router.resolve(body.get("model")), stream, rules)
+            cached = plan.lookup() if plan is not None else None
+        if cached is None and rules is not None and rules.max_budget is not None:
+            meter.reserve(gateway.router.reachable(body))
     except BaseException as exc:
         if release:
             release()
         meter.abandon(exc)
         raise
-    try:
-        outcome, result = gateway.router.call(endpoint, body, stream)
-    except BaseException as exc:
-        if release:
-            release()
-        meter.fail(exc)
-        _close_quietly(meter)
-        raise
+    if cached is not None:
+        outcome, result = Outcome(group=gateway.router.resolve(body.get("model"))), cached
+        meter.cache_hit = True
+        if stream:
+            result = replay(cached)
+    else:
+        try:
+            outcome, result = gateway.router.call(endpoint, body, stream)
+        except BaseException as exc:
+            if release:
+                release()
+            meter.fail(exc)
+            _close_quietly(meter)
+            raise
     headers = outcome_headers(outcome)
+    if plan is not None:
+        headers[HIT_HEADER] = "HIT" if cached is not None else "MISS"
+        headers[KEY_HEADER] = plan.digest
     if stream:
+        if plan is not None and cached is None:
+            result = plan.tap(result)
         result = meter.watch(outcome, result, client_usage)
         response = Response(_sse(result, g.request_id), headers={**SSE_HEADERS, **headers},
                             mimetype="text/event-stream")
@@ -96,6 +114,8 @@ def serve(endpoint, path_model=None):
         return response
     if release:
         release()
+    if plan is not None and cached is None:
+        plan.store(result)
     headers[COST_HEADER] = f"{meter.bill_answer(outcome, result):.10g}"
     response = json_response(result, headers=headers)
     response.call_on_close(meter.close)

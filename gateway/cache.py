@@ -1,0 +1,249 @@
+"""Response caching: exact-match answers of chat, completions and embeddings, in-process or in Redis.
+
+On with `litellm_settings.cache: true`; `cache_params` (LiteLLM's keys) pick the backend (`type:
+local | redis`, `host`, `port`, `password`, or REDIS_HOST / REDIS_PORT / REDIS_PASSWORD), `ttl`,
+`namespace` and `supported_call_types`. The key is a SHA-256 over the endpoint, the model group the
+request resolves to, whether it streams, and every body parameter that can change the answer; it
+also covers the caller's virtual key, so one tenant never gets (or probes) another's answers, unless
+`cache_params.shared: true`. Per request: `caching: false` skips the cache, and `cache: {"no-cache":
+true}` (do not read), `{"no-store": true}` (do not write), `{"ttl": 60}`, `{"s-maxage": 10}` (accept
+only an entry at most this old), `{"namespace": "x"}`.
+
+A stream is stored as the chunks the upstream sent (usage included) and replayed as a stream. Redis
+errors or slowness never fail a call: the cache steps aside for a few seconds (said once in the log)
+and comes back by itself.
+"""
+
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+
+import orjson
+
+from gateway import errors
+from gateway.settings import ConfigError
+
+log = logging.getLogger("gateway.cache")
+
+DEFAULT_TTL = 600.0
+LOCAL_MAX_ENTRIES = 10_000
+REDIS_RETRY_SECONDS = 5.0
+# Body keys that never change the answer: gateway controls, routing, transport, tracking.
+NOT_IN_KEY = frozenset({
+    "stream", "stream_options", "caching", "cache", "metadata", "user", "request_timeout", "timeout",
+    "num_retries", "fallbacks", "context_window_fallbacks", "api_key", "api_base", "base_url",
+    "api_version", "extra_headers", "mock_response", "litellm_logging_obj", "proxy_server_request",
+})
+# LiteLLM's call type names -> ours.
+CALL_TYPES = {"completion": "chat", "acompletion": "chat", "text_completion": "completions",
+              "atext_completion": "completions", "embedding": "embeddings", "aembedding": "embeddings"}
+HIT_HEADER = "x-cache"
+KEY_HEADER = "x-litellm-cache-key"
+
+
+class LocalCache:
+    """Per-worker memory, least recently used entries dropped past LOCAL_MAX_ENTRIES."""
+
+    name = "local"
+
+    def __init__(self, max_entries=LOCAL_MAX_ENTRIES):
+        self._data = OrderedDict()
+        self._max = max_entries
+        self._lock = threading.Lock()
+
+    def get(self, key):
+        with self._lock:
+            found = self._data.get(key)
+            if found is None:
+                return None
+            if found[0] <= time.time():
+                del self._data[key]
+                return None
+            self._data.move_to_end(key)
+            return found[1]
+
+    def set(self, key, value, ttl):
+        with self._lock:
+            self._data[key] = (time.time() + ttl, value)
+            self._data.move_to_end(key)
+            while len(self._data) > self._max:
+                self._data.popitem(last=False)
+
+
+class RedisCache:
+    """Redis with short timeouts; while it fails, calls go on uncached (said once) and it is tried
+    again every few seconds."""
+
+    name = "redis"
+
+    def __init__(self, client):
+        self.client = client
+        self._down_until = 0.0
+        self._down = False
+
+    def _run(self, fn):
+        if time.monotonic() < self._down_until:
+            return None
+        try:
+            result = fn()
+        except Exception as exc:  # noqa: BLE001  (refused, timed out, auth, OOM: never fail a call)
+            self._down_until = time.monotonic() + REDIS_RETRY_SECONDS
+            if not self._down:
+                self._down = True
+                log.warning("cache: Redis unreachable (%s); calls go on uncached until it is back",
+                            type(exc).__name__)
+            return None
+        if self._down:
+            self._down = False
+            log.warning("cache: Redis reachable again; caching resumed")
+        return result
+
+    def get(self, key):
+        return self._run(lambda: self.client.get(key))
+
+    def set(self, key, value, ttl):
+        self._run(lambda: self.client.set(key, value, ex=max(1, int(round(ttl)))))
+
+
+def _redis_client(params, environ=os.environ):
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+    kwargs = {"socket_timeout": 0.25, "socket_connect_timeout": 0.25, "health_check_interval": 0,
+              "retry": Retry(NoBackoff(), 0)}
+    url = params.get("url") or params.get("redis_url")
+    if url:
+        return redis.Redis.from_url(url, **kwargs)
+    password = params.get("password") or environ.get("REDIS_PASSWORD")
+    return redis.Redis(host=params.get("host") or environ.get("REDIS_HOST") or "127.0.0.1",
+                       port=int(params.get("port") or environ.get("REDIS_PORT") or 6379),
+                       password=password or None, **kwargs)
+
+
+class ResponseCache:
+    """The cache as serve() uses it: keys, per-request controls, lookups and stores."""
+
+    def __init__(self, backend, ttl, namespace, call_types, shared):
+        self.backend = backend
+        self.ttl = ttl
+        self.namespace = namespace
+        self.call_types = call_types
+        self.shared = shared
+
+    def plan(self, endpoint, body, group, stream, rules):
+        """What this call may do with the cache: a CachePlan, or None when it is not cached."""
+        if endpoint not in self.call_types or body.get("caching") is False:
+            return None
+        controls = body.get("cache")
+        if controls is None:
+            controls = {}
+        if not isinstance(controls, dict):
+            raise errors.BadRequestError("`cache` must be an object such as {\"no-cache\": true, \"ttl\": 60}.",
+                                         param="cache")
+        ttl = _seconds(controls, "ttl", self.ttl)
+        max_age = _seconds(controls, "s-maxage", None)
+        namespace = controls.get("namespace", self.namespace)
+        if namespace is not None and not isinstance(namespace, str):
+            raise errors.BadRequestError("`cache.namespace` must be a string.", param="cache")
+        scope = "shared" if self.shared or rules is None else rules.hash
+        material = {k: v for k, v in body.items() if k not in NOT_IN_KEY}
+        material["model"] = group
+        digest = hashlib.sha256(orjson.dumps([endpoint, stream, scope, material],
+                                             option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)).hexdigest()
+        key = f"{namespace}:{digest}" if namespace else digest
+        return CachePlan(self, "gateway:cache:" + key, digest, ttl, max_age,
+                         read=controls.get("no-cache") is not True, write=controls.get("no-store") is not True)
+
+
+def _seconds(controls, name, default):
+    value = controls.get(name, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise errors.BadRequestError(f"`cache.{name}` must be a number of seconds >= 0.", param="cache")
+    return float(value)
+
+
+class CachePlan:
+    """One call's cache key and what it may read and write."""
+
+    __slots__ = ("cache", "key", "digest", "ttl", "max_age", "read", "write")
+
+    def __init__(self, cache, key, digest, ttl, max_age, read, write):
+        self.cache, self.key, self.digest = cache, key, digest
+        self.ttl, self.max_age, self.read, self.write = ttl, max_age, read, write
+
+    def lookup(self):
+        """The stored answer (a dict, or a list of chunks for a stream), or None."""
+        if not self.read:
+            return None
+        raw = self.cache.backend.get(self.key)
+        if raw is None:
+            return None
+        try:
+            entry = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return None
+        if self.max_age is not None and time.time() - entry.get("at", 0) > self.max_age:
+            return None
+        return entry.get("answer")
+
+    def store(self, answer):
+        """Keep a successful answer (dict or list of chunks) for ttl seconds."""
+        if self.write and self.ttl:
+            self.cache.backend.set(self.key, orjson.dumps({"at": time.time(), "answer": answer}), self.ttl)
+
+    def tap(self, stream):
+        """The stream unchanged; its chunks are stored once it has run to its end."""
+        from gateway.upstream import ChunkStream
+        if not (self.write and self.ttl):
+            return stream
+        kept = []
+
+        def recorded():
+            for chunk in stream:
+                kept.append(orjson.loads(orjson.dumps(chunk)))  # a copy: later stages edit chunks
+                yield chunk
+            self.store(kept)
+        return ChunkStream(stream.provider, stream.endpoint, recorded(), on_close=stream.close)
+
+
+def replay(chunks):
+    """A cached stream as a ChunkStream (no upstream behind it)."""
+    from gateway.upstream import ChunkStream
+    return ChunkStream(None, None, (dict(chunk) for chunk in chunks))
+
+
+def build_cache(settings, environ=os.environ):
+    """The configured ResponseCache, or None when caching is off."""
+    litellm = settings.litellm_settings
+    enabled = litellm.get("cache")
+    if enabled in (None, False):
+        return None
+    if enabled is not True:
+        raise ConfigError("litellm_settings.cache: must be true or false")
+    params = litellm.get("cache_params") or {}
+    if not isinstance(params, dict):
+        raise ConfigError("litellm_settings.cache_params: must be a mapping")
+    kind = params.get("type") or ("redis" if (params.get("host") or environ.get("REDIS_HOST")) else "local")
+    if kind not in ("local", "redis"):
+        raise ConfigError(f"litellm_settings.cache_params.type: {kind!r} is not supported (local, redis)")
+    ttl = params.get("ttl", DEFAULT_TTL)
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or ttl <= 0:
+        raise ConfigError("litellm_settings.cache_params.ttl: must be a number of seconds > 0")
+    namespace = params.get("namespace")
+    if namespace is not None and not isinstance(namespace, str):
+        raise ConfigError("litellm_settings.cache_params.namespace: must be a string")
+    types = params.get("supported_call_types")
+    if types is None:
+        call_types = frozenset(CALL_TYPES.values())
+    else:
+        if not isinstance(types, list) or any(t not in CALL_TYPES for t in types):
+            raise ConfigError("litellm_settings.cache_params.supported_call_types: must list names from "
+                              + ", ".join(sorted(CALL_TYPES)))
+        call_types = frozenset(CALL_TYPES[t] for t in types)
+    backend = RedisCache(_redis_client(params, environ)) if kind == "redis" else LocalCache()
+    return ResponseCache(backend, float(ttl), namespace, call_types, params.get("shared") is True)
