@@ -29,7 +29,8 @@ def _when(name, end=False):
     except ValueError:
         raise errors.BadRequestError(f"`{name}` must be a date (2024-01-31) or an ISO 8601 time.",
                                      param=name) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    # in UTC: SQLite compares stored times by their digits, so every value must share one offset
+    return moment.astimezone(timezone.utc) if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 @bp.get("/spend/logs")
