@@ -36,12 +36,17 @@ class Gateway:
     cache: object = None  # gateway.cache.ResponseCache, or None when caching is off
 
 
-def configure_logging(debug):
-    """One line per record on stderr; DEBUG with `--debug` / `set_verbose`."""
+def configure_logging(debug, json_logs=False):
+    """One line per record on stderr (a JSON object with `json_logs`); DEBUG with `--debug` /
+    `set_verbose`."""
     root = logging.getLogger()
     if not root.handlers:  # leave logging alone when the host (a test runner, an app) set it up
         handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        if json_logs:
+            from gateway.requestlog import JsonFormatter
+            handler.setFormatter(JsonFormatter())
+        else:
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root.addHandler(handler)
     logging.getLogger("gateway").setLevel(logging.DEBUG if debug else logging.INFO)
 
@@ -79,15 +84,17 @@ def create_app(settings=None):
     if settings is None:
         from gateway.settings import demo_settings
         settings = demo_settings()
-    configure_logging(settings.debug)
+    configure_logging(settings.debug, settings.litellm_settings.get("json_logs") is True)
     app = Flask("gateway")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
     transport = Transport(debug=settings.debug)
     keys = LazyKeys(lambda: open_key_service(settings)) if settings.master_key else None
     router = Router(settings, transport)
+    from gateway import requestlog
     from gateway.events import Observers
     observers = Observers()
+    observers.calls.append(requestlog.observe)
     from gateway.cache import build_cache
     gateway = Gateway(settings, router, transport, Authenticator(settings.master_key, keys),
                       build_spend(settings, router, keys, observers), observers, build_cache(settings))
@@ -102,10 +109,13 @@ def create_app(settings=None):
     from gateway.api import embeddings
     from gateway.api import health
     from gateway.api import keys as key_routes
+    from gateway.api import metrics as metric_routes
     from gateway.api import models
     from gateway.api import spend
-    for module in (chat, completions, embeddings, models, health, key_routes, spend):
+    for module in (chat, completions, embeddings, models, health, key_routes, spend, metric_routes):
         app.register_blueprint(module.bp)
+    from gateway.metrics import install as install_metrics
+    app.extensions["metrics"] = install_metrics(gateway)  # counts every call; renders /metrics
 
     @app.before_request
     def _begin():
@@ -143,4 +153,9 @@ def create_app(settings=None):
         err = errors.GatewayError(f"Internal error (request id {g.get('request_id')}).")
         return json_response(err.body(), status=500)
 
+    from gateway import otel  # tracing (imports opentelemetry only when on)
+    if otel.wanted(settings):
+        otel.install(app, gateway)
+    from gateway.callbacks import install as install_callbacks
+    install_callbacks(app, gateway)  # success_callback / failure_callback / callbacks sinks
     return app

@@ -1,0 +1,66 @@
+"""One log line per call, text or JSON, never a key."""
+
+import json
+import logging
+
+from gateway.app import create_app
+from gateway.requestlog import JsonFormatter
+from gateway.settings import from_dict
+
+MASTER = "sk-master-requestlog-0123456789"
+
+
+def run_calls(json_logs=False):
+    settings = from_dict({
+        "model_list": [{"model_name": "m", "litellm_params": {"model": "demo/x", "input_cost_per_token": 0.5,
+                                                               "output_cost_per_token": 1.0}}],
+        "litellm_settings": {"json_logs": json_logs},
+        "general_settings": {"master_key": MASTER}})
+    app = create_app(settings)
+    client = app.test_client()
+    key = client.post("/key/generate", json={"key_alias": "team-a"},
+                      headers={"Authorization": f"Bearer {MASTER}"}).get_json()["key"]
+    ids = []
+    for body in ({"max_tokens": 3}, {"max_tokens": 3, "stream": True}, {"model": "nope"}):
+        resp = client.post("/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
+                           json={"model": "m", "messages": [{"role": "user", "content": "hello there"}], **body})
+        resp.get_data()
+        resp.close()
+        ids.append(resp.headers["x-request-id"])
+    return key, ids
+
+
+def test_one_line_per_call_with_what_happened(caplog):
+    with caplog.at_level(logging.INFO, logger="gateway.request"):
+        key, ids = run_calls()
+    lines = [r for r in caplog.records if r.name == "gateway.request"]
+    assert [r.fields["request_id"] for r in lines] == ids
+    ok, streamed, failed = (r.fields for r in lines)
+    assert ok["key_alias"] == "team-a" and ok["status"] == "success" and ok["cost"] == 2 * 0.5 + 3 * 1.0
+    assert (ok["prompt_tokens"], ok["completion_tokens"], ok["cache_hit"]) == (2, 3, False)
+    assert streamed["stream"] is True and streamed["completion_tokens"] == 3
+    assert (failed["status"], failed["http_status"], failed["error"]) == ("error", 404, "NotFoundError")
+    text = "\n".join(r.getMessage() for r in lines)
+    assert ids[0] in text and "team-a" in text and "tokens=2+3" in text
+    assert key not in text and key[3:11] not in text and MASTER not in text
+
+
+def test_json_lines_carry_every_field():
+    record = logging.LogRecord("gateway.request", logging.INFO, __file__, 1, "hello %s", ("world",), None)
+    record.fields = {"request_id": "req_1", "cost": 0.5}
+    line = JsonFormatter().format(record)
+    data = json.loads(line)
+    assert "\n" not in line
+    assert data["message"] == "hello world" and data["request_id"] == "req_1" and data["cost"] == 0.5
+    assert data["level"] == "INFO" and data["logger"] == "gateway.request" and data["time"].endswith("Z")
+
+
+def test_json_logs_setting_formats_the_gateways_handler(monkeypatch):
+    from gateway import app as app_module
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])
+    try:
+        app_module.configure_logging(False, json_logs=True)
+        assert isinstance(root.handlers[0].formatter, JsonFormatter)
+    finally:
+        root.handlers.clear()
