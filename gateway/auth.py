@@ -35,6 +35,7 @@ ROUTE_POLICY = {
     "keys.block": "keys",
     "keys.unblock": "keys",
     "spend.logs": "keys",
+    "metrics.metrics": "admin",  # public with general_settings.metrics_public: true
 }
 KEY_STORE_RETRY_SECONDS = 5.0
 
@@ -69,6 +70,7 @@ class Authenticator:
     def __init__(self, master_key, keys=None):
         self._master = master_key.encode("utf-8") if master_key else None
         self.keys = keys
+        self.opened = frozenset()  # endpoints the configuration makes public (metrics_public)
 
     @property
     def enabled(self):
@@ -77,7 +79,7 @@ class Authenticator:
 
     def authorize(self, endpoint, headers):
         """The Caller for a request to `endpoint`, or the error that refuses it."""
-        policy = ROUTE_POLICY.get(endpoint, "keys")
+        policy = "public" if endpoint in self.opened else ROUTE_POLICY.get(endpoint, "keys")
         if policy == "public":
             return ANONYMOUS
         if self._master is None:

@@ -85,6 +85,7 @@ def test_sensitive_routes_keep_their_policies():
     assert ROUTE_POLICY["keys.info"] == "self"
     assert {p for e, p in ROUTE_POLICY.items() if e.startswith("keys.") and e != "keys.info"} == {"keys"}
     assert ROUTE_POLICY["spend.logs"] == "keys"
+    assert ROUTE_POLICY["metrics.metrics"] == "admin"  # opened only by general_settings.metrics_public
 
 
 # ---- the matrix ------------------------------------------------------------------------------------
@@ -110,6 +111,7 @@ def _recipe(client, endpoint, own_key):
         "keys.block": lambda: (None, {"key": _throwaway(client)}),
         "keys.unblock": lambda: (None, {"key": _throwaway(client)}),
         "spend.logs": lambda: ({"api_key": own_key, "limit": 5}, None),
+        "metrics": lambda: (None, None),
     }
     make = recipes.get(endpoint) or recipes.get(endpoint.split(".")[0])
     assert make is not None, f"no request recipe for {endpoint}: add one to this test"
