@@ -111,6 +111,7 @@ class KeyRules:
     budget_duration: str | None = None
     user_id: str | None = None
     team_id: str | None = None
+    budget_reset_at: datetime | None = None
 
 
 def _validated(data):
@@ -166,7 +167,7 @@ class KeyService:
                     row.key_hash, row.key_alias, tuple(row.models) if row.models else None,
                     dict(row.aliases or {}), _aware(row.expires), row.blocked, row.max_budget, row.spend,
                     row.rpm_limit, row.max_parallel_requests, row.tpm_limit, row.budget_duration,
-                    row.user_id, row.team_id)
+                    row.user_id, row.team_id, _aware(row.budget_reset_at))
         except Exception as exc:  # noqa: BLE001  (the database is down or restarting)
             if cached is not None:
                 # Keep serving the key as last seen (its spend is spooled meanwhile); look again soon.
@@ -319,7 +320,8 @@ def check_rules(rules, now=None):
         raise errors.PermissionDeniedError("This key is blocked.", code="key_blocked")
     if rules.expires is not None and rules.expires <= now:
         raise errors.AuthenticationError(f"This key expired at {rules.expires.isoformat()}.", code="key_expired")
-    if rules.max_budget is not None and rules.spend >= rules.max_budget:
+    period_over = rules.budget_reset_at is not None and rules.budget_reset_at <= now
+    if rules.max_budget is not None and rules.spend >= rules.max_budget and not period_over:
         raise errors.BudgetExceededError(
             f"This key's budget of ${rules.max_budget:g} is spent (${rules.spend:.6g} used).")
 

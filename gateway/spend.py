@@ -12,6 +12,7 @@
   row's commit settles the hold to the real cost; a hold whose worker died expires.
 """
 
+import fcntl
 import logging
 import os
 import threading
@@ -284,6 +285,16 @@ class Meter:
                 "status": self.status, "start_time": self.started, "end_time": _now()}
 
 
+class _Entry:
+    """A row waiting for the ledger: its hold, its key's budget period, and how writing it went."""
+
+    __slots__ = ("row", "hold", "reset", "done", "error")
+
+    def __init__(self, row, hold=0.0, reset=None):
+        self.row, self.hold, self.reset = row, hold, reset
+        self.done, self.error = False, None
+
+
 class SpendTracker:
     """Per worker: prices, holds and the ledger; `ledger` is None when spend is not recorded."""
 
@@ -338,42 +349,54 @@ class Ledger:
         self._down_until = 0.0
         self._down_logged = False
         self._spooled = self._has_spool()
+        self._spool_fd = None  # (pid, fd) of this process's spool file, locked while it lives
         self._worker = None
 
     # -- writing ----------------------------------------------------------------------------------
 
     def write(self, row, hold=0.0, rules=None):
-        """Make one row durable (committed or spooled) before returning."""
-        entry = [row, hold, _reset_seconds(rules), False]
+        """Make one row durable (committed or spooled) before returning; raises if neither worked."""
+        entry = _Entry(row, hold, _reset_seconds(rules))
         self._pending.append(entry)
         if not self._lock.locked() and _cooperative():
             # Let the other greenlets whose responses are finishing now queue their rows, so one
             # commit carries them all (SQLite calls never yield, so they would queue nowhere else).
             _yield()
         with self._lock:
-            if entry[3]:
-                return  # committed by the greenlet that held the lock
-            batch, self._pending = self._pending, []
-            self._flush(batch)
+            if not entry.done:  # else committed by the greenlet that held the lock
+                batch, self._pending = self._pending, []
+                self._flush(batch)
         self._ensure_worker()
+        if entry.error is not None:
+            raise entry.error
 
     def _flush(self, batch):
-        if time.monotonic() >= self._down_until:
-            try:
-                db = self._open_db()
-                self._commit(db, batch, idempotent=False)
-            except Exception as exc:  # noqa: BLE001  (any database failure: spool, never drop)
-                self._went_down(exc)
-            else:
-                self._came_back()
-                for entry in batch:
-                    entry[3] = True
-                if self._spooled:
-                    self._replay(db)
-                return
-        self._spool(batch)
-        for entry in batch:
-            entry[3] = True
+        """Commit the batch, else spool it; every entry ends done, with the error if both failed."""
+        try:
+            if time.monotonic() >= self._down_until:
+                try:
+                    db = self._open_db()
+                    self._commit(db, batch, idempotent=False)
+                except Exception as exc:  # noqa: BLE001  (any database failure: spool, never drop)
+                    self._went_down(exc)
+                else:
+                    self._came_back()
+                    for entry in batch:
+                        entry.done = True
+                    if self._spooled:
+                        try:
+                            self._replay(db)
+                        except Exception as exc:  # noqa: BLE001  (the spool stays; retried later)
+                            self._went_down(exc)
+                    return
+            self._spool(batch)
+        except Exception as exc:  # noqa: BLE001  (the spool itself failed: every waiter must know)
+            log.error("spend: %d row(s) could not be recorded or spooled: %s", len(batch), exc)
+            for entry in batch:
+                entry.error = exc
+        finally:
+            for entry in batch:
+                entry.done = True
 
     def _went_down(self, exc):
         self._down_until = time.monotonic() + RETRY_SECONDS
@@ -389,25 +412,28 @@ class Ledger:
 
     def _commit(self, db, batch, idempotent):
         """Rows, key spend and hold releases in one transaction (all or nothing)."""
+        if not batch:
+            return
         sql = _sql()
         with db.engine.begin() as connection:
             if idempotent:
-                fresh = [e for e in batch if _insert_new(connection, db, e[0])]
+                fresh = [e for e in batch if _insert_new(connection, db, e.row)]
             else:
-                connection.execute(sql.insert_rows, [e[0] for e in batch])
+                connection.execute(sql.insert_rows, [e.row for e in batch])
                 fresh = batch
             per_key = {}
-            for row, _hold, reset_seconds, _done in fresh:
-                digest = row["key_hash"]
+            for entry in fresh:
+                digest = entry.row["key_hash"]
                 if digest is None:
                     continue
-                if reset_seconds and digest not in per_key:
-                    _reset_if_due(connection, digest, reset_seconds)
-                per_key[digest] = per_key.get(digest, 0.0) + row["cost"]
+                if entry.reset and digest not in per_key:
+                    _reset_if_due(connection, digest, entry.reset)
+                per_key[digest] = per_key.get(digest, 0.0) + entry.row["cost"]
             spent = [{"h": digest, "c": cost} for digest, cost in per_key.items() if cost]
             if spent:
                 connection.execute(sql.add_spend, spent)
-            for row, hold, _reset, _done in batch:
+            for entry in batch:
+                row, hold = entry.row, entry.hold
                 if hold and row["key_hash"] is not None:
                     if connection.execute(sql.drop_hold, {"r": row["request_id"]}).rowcount:
                         connection.execute(sql.release, {"h": row["key_hash"], "a": hold})
@@ -475,62 +501,75 @@ class Ledger:
             return False
 
     def _spool(self, batch):
-        """Append rows to this process's spool file and fsync before the requests move on."""
+        """Append rows to this process's spool file and fsync before the requests move on.
+
+        The file stays open and flock'ed while this process lives: that lock, not the pid in the
+        name (pids are reused after a restart), tells others whether its owner is still alive."""
         os.makedirs(self.spool_dir, mode=0o700, exist_ok=True)
-        data = b"".join(orjson.dumps({"row": row, "hold": hold, "reset": reset}) + b"\n"
-                        for row, hold, reset, _done in batch)
-        fd = os.open(self._spool_path(), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        data = b"".join(orjson.dumps({"row": e.row, "hold": e.hold, "reset": e.reset}) + b"\n" for e in batch)
+        if self._spool_fd is None or self._spool_fd[0] != os.getpid():
+            fd = os.open(self._spool_path(), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._spool_fd = (os.getpid(), fd)
+        os.write(self._spool_fd[1], data)
+        os.fsync(self._spool_fd[1])
         self._spooled = True
 
     def _claimable(self):
-        """Spool files this process may replay: its own, and those of processes that are gone."""
+        """Spool files this process may replay, each with an fd holding its lock: its own, and
+        those whose owner is gone (their lock is free); others' are renamed to ours first."""
         try:
             names = sorted(os.listdir(self.spool_dir))
         except OSError:
             return []
-        mine = []
+        own = self._spool_path()
+        claimed = []
         for name in names:
+            path = os.path.join(self.spool_dir, name)
             if not name.startswith(SPOOL_PREFIX):
                 continue
-            owner = name[len(SPOOL_PREFIX):].split(".", 1)[0].split("-", 1)[0]
-            if not owner.isdigit():
+            if path == own:
+                claimed.append((path, None))  # ours: our lock is held already
                 continue
-            if int(owner) != os.getpid():
-                try:
-                    os.kill(int(owner), 0)
-                    continue  # alive: its owner replays it
-                except ProcessLookupError:
-                    pass
-                except PermissionError:
-                    continue
-                claimed = f"{SPOOL_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
-                try:
-                    os.rename(os.path.join(self.spool_dir, name), os.path.join(self.spool_dir, claimed))
-                except OSError:
-                    continue  # another process claimed it first
-                name = claimed
-            mine.append(os.path.join(self.spool_dir, name))
-        return mine
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue  # its owner is alive and replays it itself
+            target = os.path.join(self.spool_dir, f"{SPOOL_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl")
+            try:
+                os.rename(path, target)  # under our lock: nobody else takes it meanwhile
+            except OSError:
+                os.close(fd)
+                continue
+            claimed.append((target, fd))
+        return claimed
 
     def _replay(self, db):
         """Commit spooled rows (each request id once); files are removed once committed."""
-        for path in self._claimable():
+        for path, fd in self._claimable():
             try:
-                with open(path, "rb") as handle:
-                    lines = [orjson.loads(line) for line in handle if line.strip()]
-            except (OSError, orjson.JSONDecodeError) as exc:
-                log.error("spend: cannot read spool file %s: %s", path, type(exc).__name__)
-                continue
-            batch = [[_revive(item["row"]), item.get("hold") or 0.0, item.get("reset"), False] for item in lines]
-            for start in range(0, len(batch), 500):
-                self._commit(db, batch[start:start + 500], idempotent=True)
-            os.unlink(path)
-            log.warning("spend: replayed %d spooled row(s)", len(batch))
+                try:
+                    with open(path, "rb") as handle:
+                        lines = [orjson.loads(line) for line in handle if line.strip()]
+                except (OSError, orjson.JSONDecodeError) as exc:
+                    log.error("spend: cannot read spool file %s: %s", path, type(exc).__name__)
+                    continue
+                batch = [_Entry(_revive(item["row"]), item.get("hold") or 0.0, item.get("reset")) for item in lines]
+                for start in range(0, len(batch), 500):
+                    self._commit(db, batch[start:start + 500], idempotent=True)
+                os.unlink(path)
+                if fd is None and self._spool_fd is not None:  # our own file: start a new one next time
+                    os.close(self._spool_fd[1])
+                    self._spool_fd = None
+                log.warning("spend: replayed %d spooled row(s)", len(batch))
+            finally:
+                if fd is not None:
+                    os.close(fd)
         self._spooled = self._has_spool()
 
     # -- background: replay while idle, expire holds ----------------------------------------------
@@ -550,11 +589,12 @@ class Ledger:
                     with self._lock:
                         try:
                             db = self._open_db()
+                            with db.engine.connect():
+                                pass  # answers again?
+                            self._came_back()
                             self._replay(db)
                         except Exception as exc:  # noqa: BLE001
                             self._went_down(exc)
-                        else:
-                            self._came_back()
                 if time.monotonic() - last_sweep >= SWEEP_SECONDS and time.monotonic() >= self._down_until:
                     last_sweep = time.monotonic()
                     self.sweep(self._open_db())

@@ -24,6 +24,8 @@ WINDOW = 60.0
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS hits (key TEXT NOT NULL, ts REAL NOT NULL, amount REAL NOT NULL)",
     "CREATE INDEX IF NOT EXISTS hits_key_ts ON hits (key, ts)",
+    "CREATE TABLE IF NOT EXISTS slots (key TEXT NOT NULL, member TEXT NOT NULL, expires REAL NOT NULL, "
+    "PRIMARY KEY (key, member))",
 )
 
 
@@ -137,6 +139,25 @@ class LocalState:
         """Last-minute totals of several keys in one round trip."""
         return [self.window(k, now) for k in keys]
 
+    def acquire(self, key, limit, member, ttl, now=None):
+        """Take one of `limit` slots for `member` until released or `ttl` seconds pass (a slot of a
+        worker that died expires): whether it was free."""
+        now = time.time() if now is None else now
+
+        def run(db):
+            db.execute("DELETE FROM slots WHERE key = ? AND expires <= ?", (key, now))
+            used = db.execute("SELECT COUNT(*) FROM slots WHERE key = ?", (key,)).fetchone()[0]
+            if used >= limit:
+                return False
+            db.execute("INSERT OR REPLACE INTO slots (key, member, expires) VALUES (?, ?, ?)", (key, member, now + ttl))
+            return True
+        return self._tx(run)
+
+    def release(self, key, member):
+        """Give a slot back."""
+        with self._lock:
+            self._db().execute("DELETE FROM slots WHERE key = ? AND member = ?", (key, member))
+
     def add(self, key, delta, ttl=600.0):
         """Add to a gauge (in-flight calls); returns the new value."""
         return self.table.add(key, delta, ttl)
@@ -173,6 +194,17 @@ return {1, '0'}
 """
 
 
+_ACQUIRE = """
+local key, now, limit, member, expires, keep = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3],
+  tonumber(ARGV[4]), tonumber(ARGV[5])
+redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+if redis.call('ZCARD', key) >= limit then return 0 end
+redis.call('ZADD', key, expires, member)
+if redis.call('TTL', key) < keep then redis.call('EXPIRE', key, keep) end
+return 1
+"""
+
+
 class RedisState:
     """The same operations on Redis (sorted sets hold windows); local state while Redis is down."""
 
@@ -184,6 +216,7 @@ class RedisState:
         self.fallback = fallback
         self.prefix = prefix
         self._admit = client.register_script(_ADMIT)
+        self._acquire = client.register_script(_ACQUIRE)
         self._down_until = 0.0
         self._warned = False
 
@@ -232,6 +265,20 @@ class RedisState:
                 pipe.zrangebyscore(self.prefix + key, now - WINDOW, "+inf")
             return [sum(float(m.split(b":", 1)[0]) for m in members) for members in pipe.execute()]
         return self._call(run, lambda: self.fallback.windows(keys, now))
+
+    def acquire(self, key, limit, member, ttl, now=None):
+        """One of `limit` expiring slots, atomically (a sorted set scored by expiry)."""
+        now = time.time() if now is None else now
+
+        def run():
+            return bool(int(self._acquire(keys=[self.prefix + key], args=[now, limit, member, now + ttl,
+                                                                          int(ttl) + 1])))
+        return self._call(run, lambda: self.fallback.acquire(key, limit, member, ttl, now))
+
+    def release(self, key, member):
+        """Give a slot back (both here and in the fallback, which may hold it from an outage)."""
+        self._call(lambda: self.client.zrem(self.prefix + key, member), lambda: None)
+        self.fallback.release(key, member)
 
     def add(self, key, delta, ttl=600.0):
         """Add to a gauge."""

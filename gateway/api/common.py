@@ -92,7 +92,7 @@ def serve(endpoint, path_model=None):
         except BaseException as exc:
             if release:
                 release()
-            meter.fail(exc)
+            meter.fail(exc, getattr(exc, "outcome", None))
             _close_quietly(meter)
             raise
     headers = outcome_headers(outcome)
@@ -160,9 +160,10 @@ def apply_key_rules(gateway, rules, body, meter):
                 f"(this call needs about {amount}).", headers={"Retry-After": str(max(1, round(wait)))})
         meter.tpm_reserved = amount
     if rules.max_parallel_requests:
-        key = f"key-parallel:{rules.hash}"
-        if state.add(key, 1) > rules.max_parallel_requests:
-            state.add(key, -1)
+        # A slot per call, expiring with the call's longest life: a worker that dies mid-call
+        # cannot hold one for good.
+        key, member = f"key-parallel:{rules.hash}", meter.request_id
+        if not state.acquire(key, rules.max_parallel_requests, member, gateway.spend.hold_seconds):
             raise errors.RateLimitError(
                 f"This key's limit of {rules.max_parallel_requests} parallel requests is reached.",
                 headers={"Retry-After": "1"})
@@ -171,7 +172,7 @@ def apply_key_rules(gateway, rules, body, meter):
         def release():
             if not released:  # a stream closes through two paths; count it once
                 released.append(True)
-                state.add(key, -1)
+                state.release(key, member)
         return release
     return None
 

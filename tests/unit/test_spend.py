@@ -28,6 +28,7 @@ from gateway.events import Observers
 from gateway.settings import ConfigError
 from gateway.settings import from_dict
 from gateway.spend import Ledger
+from gateway.spend import _Entry
 from gateway.spend import Meter
 from gateway.spend import SpendTracker
 from gateway.upstream import ChunkStream
@@ -237,7 +238,7 @@ def test_waiting_rows_are_committed_together(db, service, tmp_path):
     batches = []
     real = ledger._commit
     ledger._commit = lambda d, batch, idempotent: (batches.append(len(batch)), real(d, batch, idempotent))
-    ledger._pending.extend([[_row(rules, f"q{i}", 0.1), 0.0, None, False] for i in range(3)])
+    ledger._pending.extend([_Entry(_row(rules, f"q{i}", 0.1)) for i in range(3)])
     ledger.write(_row(rules, "last", 0.1), 0.0, rules)
     assert batches == [4]
     assert _key_row(db, rules).spend == pytest.approx(0.4)
@@ -273,23 +274,73 @@ def test_replaying_rows_already_committed_bills_nothing_twice(db, service, tmp_p
     ledger = Ledger(lambda: db, str(tmp_path / "spool"))
     row = _row(rules, "twice", 0.75)
     ledger.write(dict(row), 0.0, rules)
-    ledger._spool([[dict(row), 0.0, None, False], [_row(rules, "new", 0.25), 0.0, None, False]])
+    ledger._spool([_Entry(dict(row)), _Entry(_row(rules, "new", 0.25))])
     ledger._replay(db)
     assert _key_row(db, rules).spend == pytest.approx(1.0)
     assert _ledger_sum(db, rules) == pytest.approx(1.0)
 
 
-def test_a_dead_workers_spool_is_claimed_and_replayed(db, service, tmp_path):
+@pytest.mark.parametrize("owner", [2 ** 22 + 12345, os.getppid()], ids=["gone", "pid-reused"])
+def test_a_spool_nobody_holds_is_claimed_and_replayed(db, service, tmp_path, owner):
+    """Whether its pid is gone or now belongs to another process, an unlocked spool is replayed."""
     rules = _key(service)
     spool = tmp_path / "spool"
     spool.mkdir()
-    dead = 2 ** 22 + 12345  # above pid_max's default: no such process
-    (spool / f"spend-{dead}.jsonl").write_bytes(
+    (spool / f"spend-{owner}.jsonl").write_bytes(
         orjson.dumps({"row": _row(rules, "orphan", 0.5), "hold": 0.0, "reset": None}) + b"\n")
     ledger = Ledger(lambda: db, str(spool))
     ledger._replay(db)
     assert _key_row(db, rules).spend == pytest.approx(0.5)
     assert list(spool.iterdir()) == []
+
+
+def _spool_and_wait(spool, row, ready, finish):
+    """A worker whose database is down: spools one row, then lives until told to finish."""
+    def down():
+        raise RuntimeError("database down")
+    Ledger(down, spool).write(row)
+    ready.set()
+    finish.wait(30)
+
+
+def test_a_spool_whose_owner_lives_is_left_to_it(db, service, tmp_path):
+    import multiprocessing
+    rules = _key(service)
+    spool = str(tmp_path / "spool")
+    context = multiprocessing.get_context("fork")
+    ready, finish = context.Event(), context.Event()
+    worker = context.Process(target=_spool_and_wait, args=(spool, _row(rules, "owned", 0.5), ready, finish))
+    worker.start()
+    try:
+        assert ready.wait(30)
+        ledger = Ledger(lambda: db, spool)
+        assert ledger._claimable() == []  # alive: its lock is held
+    finally:
+        finish.set()
+        worker.join(30)
+    ledger._replay(db)  # gone: its file is claimed and replayed
+    assert _key_row(db, rules).spend == pytest.approx(0.5)
+    assert os.listdir(spool) == []
+
+
+def test_when_the_spool_fails_too_every_waiting_call_hears_it(tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+
+    def down():
+        raise RuntimeError("database down")
+    ledger = Ledger(down, str(blocker))
+    waiting = _Entry(_row(None, "waiting", 0.1))
+    ledger._pending.append(waiting)
+    with pytest.raises(OSError):
+        ledger.write(_row(None, "mine", 0.1))
+    assert waiting.done and isinstance(waiting.error, OSError)
+
+
+def test_an_empty_batch_writes_nothing(db, tmp_path):
+    Ledger(lambda: db, str(tmp_path))._commit(db, [], idempotent=False)
+    with db.session() as session:
+        assert session.scalars(select(SpendRow)).all() == []
 
 
 # ---- budget holds -----------------------------------------------------------------------------
