@@ -351,3 +351,25 @@ def test_redis_status_answers_quickly_when_unreachable(tmp_path):
     started = time.monotonic()
     assert state.status() == "redis unreachable (using local state)"
     assert time.monotonic() - started < 2.0
+
+
+# ---- expiring slots (max_parallel_requests) -------------------------------------------------
+
+def _slots(state):
+    assert state.acquire("k", 2, "a", ttl=60, now=1000.0)
+    assert state.acquire("k", 2, "b", ttl=60, now=1000.0)
+    assert not state.acquire("k", 2, "c", ttl=60, now=1001.0)  # both slots taken
+    state.release("k", "a")
+    assert state.acquire("k", 2, "c", ttl=60, now=1002.0)
+    assert not state.acquire("k", 2, "d", ttl=60, now=1003.0)
+    # "b" was never released (its worker died): its slot frees itself when its ttl ends
+    assert state.acquire("k", 2, "d", ttl=60, now=1060.5)
+    assert state.acquire("other", 1, "a", ttl=60, now=1000.0)  # keys are independent
+
+
+def test_local_slots_are_exact_and_expire(local):
+    _slots(local)
+
+
+def test_redis_slots_are_exact_and_expire(redis_client, prefix, tmp_path):
+    _slots(redis_state(prefix, tmp_path))
