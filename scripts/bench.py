@@ -22,7 +22,9 @@ What it does, all on 127.0.0.1 and all started/stopped by this script:
   (``gateway-budget``: every call holds and settles its worst case); each
   gateway row writes its spend ledger to its own SQLite file; plus any
   ``--variant NAME=config.yaml`` (``{UPSTREAM}`` and ``{MASTER_KEY}`` in that
-  file are replaced).
+  file are replaced); ``cache-hit`` and ``cache-miss`` run it with the
+  in-process response cache on, sending the same body each time or a
+  different one each time.
 
 Each target is started in turn, checked with one real request per mode,
 then loaded with wrk (POST, JSON body, c=1/16/64) non-stream and stream,
@@ -56,10 +58,18 @@ UPSTREAM_KEY = "sk-bench-upstream"
 CONCURRENCIES = (1, 16, 64)
 MODES = ("non-stream", "stream")
 MODEL_FOR_MODE = {"non-stream": "bench", "stream": "bench-stream"}
-BUILTIN_TARGETS = ("direct", "floor", "gateway", "gateway-key", "gateway-budget")
+BUILTIN_TARGETS = ("direct", "floor", "gateway", "gateway-key", "gateway-budget", "cache-hit", "cache-miss")
 # What each keyed row's virtual key is generated with (POST /key/generate).
 KEY_TARGETS = {"gateway-key": {"duration": "never"},
                "gateway-budget": {"duration": "never", "max_budget": 1e9}}
+# Rows with the in-process response cache on: every request the same (hits after the first per
+# worker) or every request different (a miss and a store each time).
+CACHE_TARGETS = {"cache-hit": False, "cache-miss": True}
+CACHE_CONF = """\
+litellm_settings:
+  cache: true
+  cache_params: {type: local, ttl: 3600}
+"""
 WORKERS = 2
 
 # --------------------------------------------------------------------------
@@ -167,6 +177,16 @@ wrk.method = "POST"
 wrk.body = {body}
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer {key}"
+"""
+# Each request a different body (a counter in the message), so a cache never hits.
+WRK_LUA_UNIQUE = WRK_LUA + """\
+local counter = 0
+local thread_id = tostring(math.random(1, 1000000000))
+request = function()
+  counter = counter + 1
+  local body = string.gsub(wrk.body, "Say hello", "Say hello " .. thread_id .. "-" .. counter)
+  return wrk.format(nil, nil, nil, body)
+end
 """
 
 
@@ -415,13 +435,13 @@ class Bench:
         self.wrk = shutil.which("wrk")
         self.lua = self.write_lua("master", MASTER_KEY)
 
-    def write_lua(self, name, key):
-        """wrk scripts (one per mode) that call with `key`."""
+    def write_lua(self, name, key, unique=False):
+        """wrk scripts (one per mode) that call with `key` (each request different if `unique`)."""
         paths = {}
         for mode in MODES:
             path = os.path.join(self.tmp, "wrk-%s-%s.lua" % (name, mode))
             with open(path, "w") as f:
-                f.write(WRK_LUA.format(body=lua_string(request_body(mode)), key=key))
+                f.write((WRK_LUA_UNIQUE if unique else WRK_LUA).format(body=lua_string(request_body(mode)), key=key))
             paths[mode] = path
         return paths
 
@@ -482,6 +502,8 @@ class Bench:
         if path is None:
             text = GATEWAY_CONF.format(upstream=self.upstream, upstream_key=UPSTREAM_KEY,
                                        master_key=MASTER_KEY)
+            if name in CACHE_TARGETS:
+                text += CACHE_CONF
         else:
             with open(path) as f:
                 text = f.read().replace("{UPSTREAM}", self.upstream).replace("{MASTER_KEY}", MASTER_KEY)
@@ -573,6 +595,9 @@ class Bench:
                         key = self.virtual_key(base, KEY_TARGETS[target])
                         self.measure(target, srv, {"non-stream": url, "stream": url}, key,
                                      self.write_lua(target, key))
+                    elif target in CACHE_TARGETS:
+                        self.measure(target, srv, {"non-stream": url, "stream": url}, MASTER_KEY,
+                                     self.write_lua(target, MASTER_KEY, unique=CACHE_TARGETS[target]))
                     else:
                         self.measure(target, srv, {"non-stream": url, "stream": url})
                 finally:
@@ -681,7 +706,8 @@ def parse_args(argv=None):
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="targets: direct (nginx itself), floor (scripts/bench_floor.py), gateway\n"
                "(generated config, master key), gateway-key (a virtual key), gateway-budget\n"
-               "(a virtual key with a budget), and each --variant NAME.\n"
+               "(a virtual key with a budget), cache-hit / cache-miss (in-process response\n"
+               "cache on; the same body each time, or a different one), and each --variant NAME.\n"
                "Stream rows' ratio is against the floor's NON-stream c=64 RPS.",
     )
     p.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run (default 10)")
@@ -709,7 +735,8 @@ def parse_args(argv=None):
         p.error("--duration must be > 0")
 
     targets = [("direct", "direct", None), ("floor", "floor", None), ("gateway", "gateway", None),
-               ("gateway-key", "gateway", None), ("gateway-budget", "gateway", None)]
+               ("gateway-key", "gateway", None), ("gateway-budget", "gateway", None),
+               ("cache-hit", "gateway", None), ("cache-miss", "gateway", None)]
     for spec in args.variant:
         name, sep, path = spec.partition("=")
         name = name.strip()
@@ -718,7 +745,7 @@ def parse_args(argv=None):
         if not os.path.isfile(path):
             p.error("--variant %s: no such file %s" % (name, path))
         path = os.path.abspath(path)
-        if name in ("direct", "floor") or name in KEY_TARGETS:
+        if name in ("direct", "floor") or name in KEY_TARGETS or name in CACHE_TARGETS:
             p.error("--variant name %r is reserved" % name)
         if name == "gateway":
             targets[2] = ("gateway", "gateway", path)
