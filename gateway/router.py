@@ -208,6 +208,7 @@ class Router:
             except errors.GatewayError as exc:
                 last_error = exc
                 if not (_retryable(exc) or exc.upstream_status in (401, 403, 404)):
+                    exc.outcome = outcome  # what was tried, for the call's record (spend row, traces)
                     raise
                 chain = self._chain(group_name, self.fallbacks, per_request.get("fallbacks"))
             for fallback in chain:
@@ -217,6 +218,7 @@ class Router:
             if queue:
                 outcome.fallbacks += 1
                 log.info("falling back from %s to %s after %s", group_name, queue[0], type(last_error).__name__)
+        last_error.outcome = outcome  # what was tried, for the call's record (spend row, traces)
         raise last_error
 
     def _call_group(self, name, endpoint, body, stream, retries, timeout, deadline, outcome):

@@ -1,10 +1,11 @@
 """Heavy optional libraries load only when the configuration uses them (DESIGN: performance)."""
 
 import json
+import os
 import subprocess
 import sys
 
-HEAVY = ("boto3", "botocore", "sqlalchemy", "alembic", "psycopg2", "redis")
+HEAVY = ("boto3", "botocore", "sqlalchemy", "alembic", "psycopg2", "redis", "opentelemetry")
 
 SCRIPT = r"""
 import json, sys
@@ -23,10 +24,11 @@ print(json.dumps(sorted({m.split(".")[0] for m in sys.modules} & set(HEAVY))))
 """
 
 
-def loaded_after_calls(config):
+def loaded_after_calls(config, env=None):
     """The heavy top-level packages a fresh process has imported after serving a few calls."""
     code = f"CONFIG = {config!r}\nHEAVY = {HEAVY!r}\n" + SCRIPT
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True,
+                         env={**os.environ, **(env or {})})
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -51,4 +53,18 @@ def test_redis_is_imported_only_when_configured():
     config = {"model_list": [{"model_name": "demo", "litellm_params": {"model": "demo/echo"}}],
               "router_settings": {"redis_host": "127.0.0.1", "redis_port": 1},
               "general_settings": {"master_key": "sk-master-0123456789abcdef", "disable_spend_logs": True}}
-    assert loaded_after_calls(config) == ["redis"]
+    # redis-py itself imports opentelemetry (its own observability) when that is installed.
+    assert [name for name in loaded_after_calls(config) if name != "opentelemetry"] == ["redis"]
+
+
+def test_opentelemetry_is_imported_only_when_tracing_is_on():
+    config = {"model_list": [{"model_name": "demo", "litellm_params": {"model": "demo/echo"}}],
+              "general_settings": {"master_key": "sk-master-0123456789abcdef", "disable_spend_logs": True}}
+    assert loaded_after_calls(config) == []  # (the plain case above checks it too, with spend logs)
+    # On: exported to a port nobody listens on (the export fails quietly, off the request path).
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "OTEL_BSP_SCHEDULE_DELAY": "10"}
+    config["general_settings"]["otel"] = True
+    assert loaded_after_calls(config, env) == ["opentelemetry"]
+    config["general_settings"].pop("otel")
+    config["litellm_settings"] = {"callbacks": ["otel"]}
+    assert loaded_after_calls(config, env) == ["opentelemetry"]
