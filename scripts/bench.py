@@ -24,7 +24,8 @@ What it does, all on 127.0.0.1 and all started/stopped by this script:
   ``--variant NAME=config.yaml`` (``{UPSTREAM}`` and ``{MASTER_KEY}`` in that
   file are replaced); ``cache-hit`` and ``cache-miss`` run it with the
   in-process response cache on, sending the same body each time or a
-  different one each time.
+  different one each time; ``otel`` runs it with tracing on, exporting
+  spans by OTLP/HTTP to the same nginx (which answers 200).
 
 Each target is started in turn, checked with one real request per mode,
 then loaded with wrk (POST, JSON body, c=1/16/64) non-stream and stream,
@@ -58,7 +59,8 @@ UPSTREAM_KEY = "sk-bench-upstream"
 CONCURRENCIES = (1, 16, 64)
 MODES = ("non-stream", "stream")
 MODEL_FOR_MODE = {"non-stream": "bench", "stream": "bench-stream"}
-BUILTIN_TARGETS = ("direct", "floor", "gateway", "gateway-key", "gateway-budget", "cache-hit", "cache-miss")
+BUILTIN_TARGETS = ("direct", "floor", "gateway", "gateway-key", "gateway-budget", "cache-hit", "cache-miss",
+                   "otel")
 # What each keyed row's virtual key is generated with (POST /key/generate).
 KEY_TARGETS = {"gateway-key": {"duration": "never"},
                "gateway-budget": {"duration": "never", "max_budget": 1e9}}
@@ -154,6 +156,10 @@ http {{
             default_type text/event-stream;
             add_header Cache-Control no-cache;
             return 200 {stream};
+        }}
+        location = /v1/traces {{
+            default_type application/x-protobuf;
+            return 200 "";
         }}
         location / {{ return 404; }}
     }}
@@ -504,6 +510,8 @@ class Bench:
                                        master_key=MASTER_KEY)
             if name in CACHE_TARGETS:
                 text += CACHE_CONF
+            if name == "otel":
+                text += "  otel: true\n"  # under general_settings, the file's last mapping
         else:
             with open(path) as f:
                 text = f.read().replace("{UPSTREAM}", self.upstream).replace("{MASTER_KEY}", MASTER_KEY)
@@ -522,6 +530,8 @@ class Bench:
         # each gateway row has a key store and spend ledger of its own
         env = dict(os.environ, DATABASE_URL="sqlite:///%s" % os.path.join(
             self.tmp, "gateway-%s.sqlite" % re.sub(r"[^\w.-]", "_", name)))
+        if name == "otel":  # spans go to nginx, which answers every export with 200
+            env.update(OTEL_EXPORTER_OTLP_ENDPOINT=self.upstream, OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf")
         srv = self.start(name, argv, env=env, cwd=ROOT)
         url = "http://127.0.0.1:%d/health/readiness" % port
         hdr = {"Authorization": "Bearer " + MASTER_KEY}
@@ -707,7 +717,8 @@ def parse_args(argv=None):
         epilog="targets: direct (nginx itself), floor (scripts/bench_floor.py), gateway\n"
                "(generated config, master key), gateway-key (a virtual key), gateway-budget\n"
                "(a virtual key with a budget), cache-hit / cache-miss (in-process response\n"
-               "cache on; the same body each time, or a different one), and each --variant NAME.\n"
+               "cache on; the same body each time, or a different one), otel (tracing on,\n"
+               "spans exported to the nginx upstream), and each --variant NAME.\n"
                "Stream rows' ratio is against the floor's NON-stream c=64 RPS.",
     )
     p.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run (default 10)")
@@ -736,7 +747,7 @@ def parse_args(argv=None):
 
     targets = [("direct", "direct", None), ("floor", "floor", None), ("gateway", "gateway", None),
                ("gateway-key", "gateway", None), ("gateway-budget", "gateway", None),
-               ("cache-hit", "gateway", None), ("cache-miss", "gateway", None)]
+               ("cache-hit", "gateway", None), ("cache-miss", "gateway", None), ("otel", "gateway", None)]
     for spec in args.variant:
         name, sep, path = spec.partition("=")
         name = name.strip()
@@ -745,7 +756,7 @@ def parse_args(argv=None):
         if not os.path.isfile(path):
             p.error("--variant %s: no such file %s" % (name, path))
         path = os.path.abspath(path)
-        if name in ("direct", "floor") or name in KEY_TARGETS or name in CACHE_TARGETS:
+        if name in BUILTIN_TARGETS:
             p.error("--variant name %r is reserved" % name)
         if name == "gateway":
             targets[2] = ("gateway", "gateway", path)
