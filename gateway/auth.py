@@ -127,6 +127,12 @@ class LazyKeys:
                                                      code="key_store_unavailable") from exc
         return self._service
 
+    def describe(self):
+        """For readiness (a public route): the store's kind and state, never its address."""
+        if self._service is None:
+            return "not opened yet" if time.monotonic() >= self._retry_at else "unavailable"
+        return f"{self._service.db.engine.dialect.name} connected"
+
     def lookup(self, token):
         """KeyService.lookup through the lazily opened service (malformed keys never reach it)."""
         from gateway.keys import looks_like_key

@@ -22,8 +22,10 @@ def readiness():
     """The app is configured and can take calls."""
     gateway = current_app.extensions["gateway"]
     names = gateway.router.names
+    keys = gateway.auth.keys
     return json_response({"status": "healthy" if names else "no models configured",
-                          "models": len(names), "db": "not configured", "cache": "none",
+                          "models": len(names), "db": keys.describe() if keys is not None else "not configured",
+                          "cache": gateway.cache.backend.name if gateway.cache is not None else None,
                           "router_state": gateway.router.state.status(),
                           "version": __version__}, status=200 if names else 503)
 

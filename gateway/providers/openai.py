@@ -5,6 +5,8 @@ import re
 
 import orjson
 
+from gateway import errors
+
 from gateway.providers.base import Provider
 from gateway.providers.base import UpstreamRequest
 from gateway.providers.base import dumps
@@ -77,7 +79,15 @@ class OpenAIProvider(Provider):
         """Each `data:` line is one chunk; `[DONE]` ends the stream."""
         if data == DONE:
             return None
-        return [orjson.loads(data)]
+        chunk = orjson.loads(data)
+        if isinstance(chunk, dict) and chunk.get("error") and not chunk.get("choices"):
+            # An in-band error ends the stream as a failure (never a chunk that looks like an
+            # answer: it would be billed as a success and could be cached).
+            detail = chunk["error"]
+            message = detail.get("message") if isinstance(detail, dict) else detail
+            raise errors.UpstreamError(f"{str(message)[:500]} (deployment: {self.label})",
+                                       code=detail.get("code") if isinstance(detail, dict) else None)
+        return [chunk]
 
 
 PROVIDERS = (OpenAIProvider,)
