@@ -44,7 +44,7 @@ IMPLEMENTED = {
                          "add_function_to_prompt", "num_retries", "fallbacks", "context_window_fallbacks",
                          "default_fallbacks", "allowed_fails", "cooldown_time", "cache", "cache_params",
                          "success_callback", "failure_callback", "callbacks", "json_logs",
-                         "turn_off_message_logging"},
+                         "turn_off_message_logging", "callback_settings"},
     "router_settings": {"model_group_alias", "routing_strategy", "num_retries", "timeout", "stream_timeout",
                         "redis_host", "redis_port", "redis_password", "redis_url", "allowed_fails",
                         "cooldown_time", "fallbacks", "context_window_fallbacks", "default_fallbacks",
@@ -250,6 +250,8 @@ def from_dict(raw, *, source="config", environ=True):
     for section, values in (("litellm_settings", litellm), ("router_settings", router),
                             ("general_settings", general)):
         _warn_keys(section, values)
+    from gateway.callbacks import parse as parse_callbacks
+    parse_callbacks(litellm)  # sinks come from a fixed list; ConfigError names the entry at fault
     known_top = set(ConfigSchema().fields)
     for key in sorted(set(data) - known_top):
         log.warning("%s is not a top-level key this gateway knows; ignored", key)
