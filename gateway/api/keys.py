@@ -39,7 +39,9 @@ def info():
         key = caller.rules.hash
     if not key:
         raise errors.BadRequestError("`key` is required.", param="key")
-    return json_response({"key": key, "info": _service().info(key)})
+    info = _service().info(key)
+    # The key is named by its hash: an answer never carries a key (it is shown once, by generate).
+    return json_response({"key": info["token"], "info": info})
 
 
 @bp.post("/key/update")

@@ -61,8 +61,9 @@ class GatewayProcess:
         raise AssertionError(f"gateway not ready after {timeout}s:\n{self.log()}")
 
     def log(self):
-        """Everything the process wrote so far."""
-        self._log.flush()
+        """Everything the process wrote so far (all of it once stopped)."""
+        if not self._log.closed:
+            self._log.flush()
         return Path(self.log_path).read_text(errors="replace")
 
     def stop(self):
