@@ -339,24 +339,52 @@ class SpendTracker:
 
 
 class Ledger:
-    """Durable spend rows: group commit to the database, spool file while it is unreachable."""
+    """Durable spend rows: a journal file, group commits to the database, replay after an outage.
 
-    def __init__(self, open_db, spool_dir):
+    Under gevent (the gateway's workers) a call's row is appended to this process's journal file
+    before the call's greenlet moves on (a write to the page cache: it survives the worker crashing)
+    and a flusher greenlet commits every row queued since its last pass in one transaction, then drops
+    that part of the journal. Elsewhere (tests, scripts) rows are committed before write() returns.
+    While the database cannot be reached the journal simply keeps the rows (fsynced) and they are
+    replayed when it answers; a journal whose process died (its flock is free) is replayed by
+    another worker or instance. A request id is written once, so a replay never bills twice.
+    """
+
+    def __init__(self, open_db, spool_dir, asynchronous=None):
         self._open_db = open_db  # -> Database; raises while the database cannot be reached
         self.spool_dir = spool_dir
+        self.asynchronous = asynchronous  # None: decided at the first write (gevent or not)
         self._lock = threading.Lock()
-        self._pending = []
+        self._pending = []  # synchronous mode: rows waiting for the writer that holds the lock
+        self._queued = []  # asynchronous mode: rows in the journal, not yet committed
+        self._journal = None  # (pid, fd, path): this process's journal, flock'ed while it lives
+        self._segments = {}  # path -> fd: our own set-aside journals waiting for the database
+        self._clean = True  # the journal holds only rows that are in _queued
         self._down_until = 0.0
         self._down_logged = False
         self._spooled = self._has_spool()
-        self._spool_fd = None  # (pid, fd) of this process's spool file, locked while it lives
+        self._wake = None
+        self._flusher = None
         self._worker = None
 
     # -- writing ----------------------------------------------------------------------------------
 
     def write(self, row, hold=0.0, rules=None):
-        """Make one row durable (committed or spooled) before returning; raises if neither worked."""
+        """Make one row durable before returning (journaled, committed or spooled); raises if
+        none of these worked."""
         entry = _Entry(row, hold, _reset_seconds(rules))
+        if self.asynchronous is None:
+            self.asynchronous = _cooperative()
+        if self.asynchronous:
+            try:
+                self._append([entry], fsync=False)
+            except OSError as exc:
+                log.error("spend: the journal cannot be written (%s); committing directly", exc)
+            else:
+                self._queued.append(entry)
+                self._wake_flusher()
+                self._ensure_worker()
+                return
         self._pending.append(entry)
         if not self._lock.locked() and _cooperative():
             # Let the other greenlets whose responses are finishing now queue their rows, so one
@@ -369,6 +397,69 @@ class Ledger:
         self._ensure_worker()
         if entry.error is not None:
             raise entry.error
+
+    def flush(self):
+        """Commit what the journal holds now (the flusher's pass; also for tests and shutdown)."""
+        with self._lock:
+            self._flush_queued()
+
+    def _flush_queued(self):
+        if not self._queued:
+            return
+        if time.monotonic() < self._down_until:
+            self._set_aside()  # they wait in the journal, replayed when the database answers
+            return
+        clean = self._clean
+        path, batch = self._rotate()
+        try:
+            db = self._open_db()
+            if clean:
+                self._commit(db, batch, idempotent=False)
+            else:
+                self._commit_file(db, path)
+        except Exception as exc:  # noqa: BLE001  (any database failure: the rows stay on disk)
+            self._went_down(exc)
+            self._fsync_segment(path)
+            self._spooled = True
+            return
+        self._drop_segment(path)
+        self._came_back()
+        if self._segments:  # rows set aside by an earlier failed pass; others' by the background loop
+            try:
+                self._replay(db)
+            except Exception as exc:  # noqa: BLE001
+                self._went_down(exc)
+
+    def _set_aside(self):
+        """Database down: the queued rows stay in the journal (fsynced), to be replayed."""
+        self._queued = []
+        self._clean = False
+        self._spooled = True
+        if self._journal is not None:
+            try:
+                os.fsync(self._journal[1])
+            except OSError:
+                pass
+
+    def _wake_flusher(self):
+        if self._flusher is None or self._flusher[0] != os.getpid():
+            if not _cooperative():
+                return  # no gevent: flush() is called by whoever drives this ledger
+            import gevent
+            from gevent.event import Event
+            self._wake = Event()
+            self._flusher = (os.getpid(), gevent.spawn(self._flush_loop))
+        self._wake.set()
+
+    def _flush_loop(self):
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            _yield()  # rows of greenlets finishing right now join this pass
+            try:
+                self.flush()
+            except Exception:  # noqa: BLE001  (the loop must outlive any one failure)
+                log.exception("spend: flush failed")
 
     def _flush(self, batch):
         """Commit the batch, else spool it; every entry ends done, with the error if both failed."""
@@ -491,46 +582,93 @@ class Ledger:
 
     # -- the spool --------------------------------------------------------------------------------
 
-    def _spool_path(self):
+    def _journal_path(self):
         return os.path.join(self.spool_dir, f"{SPOOL_PREFIX}{os.getpid()}.jsonl")
 
     def _has_spool(self):
+        """Whether any journal may need a replay: set-aside rows of ours, or any other journal
+        (another process's may be orphaned). Our own clean journal is the flusher's business."""
         try:
-            return any(n.startswith(SPOOL_PREFIX) for n in os.listdir(self.spool_dir))
+            names = os.listdir(self.spool_dir)
         except OSError:
             return False
+        own = self._own_journal_name()
+        return any(n.startswith(SPOOL_PREFIX) and n != own for n in names)
+
+    def _own_journal_name(self):
+        if self._journal is not None and self._journal[0] == os.getpid() and self._clean:
+            return os.path.basename(self._journal[2])
+        return None
+
+    def _append(self, batch, fsync):
+        """Append rows to this process's journal. The file stays open and flock'ed while this
+        process lives: that lock, not the pid in the name (pids are reused after a restart), tells
+        others whether its owner is still alive."""
+        if self._journal is None or self._journal[0] != os.getpid():
+            os.makedirs(self.spool_dir, mode=0o700, exist_ok=True)
+            path = self._journal_path()
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._journal = (os.getpid(), fd, path)
+        data = b"".join(orjson.dumps({"row": e.row, "hold": e.hold, "reset": e.reset}) + b"\n" for e in batch)
+        os.write(self._journal[1], data)
+        if fsync:
+            os.fsync(self._journal[1])
 
     def _spool(self, batch):
-        """Append rows to this process's spool file and fsync before the requests move on.
-
-        The file stays open and flock'ed while this process lives: that lock, not the pid in the
-        name (pids are reused after a restart), tells others whether its owner is still alive."""
-        os.makedirs(self.spool_dir, mode=0o700, exist_ok=True)
-        data = b"".join(orjson.dumps({"row": e.row, "hold": e.hold, "reset": e.reset}) + b"\n" for e in batch)
-        if self._spool_fd is None or self._spool_fd[0] != os.getpid():
-            fd = os.open(self._spool_path(), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            self._spool_fd = (os.getpid(), fd)
-        os.write(self._spool_fd[1], data)
-        os.fsync(self._spool_fd[1])
+        """Synchronous mode, database down: journal the rows, fsynced, before the calls move on."""
+        self._append(batch, fsync=True)
+        self._clean = False
         self._spooled = True
 
+    def _rotate(self):
+        """Set the journal aside as one of our segments (still locked): (its path, the queued rows
+        it holds). New rows start a new journal."""
+        batch, self._queued = self._queued, []
+        self._clean = True
+        if self._journal is None or self._journal[0] != os.getpid():
+            return None, batch
+        _pid, fd, path = self._journal
+        segment = os.path.join(self.spool_dir, f"{SPOOL_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}.jsonl")
+        os.rename(path, segment)
+        self._segments[segment] = fd
+        self._journal = None
+        return segment, batch
+
+    def _drop_segment(self, path):
+        """A segment whose rows are committed: delete it and let its lock go."""
+        if path is None:
+            return
+        fd = self._segments.pop(path, None)
+        try:
+            os.unlink(path)
+        finally:
+            if fd is not None:
+                os.close(fd)
+
+    def _fsync_segment(self, path):
+        fd = self._segments.get(path)
+        if fd is not None:
+            try:
+                os.fsync(fd)
+            except OSError:
+                pass
+
     def _claimable(self):
-        """Spool files this process may replay, each with an fd holding its lock: its own, and
-        those whose owner is gone (their lock is free); others' are renamed to ours first."""
+        """Journals to replay, each (path, fd holding its lock, whether it is ours): our set-aside
+        segments, and the journals of processes that are gone (their lock is free), renamed to
+        ours first. A journal whose owner lives is left to it."""
+        self._rotate_for_replay()
+        claimed = [(path, fd, True) for path, fd in self._segments.items()]
         try:
             names = sorted(os.listdir(self.spool_dir))
         except OSError:
-            return []
-        own = self._spool_path()
-        claimed = []
+            return claimed
+        mine = {os.path.basename(p) for p in self._segments} | {self._own_journal_name()}
         for name in names:
+            if not name.startswith(SPOOL_PREFIX) or name in mine:
+                continue
             path = os.path.join(self.spool_dir, name)
-            if not name.startswith(SPOOL_PREFIX):
-                continue
-            if path == own:
-                claimed.append((path, None))  # ours: our lock is held already
-                continue
             try:
                 fd = os.open(path, os.O_RDONLY)
             except OSError:
@@ -540,36 +678,48 @@ class Ledger:
             except BlockingIOError:
                 os.close(fd)
                 continue  # its owner is alive and replays it itself
-            target = os.path.join(self.spool_dir, f"{SPOOL_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl")
+            target = os.path.join(self.spool_dir, f"{SPOOL_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}.jsonl")
             try:
                 os.rename(path, target)  # under our lock: nobody else takes it meanwhile
             except OSError:
                 os.close(fd)
                 continue
-            claimed.append((target, fd))
+            claimed.append((target, fd, False))
         return claimed
 
+    def _rotate_for_replay(self):
+        """Our journal joins the segments to replay when it holds set-aside rows (its queued rows
+        go with it; the replay commits them). A clean journal is the flusher's."""
+        if self._journal is not None and self._journal[0] == os.getpid() and not self._clean:
+            self._rotate()
+
+    def _commit_file(self, db, path):
+        """Commit every row of a journal file, each request id once."""
+        with open(path, "rb") as handle:
+            lines = [orjson.loads(line) for line in handle if line.strip()]
+        batch = [_Entry(_revive(item["row"]), item.get("hold") or 0.0, item.get("reset")) for item in lines]
+        for start in range(0, len(batch), 500):
+            self._commit(db, batch[start:start + 500], idempotent=True)
+        return len(batch)
+
     def _replay(self, db):
-        """Commit spooled rows (each request id once); files are removed once committed."""
-        for path, fd in self._claimable():
+        """Commit journaled rows (each request id once); files are removed once committed."""
+        for path, fd, ours in self._claimable():
             try:
-                try:
-                    with open(path, "rb") as handle:
-                        lines = [orjson.loads(line) for line in handle if line.strip()]
-                except (OSError, orjson.JSONDecodeError) as exc:
-                    log.error("spend: cannot read spool file %s: %s", path, type(exc).__name__)
-                    continue
-                batch = [_Entry(_revive(item["row"]), item.get("hold") or 0.0, item.get("reset")) for item in lines]
-                for start in range(0, len(batch), 500):
-                    self._commit(db, batch[start:start + 500], idempotent=True)
-                os.unlink(path)
-                if fd is None and self._spool_fd is not None:  # our own file: start a new one next time
-                    os.close(self._spool_fd[1])
-                    self._spool_fd = None
-                log.warning("spend: replayed %d spooled row(s)", len(batch))
-            finally:
-                if fd is not None:
+                count = self._commit_file(db, path)
+            except (OSError, orjson.JSONDecodeError) as exc:
+                log.error("spend: cannot read journal %s: %s", path, type(exc).__name__)
+                if not ours:
                     os.close(fd)
+                continue
+            if ours:
+                self._drop_segment(path)
+            else:
+                try:
+                    os.unlink(path)
+                finally:
+                    os.close(fd)
+            log.warning("spend: replayed %d journaled row(s)", count)
         self._spooled = self._has_spool()
 
     # -- background: replay while idle, expire holds ----------------------------------------------
@@ -585,6 +735,8 @@ class Ledger:
         while True:
             time.sleep(RETRY_SECONDS)
             try:
+                if not self._spooled:  # a journal another process left behind, say
+                    self._spooled = self._has_spool()
                 if self._spooled and time.monotonic() >= self._down_until:
                     with self._lock:
                         try:

@@ -518,3 +518,80 @@ def test_spend_logs_can_be_turned_off(db_url, tmp_path):
     client = create_app(settings).test_client()
     resp = client.get("/spend/logs", headers={"Authorization": f"Bearer {MASTER}"})
     assert resp.status_code == 404 and resp.get_json()["error"]["code"] == "spend_logs_disabled"
+
+
+# ---- the journal (how gunicorn's gevent workers write) ------------------------------------------
+
+def _files(spool):
+    return sorted(os.listdir(spool)) if os.path.isdir(spool) else []
+
+
+def test_journaled_rows_reach_the_database_on_the_next_flush(db, service, tmp_path):
+    rules = _key(service)
+    spool = str(tmp_path / "spool")
+    ledger = Ledger(lambda: db, spool, asynchronous=True)
+    for i in range(3):
+        ledger.write(_row(rules, f"j{i}", 0.5), 0.0, rules)
+    assert _key_row(db, rules).spend == 0  # durable in the journal, not yet committed
+    assert _files(spool) == [f"spend-{os.getpid()}.jsonl"]
+    ledger.flush()
+    assert _key_row(db, rules).spend == pytest.approx(1.5) and _ledger_sum(db, rules) == pytest.approx(1.5)
+    assert _files(spool) == []
+
+
+def test_journal_keeps_rows_through_an_outage_and_commits_each_once(db, service, tmp_path):
+    rules = _key(service)
+    spool = str(tmp_path / "spool")
+    down = {"now": True}
+
+    def open_db():
+        if down["now"]:
+            raise RuntimeError("database down")
+        return db
+    ledger = Ledger(open_db, spool, asynchronous=True)
+    ledger.write(_row(rules, "a", 0.25), 0.0, rules)
+    ledger.flush()  # fails: the rows stay in a set-aside journal of ours
+    ledger.write(_row(rules, "b", 0.25), 0.0, rules)
+    ledger.flush()  # still down (within the retry pause): set aside in the journal
+    ledger.write(_row(rules, "c", 0.25), 0.0, rules)
+    assert _key_row(db, rules).spend == 0 and len(_files(spool)) == 2
+    down["now"] = False
+    ledger._down_until = 0
+    ledger.write(_row(rules, "d", 0.25), 0.0, rules)
+    ledger.flush()
+    assert _key_row(db, rules).spend == pytest.approx(1.0)
+    with db.session() as session:
+        ids = sorted(r.request_id for r in session.scalars(select(SpendRow)))
+    assert ids == ["a", "b", "c", "d"]
+    assert _files(spool) == []
+
+
+def _journal_and_die(spool, row):
+    """A worker that journals a row and dies before any flush."""
+    Ledger(lambda: None, spool, asynchronous=True).write(row)
+    os._exit(0)
+
+
+def test_a_dead_workers_journal_is_replayed_by_another(db, service, tmp_path):
+    import multiprocessing
+    rules = _key(service)
+    spool = str(tmp_path / "spool")
+    worker = multiprocessing.get_context("fork").Process(target=_journal_and_die,
+                                                          args=(spool, _row(rules, "orphan", 0.5)))
+    worker.start()
+    worker.join(30)
+    assert len(_files(spool)) == 1
+    ledger = Ledger(lambda: db, spool, asynchronous=True)
+    assert ledger._has_spool()
+    ledger._replay(db)
+    assert _key_row(db, rules).spend == pytest.approx(0.5) and _files(spool) == []
+
+
+def test_a_clean_journal_of_ours_is_left_to_the_flusher(db, service, tmp_path):
+    rules = _key(service)
+    spool = str(tmp_path / "spool")
+    ledger = Ledger(lambda: db, spool, asynchronous=True)
+    ledger.write(_row(rules, "queued", 0.5), 0.0, rules)
+    assert not ledger._has_spool() and ledger._claimable() == []
+    ledger.flush()
+    assert _key_row(db, rules).spend == pytest.approx(0.5)
