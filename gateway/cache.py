@@ -30,6 +30,7 @@ log = logging.getLogger("gateway.cache")
 
 DEFAULT_TTL = 600.0
 LOCAL_MAX_ENTRIES = 10_000
+LOCAL_MAX_MB = 32  # per worker
 REDIS_RETRY_SECONDS = 5.0
 # Body keys that never change the answer: gateway controls, routing, transport, tracking.
 NOT_IN_KEY = frozenset({
@@ -45,13 +46,15 @@ KEY_HEADER = "x-litellm-cache-key"
 
 
 class LocalCache:
-    """Per-worker memory, least recently used entries dropped past LOCAL_MAX_ENTRIES."""
+    """Per-worker memory: least recently used entries dropped past `max_entries` or `max_bytes`."""
 
     name = "local"
 
-    def __init__(self, max_entries=LOCAL_MAX_ENTRIES):
+    def __init__(self, max_entries=LOCAL_MAX_ENTRIES, max_bytes=LOCAL_MAX_MB * 1024 * 1024):
         self._data = OrderedDict()
         self._max = max_entries
+        self._max_bytes = max_bytes
+        self._bytes = 0
         self._lock = threading.Lock()
 
     def get(self, key):
@@ -60,17 +63,25 @@ class LocalCache:
             if found is None:
                 return None
             if found[0] <= time.time():
-                del self._data[key]
+                self._drop(key)
                 return None
             self._data.move_to_end(key)
             return found[1]
 
     def set(self, key, value, ttl):
+        if len(value) > self._max_bytes:
+            return
         with self._lock:
+            if key in self._data:
+                self._drop(key)
             self._data[key] = (time.time() + ttl, value)
-            self._data.move_to_end(key)
-            while len(self._data) > self._max:
-                self._data.popitem(last=False)
+            self._bytes += len(value)
+            while len(self._data) > self._max or self._bytes > self._max_bytes:
+                self._drop(next(iter(self._data)))
+
+    def _drop(self, key):
+        _expiry, value = self._data.pop(key)
+        self._bytes -= len(value)
 
 
 class RedisCache:
@@ -245,5 +256,9 @@ def build_cache(settings, environ=os.environ):
             raise ConfigError("litellm_settings.cache_params.supported_call_types: must list names from "
                               + ", ".join(sorted(CALL_TYPES)))
         call_types = frozenset(CALL_TYPES[t] for t in types)
-    backend = RedisCache(_redis_client(params, environ)) if kind == "redis" else LocalCache()
+    size = params.get("max_size_mb", LOCAL_MAX_MB)
+    if isinstance(size, bool) or not isinstance(size, (int, float)) or size <= 0:
+        raise ConfigError("litellm_settings.cache_params.max_size_mb: must be a number of megabytes > 0")
+    backend = (RedisCache(_redis_client(params, environ)) if kind == "redis"
+               else LocalCache(max_bytes=int(size * 1024 * 1024)))
     return ResponseCache(backend, float(ttl), namespace, call_types, params.get("shared") is True)

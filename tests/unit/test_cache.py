@@ -182,7 +182,8 @@ def test_a_hit_costs_nothing_and_is_marked_in_the_spend_row(app):
 
 @pytest.mark.parametrize("params, message", [
     ({"type": "memcached"}, "cache_params.type"), ({"ttl": 0}, "cache_params.ttl"),
-    ({"supported_call_types": ["rerank"]}, "supported_call_types"), ({"namespace": 1}, "namespace")])
+    ({"supported_call_types": ["rerank"]}, "supported_call_types"), ({"namespace": 1}, "namespace"),
+    ({"max_size_mb": 0}, "max_size_mb")])
 def test_bad_cache_settings_stop_start_up(params, message):
     with pytest.raises(ConfigError, match=message):
         cache_module.build_cache(from_dict({"litellm_settings": {"cache": True, "cache_params": params}}))
@@ -220,3 +221,16 @@ def test_redis_down_calls_go_on_uncached_and_it_says_so_once(tmp_path, caplog):
     assert [r.status_code for r in results] == [200, 200, 200]
     assert len(app.upstream_calls) == 3
     assert sum("Redis unreachable" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_local_cache_is_bounded_by_entries_and_bytes():
+    local = cache_module.LocalCache(max_entries=3, max_bytes=100)
+    for i in range(5):
+        local.set(f"k{i}", b"x" * 10, 60)
+    assert [local.get(f"k{i}") is not None for i in range(5)] == [False, False, True, True, True]
+    local.get("k2")  # recently used: the last to go
+    local.set("big", b"y" * 90, 60)  # 120 bytes: the least recently used go until 100 fit
+    assert [k for k in ("k2", "k3", "k4", "big") if local.get(k) is not None] == ["k2", "big"]
+    assert local._bytes == 100
+    local.set("huge", b"z" * 101, 60)  # larger than the whole cache: not stored
+    assert local.get("huge") is None and local.get("big") is not None
