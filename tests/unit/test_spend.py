@@ -595,3 +595,26 @@ def test_a_clean_journal_of_ours_is_left_to_the_flusher(db, service, tmp_path):
     assert not ledger._has_spool() and ledger._claimable() == []
     ledger.flush()
     assert _key_row(db, rules).spend == pytest.approx(0.5)
+
+
+# ---- migrations: alembic only when the schema is behind -------------------------------------------
+
+def test_head_revision_is_alembics_head():
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from gateway.db import HEAD_REVISION
+    from gateway.db import MIGRATIONS
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    assert ScriptDirectory.from_config(config).get_current_head() == HEAD_REVISION
+
+
+def test_a_database_at_head_opens_without_importing_alembic(db, db_url):
+    import subprocess
+    import sys
+    code = ("import sys; from gateway.db import Database; d = Database(sys.argv[1]); "
+            "print(d.at_head()); d.migrate(); print('alembic' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, db_url], capture_output=True, text=True, timeout=60,
+                         check=True).stdout.split()
+    assert out == ["True", "False"]
