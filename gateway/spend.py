@@ -31,6 +31,7 @@ log = logging.getLogger("gateway.spend")
 
 DEFAULT_OUTPUT_BOUND = 4096  # completion tokens assumed when neither the call nor the model bounds them
 RETRY_SECONDS = 2.0  # how long the ledger spools before trying the database again
+FLUSH_DELAY = 0.02  # seconds journaled rows wait for more rows to share their commit
 SWEEP_SECONDS = 30.0
 SPOOL_PREFIX = "spend-"
 COST_HEADER = "x-litellm-response-cost"
@@ -382,7 +383,7 @@ class Ledger:
                 log.error("spend: the journal cannot be written (%s); committing directly", exc)
             else:
                 self._queued.append(entry)
-                self._wake_flusher()
+                self._wake_flusher(hurry=bool(hold))
                 self._ensure_worker()
                 return
         self._pending.append(entry)
@@ -441,21 +442,26 @@ class Ledger:
             except OSError:
                 pass
 
-    def _wake_flusher(self):
+    def _wake_flusher(self, hurry=False):
+        """Rows wait up to FLUSH_DELAY so that one commit carries many (and none runs between a
+        response and the connection's next request); a budget hold's settlement goes at once."""
         if self._flusher is None or self._flusher[0] != os.getpid():
             if not _cooperative():
                 return  # no gevent: flush() is called by whoever drives this ledger
             import gevent
             from gevent.event import Event
-            self._wake = Event()
+            self._wake, self._hurry = Event(), Event()
             self._flusher = (os.getpid(), gevent.spawn(self._flush_loop))
+        if hurry:
+            self._hurry.set()
         self._wake.set()
 
     def _flush_loop(self):
         while True:
             self._wake.wait()
             self._wake.clear()
-            _yield()  # rows of greenlets finishing right now join this pass
+            self._hurry.wait(FLUSH_DELAY)
+            self._hurry.clear()
             try:
                 self.flush()
             except Exception:  # noqa: BLE001  (the loop must outlive any one failure)
