@@ -84,6 +84,9 @@ def serve(endpoint, path_model=None):
     if cached is not None:
         outcome, result = Outcome(group=gateway.router.resolve(body.get("model"))), cached
         meter.cache_hit = True
+        # A hit does no I/O that would yield: let the worker's other connections have a turn, or
+        # a client pipelining hits could hold the worker for seconds.
+        _let_others_run()
         if stream:
             result = replay(cached)
     else:
@@ -120,6 +123,14 @@ def serve(endpoint, path_model=None):
     response = json_response(result, headers=headers)
     response.call_on_close(meter.close)
     return response
+
+
+def _let_others_run():
+    import sys
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None and monkey.is_module_patched("socket"):
+        import gevent
+        gevent.sleep(0)
 
 
 def _close_quietly(meter):
