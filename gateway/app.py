@@ -64,7 +64,7 @@ def open_key_service(settings):
 def build_spend(settings, router, keys, observers=None):
     """Prices and budgets for every call; the ledger when the key store is open (a master key is set)
     and spend logs are not turned off."""
-    from gateway.spend import Ledger
+    from gateway.ledger import Ledger
     from gateway.spend import SpendTracker
     general = settings.general_settings
     ledger = None

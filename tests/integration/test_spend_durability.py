@@ -28,7 +28,7 @@ import requests
 from sqlalchemy import create_engine
 from sqlalchemy import text
 
-from gateway import spend as spend_module
+from gateway import ledger as spend_module
 from gateway.keys import CACHE_SECONDS
 from tests.integration.pg_server import PostgresServer
 
@@ -381,7 +381,7 @@ def test_gateway_started_while_postgres_down_bills_master_calls_once_it_is_back(
 
 
 def spooled_row(request_id, cost):
-    """One spool line as the ledger writes it (gateway.spend.Ledger._spool): a master-key chat row."""
+    """One spool line as the ledger writes it (gateway.ledger.Ledger._append): a master-key chat row."""
     now = datetime.now(timezone.utc)
     row = {"request_id": request_id, "key_hash": None, "key_alias": None, "user_id": None, "team_id": None,
            "call_type": "chat", "model_group": MODEL, "deployment_id": None, "provider": "openai",

@@ -25,10 +25,10 @@ from gateway.db.models import BudgetHold
 from gateway.db.models import SpendRow
 from gateway.db.models import VirtualKey
 from gateway.events import Observers
+from gateway.ledger import Ledger
+from gateway.ledger import _Entry
 from gateway.settings import ConfigError
 from gateway.settings import from_dict
-from gateway.spend import Ledger
-from gateway.spend import _Entry
 from gateway.spend import Meter
 from gateway.spend import SpendTracker
 from gateway.upstream import ChunkStream
