@@ -182,7 +182,7 @@ class KeyService:
         with self._lock:
             if len(self._cache) > 100_000:
                 self._cache.clear()
-            self._cache[digest] = (now + ttl, rules)
+            self._cache[digest] = (time.monotonic() + ttl, rules)  # from when the answer came back
         return rules
 
     def forget(self, digest):
