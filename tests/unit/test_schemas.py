@@ -165,3 +165,24 @@ def test_embedding_input_required():
 
 def test_embedding_unknown_params_accepted():
     assert validate_body("embeddings", {"input": "x", "something_new": [1]}) is None
+
+
+# --- narrowed schemas -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("endpoint, body", [
+    ("chat", {**CHAT, "temperature": "hot", "max_tokens": "2", "n": 1.5}),
+    ("chat", {"model": 5}),
+    ("chat", {"messages": MESSAGES + [{"content": "x"}], "stop": 5, "extra": {"free": 1}}),
+    ("chat", {**CHAT, "tools": {"type": "function"}, "logprobs": "yes", "user": None}),
+    ("chat", {**CHAT, "stream": True, "stream_options": {"include_usage": True}, "n": 2}),
+    ("completions", {"prompt": [1, "a"], "echo": "yes", "best_of": 2}),
+    ("completions", {"model": "m"}),
+    ("embeddings", {"input": "x", "encoding_format": "int8", "dimensions": 0}),
+    ("embeddings", {}),
+])
+def test_narrowed_schema_finds_what_the_whole_schema_finds(endpoint, body):
+    """Validation runs only the declared fields a body has (plus the required ones): the errors
+    must be exactly those of the whole schema."""
+    from gateway.schemas import _DECLARED, SCHEMAS, _schema_for
+    narrowed = _schema_for(endpoint, _DECLARED[endpoint].intersection(body))
+    assert narrowed.validate(body) == SCHEMAS[endpoint].validate(body)
