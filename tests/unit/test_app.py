@@ -275,6 +275,27 @@ def test_request_id_on_every_response(keyed, monkeypatch):
     assert len(set(ids)) == len(ids)
 
 
+def test_request_ids_differ_between_forked_workers():
+    """Workers fork from one master: each must draw its own ids (the ledger replays by request id)."""
+    import os
+    import re
+
+    from gateway.app import new_request_id
+    new_request_id()  # the parent's generator is in use before the fork, as in gunicorn's master
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child writes its first ids and leaves at once
+        os.write(write, " ".join(new_request_id() for _ in range(3)).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read) as pipe:
+        child = pipe.read().split()
+    parent = [new_request_id() for _ in range(3)]
+    assert len(child) == 3 and all(re.fullmatch(r"req_[0-9a-f]{32}", i) for i in child + parent)
+    assert not set(child) & set(parent)
+
+
 @pytest.mark.parametrize("method, path", [("GET", "/nope"), ("POST", "/v1/nope"), ("GET", "/v1/chat"),
                                           ("DELETE", "/v2/models")])
 def test_unknown_route_is_a_404_envelope(client, method, path):
