@@ -74,6 +74,8 @@ def test_valid_chat_bodies(extra):
     ({"seed": 1.5}, "seed"),
     ({"user": 7}, "user"),
     ({"tools": {"type": "function"}}, "tools"),
+    ({"tools": [{"type": "function"}, "f"]}, "tools"),
+    ({"functions": "f"}, "functions"),
     ({"tool_choice": 3}, "tool_choice"),
     ({"stream_options": "include_usage"}, "stream_options"),
     ({"logit_bias": [1]}, "logit_bias"),
