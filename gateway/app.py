@@ -54,13 +54,13 @@ def configure_logging(debug, json_logs=False):
     `set_verbose`."""
     root = logging.getLogger()
     if not root.handlers:  # leave logging alone when the host (a test runner, an app) set it up
+        from gateway.requestlog import JsonFormatter
+        from gateway.requestlog import TextFormatter
         handler = logging.StreamHandler()
-        if json_logs:
-            from gateway.requestlog import JsonFormatter
-            handler.setFormatter(JsonFormatter())
-        else:
-            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(JsonFormatter() if json_logs else TextFormatter())
         root.addHandler(handler)
+        # Our formats print no thread or process: spare every record looking them up.
+        logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     logging.getLogger("gateway").setLevel(logging.DEBUG if debug else logging.INFO)
 
 

@@ -2,9 +2,11 @@
 
 import json
 import logging
+import time
 
 from gateway.app import create_app
 from gateway.requestlog import JsonFormatter
+from gateway.requestlog import TextFormatter
 from gateway.settings import from_dict
 
 MASTER = "sk-master-requestlog-0123456789"
@@ -64,3 +66,16 @@ def test_json_logs_setting_formats_the_gateways_handler(monkeypatch):
         assert isinstance(root.handlers[0].formatter, JsonFormatter)
     finally:
         root.handlers.clear()
+
+
+def test_text_lines_match_loggings_default_time_format():
+    """The time stamp is made once per second; every line must still read as logging's own."""
+    default = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ours = TextFormatter()
+    for created in (1_700_000_000.001, 1_700_000_000.999, 1_700_000_001.5, 1_700_000_000.25, 1_800_000_059.0):
+        record = logging.LogRecord("gateway", logging.WARNING, __file__, 1, "m %d", (1,), None)
+        record.created, record.msecs = created, (created - int(created)) * 1000
+        assert ours.format(record) == default.format(record)
+        data = json.loads(JsonFormatter().format(record))
+        assert data["time"] == time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + \
+            f".{int(record.msecs):03d}Z"
