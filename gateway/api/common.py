@@ -106,8 +106,11 @@ def serve(endpoint, path_model=None):
         if plan is not None and cached is None:
             result = plan.tap(result)
         result = meter.watch(outcome, result, client_usage)
-        response = Response(_sse(result, g.request_id), headers={**SSE_HEADERS, **headers},
-                            mimetype="text/event-stream")
+        events = _sse(result, g.request_id)
+        if cached is not None:
+            # A replay waits on nothing: send it in one write rather than one per chunk.
+            events = [b"".join(events)]
+        response = Response(events, headers={**SSE_HEADERS, **headers}, mimetype="text/event-stream")
         # The generator's finally closes the stream; a response closed before its first chunk
         # never runs that generator, so the close is registered here too (close is idempotent).
         response.call_on_close(result.close)
