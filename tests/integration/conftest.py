@@ -147,3 +147,24 @@ def openai_config(fake, *, master_key=None, extra_models=(), **litellm_settings)
     if master_key:
         config["general_settings"] = {"master_key": master_key}
     return config
+
+
+def expect_error(client, model, messages, exc, *, absent, status=None, fragment=None, code=None,
+                 retry_after=None):
+    """Call `model` through the OpenAI SDK and check the gateway's error: the SDK exception class,
+    HTTP status, a fragment of the message, the OpenAI `code`, the Retry-After header, and that
+    none of `absent` (keys, tracebacks, upstream HTML) is in the answer. Returns the exception."""
+    with pytest.raises(exc) as info:
+        client.chat.completions.create(model=model, messages=messages)
+    err = info.value
+    if status is not None:
+        assert err.status_code == status
+    if fragment is not None:
+        assert fragment in (err.body.get("message", "") if isinstance(err.body, dict) else err.message)
+    if code is not None:
+        assert err.code == code
+    if retry_after is not None:
+        assert err.response.headers.get("retry-after") == retry_after
+    for text in absent:
+        assert text not in err.response.text
+    return err

@@ -10,6 +10,7 @@ import yaml
 from tests.fakes.anthropic_server import ANSWER_PREFIX
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.integration.conftest import GatewayProcess
+from tests.integration.conftest import expect_error
 from tests.integration.conftest import free_port
 
 pytestmark = pytest.mark.integration
@@ -213,16 +214,10 @@ def test_unsupported_params_are_refused(client, fake):
     ("context-length", openai.BadRequestError, 400, "prompt is too long"),
 ])
 def test_errors_map_to_openai_exceptions(client, model, exc, status, fragment):
-    with pytest.raises(exc) as info:
-        client.chat.completions.create(model=model, messages=HELLO)
-    err = info.value
-    assert err.status_code == status
-    assert fragment in err.body["message"] and "anthropic" in err.body["message"]
-    assert UPSTREAM_KEY not in err.response.text
-    if model == "context-length":
-        assert err.code == "context_length_exceeded"
-    if status == 429:
-        assert err.response.headers.get("retry-after") == "7"
+    err = expect_error(client, model, HELLO, exc, absent=[UPSTREAM_KEY], status=status, fragment=fragment,
+                       code="context_length_exceeded" if model == "context-length" else None,
+                       retry_after="7" if status == 429 else None)
+    assert "anthropic" in err.body["message"]
 
 
 def test_error_event_mid_stream(client):

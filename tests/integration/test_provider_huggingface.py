@@ -12,6 +12,7 @@ from tests.fakes.tgi_server import FakeTGI
 from tests.fakes.tgi_server import fake_embedding
 from tests.fakes.tgi_server import generate_answer
 from tests.integration.conftest import GatewayProcess
+from tests.integration.conftest import expect_error
 from tests.integration.conftest import free_port
 
 pytestmark = pytest.mark.integration
@@ -180,15 +181,9 @@ def test_embeddings_base64_default_and_float(client, gateway, fake):
     ("tgi-llama", "TRIGGER_ECHO_AUTH", openai.InternalServerError, 500, "[redacted]"),
 ])
 def test_errors(client, model, content, exc, status, fragment):
-    with pytest.raises(exc) as info:
-        client.chat.completions.create(model=model, messages=[{"role": "user", "content": content}])
-    err = info.value
-    assert err.status_code == status and fragment in err.message
-    assert KEY not in json.dumps(err.body) and KEY not in err.response.text
-    if status == 400:
-        assert err.code == "context_length_exceeded"
-    if model == "tgi-chat" and status == 503:
-        assert err.response.headers["retry-after"] == "20"
+    expect_error(client, model, [{"role": "user", "content": content}], exc, absent=[KEY], status=status,
+                 fragment=fragment, code="context_length_exceeded" if status == 400 else None,
+                 retry_after="20" if model == "tgi-chat" and status == 503 else None)
 
 
 def test_errors_inside_streams(client):
