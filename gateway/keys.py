@@ -112,6 +112,7 @@ class KeyRules:
     user_id: str | None = None
     team_id: str | None = None
     budget_reset_at: datetime | None = None
+    key_id: int | None = None  # the key's identity (gateway_keys.id): stays the same across /key/regenerate
 
 
 def _validated(data):
@@ -167,7 +168,7 @@ class KeyService:
                     row.key_hash, row.key_alias, tuple(row.models) if row.models else None,
                     dict(row.aliases or {}), _aware(row.expires), row.blocked, row.max_budget, row.spend,
                     row.rpm_limit, row.max_parallel_requests, row.tpm_limit, row.budget_duration,
-                    row.user_id, row.team_id, _aware(row.budget_reset_at))
+                    row.user_id, row.team_id, _aware(row.budget_reset_at), row.id)
         except Exception as exc:  # noqa: BLE001  (the database is down or restarting)
             if cached is not None:
                 # Keep serving the key as last seen (its spend is spooled meanwhile); look again soon.
