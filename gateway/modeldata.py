@@ -33,23 +33,136 @@ def prices(params, facts):
     return float(found["input_cost_per_token"] or 0.0), float(found["output_cost_per_token"] or 0.0)
 
 
+# Fields of a request that never reach the model as prompt text (controls, routing, bookkeeping).
+_NOT_PROMPT = frozenset({"model", "user", "metadata", "cache", "fallbacks", "context_window_fallbacks",
+                         "logit_bias", "stop", "stream", "stream_options", "num_retries", "timeout",
+                         "request_timeout", "mock_response", "caching", "ttl", "max_tokens",
+                         "max_completion_tokens", "temperature", "top_p", "n", "best_of", "seed",
+                         "presence_penalty", "frequency_penalty", "logprobs", "top_logprobs", "echo",
+                         "encoding_format", "dimensions", "parallel_tool_calls", "service_tier", "store",
+                         "reasoning_effort"})
+_IMAGE_PARTS = frozenset({"image_url", "image", "input_image"})
+_FILE_PARTS = frozenset({"file", "document", "input_file"})
+IMAGE_TOKEN_ESTIMATE = 765  # a 1024x1024 image in high detail on gpt-4o
+# Upper bound of what one image can be billed: gpt-4o-mini bills a 2048x768 high-detail image as
+# 2,833 + 8 x 5,667 = 48,169 tokens (priced so the dollars match gpt-4o); low detail is at most 2,833.
+IMAGE_TOKEN_BOUND = 50_000
+LOW_DETAIL_IMAGE_TOKEN_BOUND = 3_000
+# A document (PDF) page bills its text plus an image of the page (~3,000 tokens), and a page takes
+# well over 750 bytes of base64; a file also counts as one image, for a file sent by id.
+FILE_TOKENS_PER_BYTE = 4
+TOOLS_TOKEN_BOUND = 1024  # the system prompt providers add when tools are offered (Anthropic: up to ~700)
+MESSAGE_FRAMING_TOKENS = 4  # role and separators, per message
+_MAX_DEPTH = 64
+
+
+class PromptSize:
+    """What a request sends the model: text (characters and UTF-8 bytes), token ids, images, files."""
+
+    __slots__ = ("chars", "bytes", "token_ids", "images", "low_detail_images", "file_bytes", "messages", "tools")
+
+    def __init__(self):
+        self.chars = self.bytes = self.token_ids = self.images = self.low_detail_images = 0
+        self.file_bytes = self.messages = 0
+        self.tools = False
+
+    def estimate(self):
+        """A likely token count (4 characters a token): for context-window checks and billing a call
+        whose upstream reported no usage."""
+        return (self.chars // 4 + self.token_ids + self.images * IMAGE_TOKEN_ESTIMATE
+                + self.low_detail_images * 85 + self.file_bytes // 4)
+
+    def bound(self):
+        """An upper bound of the prompt tokens a provider can bill: a token is at least one byte of
+        UTF-8 text in every byte-level tokenizer; token ids count one each; images and files count
+        their most expensive rendering; plus per-message framing and the tools' system prompt."""
+        return (self.bytes + self.token_ids + self.images * IMAGE_TOKEN_BOUND
+                + self.low_detail_images * LOW_DETAIL_IMAGE_TOKEN_BOUND
+                + self.file_bytes * FILE_TOKENS_PER_BYTE + self.messages * MESSAGE_FRAMING_TOKENS
+                + (TOOLS_TOKEN_BOUND if self.tools else 0) + 8)
+
+
+def measure_prompt(body):
+    """Measure every field of a request body that reaches the upstream (see PromptSize)."""
+    size = PromptSize()
+    if not isinstance(body, dict):
+        return size
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        size.messages = len(messages)
+    size.tools = bool(body.get("tools") or body.get("functions"))
+    for name, value in body.items():
+        if name not in _NOT_PROMPT:
+            _add_key(size, name)
+            _walk(size, value, 0)
+    return size
+
+
+def _add_key(size, text):
+    """A field name: it may reach the model (a tool's parameter names do), so the bound counts it."""
+    size.bytes += len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def _add_text(size, text):
+    size.chars += len(text)
+    size.bytes += len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def _walk(size, value, depth):
+    if isinstance(value, str):
+        _add_text(size, value)
+    elif isinstance(value, dict):
+        kind = value.get("type")
+        if kind in _IMAGE_PARTS:
+            _add_image(size, value)
+            return
+        if kind in _FILE_PARTS:
+            # A file passed by id has no size here: count it as a large image at the least.
+            size.file_bytes += _payload_bytes(value, 0)
+            size.images += 1
+            return
+        if depth >= _MAX_DEPTH:  # parse_body refuses deeper documents; never recurse without end
+            size.bytes += IMAGE_TOKEN_BOUND
+            return
+        for key, item in value.items():
+            _add_key(size, key)
+            _walk(size, item, depth + 1)
+    elif isinstance(value, list):
+        if depth >= _MAX_DEPTH:
+            size.bytes += IMAGE_TOKEN_BOUND
+            return
+        for item in value:
+            if isinstance(item, int) and not isinstance(item, bool):
+                size.token_ids += 1  # a token id (prompt/input given as tokens), or a small number
+            else:
+                _walk(size, item, depth + 1)
+
+
+def _add_image(size, part):
+    detail = part.get("detail")
+    inner = part.get("image_url")
+    if isinstance(inner, dict):
+        detail = inner.get("detail", detail)
+    if detail == "low":
+        size.low_detail_images += 1
+    else:
+        size.images += 1
+
+
+def _payload_bytes(value, depth):
+    """The length of every string inside a file part (its data, base64 or text)."""
+    if isinstance(value, str):
+        return len(value)
+    if depth >= _MAX_DEPTH:
+        return 0
+    if isinstance(value, dict):
+        return sum(_payload_bytes(v, depth + 1) for v in value.values())
+    if isinstance(value, list):
+        return sum(_payload_bytes(v, depth + 1) for v in value)
+    return 0
+
+
 def estimate_tokens(body):
-    """A rough prompt size (4 characters a token): enough to see a prompt that cannot fit."""
-    chars = 0
-    for message in body.get("messages") or ():
-        content = message.get("content") if isinstance(message, dict) else None
-        if isinstance(content, str):
-            chars += len(content)
-        elif isinstance(content, list):
-            chars += sum(len(p.get("text") or "") for p in content if isinstance(p, dict))
-    prompt = body.get("prompt")
-    if isinstance(prompt, str):
-        chars += len(prompt)
-    elif isinstance(prompt, list):
-        chars += sum(len(p) if isinstance(p, (str, list)) else 0 for p in prompt)
-    inputs = body.get("input")
-    if isinstance(inputs, str):
-        chars += len(inputs)
-    elif isinstance(inputs, list):
-        chars += sum(len(i) for i in inputs if isinstance(i, (str, list)))
-    return chars // 4
+    """A rough prompt size (4 characters a token), counting every field that reaches the model:
+    enough to see a prompt that cannot fit, and to bill a call whose upstream reported no usage."""
+    return measure_prompt(body).estimate()

@@ -17,6 +17,8 @@ from gateway.modeldata import estimate_tokens
 from gateway.providers import adapt
 from gateway.providers.shapes import encode_embedding
 from gateway.settings import ConfigError
+from gateway.spend import DEFAULT_OUTPUT_BOUND
+from gateway.spend import output_is_assumed
 from gateway.state import build_state
 from gateway.upstream import CallContext
 from gateway.upstream import ChunkStream
@@ -113,6 +115,21 @@ class Router:
                                    int(opt["allowed_fails"])) for name, deps in built.items()}
         self.names = list(self.groups)
         self.aliases = {a: g for a, g in settings.group_aliases.items() if g in self.groups}
+        self._allowed = {}  # a key's models -> the groups it may reach (allowed_groups)
+
+    def allowed_groups(self, models):
+        """The groups a caller limited to `models` may reach (None: every group): the names it
+        holds, and the groups those names alias. Fallbacks and aliases never widen it."""
+        if models is None:
+            return None
+        found = self._allowed.get(models)
+        if found is None:
+            found = frozenset([m for m in models if m in self.groups]
+                              + [self.aliases[m] for m in models if m in self.aliases])
+            if len(self._allowed) > 10_000:
+                self._allowed.clear()
+            self._allowed[models] = found
+        return found
 
     def deployments(self):
         """Every deployment of every group."""
@@ -160,8 +177,9 @@ class Router:
         return min(retries, self.max_retries), (min(float(timeout), self.max_request_timeout)
                                                  if timeout is not None else None), per_request
 
-    def _chain(self, name, table, per_request_value):
-        """The fallback group names for `name`: per-request list/map first, then config."""
+    def _chain(self, name, table, per_request_value, allowed=None):
+        """The fallback group names for `name`: per-request list/map first, then config; groups
+        the caller may not use (`allowed`) are skipped."""
         if isinstance(per_request_value, list):
             names = per_request_value
         elif isinstance(per_request_value, dict) and name in per_request_value:
@@ -171,23 +189,29 @@ class Router:
         chain = []
         for n in names:
             group = self.aliases.get(n, n)
-            if group in self.groups and group != name and group not in chain:
+            if group in self.groups and group != name and group not in chain and (
+                    allowed is None or group in allowed):
                 chain.append(group)
         return chain[:self.max_fallbacks]
 
-    def reachable(self, body):
+    def reachable(self, body, allowed=None):
         """Every deployment a call may reach: its group's and its fallback groups' (for budget holds)."""
         name = self.resolve(body.get("model"))
         _retries, _timeout, per_request = self._request_controls(body)
         names, i = [name], 0
         while i < len(names):  # fallbacks of fallbacks too, as call() may follow them
             for table, key in ((self.fallbacks, "fallbacks"), (self.cw_fallbacks, "context_window_fallbacks")):
-                names += [n for n in self._chain(names[i], table, per_request.get(key)) if n not in names]
+                names += [n for n in self._chain(names[i], table, per_request.get(key), allowed)
+                          if n not in names]
             i += 1
         return [d for n in names for d in self.groups[n].deployments]
 
-    def call(self, endpoint, body, stream):
-        """Run one call with retries and fallbacks: (Outcome, answer dict or ChunkStream)."""
+    def call(self, endpoint, body, stream, allowed=None, cap_output=False):
+        """Run one call with retries and fallbacks: (Outcome, answer dict or ChunkStream).
+
+        `allowed`: the groups the caller may reach (fallbacks outside it are skipped); `cap_output`:
+        a budgeted call, whose hold assumed DEFAULT_OUTPUT_BOUND where nothing bounds the output, so
+        that bound is sent as `max_tokens` to such deployments."""
         name = self.resolve(body.get("model"))
         retries, timeout, per_request = self._request_controls(body)
         outcome = Outcome(group=name)
@@ -197,20 +221,23 @@ class Router:
         while queue:
             group_name = queue.pop(0)
             try:
-                return outcome, self._call_group(group_name, endpoint, body, stream, retries, timeout,
-                                                 deadline, outcome)
+                answer = self._call_group(group_name, endpoint, body, stream, retries, timeout, deadline,
+                                          outcome, cap_output)
+                outcome.group = group_name  # the group that answered, for headers and the spend row
+                return outcome, answer
             except errors.ContextWindowExceededError as exc:
                 last_error = exc
                 if context_chain_used:
                     continue
                 context_chain_used = True
-                chain = self._chain(group_name, self.cw_fallbacks, per_request.get("context_window_fallbacks"))
+                chain = self._chain(group_name, self.cw_fallbacks, per_request.get("context_window_fallbacks"),
+                                    allowed)
             except errors.GatewayError as exc:
                 last_error = exc
                 if not (_retryable(exc) or exc.upstream_status in (401, 403, 404)):
                     exc.outcome = outcome  # what was tried, for the call's record (spend row, traces)
                     raise
-                chain = self._chain(group_name, self.fallbacks, per_request.get("fallbacks"))
+                chain = self._chain(group_name, self.fallbacks, per_request.get("fallbacks"), allowed)
             for fallback in chain:
                 if fallback not in seen and len(seen) <= self.max_fallbacks:
                     seen.add(fallback)
@@ -221,7 +248,7 @@ class Router:
         last_error.outcome = outcome  # what was tried, for the call's record (spend row, traces)
         raise last_error
 
-    def _call_group(self, name, endpoint, body, stream, retries, timeout, deadline, outcome):
+    def _call_group(self, name, endpoint, body, stream, retries, timeout, deadline, outcome, cap_output=False):
         """Try one group up to 1 + retries times, possibly on different deployments."""
         group = self.groups[name]
         fits = self._check_context(group, body)
@@ -241,7 +268,10 @@ class Router:
             started = time.monotonic()
             group.started(deployment)
             try:
-                answer = self._attempt(deployment, name, endpoint, body, stream, timeout, remaining)
+                sent = body
+                if cap_output and endpoint != "embeddings" and output_is_assumed(deployment, body):
+                    sent = {**body, "max_tokens": DEFAULT_OUTPUT_BOUND}
+                answer = self._attempt(deployment, name, endpoint, sent, stream, timeout, remaining)
             except errors.GatewayError as exc:
                 record["ended"], record["error"] = time.time(), type(exc).__name__
                 group.finished(deployment, error=exc)

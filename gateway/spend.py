@@ -17,6 +17,7 @@ from datetime import timezone
 
 from gateway import errors
 from gateway.modeldata import estimate_tokens
+from gateway.modeldata import measure_prompt
 
 log = logging.getLogger("gateway.spend")
 
@@ -37,28 +38,40 @@ def usage_cost(deployment, prompt_tokens, completion_tokens):
 
 
 def prompt_token_bound(body):
-    """An upper estimate of the prompt's tokens: twice the usual 4-characters-a-token estimate,
-    plus the per-message framing. Used for budget holds, where guessing low could overspend."""
-    messages = body.get("messages")
-    framing = 4 * len(messages) if isinstance(messages, list) else 0
-    return 2 * estimate_tokens(body) + framing + 8
+    """An upper bound of the prompt tokens a provider can bill for this body: every field that
+    reaches the upstream counts (tools, functions, schemas, token ids, images, files), a byte of
+    text at most a token (gateway/modeldata.py PromptSize.bound). Budget holds use it, where a low
+    guess would let a client overspend."""
+    return measure_prompt(body).bound()
+
+
+def _positive_int(value):
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def output_is_assumed(deployment, body):
+    """Whether nothing (the call's max_tokens, the model's output or context limit) bounds the
+    completion, so a hold must assume DEFAULT_OUTPUT_BOUND and the call must be capped to it."""
+    return (_positive_int(body.get("max_completion_tokens") or body.get("max_tokens")) is None
+            and not deployment.max_output_tokens and not deployment.max_input_tokens)
 
 
 def completion_bound(deployment, body, prompt_tokens):
-    """The most completion tokens a call may produce on this deployment."""
-    asked = body.get("max_completion_tokens") or body.get("max_tokens")
-    if isinstance(asked, int) and not isinstance(asked, bool) and asked > 0:
+    """The most completion tokens a call may produce on this deployment (all its choices)."""
+    asked = _positive_int(body.get("max_completion_tokens") or body.get("max_tokens"))
+    if asked is not None:
         out = asked
     elif deployment.max_output_tokens:
         out = deployment.max_output_tokens
     elif deployment.max_input_tokens:
         out = max(1, deployment.max_input_tokens - prompt_tokens)
     else:
-        out = DEFAULT_OUTPUT_BOUND
+        out = DEFAULT_OUTPUT_BOUND  # the router sends this as max_tokens on a budgeted call
     if deployment.max_output_tokens:
         out = min(out, deployment.max_output_tokens)
-    n = body.get("n")
-    return out * (n if isinstance(n, int) and not isinstance(n, bool) and n > 1 else 1)
+    # `n` choices, or `best_of` candidates (completions), are each billed up to the limit.
+    choices = max(_positive_int(body.get("n")) or 1, _positive_int(body.get("best_of")) or 1)
+    return out * choices
 
 
 def worst_case_cost(deployments, endpoint, body):

@@ -67,15 +67,15 @@ def serve(endpoint, path_model=None):
         client_usage = bool(options.get("include_usage"))
         if not client_usage:
             body["stream_options"] = AddedUsageOption(options, include_usage=True)
-    release = plan = cached = None
+    release = plan = cached = allowed = None
     try:
         if rules is not None:
-            release = apply_key_rules(gateway, rules, body, meter)
+            release, allowed = apply_key_rules(gateway, rules, body, meter)
         if gateway.cache is not None:
             plan = gateway.cache.plan(endpoint, body, gateway.router.resolve(body.get("model")), stream, rules)
             cached = plan.lookup() if plan is not None else None
         if cached is None and rules is not None and rules.max_budget is not None:
-            meter.reserve(gateway.router.reachable(body))
+            meter.reserve(gateway.router.reachable(body, allowed))
     except BaseException as exc:
         if release:
             release()
@@ -91,7 +91,7 @@ def serve(endpoint, path_model=None):
             result = replay(cached)
     else:
         try:
-            outcome, result = gateway.router.call(endpoint, body, stream)
+            outcome, result = gateway.router.call(endpoint, body, stream, allowed, cap_output=meter.hold > 0)
         except BaseException as exc:
             if release:
                 release()
@@ -145,39 +145,57 @@ def _close_quietly(meter):
 
 
 def apply_key_rules(gateway, rules, body, meter):
-    """A virtual key's aliases, allowed models and per-key limits; returns what releases the call."""
+    """A virtual key's aliases, allowed models and per-key limits, before any upstream work.
+
+    Returns (release, allowed): what gives the call's parallel slot back (or None), and the groups
+    the call may reach (None: every group), which the router holds its fallbacks to."""
     requested = body.get("model")
     if isinstance(requested, str) and requested in rules.aliases:
         body["model"] = requested = rules.aliases[requested]
         meter.requested = requested
-    if rules.models is not None:
-        name = requested or (gateway.router.names[0] if gateway.router.names else None)
-        if name not in rules.models and gateway.router.aliases.get(name) not in rules.models:
-            raise errors.PermissionDeniedError(
-                f"This key may not use the model `{str(name)[:200]}`. Allowed: {', '.join(rules.models) or 'none'}",
-                param="model", code="model_not_allowed")
-    state = gateway.router.state
-    if rules.rpm_limit:
-        allowed, wait = state.admit(f"key-rpm:{rules.hash}", rules.rpm_limit)
-        if not allowed:
+    router = gateway.router
+    allowed = router.allowed_groups(rules.models)
+    if allowed is not None:
+        try:
+            group = router.resolve(requested)
+        except errors.NotFoundError:
+            if requested not in rules.models:
+                raise _not_allowed(requested, rules, "model") from None
+            # Name only what the key may see, never the gateway's other models.
+            raise errors.NotFoundError(f"The model `{str(requested)[:200]}` does not exist on this gateway.",
+                                       param="model", code="model_not_found") from None
+        # Under --model every name is served by the one deployment: the name asked for counts too.
+        if group not in allowed and not (router.settings.catch_all and requested in rules.models):
+            raise _not_allowed(requested if isinstance(requested, str) and requested else group, rules, "model")
+        for param in ("fallbacks", "context_window_fallbacks"):
+            for name in _named_fallbacks(body.get(param)):
+                if router.aliases.get(name, name) not in allowed:
+                    raise _not_allowed(name, rules, param)
+    state = router.state
+    if rules.rpm_limit is not None:
+        allowed_now, wait = (False, 60.0) if rules.rpm_limit <= 0 else state.admit(
+            f"key-rpm:{rules.hash}", rules.rpm_limit)
+        if not allowed_now:
             raise errors.RateLimitError(f"This key's limit of {rules.rpm_limit} requests per minute is reached.",
                                         headers={"Retry-After": str(max(1, round(wait)))})
-    if rules.tpm_limit:
+    if rules.tpm_limit is not None:
         # Hold the prompt estimate plus max_tokens in the key's token window; settled to the
         # real usage when the call ends.
         asked = body.get("max_completion_tokens") or body.get("max_tokens")
         amount = max(1, estimate_tokens(body) + (asked if isinstance(asked, int) and asked > 0 else 0))
-        allowed, wait = state.admit(f"key-tpm:{rules.hash}", rules.tpm_limit, amount)
-        if not allowed:
+        allowed_now, wait = (False, 60.0) if rules.tpm_limit <= 0 else state.admit(
+            f"key-tpm:{rules.hash}", rules.tpm_limit, amount)
+        if not allowed_now:
             raise errors.RateLimitError(
                 f"This key's limit of {rules.tpm_limit} tokens per minute is reached "
                 f"(this call needs about {amount}).", headers={"Retry-After": str(max(1, round(wait)))})
         meter.tpm_reserved = amount
-    if rules.max_parallel_requests:
+    if rules.max_parallel_requests is not None:
         # A slot per call, expiring with the call's longest life: a worker that dies mid-call
         # cannot hold one for good.
         key, member = f"key-parallel:{rules.hash}", meter.request_id
-        if not state.acquire(key, rules.max_parallel_requests, member, gateway.spend.hold_seconds):
+        if rules.max_parallel_requests <= 0 or not state.acquire(
+                key, rules.max_parallel_requests, member, gateway.spend.hold_seconds):
             raise errors.RateLimitError(
                 f"This key's limit of {rules.max_parallel_requests} parallel requests is reached.",
                 headers={"Retry-After": "1"})
@@ -187,8 +205,27 @@ def apply_key_rules(gateway, rules, body, meter):
             if not released:  # a stream closes through two paths; count it once
                 released.append(True)
                 state.release(key, member)
-        return release
-    return None
+        return release, allowed
+    return None, allowed
+
+
+def _named_fallbacks(value):
+    """Every model name a request's fallbacks field names (LiteLLM's map form or a plain list)."""
+    if isinstance(value, list):
+        for item in value:
+            if isinstance(item, str):
+                yield item
+            elif isinstance(item, dict):
+                for targets in item.values():
+                    for name in [targets] if isinstance(targets, str) else targets if isinstance(targets, list) else ():
+                        if isinstance(name, str):
+                            yield name
+
+
+def _not_allowed(name, rules, param):
+    return errors.PermissionDeniedError(
+        f"This key may not use the model `{str(name)[:200]}`. Allowed: {', '.join(rules.models) or 'none'}",
+        param=param, code="model_not_allowed")
 
 
 def outcome_headers(outcome):

@@ -415,6 +415,9 @@ class _Handler(BaseHTTPRequestHandler):
         n = int(body.get("n") or 1)
         limit = body.get("max_completion_tokens", body.get("max_tokens"))
         prompt_tokens = sum(words(content_text(m.get("content"))) for m in messages if isinstance(m, dict))
+        # OpenAI bills the tool and schema definitions it renders into the prompt too.
+        prompt_tokens += sum(words(json.dumps(body[k])) for k in ("tools", "functions", "response_format")
+                             if body.get(k))
         users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
         last_user = content_text(users[-1].get("content")) if users else ""
         last = messages[-1] if isinstance(messages[-1], dict) else {}

@@ -9,8 +9,8 @@ sharing the real Redis, called concurrently through the openai SDK (AsyncOpenAI)
 * tpm_limit and max_parallel_requests are exact across two instances.
 
 The fake upstream counts whitespace words as tokens and cuts its answer at max_tokens, so the real
-cost of every call is known in advance. The prompt is made of one-character words, which keeps the
-gateway's prompt bound (and so the worst case it holds) close to the real cost: once the admitted
+cost of every call is known in advance. The prompt is made of one-character words and priced low, which keeps
+the gateway's prompt bound (and so the worst case it holds) close to the real cost: once the admitted
 calls settle, what is left of the budget cannot cover one more call, so "at most 10" holds however
 late a call arrives (`test_the_numbers_make_every_assertion_meaningful`).
 
@@ -46,8 +46,11 @@ from tests.pg import schema_url as pg_schema_url
 pytestmark = pytest.mark.integration
 
 MASTER = "sk-budget-master-0123456789"
-IN_PRICE, OUT_PRICE = 0.001, 0.002  # USD per token, set on the deployments
-WORDS = 80  # "a a a ...": the fake bills WORDS prompt tokens, the gateway bounds them by chars/2 + framing
+# USD per token, set on the deployments. The prompt is cheap next to the answer: the gateway bounds a
+# prompt by its bytes (a token is at least a byte), twice what the fake bills for "a a a ...", so the
+# answer, whose cost is exactly known, must be most of a call's worst case.
+IN_PRICE, OUT_PRICE = 0.00001, 0.002
+WORDS = 80  # "a a a ...": the fake bills WORDS prompt tokens, the gateway bounds them by their bytes + framing
 MAX_TOKENS = 80  # <= the fake's answer length (4 + WORDS words), so every answer is cut at MAX_TOKENS
 MESSAGES = [{"role": "user", "content": " ".join(["a"] * WORDS)}]
 SLOW_SECONDS = 1.0  # the fake's `slow` trigger: long enough for every concurrent call to be decided

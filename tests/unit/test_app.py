@@ -335,8 +335,8 @@ def test_unexpected_exception_in_a_stream_ends_with_an_error_event(app, client, 
     router = app.extensions["gateway"].router
     real_call = router.call
 
-    def call(endpoint, body, stream):
-        provider, chunks = real_call(endpoint, body, stream)
+    def call(endpoint, body, stream, *args, **kwargs):
+        provider, chunks = real_call(endpoint, body, stream, *args, **kwargs)
 
         def broken():
             yield from list(chunks)[:2]

@@ -8,6 +8,7 @@ import pytest
 
 from gateway import modeldata
 from gateway.providers import CLASSES
+from gateway.spend import prompt_token_bound
 
 FIELDS = {"max_input_tokens", "max_output_tokens", "input_cost_per_token", "output_cost_per_token"}
 COSTS = ("input_cost_per_token", "output_cost_per_token")
@@ -219,3 +220,47 @@ def test_self_hosted_names_have_no_invented_price():
     for model in ("llama3", "llama3:8b", "mistral", "HuggingFaceH4/zephyr-7b-beta", "bigscience/bloom"):
         facts = modeldata.lookup(model)
         assert "input_cost_per_token" not in facts and "output_cost_per_token" not in facts, model
+
+
+# ---- the prompt bound (issue #11 item 2): every field that reaches the upstream counts ----------
+
+
+_BIG = "lorem " * 7_000  # 42 KB of text
+
+
+@pytest.mark.parametrize("body,at_least", [
+    ({"messages": [{"role": "user", "content": "hi"}],
+      "tools": [{"type": "function", "function": {"name": "f", "description": _BIG}}]}, len(_BIG)),
+    ({"messages": [{"role": "user", "content": "hi"}], "functions": [{"name": "f", "description": _BIG}]},
+     len(_BIG)),
+    ({"messages": [{"role": "user", "content": "hi"}],
+      "response_format": {"type": "json_schema", "json_schema": {"name": "s", "schema": {"description": _BIG}}}},
+     len(_BIG)),
+    ({"messages": [{"role": "system", "content": [{"type": "text", "text": _BIG}]}]}, len(_BIG)),
+    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/y.png"}}]
+                    }] * 3}, 3 * modeldata.IMAGE_TOKEN_BOUND),
+    ({"prompt": list(range(5_000))}, 5_000),  # token ids: one token each, not zero
+    ({"prompt": [[7] * 3_000, [8] * 2_000]}, 5_000),  # nested token lists: their ids, not characters
+    ({"input": [[1] * 4_000]}, 4_000),
+    ({"input": "ü" * 1_000}, 2_000),  # bytes, not characters: a byte-level tokenizer may spend one each
+    ({"messages": [{"role": "user", "content": "hi"}], "some_new_field": _BIG}, len(_BIG)),
+])
+def test_the_prompt_bound_counts_every_field_that_reaches_the_upstream(body, at_least):
+    assert prompt_token_bound(body) >= at_least
+
+
+def test_the_estimate_counts_tools_and_token_ids_too():
+    # a disconnected stream is billed from this estimate: a 40 KB tool is not 7 tokens
+    body = {"messages": [{"role": "user", "content": "hi"}],
+            "tools": [{"type": "function", "function": {"name": "f", "description": _BIG}}]}
+    assert modeldata.estimate_tokens(body) >= len(_BIG) // 4
+    assert modeldata.estimate_tokens({"prompt": [1, 2, 3]}) == 3
+    assert modeldata.estimate_tokens({"prompt": [[1, 2], [3]]}) == 3
+
+
+def test_the_bound_stops_at_a_depth_limit_without_recursing_forever():
+    deep = current = {}
+    for _ in range(500):
+        current["a"] = {}
+        current = current["a"]
+    assert prompt_token_bound({"messages": [], "x": deep}) > 0

@@ -75,7 +75,9 @@ def test_worst_case_uses_max_tokens_n_and_the_priciest_reachable_deployment():
     dear = deployment(input_cost_per_token=1.0, output_cost_per_token=10.0)
     body = {"messages": [{"role": "user", "content": "x" * 40}], "max_tokens": 7, "n": 2}
     prompt = spend.prompt_token_bound(body)
-    assert prompt == 2 * 10 + 4 + 8
+    # every byte of text that reaches the model ("messages", "role", "user", "content", 40 x's),
+    # 4 framing tokens for the one message, 8 for the reply's priming
+    assert prompt == len("messages" "role" "user" "content") + 40 + 4 + 8
     assert spend.worst_case_cost([cheap, dear], "chat", body) == prompt * 1.0 + 14 * 10.0
 
 
@@ -85,7 +87,7 @@ def test_worst_case_without_max_tokens_is_bounded_by_the_model():
     assert spend.worst_case_cost([d], "chat", {"messages": []}) == 100
     assert spend.worst_case_cost([d], "chat", {"messages": [], "max_tokens": 10**6}) == 100
     d.max_output_tokens = None
-    assert spend.worst_case_cost([d], "chat", {"messages": []}) == 1000 - 8
+    assert spend.worst_case_cost([d], "chat", {"messages": []}) == 1000 - spend.prompt_token_bound({"messages": []})
     d.max_input_tokens = None
     assert spend.worst_case_cost([d], "chat", {"messages": []}) == spend.DEFAULT_OUTPUT_BOUND
     assert spend.worst_case_cost([d], "embeddings", {"input": "abc"}) == 0
@@ -491,10 +493,12 @@ def test_a_virtual_key_cannot_read_spend_logs(app_client):
 
 def test_budgeted_key_is_refused_before_the_upstream_once_spent(app_client):
     master = {"Authorization": f"Bearer {MASTER}"}
-    # worst case of one call: (2*2 + 4 + 8) prompt tokens * 0.001 + 5 * 0.002 = 0.026; real: 0.012
-    key = app_client.post("/key/generate", json={"max_budget": 0.05}, headers=master).get_json()["key"]
+    # worst case of one call: its prompt bound * 0.001 + 5 * 0.002; real: 2 * 0.001 + 5 * 0.002 = 0.012
+    body = {"model": "m", "messages": [{"role": "user", "content": "hello there"}], "max_tokens": 5}
+    worst = spend.prompt_token_bound(body) * 0.001 + 5 * 0.002
+    key = app_client.post("/key/generate", json={"max_budget": worst + 0.030}, headers=master).get_json()["key"]
     codes = [_call(app_client, key, max_tokens=5)[0].status_code for _ in range(4)]
-    assert codes == [200, 200, 200, 429]  # 0.036 spent: 0.014 left < 0.026
+    assert codes == [200, 200, 200, 429]  # 0.036 spent: worst - 0.006 left < worst
     info = app_client.get("/key/info", headers=master, query_string={"key": key}).get_json()["info"]
     assert info["spend"] == pytest.approx(0.036) and info["reserved"] == pytest.approx(0, abs=1e-12)
     resp, data = _call(app_client, key, max_tokens=5)
