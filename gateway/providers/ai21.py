@@ -86,9 +86,9 @@ class AI21Provider(Provider):
             self.tools = False
             self.supported_params = JURASSIC_PARAMS
             self.prompt = prompt_builder(params, upstream_model)
-            self.url = f"{self.api_base}/{quote(upstream_model, safe='')}/complete"
+            self.url = f"{self.upstream_base}/{quote(upstream_model, safe='')}/complete"
         else:
-            self.url = self.api_base + "/chat/completions"
+            self.url = self.upstream_base + "/chat/completions"
 
     # ---- requests -------------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ import orjson
 
 from gateway import errors
 from gateway.settings import ConfigError
+from gateway.transport import split_credentials
 
 log = logging.getLogger("gateway.providers.aws")
 
@@ -94,6 +95,11 @@ class AwsSettings:
         if not self.endpoint_url and endpoint_env:
             self.endpoint_url = os.environ.get(endpoint_env) or None
         self.endpoint_url = self.endpoint_url.rstrip("/") if self.endpoint_url else None
+        if split_credentials(self.endpoint_url)[1] is not None:
+            # AWS signs every request (SigV4) in the Authorization header: Basic credentials in the
+            # endpoint could never be sent, and boto3 would carry them into its own messages.
+            raise ConfigError(f"{where}: the AWS endpoint URL carries user:password credentials, which "
+                              "cannot be sent to AWS (requests are signed with SigV4); remove them")
         self.secrets = (self.secret_key, self.session_token, self.access_key, self.bearer_token)
         self._clients = {}
         self._session = None

@@ -64,7 +64,7 @@ class OpenAIProvider(Provider):
 
     def endpoint_urls(self):
         """The full URL of each endpoint, built once."""
-        return {endpoint: self.api_base + path for endpoint, path in PATHS.items()}
+        return {endpoint: self.upstream_base + path for endpoint, path in PATHS.items()}
 
     def build_request(self, endpoint, body, stream):
         """Same body, our model name and defaults; the URL is fixed at start-up."""

@@ -79,7 +79,7 @@ class ReplicateProvider(Provider):
         super().__init__(config, upstream_model, secrets=(key,))
         base = custom_base or env_base or DEFAULT_API_BASE
         self.api_base = base
-        origin = urlsplit(base)
+        origin = urlsplit(self.upstream_base)
         self.origin = (origin.scheme, origin.netloc)
         self.official = base == DEFAULT_API_BASE
         headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json",
@@ -98,13 +98,13 @@ class ReplicateProvider(Provider):
         name, _, version = model.partition(":")
         parts = name.split("/")
         if parts[0] == "deployments" and len(parts) == 3 and all(parts) and not version:
-            return f"{self.api_base}/v1/deployments/{quote(parts[1])}/{quote(parts[2])}/predictions", None
+            return f"{self.upstream_base}/v1/deployments/{quote(parts[1])}/{quote(parts[2])}/predictions", None
         if version and len(parts) == 2 and all(parts):
-            return f"{self.api_base}/v1/predictions", version
+            return f"{self.upstream_base}/v1/predictions", version
         if not version and len(parts) == 1 and len(name) == 64:  # a bare version id
-            return f"{self.api_base}/v1/predictions", name
+            return f"{self.upstream_base}/v1/predictions", name
         if not version and len(parts) == 2 and all(parts) and parts[0] != "deployments":
-            return f"{self.api_base}/v1/models/{quote(parts[0])}/{quote(parts[1])}/predictions", None
+            return f"{self.upstream_base}/v1/models/{quote(parts[0])}/{quote(parts[1])}/predictions", None
         raise ConfigError(f"model_list[{config.index}].litellm_params.model: expected replicate/<owner>/<model>"
                           f"[:<version>] or replicate/deployments/<owner>/<name>, got {config.model!r}")
 
@@ -356,7 +356,7 @@ class ReplicateProvider(Provider):
         """Best effort: cancel a prediction nobody will read."""
         url = self.follow_url(prediction, "cancel")
         if not url and prediction.get("id"):
-            url = f"{self.api_base}/v1/predictions/{quote(str(prediction['id']), safe='')}/cancel"
+            url = f"{self.upstream_base}/v1/predictions/{quote(str(prediction['id']), safe='')}/cancel"
         if not url:
             return
         try:
@@ -370,7 +370,7 @@ class ReplicateProvider(Provider):
         if url:
             return url
         if prediction.get("id"):
-            return f"{self.api_base}/v1/predictions/{quote(str(prediction['id']), safe='')}"
+            return f"{self.upstream_base}/v1/predictions/{quote(str(prediction['id']), safe='')}"
         raise errors.UpstreamError(f"Replicate answered without a prediction id or a usable urls.get "
                                    f"(deployment: {self.label})")
 
