@@ -290,9 +290,16 @@ def chunk_stream(provider, endpoint, chunks, event_stream):
 
 
 def json_body(provider, payload):
-    """Parse a JSON answer body (bytes), or a 502 naming the deployment."""
+    """Parse a JSON answer body (bytes), or a 502 naming the deployment; an error the body carries
+    (a model container answering `{"error": ...}` with 200) is raised as the upstream's error."""
+    from gateway.upstream import answer_error
+
     try:
-        return orjson.loads(payload)
+        data = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
         raise errors.UpstreamError(
             f"Upstream answered with a body that is not JSON (deployment: {provider.label})") from exc
+    failure = answer_error(provider, data, payload, {})
+    if failure is not None:
+        raise failure
+    return data

@@ -144,6 +144,11 @@ class Provider:
         state["include_usage"] = bool((body.get("stream_options") or {}).get("include_usage"))
         return state
 
+    def stream_ended(self, state):
+        """Whether the stream's terminal event was seen (translators set `state["ended"]` on their
+        provider's documented end marker); a body that ends before it is a cut stream, an error."""
+        return state.get("ended", False)
+
     def build_request(self, endpoint, body, stream):
         """Translate an OpenAI-shaped body into the upstream request (pure)."""
         raise NotImplementedError

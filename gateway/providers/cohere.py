@@ -139,7 +139,8 @@ class CohereProvider(Provider):
             if not arguments:
                 return []
             return [shapes.chat_chunk(state, {"tool_calls": [{"index": index, "function": {"arguments": arguments}}]})]
-        if kind == "message-end":
+        if kind == "message-end":  # the documented last event
+            state["ended"] = True
             finish = self._finish(delta.get("finish_reason"), state["tools"], delta.get("error"))
             state["usage"] = usage_of(delta.get("usage"))
             chunks = [shapes.chat_chunk(state, {}, finish)]

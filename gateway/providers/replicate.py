@@ -207,7 +207,7 @@ class ReplicateProvider(Provider):
 
     def _finish(self, endpoint, state, usage):
         """The finish chunk; the usage chunk follows when known (polling) or after a final read (SSE)."""
-        state["done"] = True
+        state["done"] = state["ended"] = True
         chunks = [_text_chunk(state, "", "stop") if endpoint == "completions"
                   else shapes.chat_chunk(state, {} if state["role_sent"] else {"role": "assistant", "content": ""},
                                          "stop")]
@@ -280,10 +280,7 @@ class ReplicateProvider(Provider):
         chunks = translated_chunks(self, endpoint, events, state, ctx.timeout)
 
         def run():
-            yield from chunks
-            if not state.get("done"):
-                raise errors.UpstreamError(f"Replicate's stream ended before the prediction did "
-                                           f"(deployment: {self.label})")
+            yield from chunks  # raises incomplete_stream() when the stream ends before `done`
             if state["include_usage"] and not state.get("usage_sent"):
                 yield self._final_usage(ctx, endpoint, prediction, state)
 
@@ -304,6 +301,8 @@ class ReplicateProvider(Provider):
                                        f"(deployment: {self.label})") from exc
         if not isinstance(data, dict):
             raise errors.UpstreamError(f"Upstream answered with an unexpected body (deployment: {self.label})")
+        if data.get("error") and "status" not in data:  # not a (failed) prediction: an error answered with 2xx
+            raise self.map_error(200, resp.data, resp.headers)
         return data
 
     def _get(self, ctx, url, deadline):
