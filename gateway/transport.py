@@ -5,10 +5,16 @@ bundle) without `Session.request`: its per-call preparation (settings merging, c
 URL re-parsing) cost 687 us of a 225 us upstream round trip on the benchmark machine.
 """
 
+import base64
+import dataclasses
 import logging
 import os
+import re
 import shlex
 import time
+from urllib.parse import unquote
+from urllib.parse import urlsplit
+from urllib.parse import urlunsplit
 
 import urllib3
 from requests.utils import DEFAULT_CA_BUNDLE_PATH
@@ -27,6 +33,8 @@ CONNECT_TIMEOUT = 10.0
 POOL_SIZE = 256
 # Header names that carry secrets; custom ones from `litellm_params.headers` too (X-Portkey-Api-Key...).
 _SECRET_WORDS = ("auth", "key", "token", "secret", "cookie", "signature", "password", "credential")
+# Query parameter names whose values are credentials (`?key=` for Google, `api-key=`, SAS `sig=`...).
+_SECRET_QUERY = re.compile(r"key|token|secret|sig|password|passwd|auth|credential", re.I)
 
 
 def is_secret_header(name):
@@ -35,9 +43,64 @@ def is_secret_header(name):
     return any(word in lowered for word in _SECRET_WORDS)
 
 
+def display_url(url):
+    """An upstream address as humans may see it (headers, errors, /health, logs, callbacks, spans,
+    debug curl lines): scheme://host[:port]/path, never a `user:password@` part, and the values of
+    query parameters named like credentials (`?key=`, `api-key=`, `sig=`) masked."""
+    if not url or not isinstance(url, str):
+        return url
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # an unparseable address is shown as nothing rather than as itself
+        return "[invalid url]"
+    netloc = parts.netloc.rpartition("@")[2]
+    query = "&".join(_masked_param(p) for p in parts.query.split("&")) if parts.query else ""
+    if netloc == parts.netloc and query == parts.query and not parts.fragment:
+        return url
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def _masked_param(piece):
+    name, sep, _ = piece.partition("=")
+    return f"{name}=****" if sep and _SECRET_QUERY.search(unquote(name)) else piece
+
+
+def split_credentials(url):
+    """(url without `user:password@`, its `Authorization: Basic` value or None, the secrets to scrub).
+
+    Done once per deployment, at start-up: urllib3 ignores the user part of a URL, so credentials
+    there would otherwise never be sent (and the address would show them)."""
+    if not url or not isinstance(url, str) or "@" not in url:
+        return url, None, ()
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url, None, ()
+    if "@" not in parts.netloc:
+        return url, None, ()
+    userinfo, _, host = parts.netloc.rpartition("@")
+    raw_user, _, raw_password = userinfo.partition(":")
+    user, password = unquote(raw_user), unquote(raw_password)
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    clean = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    # A very short password is not scrubbed from upstream text: it would mangle every message.
+    secrets = tuple(dict.fromkeys(s for s in (password, raw_password, token) if len(s) >= 4))
+    return clean, f"Basic {token}", secrets
+
+
+def with_basic_auth(req, basic_auth):
+    """The request as sent for a deployment whose api_base carried `user:password@`: that user part
+    stripped from the URL, and the Basic credentials as its Authorization header (replacing any
+    other, as requests and httpx -- so LiteLLM -- do with credentials in a URL)."""
+    url = split_credentials(req.url)[0]
+    headers = {k: v for k, v in req.headers.items() if k.lower() != "authorization"}
+    headers["Authorization"] = basic_auth
+    return dataclasses.replace(req, url=url, headers=headers)
+
+
 def curl_command(req):
-    """The request as a runnable curl command with every secret header masked."""
-    parts = ["curl", "-X", req.method, req.url]
+    """The request as a runnable curl command with every secret header (and URL secret) masked."""
+    parts = ["curl", "-X", req.method, display_url(req.url)]
     for name, value in req.headers.items():
         shown = "****" if is_secret_header(name) else value
         parts += ["-H", f"{name}: {shown}"]
@@ -70,6 +133,8 @@ class Transport:
 
         A streamed response must be closed (or drained) by the caller.
         """
+        if provider.basic_auth is not None:
+            req = with_basic_auth(req, provider.basic_auth)
         if self.debug:
             log.debug("POST Request Sent from gateway to %s:\n%s", provider.label, curl_command(req))
         started = time.monotonic()

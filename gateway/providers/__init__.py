@@ -5,9 +5,13 @@ claims its `prefixes` (`anthropic/...`) and the bare model names its `bare_model
 """
 
 import importlib
+import logging
 import pkgutil
 
 from gateway.settings import ConfigError
+from gateway.transport import split_credentials
+
+log = logging.getLogger("gateway.providers")
 
 
 class UnsupportedProviderError(ConfigError):
@@ -65,7 +69,16 @@ def build(config):
                                        f"write it as <provider>/<model> (providers: {known})")
     if not upstream:
         raise ConfigError(f"{where}: {config.model!r} names no model")
-    return cls(config, upstream)
+    if split_credentials(upstream)[1] is not None:  # `huggingface/https://user:pass@host`: shown everywhere
+        raise ConfigError(f"{where}: the model string carries user:password credentials; give the server "
+                          "in litellm_params.api_base instead (its credentials are sent as Basic auth)")
+    provider = cls(config, upstream)
+    if provider.basic_auth is not None and any(
+            name.lower() == "authorization" for name in getattr(provider, "headers", None) or ()):
+        log.warning("deployment %s: api_base carries user:password credentials; they are sent as the "
+                    "Authorization (Basic) header in place of the provider's own (its api_key bearer "
+                    "token is not sent)", provider.label)
+    return provider
 
 
 def markdown_table():

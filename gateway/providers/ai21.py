@@ -86,9 +86,9 @@ class AI21Provider(Provider):
             self.tools = False
             self.supported_params = JURASSIC_PARAMS
             self.prompt = prompt_builder(params, upstream_model)
-            self.url = f"{self.api_base}/{quote(upstream_model, safe='')}/complete"
+            self.url = f"{self.upstream_base}/{quote(upstream_model, safe='')}/complete"
         else:
-            self.url = self.api_base + "/chat/completions"
+            self.url = self.upstream_base + "/chat/completions"
 
     # ---- requests -------------------------------------------------------------------------------
 
@@ -168,6 +168,8 @@ class AI21Provider(Provider):
         if data.strip() == DONE:
             return None
         event = orjson.loads(data)
+        if (event.get("error") or event.get("detail")) and not event.get("choices"):
+            raise self.map_error(200, data, {})  # an error reported inside the stream
         out = []
         for choice in event.get("choices") or []:
             delta = {k: v for k, v in (choice.get("delta") or {}).items() if k in ("role", "content")}
@@ -176,6 +178,8 @@ class AI21Provider(Provider):
                 delta["tool_calls"] = [_tool_delta(c, i) for i, c in enumerate(calls)]
                 state["saw_tools"] = True
             reason = choice.get("finish_reason")
+            if reason:
+                state["ended"] = True  # `[DONE]` follows; a finish_reason is the answer's own end
             finish = _jamba_finish(reason, state.get("saw_tools")) if reason else None
             if delta or finish:
                 out.append(shapes.chat_chunk(state, delta, finish, index=choice.get("index", 0)))

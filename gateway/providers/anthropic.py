@@ -184,7 +184,8 @@ class AnthropicProvider(Provider):
             state["usage"].update({k: v for k, v in (event.get("usage") or {}).items() if v is not None})
             stop = (event.get("delta") or {}).get("stop_reason")
             return [shapes.chat_chunk(state, {}, FINISH_REASONS.get(stop, "stop"))] if stop else []
-        if kind == "message_stop":
+        if kind == "message_stop":  # the documented last event of every complete stream
+            state["ended"] = True
             if not state["include_usage"]:
                 return []
             return [{"id": state["id"], "object": "chat.completion.chunk", "created": state["created"],

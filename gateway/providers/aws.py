@@ -13,6 +13,7 @@ import orjson
 
 from gateway import errors
 from gateway.settings import ConfigError
+from gateway.transport import split_credentials
 
 log = logging.getLogger("gateway.providers.aws")
 
@@ -94,6 +95,11 @@ class AwsSettings:
         if not self.endpoint_url and endpoint_env:
             self.endpoint_url = os.environ.get(endpoint_env) or None
         self.endpoint_url = self.endpoint_url.rstrip("/") if self.endpoint_url else None
+        if split_credentials(self.endpoint_url)[1] is not None:
+            # AWS signs every request (SigV4) in the Authorization header: Basic credentials in the
+            # endpoint could never be sent, and boto3 would carry them into its own messages.
+            raise ConfigError(f"{where}: the AWS endpoint URL carries user:password credentials, which "
+                              "cannot be sent to AWS (requests are signed with SigV4); remove them")
         self.secrets = (self.secret_key, self.session_token, self.access_key, self.bearer_token)
         self._clients = {}
         self._session = None
@@ -284,9 +290,16 @@ def chunk_stream(provider, endpoint, chunks, event_stream):
 
 
 def json_body(provider, payload):
-    """Parse a JSON answer body (bytes), or a 502 naming the deployment."""
+    """Parse a JSON answer body (bytes), or a 502 naming the deployment; an error the body carries
+    (a model container answering `{"error": ...}` with 200) is raised as the upstream's error."""
+    from gateway.upstream import answer_error
+
     try:
-        return orjson.loads(payload)
+        data = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
         raise errors.UpstreamError(
             f"Upstream answered with a body that is not JSON (deployment: {provider.label})") from exc
+    failure = answer_error(provider, data, payload, {})
+    if failure is not None:
+        raise failure
+    return data

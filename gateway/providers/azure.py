@@ -49,7 +49,7 @@ class AzureProvider(OpenAIProvider):
 
     def endpoint_urls(self):
         """`{api_base}/openai/deployments/{deployment}/{path}?api-version=...`."""
-        root = f"{self.api_base}/openai/deployments/{quote(self.model, safe='')}"
+        root = f"{self.upstream_base}/openai/deployments/{quote(self.model, safe='')}"
         query = f"?api-version={quote(self.api_version, safe='')}"
         return {endpoint: root + path + query for endpoint, path in PATHS.items()}
 

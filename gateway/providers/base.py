@@ -7,6 +7,8 @@ import orjson
 
 from gateway import errors
 from gateway.providers import shapes
+from gateway.transport import display_url
+from gateway.transport import split_credentials
 
 ENDPOINTS = ("chat", "completions", "embeddings")
 
@@ -72,6 +74,9 @@ class Provider:
     native_usage_chunk = False  # the upstream itself sends OpenAI's include_usage chunk
     native_encoding = False     # the upstream itself honours embeddings' encoding_format
     local = False              # answers in-process (demo)
+    basic_auth = None          # `Basic ...` from a `user:password@` api_base; the transport sends it
+    upstream_base = None       # the api_base as configured, without its `user:password@` part
+    _shown_base = None
 
     def __init__(self, config, upstream_model, secrets=()):
         self.config = config
@@ -82,6 +87,23 @@ class Provider:
         self.timeout = params.get("timeout")
         self.secrets = tuple(s for s in secrets if s)
         self.api_base = None
+
+    @property
+    def api_base(self):
+        """The deployment's upstream address as humans may see it (display_url): what headers, errors,
+        /health, logs, spend rows, callbacks and spans show. Never its credentials."""
+        return self._shown_base
+
+    @api_base.setter
+    def api_base(self, url):
+        # Credentials in the address (`http://user:pass@proxy/v1`) become the deployment's Basic
+        # auth, sent by the transport on every request, and join the secrets scrubbed from upstream
+        # text; the address itself is only ever shown without them.
+        self.upstream_base, basic_auth, secrets = split_credentials(url)
+        if basic_auth is not None:
+            self.basic_auth = basic_auth
+            self.secrets = tuple(getattr(self, "secrets", ())) + secrets
+        self._shown_base = display_url(url)
 
     @property
     def label(self):
@@ -121,6 +143,11 @@ class Provider:
         state = stream_state(self.model, "chatcmpl" if endpoint == "chat" else "cmpl")
         state["include_usage"] = bool((body.get("stream_options") or {}).get("include_usage"))
         return state
+
+    def stream_ended(self, state):
+        """Whether the stream's terminal event was seen (translators set `state["ended"]` on their
+        provider's documented end marker); a body that ends before it is a cut stream, an error."""
+        return state.get("ended", False)
 
     def build_request(self, endpoint, body, stream):
         """Translate an OpenAI-shaped body into the upstream request (pure)."""

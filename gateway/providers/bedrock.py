@@ -16,6 +16,7 @@ from gateway import errors
 from gateway.providers import aws
 from gateway.providers import shapes
 from gateway.providers.base import Provider
+from gateway.upstream import incomplete_stream
 
 FINISH = {
     "end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls",
@@ -347,7 +348,8 @@ class BedrockProvider(Provider):
             call = {"index": index, "id": use.get("toolUseId"), "type": "function",
                     "function": {"name": use.get("name"), "arguments": ""}}
             return [shapes.chat_chunk(state, {"tool_calls": [call]})]
-        if "messageStop" in event:
+        if "messageStop" in event:  # the model's answer is complete; metadata (usage) may follow
+            state["ended"] = True
             finish = FINISH.get(event["messageStop"].get("stopReason"), "stop")
             if finish == "tool_calls" and not state["next_tool"]:
                 finish = "stop"
@@ -360,7 +362,10 @@ class BedrockProvider(Provider):
         return []
 
     def end_of_stream(self, state):
-        """The usage chunk a client asked for, if the upstream never sent its metadata event."""
+        """The usage chunk a client asked for, if the upstream never sent its metadata event; a
+        stream that ended before messageStop was cut: an error."""
+        if not state.get("ended"):
+            raise incomplete_stream(self)
         if state["include_usage"] and not state["usage_sent"]:
             state["usage_sent"] = True
             return [usage_chunk(state)]

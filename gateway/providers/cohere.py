@@ -65,7 +65,7 @@ class CohereProvider(Provider):
                               f"(or set {' or '.join(KEY_ENVS)})")
         super().__init__(config, upstream_model, secrets=(key,))
         self.api_base = _ENDPOINT_SUFFIX.sub("", (custom_base or env_base or DEFAULT_BASE).rstrip("/"))
-        self.urls = {"chat": self.api_base + "/v2/chat", "embeddings": self.api_base + "/v2/embed"}
+        self.urls = {"chat": self.upstream_base + "/v2/chat", "embeddings": self.upstream_base + "/v2/embed"}
         headers = {"Content-Type": "application/json", "Accept": "application/json",
                    "Authorization": f"Bearer {key}"}
         headers.update(params.get("headers") or {})
@@ -139,7 +139,8 @@ class CohereProvider(Provider):
             if not arguments:
                 return []
             return [shapes.chat_chunk(state, {"tool_calls": [{"index": index, "function": {"arguments": arguments}}]})]
-        if kind == "message-end":
+        if kind == "message-end":  # the documented last event
+            state["ended"] = True
             finish = self._finish(delta.get("finish_reason"), state["tools"], delta.get("error"))
             state["usage"] = usage_of(delta.get("usage"))
             chunks = [shapes.chat_chunk(state, {}, finish)]

@@ -170,6 +170,8 @@ class GeminiProvider(Provider):
         for cand in candidates:
             chunks.extend(self._candidate_chunks(cand, cand.get("index", 0), state))
         finished = state["finished"]
+        if finished and finished >= state["roles"]:
+            state["ended"] = True  # no end marker: every candidate seen has its finishReason
         if state["include_usage"] and not state["usage_sent"] and finished and finished >= state["roles"]:
             state["usage_sent"] = True
             chunks.append({"id": state["id"], "object": "chat.completion.chunk", "created": state["created"],

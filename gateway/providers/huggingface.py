@@ -361,6 +361,7 @@ class HuggingFaceProvider(Provider):
         details = details or {}
         finish = "stop" if state["stopped"] else FINISH.get(details.get("finish_reason"), "stop")
         out.append(self._text_chunk(state, None, finish))
+        state["ended"] = True  # TGI's final event (generated_text / details) ends every complete stream
         if state["include_usage"]:
             generated = details.get("generated_tokens")
             out.append(self._usage_chunk(state, details.get("input_length") or shapes.estimate_tokens(state["prompt_chars"]),
@@ -386,7 +387,7 @@ class HuggingFaceProvider(Provider):
 
     def _chat_stream_event(self, data, state):
         if data == DONE:
-            state["done"] = True
+            state["done"] = state["ended"] = True
             if not state["include_usage"]:
                 return []
             usage = state["usage"] or {}
@@ -405,6 +406,8 @@ class HuggingFaceProvider(Provider):
                 state["role_sent"] = True
                 new["role"] = "assistant"
             reason = choice.get("finish_reason")
+            if reason:
+                state["ended"] = True  # TGI before 2.x sent no `[DONE]`
             text = self._hold(state, delta.get("content") or "")
             if reason and not state["stopped"]:
                 text, state["pending"] = text + state["pending"], ""

@@ -194,8 +194,8 @@ class OllamaProvider(Provider):
                 chunks.append(_text_chunk(state, text))
         else:
             chunks.extend(self._chat_deltas(event, state))
-        if event.get("done"):
-            state["done"] = True
+        if event.get("done"):  # the last line of every complete stream
+            state["done"] = state["ended"] = True
             finish = FINISH.get(event.get("done_reason") or "stop", "stop")
             usage = shapes.usage(event.get("prompt_eval_count"), event.get("eval_count"))
             if endpoint == "completions":

@@ -64,7 +64,7 @@ class OpenAIProvider(Provider):
 
     def endpoint_urls(self):
         """The full URL of each endpoint, built once."""
-        return {endpoint: self.api_base + path for endpoint, path in PATHS.items()}
+        return {endpoint: self.upstream_base + path for endpoint, path in PATHS.items()}
 
     def build_request(self, endpoint, body, stream):
         """Same body, our model name and defaults; the URL is fixed at start-up."""
@@ -76,10 +76,15 @@ class OpenAIProvider(Provider):
         return data
 
     def parse_stream_event(self, endpoint, data, state):
-        """Each `data:` line is one chunk; `[DONE]` ends the stream."""
+        """Each `data:` line is one chunk; `[DONE]` ends the stream (a finish_reason is enough for
+        servers that never send `[DONE]`)."""
         if data == DONE:
             return None
         chunk = orjson.loads(data)
+        if not state.get("ended") and isinstance(chunk, dict):
+            for choice in chunk.get("choices") or ():
+                if isinstance(choice, dict) and choice.get("finish_reason"):
+                    state["ended"] = True
         if isinstance(chunk, dict) and chunk.get("error") and not chunk.get("choices"):
             # An in-band error ends the stream as a failure (never a chunk that looks like an
             # answer: it would be billed as a success and could be cached).

@@ -79,7 +79,7 @@ class ReplicateProvider(Provider):
         super().__init__(config, upstream_model, secrets=(key,))
         base = custom_base or env_base or DEFAULT_API_BASE
         self.api_base = base
-        origin = urlsplit(base)
+        origin = urlsplit(self.upstream_base)
         self.origin = (origin.scheme, origin.netloc)
         self.official = base == DEFAULT_API_BASE
         headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json",
@@ -98,13 +98,13 @@ class ReplicateProvider(Provider):
         name, _, version = model.partition(":")
         parts = name.split("/")
         if parts[0] == "deployments" and len(parts) == 3 and all(parts) and not version:
-            return f"{self.api_base}/v1/deployments/{quote(parts[1])}/{quote(parts[2])}/predictions", None
+            return f"{self.upstream_base}/v1/deployments/{quote(parts[1])}/{quote(parts[2])}/predictions", None
         if version and len(parts) == 2 and all(parts):
-            return f"{self.api_base}/v1/predictions", version
+            return f"{self.upstream_base}/v1/predictions", version
         if not version and len(parts) == 1 and len(name) == 64:  # a bare version id
-            return f"{self.api_base}/v1/predictions", name
+            return f"{self.upstream_base}/v1/predictions", name
         if not version and len(parts) == 2 and all(parts) and parts[0] != "deployments":
-            return f"{self.api_base}/v1/models/{quote(parts[0])}/{quote(parts[1])}/predictions", None
+            return f"{self.upstream_base}/v1/models/{quote(parts[0])}/{quote(parts[1])}/predictions", None
         raise ConfigError(f"model_list[{config.index}].litellm_params.model: expected replicate/<owner>/<model>"
                           f"[:<version>] or replicate/deployments/<owner>/<name>, got {config.model!r}")
 
@@ -207,7 +207,7 @@ class ReplicateProvider(Provider):
 
     def _finish(self, endpoint, state, usage):
         """The finish chunk; the usage chunk follows when known (polling) or after a final read (SSE)."""
-        state["done"] = True
+        state["done"] = state["ended"] = True
         chunks = [_text_chunk(state, "", "stop") if endpoint == "completions"
                   else shapes.chat_chunk(state, {} if state["role_sent"] else {"role": "assistant", "content": ""},
                                          "stop")]
@@ -280,10 +280,7 @@ class ReplicateProvider(Provider):
         chunks = translated_chunks(self, endpoint, events, state, ctx.timeout)
 
         def run():
-            yield from chunks
-            if not state.get("done"):
-                raise errors.UpstreamError(f"Replicate's stream ended before the prediction did "
-                                           f"(deployment: {self.label})")
+            yield from chunks  # raises incomplete_stream() when the stream ends before `done`
             if state["include_usage"] and not state.get("usage_sent"):
                 yield self._final_usage(ctx, endpoint, prediction, state)
 
@@ -304,6 +301,8 @@ class ReplicateProvider(Provider):
                                        f"(deployment: {self.label})") from exc
         if not isinstance(data, dict):
             raise errors.UpstreamError(f"Upstream answered with an unexpected body (deployment: {self.label})")
+        if data.get("error") and "status" not in data:  # not a (failed) prediction: an error answered with 2xx
+            raise self.map_error(200, resp.data, resp.headers)
         return data
 
     def _get(self, ctx, url, deadline):
@@ -356,7 +355,7 @@ class ReplicateProvider(Provider):
         """Best effort: cancel a prediction nobody will read."""
         url = self.follow_url(prediction, "cancel")
         if not url and prediction.get("id"):
-            url = f"{self.api_base}/v1/predictions/{quote(str(prediction['id']), safe='')}/cancel"
+            url = f"{self.upstream_base}/v1/predictions/{quote(str(prediction['id']), safe='')}/cancel"
         if not url:
             return
         try:
@@ -370,7 +369,7 @@ class ReplicateProvider(Provider):
         if url:
             return url
         if prediction.get("id"):
-            return f"{self.api_base}/v1/predictions/{quote(str(prediction['id']), safe='')}"
+            return f"{self.upstream_base}/v1/predictions/{quote(str(prediction['id']), safe='')}"
         raise errors.UpstreamError(f"Replicate answered without a prediction id or a usable urls.get "
                                    f"(deployment: {self.label})")
 

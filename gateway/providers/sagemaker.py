@@ -14,6 +14,7 @@ from gateway import errors
 from gateway.providers import aws
 from gateway.providers import shapes
 from gateway.providers.base import Provider
+from gateway.upstream import incomplete_stream
 from gateway.providers.prompts import prompt_builder
 
 # TGI's details.finish_reason -> OpenAI's.
@@ -187,13 +188,14 @@ class SageMakerProvider(Provider):
         return out
 
     def end_of_stream(self, state):
-        """Flush a last unterminated line; finish the stream if TGI never sent its final event."""
+        """Flush a last unterminated line; a stream without TGI's final event (generated_text /
+        details) was cut: an error, never a complete answer."""
         out = []
         rest, state["buffer"] = state["buffer"], b""
         if rest.strip():
             out.extend(self._stream_line(rest, state))
         if not state["finished"]:
-            out.extend(self._finish(state, "stop"))
+            raise incomplete_stream(self)
         return out
 
     def _stream_line(self, line, state):

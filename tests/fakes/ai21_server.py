@@ -12,7 +12,8 @@ Behaviour
     Jurassic-2 answers " Hello from fake Jurassic-2, you wrote: <prompt, whitespace collapsed>",
     one completion per `numResults`, cut at `maxTokens` (AI21's default is 16), with per-token data.
     Token counts are whitespace words. Error triggers by model name: fail-400, fail-401, fail-404,
-    fail-422, fail-429 (Retry-After), fail-500, fail-503, context-length, leak-key (echoes the key).
+    fail-422, fail-429 (Retry-After), fail-500, fail-503, context-length, leak-key (echoes the key);
+    cut-stream: a Jamba stream whose body ends after two content pieces.
 """
 
 import json
@@ -111,12 +112,13 @@ class AI21Handler(FakeHandler):
                  "total_tokens": prompt_tokens + completion_tokens}
         reply_id = f"chat-{uuid.uuid4().hex}"
         if body.get("stream"):
-            return self.stream_chat(reply_id, choices, usage)
+            return self.stream_chat(reply_id, choices, usage, cut=body["model"] == "cut-stream")
         self.send_json(200, {"id": reply_id, "choices": choices, "usage": usage, "model": body["model"],
                              "meta": {"requestDurationMillis": 12}})
 
-    def stream_chat(self, reply_id, choices, usage):
-        """`data:` lines only (the SDK refuses any other line); usage on the last chunk; `[DONE]`."""
+    def stream_chat(self, reply_id, choices, usage, cut=False):
+        """`data:` lines only (the SDK refuses any other line); usage on the last chunk; `[DONE]`.
+        cut: the body ends after two content pieces (no finish_reason, no `[DONE]`)."""
         self.start_chunked("text/event-stream")
 
         def send(choice_index, delta, finish=None, last_usage=None):
@@ -136,7 +138,9 @@ class AI21Handler(FakeHandler):
                         piece = {"index": i, "function": {"arguments": args[at:at + 6]}}
                         send(choice["index"], {"tool_calls": [piece]})
             else:
-                for piece in re.findall(r"\S+\s*|\s+", message["content"]):
+                for k, piece in enumerate(re.findall(r"\S+\s*|\s+", message["content"])):
+                    if cut and k == 2:
+                        return self.end_chunked()
                     send(choice["index"], {"content": piece})
             send(choice["index"], {"content": ""} if not message.get("tool_calls") else {}, choice["finish_reason"],
                  usage if n == len(choices) - 1 else None)

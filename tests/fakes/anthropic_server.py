@@ -9,7 +9,8 @@ Route: POST /v1/messages. Auth: ``x-api-key: <api_key>``, or ``Authorization: Be
 or the auth token (newer SDKs send keys that way); an ``anthropic-version`` header is required.
 
 Triggers (by model): fail-400, fail-401, fail-403, fail-404, fail-413, fail-429, fail-500, fail-529,
-context-length -> the matching error answer; stream-error -> two text deltas, then an ``error`` event.
+context-length -> the matching error answer; stream-error -> two text deltas, then an ``error`` event;
+cut-stream -> two text deltas, then the body ends (no message_delta, no message_stop).
 
 Answers are deterministic: ``"Hello from fake anthropic: <last user text>"`` (plus `` (images: N)``
 when the last turn has images). When the request offers tools and the last user text mentions
@@ -241,15 +242,16 @@ class AnthropicHandler(FakeHandler):
                    "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens,
                              "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}
         if body.get("stream"):
-            return self.stream(message, body["model"] == "stream-error")
+            return self.stream(message, body["model"] == "stream-error", body["model"] == "cut-stream")
         return self.send_json(200, message, {"request-id": new_id("req")})
 
     def event(self, name, data):
         """One named SSE event, as Anthropic frames them (`event:` line, then `data:`)."""
         self.write_sse(data, event=name)
 
-    def stream(self, message, fail_midway):
-        """The message as Anthropic's event sequence."""
+    def stream(self, message, fail_midway, cut_midway=False):
+        """The message as Anthropic's event sequence (cut_midway: the body just ends after two deltas,
+        without message_delta or message_stop)."""
         self.start_chunked("text/event-stream; charset=utf-8", headers={"request-id": new_id("req"),
                                                                        "cache-control": "no-cache"})
         usage = message["usage"]
@@ -273,6 +275,8 @@ class AnthropicHandler(FakeHandler):
                 if fail_midway and n == 2:
                     self.event("error", {"type": "error", "error": {"type": "overloaded_error",
                                                                     "message": "Overloaded"}})
+                    return self.end_chunked()
+                if cut_midway and n == 2:
                     return self.end_chunked()
                 self.event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
             self.event("content_block_stop", {"type": "content_block_stop", "index": index})

@@ -20,7 +20,8 @@ and Tokyo" -> two calls); after a tool result it answers ``"The tool said: <resu
 Triggers (substring of model id / endpoint name): fail-validation, context-length, fail-access,
 fail-notfound, fail-throttle, fail-timeout, fail-500, fail-503 (AWS error answers), slow (answer after
 ``slow_seconds``), stream-error (an exception event after two deltas); SageMaker also missing-endpoint
-and model-error (a ModelError wrapping TGI's context-length validation error).
+and model-error (a ModelError wrapping TGI's context-length validation error); cut-stream (a stream
+whose body just ends after two pieces, without messageStop / TGI's final line).
 """
 
 import base64
@@ -306,6 +307,8 @@ class AWSHandler(FakeHandler):
                         self.write_chunk(exception_message("modelStreamErrorException", {
                             "message": "The model stream broke.", "originalStatusCode": 500}))
                         return self.end_chunked()
+                    if "cut-stream" in model and n == 2:
+                        return self.end_chunked()  # the body just ends: no messageStop, no metadata
                     self.write_chunk(event_message("contentBlockDelta", {
                         "contentBlockIndex": index, "delta": {"text": piece}}))
             else:
@@ -396,6 +399,8 @@ class AWSHandler(FakeHandler):
             lines.append({"index": len(pieces), "token": {"id": 2, "text": "</s>", "logprob": -0.01, "special": True},
                           "generated_text": text,
                           "details": {"finish_reason": finish, "generated_tokens": len(pieces) + 1, "seed": None}})
+        if "cut-stream" in name:  # the body ends after two tokens: no final line with generated_text
+            lines = lines[:2]
         data = b"".join(b"data:" + json.dumps(line).encode() + b"\n\n" for line in lines)
         self.start_chunked(EVENTSTREAM, headers={"x-amzn-RequestId": str(uuid.uuid4()),
                                                  "X-Amzn-SageMaker-Content-Type": "text/event-stream",

@@ -13,7 +13,8 @@ Behaviour
     `response_format` json_object answers `{"answer": ...}`. Token counts are whitespace words.
     Error triggers by model name: fail-400, fail-401, fail-402, fail-404, fail-422, fail-429 (with
     Retry-After), fail-498, fail-499, fail-500, context-length, leak-key (401 that echoes the key),
-    stream-error (streams then ends with finish_reason ERROR).
+    stream-error (streams then ends with finish_reason ERROR), cut-stream (two content deltas, then the
+    body ends without message-end).
 """
 
 import hashlib
@@ -186,7 +187,9 @@ class CohereHandler(FakeHandler):
         else:
             send({"type": "content-start", "index": 0,
                   "delta": {"message": {"content": {"type": "text", "text": ""}}}})
-            for piece in _pieces(text):
+            for n, piece in enumerate(_pieces(text)):
+                if model == "cut-stream" and n == 2:  # the body just ends: no content-end, no message-end
+                    return self.end_chunked()
                 send({"type": "content-delta", "index": 0, "delta": {"message": {"content": {"text": piece}}},
                       "logprobs": None})
             send({"type": "content-end", "index": 0})

@@ -26,7 +26,8 @@ Behaviour
     OpenAPI subset does not know, undecodable inline data.
 Trigger models: fail-400, fail-403, fail-404, fail-429, fail-500, fail-503, context-length,
     blocked (promptFeedback.blockReason, no candidates), safety (finishReason SAFETY),
-    stream-error (two text events, then an in-stream error event).
+    stream-error (two text events, then an in-stream error event), cut-stream (two text events, then
+    the body ends without any finishReason).
 """
 
 import base64
@@ -225,6 +226,8 @@ class GeminiHandler(FakeHandler):
             event["modelVersion"] = whole["modelVersion"]
         if model == "stream-error":
             events = events[:2] + [google_error(500, "INTERNAL", "An internal error has occurred mid-stream.")]
+        if model == "cut-stream":  # the body just ends: no event with a finishReason
+            events = events[:2]
         if not sse:  # the JSON array form, sent whole
             return self.send_json(200, events)
         self.start_chunked("text/event-stream", headers={"Content-Disposition": "attachment"})

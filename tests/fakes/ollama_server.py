@@ -9,7 +9,8 @@ When the request offers tools and the last user message mentions "weather", it c
 once per city named (Paris, London, Tokyo; Paris by default). Token counts are whitespace words.
 
 Triggers (model name): ``missing`` -> 404 not found, ``fail-500`` -> 500, ``stream-error`` -> an
-``{"error"}`` line mid-stream, ``long-context`` -> 400 context-length error. ``api_key`` set: every
+``{"error"}`` line mid-stream, ``cut-stream`` -> two lines, then the body ends without ``done: true``,
+``long-context`` -> 400 context-length error. ``api_key`` set: every
 request needs ``Authorization: Bearer <api_key>`` (as a proxy in front of Ollama would).
 """
 
@@ -155,6 +156,8 @@ class OllamaHandler(FakeHandler):
             self.write_chunk(json.dumps(line(part, done=False)) + "\n")
             if model == "stream-error" and i == 1:
                 self.write_chunk(json.dumps({"error": "an error was encountered while running the model"}) + "\n")
+                return self.end_chunked()
+            if model == "cut-stream" and i == 1:  # the body just ends: no line with `done: true`
                 return self.end_chunked()
         for call in tool_calls:  # Ollama streams each tool call whole, in its own line
             self.write_chunk(json.dumps(line("", {"tool_calls": [call]}, done=False)) + "\n")

@@ -32,6 +32,15 @@ Failure modes on demand, for router tests (retries, timeouts, cooldowns)
     stall-stream     -> stream the role chunk and two content chunks, then stall ``stall_seconds``
                         (noticing a client hang-up), then finish the answer normally; without
                         ``stream`` it answers normally
+    cut-stream       -> stream the role chunk and two content chunks, then end the body cleanly:
+                        no finish_reason, no ``[DONE]`` (a connection that just closed); without
+                        ``stream`` it answers normally
+    error-200        -> HTTP 200 whose body is an OpenAI error envelope (``{"error": {...}}``), as
+                        some OpenAI-compatible servers and proxies answer
+
+``basic_auth=(user, password)`` plays a reverse proxy with HTTP Basic auth in front of a server
+without a key: every request needs ``Authorization: Basic <user:password>`` (else a 401), and no
+bearer key is checked.
 
 ``count(model)`` is the number of API requests (chat, completions, embeddings) that reached the
 fake for a model / deployment name since the last ``reset()``, failures included.
@@ -357,7 +366,12 @@ class _Handler(BaseHTTPRequestHandler):
             if op is None:
                 return self._json(404, openai_error(f"Invalid URL ({self.command} {path})"))
             # api_key=None plays a local server started without a key (vLLM without --api-key).
-            if self.fake.api_key is not None:
+            if self.fake.basic_auth is not None:
+                expected = "Basic " + base64.b64encode(":".join(self.fake.basic_auth).encode()).decode()
+                if headers.get("authorization") != expected:
+                    return self._send(401, b"<html><body><h1>401 Authorization Required</h1></body></html>",
+                                      content_type="text/html", headers={"WWW-Authenticate": 'Basic realm="llm"'})
+            elif self.fake.api_key is not None:
                 auth = headers.get("authorization", "")
                 token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
                 if not token:
@@ -388,6 +402,9 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(status, _AZURE_401 if status == 401 and self._azure else payload, extra)
         if self._model == "malformed":
             return self._send(200, b"not json at all")
+        if self._model == "error-200":
+            return self._json(200, openai_error("The upstream model crashed while answering.",
+                                                type_="server_error", code="model_crashed"))
         if self._model == "slow":
             self._pause(self.fake.slow_seconds)
         if self._model == "hang":
@@ -480,7 +497,12 @@ class _Handler(BaseHTTPRequestHandler):
         self._finish_stream(base, "chat.completion.chunk", usage, include_usage)
 
     def _special_stream(self, make_chunk) -> bool:
-        """Handle the slow-stream / stream-error triggers; True if the stream is already over."""
+        """Handle the slow-stream / stream-error / cut-stream triggers; True if the stream is already over."""
+        if self._model == "cut-stream":
+            self._event(make_chunk("Hello "))
+            self._event(make_chunk("from "))
+            self._end_stream()
+            return True
         if self._model == "stream-error":
             self._event(make_chunk("Hello "))
             self._event(make_chunk("from "))
@@ -593,8 +615,10 @@ class _Server(ThreadingHTTPServer):
 class FakeOpenAI:
     """Fake OpenAI + Azure OpenAI upstream serving on loopback in a daemon thread."""
 
-    def __init__(self, api_key="sk-fake-upstream", azure_key="azure-fake-key", host="127.0.0.1", port=0):
+    def __init__(self, api_key="sk-fake-upstream", azure_key="azure-fake-key", host="127.0.0.1", port=0,
+                 basic_auth=None):
         self.api_key = api_key
+        self.basic_auth = basic_auth
         self.azure_key = azure_key
         self.slow_seconds = 2.0
         self.stream_interval = 0.1

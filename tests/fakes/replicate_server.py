@@ -16,6 +16,7 @@ words of `prompt` + `system_prompt`), plus ``" with an image"`` when `input.imag
 Triggers (model name or version): ``missing`` -> 404, ``bad-input`` -> 422, ``throttled`` -> 429 with
 Retry-After, ``fails`` -> a prediction that fails, ``no-stream`` -> no `urls.stream`, ``foreign-urls``
 -> `urls` on another host (the client must not follow them), ``stream-error`` -> an SSE `error` event,
+``cut-stream`` -> an SSE stream that ends after two `output` events, without `done`,
 ``echo-key`` -> a 401 whose detail echoes the token (gateways must scrub it).
 """
 
@@ -127,6 +128,8 @@ class ReplicateHandler(FakeHandler):
                 self.write_chunk(_event("error", f"{prediction['id']}:{i + 1}",
                                         json.dumps({"detail": "Prediction failed: CUDA error: out of memory"})))
                 return self.end_chunked()
+            if "cut-stream" in prediction["model"] + prediction["version"] and i == 1:
+                return self.end_chunked()  # the body just ends: no `done` event
         while prediction["status"] not in ("succeeded", "failed", "canceled"):
             fake.advance(prediction)
         if prediction["status"] == "failed":

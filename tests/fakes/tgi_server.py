@@ -23,6 +23,7 @@ shapes (object arguments, id "0", one streamed `tool_calls` object carrying raw
 `{"function": {"_name": ...}}` text). Triggers (anywhere in the prompt / last user message):
 TRIGGER_OVERLOADED, TRIGGER_RATE_LIMIT (hosted 429 with Retry-After), TRIGGER_LOADING (hosted 503),
 TRIGGER_GENERATION_ERROR (424), TRIGGER_STREAM_ERROR (an error event after two tokens),
+TRIGGER_CUT_STREAM (a stream whose body ends after two tokens, without its final event),
 TRIGGER_ECHO_AUTH (a 500 whose message repeats the Authorization header: a key-scrubbing check).
 """
 
@@ -246,6 +247,8 @@ class Handler(FakeHandler):
                 self.write_sse({"error": "Request failed during generation: Server error: connection lost",
                                 "error_type": "generation"})
                 return self.end_chunked()
+            if "TRIGGER_CUT_STREAM" in inputs and i == 2:
+                return self.end_chunked()  # the body just ends: no final event with generated_text
             last = i == len(tokens) - 1
             details = None
             if last and params.get("details"):
@@ -323,6 +326,8 @@ class Handler(FakeHandler):
                     self.write_sse({"error": "Request failed during generation: Server error: connection lost",
                                     "error_type": "generation"})
                     return self.end_chunked()
+                if "TRIGGER_CUT_STREAM" in said and i == 2:
+                    return self.end_chunked()  # no finish_reason, no [DONE]
                 is_last = i == len(tokens) - 1
                 chunk({"content": "" if special else piece},
                       {"eos_token": "stop", "stop_sequence": "stop"}.get(finish, finish) if is_last else None,

@@ -177,10 +177,13 @@ def test_completion_stream_without_trailing_newline_finishes_by_length():
     assert chunks[-1]["usage"]["completion_tokens"] == 2
 
 
-def test_stream_without_a_final_event_still_finishes():
+def test_stream_without_a_final_event_is_a_cut_stream():
+    # TGI's last line carries generated_text / details; a body that ends before it was cut (issue #11
+    # item 7): an error, never a complete answer that could be cached and billed as a success.
     data = b'data:{"token":{"id":1,"text":"x","special":false},"generated_text":null,"details":null}\n\n'
-    chunks = stream(make("e"), "chat", [data])
-    assert content(chunks) == "x" and chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    with pytest.raises(errors.UpstreamError) as info:
+        stream(make("e"), "chat", [data])
+    assert "ended before completion" in info.value.message and info.value.status == 502
 
 
 def test_plain_json_lines_are_read_too():

@@ -1,5 +1,7 @@
 """Provider registry and the OpenAI / Azure translation halves (pure: no network)."""
 
+import base64
+
 import orjson
 import pytest
 from requests.structures import CaseInsensitiveDict
@@ -462,3 +464,52 @@ def test_parse_stream_event_bad_json_raises_decode_error():
 def test_parse_response_is_identity():
     data = {"id": "x", "choices": []}
     assert make("gpt-4o").parse_response("chat", data, {}) == data
+
+
+# --- credentials in api_base (issue #11 item 6) ---------------------------------------------------
+
+PASSWORD = "p4ss-canary-0123"
+CRED_BASE = f"http://proxy-user:{PASSWORD}@127.0.0.1:8080"
+
+
+@pytest.mark.parametrize("model, api_base, endpoint, body", [
+    ("openai/gpt-4o", CRED_BASE + "/v1", "chat", CHAT),
+    ("hosted_vllm/llama", CRED_BASE + "/v1", "chat", CHAT),
+    ("azure/dep", CRED_BASE, "chat", CHAT),
+    ("anthropic/claude-3-haiku", CRED_BASE, "chat", CHAT),
+    ("cohere/command-r", CRED_BASE, "chat", CHAT),
+    ("gemini/gemini-2.0-flash", CRED_BASE, "chat", CHAT),
+    ("ai21/jamba-large", CRED_BASE + "/studio/v1", "chat", CHAT),
+    ("ollama_chat/llama3", CRED_BASE, "chat", CHAT),
+    ("huggingface/org/model", CRED_BASE, "chat", CHAT),
+    ("replicate/meta/llama", CRED_BASE + "/v1", "chat", CHAT),
+    ("petals/petals-team/StableBeluga2", CRED_BASE, "chat", CHAT),
+])
+def test_api_base_credentials_become_basic_auth_and_are_never_shown(model, api_base, endpoint, body):
+    from gateway.transport import with_basic_auth
+    provider = make(model, api_base=api_base, api_key="sk-deployment-key-0")
+    shown = provider.label + repr(provider.describe()) + str(provider.api_base)
+    assert PASSWORD not in shown and "proxy-user" not in shown
+    assert provider.api_base.startswith("http://127.0.0.1:8080")
+    assert provider.basic_auth == "Basic " + base64.b64encode(f"proxy-user:{PASSWORD}".encode()).decode()
+    req = provider.build_request(endpoint, provider.prepare_body(endpoint, body), False)
+    sent = with_basic_auth(req, provider.basic_auth)  # what the transport sends
+    assert sent.url.startswith("http://127.0.0.1:8080/") and PASSWORD not in sent.url
+    assert [v for k, v in sent.headers.items() if k.lower() == "authorization"] == [provider.basic_auth]
+    assert provider.scrub(f"proxy said {PASSWORD}") == "proxy said [redacted]"
+
+
+def test_no_credentials_no_basic_auth():
+    provider = make("openai/gpt-4o", api_base="http://127.0.0.1:8080/v1", api_key="k")
+    assert provider.basic_auth is None and provider.api_base == provider.upstream_base == "http://127.0.0.1:8080/v1"
+
+
+@pytest.mark.parametrize("model, params", [
+    ("bedrock/anthropic.claude-3-haiku-20240307-v1:0", {"api_base": CRED_BASE}),
+    ("sagemaker/my-endpoint", {"api_base": CRED_BASE}),
+    ("huggingface/" + CRED_BASE + "/generate", {}),
+])
+def test_credentials_that_cannot_be_sent_are_a_config_error(model, params):
+    with pytest.raises(ConfigError) as info:
+        make(model, aws_access_key_id="AKIA0", aws_secret_access_key="s", aws_region_name="us-east-1", **params)
+    assert PASSWORD not in str(info.value) and "credentials" in str(info.value)

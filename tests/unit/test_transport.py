@@ -1,11 +1,16 @@
-"""curl_command: a runnable debug line with every secret header masked entirely."""
+"""curl_command: a runnable debug line with every secret header masked entirely; display_url and the
+Basic credentials of an api_base."""
 
+import base64
 import shlex
 
 import pytest
 
 from gateway.providers.base import UpstreamRequest
 from gateway.transport import curl_command
+from gateway.transport import display_url
+from gateway.transport import split_credentials
+from gateway.transport import with_basic_auth
 
 SECRET = "sk-proj-SECRETvalue0123456789"
 
@@ -66,3 +71,45 @@ def test_non_utf8_body_does_not_crash():
     parts = shlex.split(curl_command(req))
     assert parts[-2] == "-d"
     assert parts[-1].startswith('{"a": "')
+
+
+# --- upstream addresses for humans, and credentials in them (issue #11 item 6) ---------------------
+
+@pytest.mark.parametrize("url, shown", [
+    ("https://api.openai.com/v1", "https://api.openai.com/v1"),
+    ("http://user:p4ss@127.0.0.1:8000/v1", "http://127.0.0.1:8000/v1"),
+    ("http://token@host/v1/", "http://host/v1/"),
+    ("https://u:p%40ss@[::1]:443/x#frag", "https://[::1]:443/x"),
+    ("https://h/v1?key=AIzaSECRET&alt=sse", "https://h/v1?key=****&alt=sse"),
+    ("https://h/x?api-version=2024-02-01&api-key=SECRET", "https://h/x?api-version=2024-02-01&api-key=****"),
+    ("https://h/x?sv=1&sig=SECRET%3D&X-Amz-Security-Token=T", "https://h/x?sv=1&sig=****&X-Amz-Security-Token=****"),
+    ("localhost:11434", "localhost:11434"),
+    (None, None),
+    ("", ""),
+])
+def test_display_url(url, shown):
+    assert display_url(url) == shown
+
+
+def test_split_credentials():
+    clean, auth, secrets = split_credentials("http://us%3Aer:p%40ss-word@127.0.0.1:9/v1?a=b")
+    assert clean == "http://127.0.0.1:9/v1?a=b"
+    assert auth == "Basic " + base64.b64encode(b"us:er:p@ss-word").decode()
+    assert "p@ss-word" in secrets and "p%40ss-word" in secrets and auth.split()[1] in secrets
+    assert split_credentials("https://h/v1/models/a@b") == ("https://h/v1/models/a@b", None, ())
+    assert split_credentials("http://only-user@h/v1")[1] == "Basic " + base64.b64encode(b"only-user:").decode()
+
+
+def test_with_basic_auth_replaces_any_authorization_and_strips_the_url():
+    req = UpstreamRequest("POST", "http://u:pw-secret@h:1/v1/chat/completions",
+                          {"authorization": f"Bearer {SECRET}", "x-api-key": "k"}, b"{}")
+    sent = with_basic_auth(req, "Basic dTpwdy1zZWNyZXQ=")
+    assert sent.url == "http://h:1/v1/chat/completions"
+    assert sent.headers == {"x-api-key": "k", "Authorization": "Basic dTpwdy1zZWNyZXQ="}
+    assert req.headers["authorization"] == f"Bearer {SECRET}"  # the deployment's own request is untouched
+
+
+def test_curl_command_never_shows_url_credentials():
+    req = UpstreamRequest("POST", "http://u:pw-secret@h:1/v1?key=AIzaSECRET", {}, b"{}")
+    out = curl_command(req)
+    assert "pw-secret" not in out and "AIzaSECRET" not in out and "http://h:1/v1?key=****" in out

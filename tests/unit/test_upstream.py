@@ -2,6 +2,7 @@
 
 import orjson
 import pytest
+from urllib3 import HTTPHeaderDict
 from urllib3.exceptions import ProtocolError
 from urllib3.exceptions import ReadTimeoutError
 
@@ -22,9 +23,10 @@ from gateway.upstream import translated_chunks
 class FakeResponse:
     """A urllib3-like streamed response whose read1() hands out the body in chosen pieces."""
 
-    def __init__(self, pieces, data=None, drain_error=None):
+    def __init__(self, pieces, data=None, drain_error=None, headers=None):
         self.pieces = list(pieces)
         self.data = data
+        self.headers = HTTPHeaderDict(headers or {"Content-Type": "text/event-stream"})
         self.drain_error = drain_error
         self.reads = []
         self.calls = []
@@ -32,6 +34,9 @@ class FakeResponse:
     def read1(self, amt):
         self.reads.append(amt)
         return self.pieces.pop(0) if self.pieces else b""
+
+    def read(self):
+        return b"".join(self.pieces) if self.data is None else self.data
 
     def close(self):
         self.calls.append("close")
@@ -369,3 +374,74 @@ def test_http_call_unreadable_answer_is_502(data):
     with pytest.raises(errors.UpstreamError) as info:
         http_call(provider, CallContext(FakeTransport(resp), 5.0), "chat", {"messages": []}, False)
     assert info.value.status == 502 and "g -> openai/gpt-4o-mini" in info.value.message
+
+
+# --- an error inside a 2xx answer (issue #11 item 8) -------------------------------------------------
+
+ERROR_BODY = orjson.dumps({"error": {"message": "The model crashed.", "type": "server_error", "code": None}})
+
+
+def test_http_call_200_with_error_body_is_the_upstream_error():
+    resp = FakeResponse([], data=ERROR_BODY, headers={"Content-Type": "application/json"})
+    with pytest.raises(errors.UpstreamError) as info:
+        http_call(openai_provider(), CallContext(FakeTransport(resp), 5.0), "chat", {"messages": []}, False)
+    err = info.value
+    assert type(err) is errors.UpstreamError and err.status == 502 and err.upstream_status == 200
+    assert "The model crashed." in err.message and "g -> openai/gpt-4o-mini" in err.message
+
+
+@pytest.mark.parametrize("code, cls, status", [
+    (429, errors.RateLimitError, 429), ("503", errors.UpstreamError, 503), ("rate_limit", errors.UpstreamError, 502),
+    (True, errors.UpstreamError, 502),
+])
+def test_http_call_error_body_code_gives_the_kind_of_failure(code, cls, status):
+    body = orjson.dumps({"error": {"message": "busy", "code": code}})
+    resp = FakeResponse([], data=body, headers={"Content-Type": "application/json"})
+    with pytest.raises(cls) as info:
+        http_call(openai_provider(), CallContext(FakeTransport(resp), 5.0), "chat", {"messages": []}, False)
+    assert info.value.status == status and "busy" in info.value.message
+
+
+@pytest.mark.parametrize("body", [{"error": None, "choices": []}, {"error": "", "choices": []}, {"choices": []}])
+def test_http_call_empty_error_field_is_no_error(body):
+    resp = FakeResponse([], data=orjson.dumps(body), headers={"Content-Type": "application/json"})
+    assert http_call(openai_provider(), CallContext(FakeTransport(resp), 5.0), "chat", {"messages": []}, False) == body
+
+
+def test_http_call_stream_answered_with_a_json_error():
+    resp = FakeResponse([ERROR_BODY], headers={"Content-Type": "application/json; charset=utf-8"})
+    with pytest.raises(errors.UpstreamError) as info:
+        http_call(openai_provider(), CallContext(FakeTransport(resp), 5.0), "chat", {"messages": []}, True)
+    assert "The model crashed." in info.value.message
+    assert resp.calls == ["close"]
+
+
+def test_http_call_stream_answered_with_json_that_is_no_error():
+    resp = FakeResponse([b'{"id": "x", "choices": []}'], headers={"Content-Type": "application/json"})
+    with pytest.raises(errors.UpstreamError, match="JSON body, not a stream"):
+        http_call(openai_provider(), CallContext(FakeTransport(resp), 5.0), "chat", {"messages": []}, True)
+
+
+def test_error_in_a_2xx_answer_on_the_providers_own_paths():
+    from gateway import providers
+    from gateway.providers import aws
+
+    def make(model, **params):
+        return providers.build(DeploymentConfig(model_name="g", params={"model": model, **params},
+                                                model_info={}, index=0))
+
+    sagemaker = make("sagemaker/e", aws_access_key_id="AKIA0", aws_secret_access_key="s", aws_region_name="us-east-1")
+    with pytest.raises(errors.UpstreamError, match="CUDA out of memory"):
+        aws.json_body(sagemaker, b'{"error": "CUDA out of memory", "error_type": "generation"}')
+    assert aws.json_body(sagemaker, b'[{"generated_text": "ok"}]') == [{"generated_text": "ok"}]
+    ai21 = make("ai21/jamba-large", api_key="k")
+    state = ai21.new_stream_state("chat", {"messages": []})
+    with pytest.raises(errors.UpstreamError, match="Internal server error"):
+        ai21.parse_stream_event("chat", b'{"detail": "Internal server error"}', state)
+
+
+def test_http_call_sse_mislabelled_as_json_is_still_read():
+    body = b'data: {"id":"c","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
+    resp = FakeResponse([body], headers={"Content-Type": "application/json"})
+    stream = http_call(openai_provider(), CallContext(FakeTransport(resp), 5.0), "chat", {"messages": []}, True)
+    assert [c["id"] for c in stream] == ["c"]
