@@ -64,14 +64,15 @@ def configure_logging(debug, json_logs=False):
     logging.getLogger("gateway").setLevel(logging.DEBUG if debug else logging.INFO)
 
 
-def open_key_service(settings):
-    """The virtual-key store: open the database and migrate it (first use, in each worker)."""
+def open_key_service(settings, state=None):
+    """The virtual-key store: open the database and migrate it (first use, in each worker); `state`
+    (the router's shared state) carries word of a changed key to the other workers at once."""
     from gateway.db import Database
     from gateway.db import database_url
     from gateway.keys import KeyService
     db = Database(database_url(settings))
     db.migrate()
-    return KeyService(db, settings.general_settings.get("default_key_duration") or "1h")
+    return KeyService(db, settings.general_settings.get("default_key_duration") or "1h", state)
 
 
 def build_spend(settings, router, keys, observers=None):
@@ -102,7 +103,7 @@ def create_app(settings=None):
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
     transport = Transport(debug=settings.debug)
-    keys = LazyKeys(lambda: open_key_service(settings)) if settings.master_key else None
+    keys = LazyKeys(lambda: open_key_service(settings, router.state)) if settings.master_key else None
     router = Router(settings, transport)
     from gateway import requestlog
     from gateway.events import Observers

@@ -49,8 +49,8 @@ class Deployment:
 
     @property
     def limited(self):
-        """Whether calls must be counted against rpm/tpm."""
-        return bool(self.rpm) or bool(self.tpm)
+        """Whether calls must be counted against rpm/tpm (a limit of 0 takes no call; None: no limit)."""
+        return self.rpm is not None or self.tpm is not None
 
 
 class Group:
@@ -70,7 +70,7 @@ class Group:
         self.uses_cooldowns = len(deployments) > 1
         self.tracks_inflight = strategy == "least-busy"
         self.tracks_latency = strategy == "latency-based-routing"
-        self.tracks_usage = strategy.startswith("usage-based") or any(d.tpm for d in deployments)
+        self.tracks_usage = strategy.startswith("usage-based") or any(d.tpm is not None for d in deployments)
         self._cool_cache = (0.0, {})
 
     def _weights(self):
@@ -146,11 +146,11 @@ class Group:
 
     def _admit(self, deployment):
         """None when the deployment may take one more call now, else seconds until it may."""
-        if deployment.tpm:
+        if deployment.tpm is not None:
             used = self.state.window(f"tpm:{deployment.id}")
             if used >= deployment.tpm:
                 return 60.0
-        if deployment.rpm:
+        if deployment.rpm is not None:
             allowed, wait = self.state.admit(f"rpm:{deployment.id}", deployment.rpm)
             if not allowed:
                 return wait

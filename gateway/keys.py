@@ -1,4 +1,5 @@
-"""Virtual keys: generated once, stored as SHA-256 hashes, looked up through a short in-process cache."""
+"""Virtual keys: generated once, stored as SHA-256 hashes, looked up through a short in-process cache
+that every change of a key clears in every worker at once (gateway/keychanges.py)."""
 
 import hashlib
 import logging
@@ -17,6 +18,13 @@ from marshmallow import fields
 from marshmallow import validate
 
 from gateway import errors
+from gateway.keychanges import KeyChanges
+from gateway.keyvalues import LIMIT_MAX
+from gateway.keyvalues import MAX_JSON_BYTES  # noqa: F401  (the bounds, named where keys are)
+from gateway.keyvalues import MAX_JSON_DEPTH  # noqa: F401
+from gateway.keyvalues import check_json
+from gateway.keyvalues import no_nul
+from gateway.keyvalues import readable
 from gateway.schemas import first_error
 
 log = logging.getLogger("gateway.keys")
@@ -33,6 +41,8 @@ _UNITS = {**dict.fromkeys(("s", "sec", "secs", "second", "seconds"), 1),
           **dict.fromkeys(("d", "day", "days"), 86400),
           **dict.fromkeys(("w", "wk", "week", "weeks"), 7 * 86400)}
 CACHE_SECONDS = 5.0
+# With Redis, how often a worker asks whether a key changed on another instance (a GET, amortized).
+REMOTE_CHECK_SECONDS = 0.5
 _MAX_DURATION_SECONDS = 100 * 366 * 86400
 NEGATIVE_CACHE_SECONDS = 1.0
 
@@ -68,24 +78,29 @@ def parse_duration(value):
 
 
 class _KeySchema(Schema):
-    """Fields of /key/generate and /key/update (LiteLLM's names; other fields are ignored)."""
+    """Fields of /key/generate and /key/update (LiteLLM's names; other fields are ignored).
+
+    Every number fits its column (PostgreSQL's integer is 32 bits), no stored string holds a NUL
+    (PostgreSQL refuses it), and the JSON fields are bounded in depth and size (check_json)."""
 
     class Meta:
         unknown = INCLUDE
 
-    models = fields.List(fields.String(), allow_none=True)
-    duration = fields.String(allow_none=True)
-    aliases = fields.Dict(keys=fields.String(), values=fields.String(), allow_none=True)
+    models = fields.List(fields.String(validate=no_nul), allow_none=True)
+    duration = fields.String(allow_none=True, validate=no_nul)
+    aliases = fields.Dict(keys=fields.String(validate=no_nul), values=fields.String(validate=no_nul),
+                          allow_none=True)
     config = fields.Dict(allow_none=True)
     metadata = fields.Dict(allow_none=True)
-    max_budget = fields.Float(allow_none=True, validate=validate.Range(min=0))
-    budget_duration = fields.String(allow_none=True)
-    tpm_limit = fields.Integer(strict=True, allow_none=True, validate=validate.Range(min=0))
-    rpm_limit = fields.Integer(strict=True, allow_none=True, validate=validate.Range(min=0))
-    max_parallel_requests = fields.Integer(strict=True, allow_none=True, validate=validate.Range(min=0))
-    key_alias = fields.String(allow_none=True, validate=validate.Length(max=255))
-    user_id = fields.String(allow_none=True, validate=validate.Length(max=255))
-    team_id = fields.String(allow_none=True, validate=validate.Length(max=255))
+    max_budget = fields.Float(allow_none=True, allow_nan=False, validate=validate.Range(min=0))
+    budget_duration = fields.String(allow_none=True, validate=[validate.Length(max=16), no_nul])
+    tpm_limit = fields.Integer(strict=True, allow_none=True, validate=validate.Range(min=0, max=LIMIT_MAX))
+    rpm_limit = fields.Integer(strict=True, allow_none=True, validate=validate.Range(min=0, max=LIMIT_MAX))
+    max_parallel_requests = fields.Integer(strict=True, allow_none=True,
+                                           validate=validate.Range(min=0, max=LIMIT_MAX))
+    key_alias = fields.String(allow_none=True, validate=[validate.Length(max=255), no_nul])
+    user_id = fields.String(allow_none=True, validate=[validate.Length(max=255), no_nul])
+    team_id = fields.String(allow_none=True, validate=[validate.Length(max=255), no_nul])
 
 
 _SCHEMA = _KeySchema()
@@ -121,59 +136,97 @@ def _validated(data):
     problems = _SCHEMA.validate(data)
     if problems:
         param, text = first_error(problems)
-        raise errors.BadRequestError(f"Invalid request: {param}: {text}", param=param.split(".")[0])
+        raise errors.BadRequestError(f"Invalid request: {param}: {text}", param=re.split(r"[.\[]", param)[0])
+    for name in ("metadata", "config", "aliases", "models"):
+        if data.get(name) is not None:
+            check_json(name, data[name])
     return data
 
 
 def _info(row):
-    """A key's public facts: never the key, only its hash (its id) and a short hint."""
-    return {"token": row.key_hash, "key_name": row.key_hint, "key_alias": row.key_alias,
-            "user_id": row.user_id, "team_id": row.team_id, "models": row.models or [],
-            "aliases": row.aliases or {}, "config": row.config or {}, "metadata": row.meta or {},
+    """A key's public facts: never the key, only its hash (its id, LiteLLM's `token_id`) and a short hint.
+
+    A stored value that could not be rendered (written before values were checked) is shown empty and
+    named in `unreadable`, so one bad row never breaks /key/list for every key."""
+    shown, unreadable = {}, []
+    for name, value, empty in (("models", row.models, []), ("aliases", row.aliases, {}),
+                               ("config", row.config, {}), ("metadata", row.meta, {})):
+        ok, value = readable(name, value)
+        shown[name] = value if value is not None else empty
+        if not ok:
+            unreadable.append(name)
+    info = {"token": row.key_hash, "token_id": row.key_hash, "key_name": row.key_hint,
+            "key_alias": row.key_alias, "user_id": row.user_id, "team_id": row.team_id, **shown,
             "spend": row.spend, "max_budget": row.max_budget, "budget_duration": row.budget_duration,
-            "budget_reset_at": _aware(row.budget_reset_at).isoformat() if row.budget_reset_at else None,
-            "reserved": row.reserved or 0.0,
+            "budget_reset_at": _iso(row.budget_reset_at), "reserved": row.reserved or 0.0,
             "tpm_limit": row.tpm_limit, "rpm_limit": row.rpm_limit,
             "max_parallel_requests": row.max_parallel_requests,
-            "expires": _aware(row.expires).isoformat() if row.expires else None, "blocked": row.blocked,
-            "created_at": _aware(row.created_at).isoformat() if row.created_at else None}
+            "expires": _iso(row.expires), "blocked": row.blocked,
+            "created_at": _iso(row.created_at), "updated_at": _iso(row.updated_at)}
+    if unreadable:
+        log.warning("key %s: stored %s cannot be shown (written before values were checked); update the "
+                    "key to replace it", row.key_hash, ", ".join(unreadable))
+        info["unreadable"] = unreadable
+    return info
+
+
+def _iso(value):
+    return _aware(value).isoformat() if value is not None else None
+
+
+def _rules(row):
+    """The cached rules of a row; a stored value of the wrong shape allows nothing rather than all."""
+    if row.models is not None and not readable("models", row.models)[0]:
+        log.warning("key %s: stored models are not a list of names; the key may use no model", row.key_hash)
+        models = ()
+    else:
+        # LiteLLM reads an empty list as "every model", as /key/info shows such keys.
+        models = tuple(row.models) if row.models else None
+    aliases = row.aliases or {}
+    if not readable("aliases", aliases)[0]:
+        log.warning("key %s: stored aliases are not names; they are ignored", row.key_hash)
+        aliases = {}
+    return KeyRules(row.key_hash, row.key_alias, models,
+                    dict(aliases), _aware(row.expires), row.blocked, row.max_budget, row.spend,
+                    row.rpm_limit, row.max_parallel_requests, row.tpm_limit, row.budget_duration,
+                    row.user_id, row.team_id, _aware(row.budget_reset_at), row.id)
 
 
 class KeyService:
     """Create, read, change and check virtual keys."""
 
-    def __init__(self, db, default_duration="1h"):
+    def __init__(self, db, default_duration="1h", state=None):
         self.db = db
         self.default_duration = default_duration
         self._cache = {}
         self._lock = threading.Lock()
+        # The router's shared state carries the change signal (None: only the cache's lifetime).
+        self.changes = KeyChanges(state, REMOTE_CHECK_SECONDS) if state is not None else None
 
     # -- the hot path ---------------------------------------------------------------------------
 
     def lookup(self, token):
-        """The rules of a key, or None; cached for a few seconds (negative answers for one)."""
+        """The rules of a key, or None; cached for a few seconds (negative answers for one), and
+        looked up again at once after any key changed anywhere in the instance."""
         if not looks_like_key(token):
             return None
         digest = hash_key(token)
         now = time.monotonic()
+        # Read before the query: a change committed after it makes the answer below stale.
+        seen = self.changes.count(now) if self.changes is not None else 0
         cached = self._cache.get(digest)
-        if cached is not None and cached[0] > now:
+        if cached is not None and cached[0] > now and cached[2] == seen:
             return cached[1]
         from gateway.db.models import VirtualKey
         try:
             with self.db.session() as session:
                 row = session.query(VirtualKey).filter(VirtualKey.key_hash == digest).one_or_none()
-                rules = None if row is None else KeyRules(
-                    # LiteLLM reads an empty list as "every model", as /key/info shows such keys.
-                    row.key_hash, row.key_alias, tuple(row.models) if row.models else None,
-                    dict(row.aliases or {}), _aware(row.expires), row.blocked, row.max_budget, row.spend,
-                    row.rpm_limit, row.max_parallel_requests, row.tpm_limit, row.budget_duration,
-                    row.user_id, row.team_id, _aware(row.budget_reset_at), row.id)
+                rules = None if row is None else _rules(row)
         except Exception as exc:  # noqa: BLE001  (the database is down or restarting)
             if cached is not None:
                 # Keep serving the key as last seen (its spend is spooled meanwhile); look again soon.
                 with self._lock:
-                    self._cache[digest] = (now + NEGATIVE_CACHE_SECONDS, cached[1])
+                    self._cache[digest] = (now + NEGATIVE_CACHE_SECONDS, cached[1], seen)
                 return cached[1]
             log.error("key lookup failed: %s", type(exc).__name__)
             raise errors.ServiceUnavailableError("The key store is unavailable; retry shortly.",
@@ -183,12 +236,19 @@ class KeyService:
         with self._lock:
             if len(self._cache) > 100_000:
                 self._cache.clear()
-            self._cache[digest] = (time.monotonic() + ttl, rules)  # from when the answer came back
+            self._cache[digest] = (time.monotonic() + ttl, rules, seen)  # from when the answer came back
         return rules
 
     def forget(self, digest):
-        """Drop a key from this worker's cache (other workers notice within CACHE_SECONDS)."""
+        """Drop a key from this worker's cache."""
         self._cache.pop(digest, None)
+
+    def _changed(self, *digests):
+        """After a change is committed: forget here, and tell every other worker (and instance)."""
+        for digest in digests:
+            self.forget(digest)
+        if self.changes is not None:
+            self.changes.announce()
 
     # -- management -----------------------------------------------------------------------------
 
@@ -196,8 +256,9 @@ class KeyService:
         """/key/generate: a new key, shown once."""
         from gateway.db.models import VirtualKey
         data = _validated(data)
-        duration = data.get("duration") or self.default_duration
-        delta = parse_duration(duration)
+        # LiteLLM: "duration": null is a key that never expires; an absent one gets the default.
+        duration = data["duration"] if data.get("duration", "") != "" else self.default_duration
+        delta = parse_duration(duration) if duration is not None else None
         expires = datetime.now(timezone.utc) + delta if delta is not None else None
         key = new_key()
         row = VirtualKey(key_hash=hash_key(key), key_hint=f"sk-...{key[-4:]}", expires=expires,
@@ -215,55 +276,75 @@ class KeyService:
             answer = _info(row)
         return {"key": key, "expires": answer["expires"], **answer}
 
-    def _row(self, session, key_or_hash):
-        from gateway.db.models import VirtualKey
+    @staticmethod
+    def _digest(key_or_hash):
         if not isinstance(key_or_hash, str) or not key_or_hash:
             raise errors.BadRequestError("`key` is required.", param="key")
-        digest = key_or_hash if _HASH_SHAPE.match(key_or_hash) else hash_key(key_or_hash)
+        return key_or_hash if _HASH_SHAPE.match(key_or_hash) else hash_key(key_or_hash)
+
+    def _row(self, session, digest):
+        from gateway.db.models import VirtualKey
         row = session.query(VirtualKey).filter(VirtualKey.key_hash == digest).one_or_none()
         if row is None:
-            raise errors.NotFoundError("No such key.", param="key", code="key_not_found")
+            raise _not_found()
         return row
+
+    def _change(self, session, digest, values):
+        """Change the row that has this hash now, in one conditional UPDATE: concurrent changes of one
+        key serialize on its row (PostgreSQL's row lock, SQLite's write lock), and one that comes
+        second finds the hash gone after a regenerate or delete (404) instead of overwriting it."""
+        from sqlalchemy import update
+
+        from gateway.db.models import VirtualKey
+        if not values:
+            return self._row(session, digest)
+        statement = (update(VirtualKey).where(VirtualKey.key_hash == digest).values(**values)
+                     .execution_options(synchronize_session=False))
+        if session.execute(statement).rowcount != 1:
+            raise _not_found()
+        return self._row(session, values.get("key_hash", digest))
 
     def info(self, key_or_hash):
         """/key/info: the key's facts and spend."""
         with self.db.session() as session:
-            return _info(self._row(session, key_or_hash))
+            return _info(self._row(session, self._digest(key_or_hash)))
 
     def update(self, data):
         """/key/update: change the given fields (duration restarts from now)."""
         data = _validated(data)
+        digest = self._digest(data.get("key"))
+        values = {name: data[name] for name in _EDITABLE if name in data}
+        for name in ("aliases", "config"):
+            if name in values:
+                values[name] = values[name] or {}
+        if "metadata" in data:
+            values["meta"] = data["metadata"] or {}
+        if "duration" in data:
+            delta = parse_duration(data["duration"] or self.default_duration)
+            values["expires"] = datetime.now(timezone.utc) + delta if delta is not None else None
+        if "budget_duration" in data:  # a new period starts now
+            values["budget_reset_at"] = _budget_reset_at(data["budget_duration"])
         with self.db.session() as session:
-            row = self._row(session, data.get("key"))
-            for name in _EDITABLE:
-                if name in data:
-                    setattr(row, name, data[name])
-            if "metadata" in data:
-                row.meta = data["metadata"] or {}
-            if "duration" in data:
-                delta = parse_duration(data["duration"] or self.default_duration)
-                row.expires = datetime.now(timezone.utc) + delta if delta is not None else None
-            if "budget_duration" in data:  # a new period starts now
-                row.budget_reset_at = _budget_reset_at(data["budget_duration"])
-            row.aliases = row.aliases or {}
-            row.config = row.config or {}
-            session.flush()
-            self.forget(row.key_hash)
-            return _info(row)
+            answer = _info(self._change(session, digest, values))
+        self._changed(digest)
+        return answer
 
     def delete(self, keys):
-        """/key/delete: remove keys; answers the hashes removed."""
+        """/key/delete: remove keys (all or none); answers the hashes removed."""
+        from sqlalchemy import delete
+
+        from gateway.db.models import VirtualKey
         if not isinstance(keys, list) or not keys:
             raise errors.BadRequestError("`keys` must be a non-empty list.", param="keys")
-        deleted = []
+        digests = list(dict.fromkeys(self._digest(key) for key in keys))
         with self.db.session() as session:
-            for key in keys:
-                row = self._row(session, key)
-                deleted.append(row.key_hash)
-                session.delete(row)
-        for digest in deleted:
-            self.forget(digest)
-        return deleted
+            # In one order whoever asks: two deletes of the same keys cannot deadlock on their rows.
+            for digest in sorted(digests):
+                if session.execute(delete(VirtualKey).where(VirtualKey.key_hash == digest)
+                                   .execution_options(synchronize_session=False)).rowcount != 1:
+                    raise _not_found()
+        self._changed(*digests)
+        return digests
 
     def list(self):
         """/key/list: every key's facts (no key itself)."""
@@ -272,25 +353,28 @@ class KeyService:
             return [_info(row) for row in session.query(VirtualKey).order_by(VirtualKey.id)]
 
     def regenerate(self, key_or_hash):
-        """/key/regenerate: same rules, a new key; the old one stops working."""
+        """/key/regenerate: same rules, a new key; the old one stops working (404 for a second
+        regenerate of the same old key: only the answer that carries a key tells a working one)."""
+        digest = self._digest(key_or_hash)
         key = new_key()
         with self.db.session() as session:
-            row = self._row(session, key_or_hash)
-            old = row.key_hash
-            row.key_hash, row.key_hint = hash_key(key), f"sk-...{key[-4:]}"
-            session.flush()
-            answer = _info(row)
-        self.forget(old)
+            answer = _info(self._change(session, digest, {"key_hash": hash_key(key),
+                                                          "key_hint": f"sk-...{key[-4:]}"}))
+        self._changed(digest)
         return {"key": key, **answer}
 
     def set_blocked(self, key_or_hash, blocked):
         """/key/block and /key/unblock."""
+        digest = self._digest(key_or_hash)
         with self.db.session() as session:
-            row = self._row(session, key_or_hash)
-            row.blocked = blocked
-            session.flush()
-            self.forget(row.key_hash)
-            return _info(row)
+            answer = _info(self._change(session, digest, {"blocked": blocked}))
+        self._changed(digest)
+        return answer
+
+
+def _not_found():
+    return errors.NotFoundError("No such key (it may have just been regenerated or deleted).", param="key",
+                                code="key_not_found")
 
 
 def _budget_reset_at(budget_duration):

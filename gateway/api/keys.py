@@ -35,7 +35,11 @@ def info():
     caller = g.caller
     if caller.kind == "key":
         if key and key != caller.rules.hash and hash_key(key) != caller.rules.hash:
-            raise errors.PermissionDeniedError("A virtual key can only read its own info.")
+            # As LiteLLM: a key that does not exist is a 404 (nothing a caller could not learn by
+            # calling with it), another existing key a 403.
+            _service().info(key)
+            raise errors.PermissionDeniedError("A virtual key can only read its own info.",
+                                               code="not_your_key")
         key = caller.rules.hash
     if not key:
         raise errors.BadRequestError("`key` is required.", param="key")

@@ -26,11 +26,22 @@ def _when(name, end=False):
             day = datetime.strptime(value, "%Y-%m-%d").date()
             return datetime.combine(day, day_time.max if end else day_time.min, tzinfo=timezone.utc)
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise errors.BadRequestError(f"`{name}` must be a date (2024-01-31) or an ISO 8601 time.",
-                                     param=name) from None
-    # in UTC: SQLite compares stored times by their digits, so every value must share one offset
-    return moment.astimezone(timezone.utc) if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+        # in UTC: SQLite compares stored times by their digits, so every value must share one offset
+        return moment.astimezone(timezone.utc) if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    except (ValueError, OverflowError):  # OverflowError: 0001-01-01T00:00+14:00 is before year 1 in UTC
+        raise errors.BadRequestError(f"`{name}` must be a date (2024-01-31) or an ISO 8601 time, "
+                                     "between years 1 and 9999 in UTC.", param=name) from None
+
+
+def _text(*names):
+    """A text filter (under the first of its names that is set): PostgreSQL refuses a NUL in text."""
+    for name in names:
+        value = request.args.get(name)
+        if value:
+            if "\x00" in value:
+                raise errors.BadRequestError(f"`{name}` must not contain NUL characters.", param=name)
+            return value
+    return None
 
 
 @bp.get("/spend/logs")
@@ -42,7 +53,8 @@ def logs():
     if ledger is None:
         raise errors.NotFoundError("Spend logs are turned off (general_settings.disable_spend_logs).",
                                    code="spend_logs_disabled")
-    key = request.args.get("api_key") or request.args.get("key")
+    key = _text("api_key", "key")
+    model, request_id, user_id = _text("model"), _text("request_id"), _text("user_id")
     digest = None
     if key:
         digest = key if len(key) == 64 and all(c in "0123456789abcdef" for c in key) else hash_key(key)
@@ -56,9 +68,8 @@ def logs():
     gateway.auth.keys.get()  # 503 while the database cannot be opened
     from sqlalchemy.exc import SQLAlchemyError
     try:
-        rows = ledger.logs(key_hash=digest, start=start, end=end, model=request.args.get("model"),
-                           request_id=request.args.get("request_id"), user_id=request.args.get("user_id"),
-                           limit=limit)
+        rows = ledger.logs(key_hash=digest, start=start, end=end, model=model, request_id=request_id,
+                           user_id=user_id, limit=limit)
     except SQLAlchemyError as exc:
         raise errors.ServiceUnavailableError("The spend store is unavailable; retry shortly.",
                                              code="key_store_unavailable", headers={"Retry-After": "2"}) from exc

@@ -393,3 +393,109 @@ def test_keys_never_logged_listed_or_forwarded(gw, fake_openai, monkeypatch):
         assert body[:20] not in listed.text, "a key in /key/list"
         assert body[:20] not in log and body[-20:] not in log, "a key in the gateway log"
         assert body[:20] not in forwarded, "a key sent upstream"
+
+
+# ---- issue #11 item 4: a change stops the old key at once on both workers --------------------------
+
+def _warm(gw, key, rounds=4):
+    """Call with the key on many new connections, so both workers have it cached."""
+    for _ in range(rounds):
+        assert set(_statuses(gw, key, 8)) == {(200, None)}
+
+
+@pytest.mark.parametrize("change", ["regenerate", "delete", "block", "update"])
+def test_a_change_stops_the_old_key_at_once_on_both_workers(gw, change):
+    key = gw.generate()
+    _warm(gw, key)
+    if change == "regenerate":
+        fresh = gw.admin("POST", "/key/regenerate", json={"key": key}).json()["key"]
+        gw.keys.append(fresh)
+        targets = {key: (401, "invalid_api_key"), fresh: (200, None)}
+    elif change == "delete":
+        assert gw.admin("POST", "/key/delete", json={"keys": [key]}).status_code == 200
+        targets = {key: (401, "invalid_api_key")}
+    elif change == "block":
+        assert gw.admin("POST", "/key/block", json={"key": key}).status_code == 200
+        targets = {key: (403, "key_blocked")}
+    else:
+        assert gw.admin("POST", "/key/update", json={"key": key, "models": ["claude-2"]}).status_code == 200
+        targets = {key: (403, "model_not_allowed")}  # gpt-4 is no longer allowed
+    for _ in range(6):  # every call after the answer, on either worker
+        for name, target in targets.items():
+            assert set(_statuses(gw, name, 8)) == {target}
+
+
+# ---- issue #11 item 12: concurrent changes of one key ----------------------------------------------
+
+def test_concurrent_regenerates_over_http_one_wins_and_its_key_works(gw):
+    for _ in range(3):
+        key = gw.generate()
+        token = key_module.hash_key(key)
+        answers = fire([lambda: gw.admin("POST", "/key/regenerate", json={"key": token})] * 8)
+        statuses = sorted(resp.status_code for resp in answers)
+        assert statuses.count(200) == 1 and set(statuses) <= {200, 404}, [a.text for a in answers]
+        [won] = [resp.json()["key"] for resp in answers if resp.status_code == 200]
+        gw.keys.append(won)
+        assert set(_statuses(gw, won)) == {(200, None)}
+        assert set(_statuses(gw, key)) == {(401, "invalid_api_key")}
+
+
+def test_concurrent_changes_over_http_never_500(gw):
+    for _ in range(5):
+        key = gw.generate()
+        token = key_module.hash_key(key)
+        calls = [lambda: gw.admin("POST", "/key/update", json={"key": token, "rpm_limit": 50})] * 4 + [
+            lambda: gw.admin("POST", "/key/block", json={"key": token}),
+            lambda: gw.admin("POST", "/key/unblock", json={"key": token}),
+            lambda: gw.admin("POST", "/key/regenerate", json={"key": token}),
+            lambda: gw.admin("POST", "/key/delete", json={"keys": [token]})]
+        answers = fire(calls)
+        unexpected = [(a.status_code, a.text[:60]) for a in answers if a.status_code not in (200, 404)]
+        assert not unexpected, str(unexpected)
+        for resp in answers:
+            if resp.status_code != 200:  # the key was regenerated or deleted by a call before it
+                assert error_of(resp)["code"] == "key_not_found"
+            elif str(resp.json().get("key", "")).startswith("sk-"):
+                gw.keys.append(resp.json()["key"])
+
+
+# ---- LiteLLM compatibility (issue #11) -------------------------------------------------------------
+
+def test_answers_carry_token_id_and_updated_at(gw):
+    answer = gw.admin("POST", "/key/generate", json={"key_alias": "compat"}).json()
+    gw.keys.append(answer["key"])
+    token = key_module.hash_key(answer["key"])
+    assert answer["token_id"] == token == answer["token"]
+    created = parse_time(answer["updated_at"])
+    info = gw.admin("GET", "/key/info", params={"key": answer["key"]}).json()
+    assert info["info"]["token_id"] == token and parse_time(info["info"]["updated_at"]) == created
+    time.sleep(0.01)  # so the update's time stamp differs from the generate's
+    updated = gw.admin("POST", "/key/update", json={"key": token, "rpm_limit": 3}).json()
+    assert updated["token_id"] == token and parse_time(updated["updated_at"]) > created
+    listed = {item["token_id"]: item for item in gw.admin("GET", "/key/list").json()["keys"]}
+    assert listed[token]["updated_at"] == updated["updated_at"]
+
+
+def test_key_info_of_another_key_asked_by_a_virtual_key(gw):
+    mine, other = gw.generate(), gw.generate()
+    me = {"Authorization": f"Bearer {mine}"}
+    own = requests.get(gw.url + "/key/info", headers=me, timeout=10)
+    assert own.status_code == 200 and own.json()["key"] == key_module.hash_key(mine)
+    assert requests.get(gw.url + "/key/info", headers=me, params={"key": mine}, timeout=10).status_code == 200
+    for name in (other, key_module.hash_key(other)):
+        resp = requests.get(gw.url + "/key/info", headers=me, params={"key": name}, timeout=10)
+        assert resp.status_code == 403 and other not in resp.text, resp.text
+    for name in ("sk-" + "N" * 43, "0" * 64):
+        resp = requests.get(gw.url + "/key/info", headers=me, params={"key": name}, timeout=10)
+        assert resp.status_code == 404 and error_of(resp)["code"] == "key_not_found", resp.text
+
+
+def test_duration_null_never_expires_and_absent_keeps_the_default(gw):
+    forever = gw.admin("POST", "/key/generate", json={"duration": None}).json()
+    gw.keys.append(forever["key"])
+    assert forever["expires"] is None
+    assert gw.admin("GET", "/key/info", params={"key": forever["key"]}).json()["info"]["expires"] is None
+    default = gw.admin("POST", "/key/generate", json={}).json()
+    gw.keys.append(default["key"])
+    assert_close(parse_time(default["expires"]), datetime.now(timezone.utc) + timedelta(hours=1))
+    assert set(_statuses(gw, forever["key"])) == {(200, None)}

@@ -236,7 +236,8 @@ def test_generated_keys_are_long_random_and_well_formed(service):
 
 @pytest.mark.parametrize("duration, seconds", [
     ("20m", 20 * 60), ("30min", 30 * 60), ("2h", 2 * 3600), ("7d", 7 * 86400), ("30s", 30),
-    ("never", None), (None, 3600), ("absent", 3600),
+    ("never", None), ("absent", 3600),
+    (None, None),  # LiteLLM's meaning of "duration": null: the key never expires (issue #11)
 ])
 def test_generate_expires_after_the_duration(service, duration, seconds):
     body = {} if duration == "absent" else {"duration": duration}
@@ -602,6 +603,26 @@ INVALID_BODIES = [
     ({"aliases": {"a": 1}}, "aliases"),
     ({"metadata": "m"}, "metadata"),
     ({"key_alias": "a" * 300}, "key_alias"),
+    # issue #11 item 14: every number bounded (PostgreSQL's integer is 32 bits), no NUL in any
+    # stored string (PostgreSQL text refuses it), no field longer than its column
+    ({"rpm_limit": 2**31}, "rpm_limit"),
+    ({"tpm_limit": 2**31}, "tpm_limit"),
+    ({"max_parallel_requests": 2**63}, "max_parallel_requests"),
+    ({"max_budget": float("inf")}, "max_budget"),
+    ({"max_budget": float("nan")}, "max_budget"),
+    ({"key_alias": "a\x00b"}, "key_alias"),
+    ({"user_id": "u\x00"}, "user_id"),
+    ({"team_id": "\x00"}, "team_id"),
+    ({"models": ["gpt-4", "gpt\x00"]}, "models"),
+    ({"aliases": {"a\x00": "gpt-4"}}, "aliases"),
+    ({"aliases": {"a": "gpt-4\x00"}}, "aliases"),
+    ({"metadata": {"user": "x\x00y"}}, "metadata"),
+    ({"metadata": {"k\x00": 1}}, "metadata"),
+    ({"config": {"a": ["\x00"]}}, "config"),
+    ({"duration": "20m\x00"}, "duration"),
+    ({"budget_duration": "30d\x00"}, "budget_duration"),
+    ({"budget_duration": "999999999 seconds"}, "budget_duration"),  # longer than its column
+    ({"budget_duration": "30" + " " * 40 + "d"}, "budget_duration"),
 ]
 
 

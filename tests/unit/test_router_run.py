@@ -464,11 +464,13 @@ BIG = 10**6  # rpm/tpm limits far above what a test sends, so only their use as 
 
 @pytest.mark.parametrize("params_list, always", [
     (({"weight": 0}, {"weight": 0}, {"weight": 2}), "d2"),
-    (({"weight": 0, "rpm": BIG}, {"weight": 1, "rpm": 0}), "d1"),          # weight beats rpm
-    (({"rpm": 0, "tpm": BIG}, {"rpm": BIG, "tpm": 0}), "d1"),              # rpm beats tpm
-    (({"tpm": 0}, {"tpm": 0}, {"tpm": BIG}), "d2"),
-    (({"weight": 0, "rpm": 0, "tpm": 0}, {"weight": 0, "rpm": 0, "tpm": 7 * BIG}), "d1"),  # all-zero falls through
-    (({"weight": 3}, {"rpm": BIG}, {"rpm": 0, "weight": None}), None),     # no key covers all: uniform
+    # An rpm or tpm of 0 is a limit that takes no call (issue #11), so the weights below use 1 where
+    # they want "almost never": one chance in a million per pick, and the picks are seeded.
+    (({"weight": 0, "rpm": BIG}, {"weight": 1, "rpm": 1000}), "d1"),       # weight beats rpm
+    (({"rpm": 1, "tpm": BIG}, {"rpm": BIG, "tpm": 1}), "d1"),              # rpm beats tpm
+    (({"tpm": 1}, {"tpm": 1}, {"tpm": BIG}), "d2"),
+    (({"weight": 0, "rpm": 1}, {"weight": 0, "rpm": BIG}), "d1"),          # all-zero falls through
+    (({"weight": 3}, {"rpm": BIG}, {"weight": None}), None),               # no key covers all: uniform
 ])
 def test_pick_weight_precedence(make_router, params_list, always):
     router = make_router(pool(*params_list))
