@@ -58,12 +58,25 @@ class Database:
     @contextlib.contextmanager
     def session(self):
         """A session committed on success, rolled back on error."""
+        from sqlalchemy.exc import DBAPIError
+        from sqlalchemy.exc import OperationalError
+
+        from gateway import errors
         session = self.Session()
         try:
             yield session
             session.commit()
-        except BaseException:
-            session.rollback()
+        except BaseException as exc:
+            try:
+                session.rollback()
+            except Exception:  # noqa: BLE001  (the connection is gone; the first error is the one to tell)
+                log.debug("rollback failed", exc_info=True)
+            # The database went away mid-request: a 503 the client can retry, never a 500.
+            if isinstance(exc, OperationalError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated):
+                log.error("database unavailable: %s", type(exc.orig).__name__ if exc.orig else type(exc).__name__)
+                raise errors.ServiceUnavailableError("The key store is unavailable; retry shortly.",
+                                                     code="key_store_unavailable",
+                                                     headers={"Retry-After": "2"}) from exc
             raise
         finally:
             session.close()
