@@ -212,25 +212,36 @@ class RedisState:
     RETRY_AFTER = 5.0
 
     def __init__(self, client, fallback, prefix="gateway:"):
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
         self.client = client
         self.fallback = fallback
         self.prefix = prefix
         self._admit = client.register_script(_ADMIT)
         self._acquire = client.register_script(_ACQUIRE)
+        # Only these say Redis cannot be reached; a refused command (WRONGTYPE, OOM) is one call's.
+        self._outage = (RedisConnectionError, RedisTimeoutError, OSError)
         self._down_until = 0.0
         self._warned = False
+        self._refused_said = False
 
     def _call(self, fn, fallback_fn):
         if time.monotonic() < self._down_until:
             return fallback_fn()
         try:
             result = fn()
-        except Exception as exc:  # redis errors, timeouts, refused connections: keep serving
+        except self._outage as exc:  # timeouts, refused connections: keep serving, locally for a while
             self._down_until = time.monotonic() + self.RETRY_AFTER
             if not self._warned:
                 log.warning("Redis unreachable (%s); router state is per instance until it is back",
                             type(exc).__name__)
                 self._warned = True
+            return fallback_fn()
+        except Exception as exc:  # noqa: BLE001  (a refused command: this call is served locally)
+            if not self._refused_said:
+                self._refused_said = True
+                log.warning("Redis refused a router-state command (%s: %.200s); that call used local state",
+                            type(exc).__name__, exc)
             return fallback_fn()
         if self._warned:
             log.warning("Redis reachable again; router state is shared across instances")
