@@ -16,6 +16,8 @@ import time
 import uuid
 
 from gateway.shm import SharedTable
+from gateway.shm import open_private
+from gateway.shm import private_dir
 
 log = logging.getLogger("gateway.state")
 
@@ -29,16 +31,25 @@ _SCHEMA = (
 )
 
 
+def _shared_base():
+    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
+
+
 def default_local_path():
-    """One state file per gateway instance: keyed by the gunicorn master (the workers' parent)."""
-    base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
+    """One state file per gateway instance, keyed by the gunicorn master (the workers' parent), in
+    this user's private directory on /dev/shm: the names are predictable, the directory keeps other
+    users from reading them or planting links at them."""
     owner = os.getppid() if os.environ.get("SERVER_SOFTWARE", "").startswith("gunicorn") else os.getpid()
-    return os.path.join(base, f"gateway-state-{owner}.sqlite")
+    return os.path.join(private_dir(_shared_base()), f"gateway-state-{owner}.sqlite")
 
 
 def remove_stale_files(base=None):
-    """Delete state files of gateway instances that no longer run (their owner pid is gone)."""
-    base = base or os.path.dirname(default_local_path())
+    """Delete state files of gateway instances that no longer run (their owner pid is gone): in this
+    user's directory, and those earlier versions left in the shared directory itself."""
+    if base is None:
+        for directory in (os.path.dirname(default_local_path()), _shared_base()):
+            remove_stale_files(directory)
+        return
     try:
         names = os.listdir(base)
     except OSError:
@@ -77,6 +88,9 @@ class LocalState:
 
     def _db(self):
         if self._conn is None or self._pid != os.getpid():
+            # Made 0600 (never through a planted link) before SQLite opens it: its -wal and -shm
+            # files take the database file's mode.
+            os.close(open_private(self.path))
             db = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
             deadline = time.monotonic() + 10
             while True:
