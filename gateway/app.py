@@ -56,11 +56,14 @@ def configure_logging(debug, json_logs=False):
     if not root.handlers:  # leave logging alone when the host (a test runner, an app) set it up
         from gateway.requestlog import JsonFormatter
         from gateway.requestlog import TextFormatter
+        from gateway.requestlog import gunicorn_records
         handler = logging.StreamHandler()
         handler.setFormatter(JsonFormatter() if json_logs else TextFormatter())
         root.addHandler(handler)
-        # Our formats print no thread or process: spare every record looking them up.
+        # Our formats print no thread or process: spare every record looking them up. gunicorn's
+        # format prints the process: its records get it from a filter (and are cleaned like ours).
         logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+        logging.getLogger("gunicorn.error").addFilter(gunicorn_records)
     logging.getLogger("gateway").setLevel(logging.DEBUG if debug else logging.INFO)
 
 

@@ -7,16 +7,19 @@ request resolves to, whether it streams, and every body parameter that can chang
 also covers the caller's virtual key, so one tenant never gets (or probes) another's answers, unless
 `cache_params.shared: true`. Per request: `caching: false` skips the cache, and `cache: {"no-cache":
 true}` (do not read), `{"no-store": true}` (do not write), `{"ttl": 60}`, `{"s-maxage": 10}` (accept
-only an entry at most this old), `{"namespace": "x"}`.
+only an entry at most this old), `{"namespace": "x"}`; each is checked (type, range, characters) and
+a bad one is a 400 naming it.
 
 A stream is stored as the chunks the upstream sent (usage included) and replayed as a stream. Redis
-errors or slowness never fail a call: the cache steps aside for a few seconds (said once in the log)
-and comes back by itself.
+errors or slowness never fail a call: when Redis cannot be reached the cache steps aside for a few
+seconds (said once in the log) and comes back by itself; a command Redis refuses only leaves that
+call uncached.
 """
 
 import hashlib
 import logging
 import os
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -32,6 +35,11 @@ DEFAULT_TTL = 600.0
 LOCAL_MAX_ENTRIES = 10_000
 LOCAL_MAX_MB = 32  # per worker
 REDIS_RETRY_SECONDS = 5.0
+# Upper bound of `ttl` and `s-maxage`, per request and in cache_params: a year. Redis refuses an
+# expiry past about 2^63 ms; the bound keeps every value a client can send far from that.
+MAX_SECONDS = 365 * 24 * 3600
+# A per-request namespace becomes part of a Redis key: short, and only characters safe in keys and logs.
+_NAMESPACE = re.compile(r"[A-Za-z0-9._:/-]{0,128}")
 # Body keys that never change the answer: gateway controls, routing, transport, tracking.
 NOT_IN_KEY = frozenset({
     "stream", "stream_options", "caching", "cache", "metadata", "user", "request_timeout", "timeout",
@@ -91,21 +99,33 @@ class RedisCache:
     name = "redis"
 
     def __init__(self, client):
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
         self.client = client
+        # What says Redis cannot be reached (refused, timed out, auth, still loading): set the cache
+        # aside for everyone. Anything else (ResponseError, DataError) is the one call's problem.
+        self._outage = (RedisConnectionError, RedisTimeoutError, OSError)
         self._down_until = 0.0
         self._down = False
+        self._refused_said = False
 
     def _run(self, fn):
         if time.monotonic() < self._down_until:
             return None
         try:
             result = fn()
-        except Exception as exc:  # noqa: BLE001  (refused, timed out, auth, OOM: never fail a call)
+        except self._outage as exc:
             self._down_until = time.monotonic() + REDIS_RETRY_SECONDS
             if not self._down:
                 self._down = True
                 log.warning("cache: Redis unreachable (%s); calls go on uncached until it is back",
                             type(exc).__name__)
+            return None
+        except Exception as exc:  # noqa: BLE001  (a refused command never fails a call)
+            if not self._refused_said:
+                self._refused_said = True
+                log.warning("cache: Redis refused a command (%s: %.200s); that call goes on uncached",
+                            type(exc).__name__, exc)
             return None
         if self._down:
             self._down = False
@@ -116,7 +136,7 @@ class RedisCache:
         return self._run(lambda: self.client.get(key))
 
     def set(self, key, value, ttl):
-        self._run(lambda: self.client.set(key, value, ex=max(1, int(round(ttl)))))
+        self._run(lambda: self.client.set(key, value, ex=min(MAX_SECONDS, max(1, int(round(ttl))))))
 
 
 def _redis_client(params, environ=os.environ):
@@ -146,7 +166,10 @@ class ResponseCache:
 
     def plan(self, endpoint, body, group, stream, rules):
         """What this call may do with the cache: a CachePlan, or None when it is not cached."""
-        if endpoint not in self.call_types or body.get("caching") is False:
+        caching = body.get("caching")
+        if caching is not None and not isinstance(caching, bool):
+            raise errors.BadRequestError("`caching` must be true or false.", param="caching")
+        if endpoint not in self.call_types or caching is False:
             return None
         controls = body.get("cache")
         if controls is None:
@@ -156,26 +179,39 @@ class ResponseCache:
                                          param="cache")
         ttl = _seconds(controls, "ttl", self.ttl)
         max_age = _seconds(controls, "s-maxage", None)
-        namespace = controls.get("namespace", self.namespace)
-        if namespace is not None and not isinstance(namespace, str):
-            raise errors.BadRequestError("`cache.namespace` must be a string.", param="cache")
+        namespace = controls.get("namespace")
+        if namespace is None:
+            namespace = self.namespace
+        elif not isinstance(namespace, str) or not _NAMESPACE.fullmatch(namespace):
+            raise errors.BadRequestError("`cache.namespace` must be a string of at most 128 letters, digits "
+                                         "and . _ : / -", param="cache.namespace")
+        read, write = _flag(controls, "no-cache"), _flag(controls, "no-store")
         scope = "shared" if self.shared or rules is None else rules.hash
         material = {k: v for k, v in body.items() if k not in NOT_IN_KEY}
         material["model"] = group
         digest = hashlib.sha256(orjson.dumps([endpoint, stream, scope, material],
                                              option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)).hexdigest()
         key = f"{namespace}:{digest}" if namespace else digest
-        return CachePlan(self, "gateway:cache:" + key, digest, ttl, max_age,
-                         read=controls.get("no-cache") is not True, write=controls.get("no-store") is not True)
+        return CachePlan(self, "gateway:cache:" + key, digest, ttl, max_age, read=not read, write=not write)
 
 
 def _seconds(controls, name, default):
-    value = controls.get(name, default)
+    """A per-request number of seconds in [0, MAX_SECONDS] (a 400 naming it otherwise); None = unset."""
+    value = controls.get(name)
     if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise errors.BadRequestError(f"`cache.{name}` must be a number of seconds >= 0.", param="cache")
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_SECONDS:
+        raise errors.BadRequestError(f"`cache.{name}` must be a number of seconds from 0 to {MAX_SECONDS}.",
+                                     param=f"cache.{name}")
     return float(value)
+
+
+def _flag(controls, name):
+    """A per-request switch: true, false, or unset (false)."""
+    value = controls.get(name)
+    if value is not None and not isinstance(value, bool):
+        raise errors.BadRequestError(f"`cache.{name}` must be true or false.", param=f"cache.{name}")
+    return value is True
 
 
 class CachePlan:
@@ -243,8 +279,8 @@ def build_cache(settings, environ=os.environ):
     if kind not in ("local", "redis"):
         raise ConfigError(f"litellm_settings.cache_params.type: {kind!r} is not supported (local, redis)")
     ttl = params.get("ttl", DEFAULT_TTL)
-    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or ttl <= 0:
-        raise ConfigError("litellm_settings.cache_params.ttl: must be a number of seconds > 0")
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0 < ttl <= MAX_SECONDS:
+        raise ConfigError(f"litellm_settings.cache_params.ttl: must be a number of seconds > 0 and <= {MAX_SECONDS}")
     namespace = params.get("namespace")
     if namespace is not None and not isinstance(namespace, str):
         raise ConfigError("litellm_settings.cache_params.namespace: must be a string")

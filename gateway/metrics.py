@@ -34,6 +34,8 @@ import struct
 import threading
 from dataclasses import dataclass
 
+from gateway.shm import open_private
+
 log = logging.getLogger("gateway.metrics")
 
 MAGIC = int.from_bytes(b"GWMETRIC", "little")
@@ -134,7 +136,7 @@ class _Mapping:
     that is garbage-collected never closes a descriptor and drops the process's lock)."""
 
     def __init__(self, path, stamp):
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = open_private(path)  # 0600, never through a planted link
         if os.fstat(fd).st_size < SIZE:
             os.ftruncate(fd, SIZE)
         self.fd = fd

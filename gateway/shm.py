@@ -3,18 +3,66 @@
 An mmap'd file on /dev/shm with open addressing, guarded by an fcntl lock: a contended lock wakes the
 waiter as soon as it is released, where SQLite's busy handler sleeps a millisecond or more. Used by
 LocalState for in-flight gauges, cooldowns and latencies; sliding windows stay in SQLite.
+
+Every file the gateway keeps there (this table, the router state, the metrics) is private: it lives
+in a directory only its user can enter (`private_dir`) and is opened through `open_private`, which
+creates it 0600 atomically and never follows a link someone planted at its name.
 """
 
+import errno
 import fcntl
 import hashlib
 import mmap
 import os
+import stat
 import struct
 import time
 
 SLOTS = 16384
 _SLOT = struct.Struct("<qdd")  # key hash (0 = never used), value, expiry (unix time)
 _SIZE = SLOTS * _SLOT.size
+
+
+def private_dir(base):
+    """`base`/gateway-<uid>, made 0700 if missing (mkdir is atomic); refused when it is a symlink, not
+    a directory or someone else's (a name planted in a shared directory such as /dev/shm)."""
+    path = os.path.join(base, f"gateway-{os.geteuid()}")
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+        raise PermissionError(f"refusing to use {path}: it is not a directory of this user (uid {os.geteuid()}); "
+                              "remove it, or set router_settings.local_state_path")
+    if stat.S_IMODE(info.st_mode) != 0o700:
+        os.chmod(path, 0o700)  # ours (made by hand, say), and in a sticky directory nobody can swap it
+    return path
+
+
+def open_private(path):
+    """A read-write descriptor on a file only this user can read: created 0600 with O_EXCL, or opened
+    without following a symlink and checked to be this user's regular file with no other link (one
+    left 0644 by an earlier version is tightened)."""
+    flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        return os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    try:
+        fd = os.open(path, flags | os.O_NONBLOCK)  # a planted FIFO must not block the open
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise PermissionError(f"refusing to follow the symlink at {path}") from None
+        raise
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid() or info.st_nlink != 1:
+        os.close(fd)
+        raise PermissionError(f"refusing to use {path}: not a regular file of this user with a single link")
+    os.set_blocking(fd, True)
+    if stat.S_IMODE(info.st_mode) != 0o600:
+        os.fchmod(fd, 0o600)
+    return fd
 
 
 def _hash(key):
@@ -33,7 +81,7 @@ class SharedTable:
 
     def _open(self):
         if self._pid != os.getpid():  # a forked worker maps the file for itself
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            fd = open_private(self.path)
             if os.fstat(fd).st_size < _SIZE:
                 os.ftruncate(fd, _SIZE)
             self._fd, self._map, self._pid = fd, mmap.mmap(fd, _SIZE), os.getpid()

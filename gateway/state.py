@@ -16,6 +16,8 @@ import time
 import uuid
 
 from gateway.shm import SharedTable
+from gateway.shm import open_private
+from gateway.shm import private_dir
 
 log = logging.getLogger("gateway.state")
 
@@ -29,16 +31,25 @@ _SCHEMA = (
 )
 
 
+def _shared_base():
+    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
+
+
 def default_local_path():
-    """One state file per gateway instance: keyed by the gunicorn master (the workers' parent)."""
-    base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
+    """One state file per gateway instance, keyed by the gunicorn master (the workers' parent), in
+    this user's private directory on /dev/shm: the names are predictable, the directory keeps other
+    users from reading them or planting links at them."""
     owner = os.getppid() if os.environ.get("SERVER_SOFTWARE", "").startswith("gunicorn") else os.getpid()
-    return os.path.join(base, f"gateway-state-{owner}.sqlite")
+    return os.path.join(private_dir(_shared_base()), f"gateway-state-{owner}.sqlite")
 
 
 def remove_stale_files(base=None):
-    """Delete state files of gateway instances that no longer run (their owner pid is gone)."""
-    base = base or os.path.dirname(default_local_path())
+    """Delete state files of gateway instances that no longer run (their owner pid is gone): in this
+    user's directory, and those earlier versions left in the shared directory itself."""
+    if base is None:
+        for directory in (os.path.dirname(default_local_path()), _shared_base()):
+            remove_stale_files(directory)
+        return
     try:
         names = os.listdir(base)
     except OSError:
@@ -77,6 +88,9 @@ class LocalState:
 
     def _db(self):
         if self._conn is None or self._pid != os.getpid():
+            # Made 0600 (never through a planted link) before SQLite opens it: its -wal and -shm
+            # files take the database file's mode.
+            os.close(open_private(self.path))
             db = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
             deadline = time.monotonic() + 10
             while True:
@@ -212,25 +226,36 @@ class RedisState:
     RETRY_AFTER = 5.0
 
     def __init__(self, client, fallback, prefix="gateway:"):
+        from redis.exceptions import ConnectionError as RedisConnectionError
+        from redis.exceptions import TimeoutError as RedisTimeoutError
         self.client = client
         self.fallback = fallback
         self.prefix = prefix
         self._admit = client.register_script(_ADMIT)
         self._acquire = client.register_script(_ACQUIRE)
+        # Only these say Redis cannot be reached; a refused command (WRONGTYPE, OOM) is one call's.
+        self._outage = (RedisConnectionError, RedisTimeoutError, OSError)
         self._down_until = 0.0
         self._warned = False
+        self._refused_said = False
 
     def _call(self, fn, fallback_fn):
         if time.monotonic() < self._down_until:
             return fallback_fn()
         try:
             result = fn()
-        except Exception as exc:  # redis errors, timeouts, refused connections: keep serving
+        except self._outage as exc:  # timeouts, refused connections: keep serving, locally for a while
             self._down_until = time.monotonic() + self.RETRY_AFTER
             if not self._warned:
                 log.warning("Redis unreachable (%s); router state is per instance until it is back",
                             type(exc).__name__)
                 self._warned = True
+            return fallback_fn()
+        except Exception as exc:  # noqa: BLE001  (a refused command: this call is served locally)
+            if not self._refused_said:
+                self._refused_said = True
+                log.warning("Redis refused a router-state command (%s: %.200s); that call used local state",
+                            type(exc).__name__, exc)
             return fallback_fn()
         if self._warned:
             log.warning("Redis reachable again; router state is shared across instances")

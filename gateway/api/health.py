@@ -27,7 +27,9 @@ def readiness():
                           "models": len(names), "db": keys.describe() if keys is not None else "not configured",
                           "cache": gateway.cache.backend.name if gateway.cache is not None else None,
                           "router_state": gateway.router.state.status(),
-                          "version": __version__}, status=200 if names else 503)
+                          "version": __version__,
+                          # LiteLLM's name for it: health checks written for LiteLLM read this one.
+                          "litellm_version": __version__}, status=200 if names else 503)
 
 
 @bp.get("/health")

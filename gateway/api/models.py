@@ -1,4 +1,4 @@
-"""GET /models: the model names this gateway serves (groups and aliases)."""
+"""GET /models: the model names this gateway serves (groups and aliases) that the caller may use."""
 
 import time
 
@@ -17,26 +17,31 @@ def _entry(name):
     return {"id": name, "object": "model", "created": _STARTED, "owned_by": "gateway"}
 
 
+def visible_models(router, caller):
+    """The names the caller may call: every group and router alias, or for a virtual key with a
+    `models` list the ones it allows (an alias whose group it allows included). A key's own
+    `aliases` are not listed, as in LiteLLM: they are names for these models, not models."""
+    names = router.names + sorted(router.aliases)
+    rules = caller.rules if caller is not None else None
+    if rules is None or rules.models is None:
+        return names
+    allowed = rules.models
+    return [n for n in names if n in allowed or router.aliases.get(n) in allowed]
+
+
 @bp.get("/models")
 @bp.get("/v1/models")
 def list_models():
     """OpenAI's model list."""
-    router = current_app.extensions["gateway"].router
-    names = router.names + sorted(router.aliases)
-    caller = g.get("caller")
-    if caller is not None and caller.rules is not None:  # a virtual key sees what it may use
-        rules = caller.rules
-        allowed = [n for n in names if rules.models is None or n in rules.models]
-        names = allowed + [a for a in rules.aliases if a not in allowed]
+    names = visible_models(current_app.extensions["gateway"].router, g.get("caller"))
     return json_response({"object": "list", "data": [_entry(n) for n in names]})
 
 
 @bp.get("/models/<path:model>")
 @bp.get("/v1/models/<path:model>")
 def get_model(model):
-    """One model, or 404 as OpenAI answers."""
-    router = current_app.extensions["gateway"].router
-    if model not in router.groups and model not in router.aliases:
+    """One model, or 404 as OpenAI answers (also for a model the caller's key may not use)."""
+    if model not in visible_models(current_app.extensions["gateway"].router, g.get("caller")):
         raise errors.NotFoundError(f"The model `{model[:200]}` does not exist on this gateway.",
                                    param="model", code="model_not_found")
     return json_response(_entry(model))

@@ -150,7 +150,7 @@ def test_metrics_add_up_across_two_workers(start_gateway, fake_openai):
     else:
         pytest.fail("the pair group never picked its failing deployment")
 
-    assert os.path.exists(f"/dev/shm/gateway-state-{gw.proc.pid}.sqlite.metrics")  # opened on first use
+    assert os.path.exists(f"/dev/shm/gateway-{os.geteuid()}/gateway-state-{gw.proc.pid}.sqlite.metrics")  # first use
     sent = collections.Counter((label, str(status)) for label, status, *_ in calls)
     retries = collections.Counter()
     fallbacks = collections.Counter()
@@ -240,7 +240,7 @@ def test_metrics_add_up_across_two_workers(start_gateway, fake_openai):
     assert resp.status_code == 403 and resp.json()["error"]["code"] == "master_key_required"
 
     # Counts live as long as the instance: its file goes once it has stopped and another starts.
-    path = f"/dev/shm/gateway-state-{gw.proc.pid}.sqlite.metrics"
+    path = f"/dev/shm/gateway-{os.geteuid()}/gateway-state-{gw.proc.pid}.sqlite.metrics"
     gw.stop()
     demo = {"model_list": [{"model_name": "demo", "litellm_params": {"model": "demo/echo"}}],
             "general_settings": {"master_key": MASTER, "metrics_public": True}}

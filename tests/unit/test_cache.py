@@ -133,7 +133,62 @@ def test_ttl_and_s_maxage(app):
 @pytest.mark.parametrize("bad", [{"ttl": -1}, {"s-maxage": "x"}, {"namespace": 3}, "no-cache"])
 def test_bad_cache_controls_are_400(app, bad):
     resp, data = post(app, max_tokens=5, cache=bad)
-    assert resp.status_code == 400 and json.loads(data)["error"]["param"] == "cache"
+    assert resp.status_code == 400 and json.loads(data)["error"]["param"].startswith("cache")
+
+
+@pytest.fixture(params=["local", "redis"])
+def any_backend(request, tmp_path):
+    """The in-process cache and the real Redis (a namespace of this test's own)."""
+    if request.param == "local":
+        return make_app(tmp_path, type="local")
+    request.getfixturevalue("redis_client")
+    return make_app(tmp_path, type="redis", host=REDIS_HOST, port=REDIS_PORT, namespace=f"test-{uuid.uuid4().hex}")
+
+
+@pytest.mark.parametrize("field, value", [
+    ("ttl", 1e300), ("ttl", 10 ** 12), ("ttl", cache_module.MAX_SECONDS + 1), ("ttl", -1), ("ttl", "60"),
+    ("ttl", True), ("ttl", [60]), ("s-maxage", 1e300), ("s-maxage", -0.5), ("s-maxage", "x"),
+    ("namespace", 3), ("namespace", "n" * 129), ("namespace", "two\nlines"), ("namespace", "a b"),
+    ("namespace", "caf\u00e9"), ("no-cache", "true"), ("no-cache", 1), ("no-store", "yes"), ("no-store", 0)])
+def test_out_of_range_cache_controls_are_400_naming_the_field(any_backend, field, value):
+    """`{"ttl": 1e300}` made Redis refuse the SET, and the cache stepped aside for everyone."""
+    resp, data = post(any_backend, max_tokens=5, cache={field: value})
+    error = json.loads(data)["error"]
+    assert resp.status_code == 400 and error["param"] == f"cache.{field}" and f"cache.{field}" in error["message"]
+    assert any_backend.upstream_calls == []
+
+
+@pytest.mark.parametrize("value", ["false", 0, {}])
+def test_caching_must_be_a_boolean(app, value):
+    resp, data = post(app, max_tokens=5, caching=value)
+    assert resp.status_code == 400 and json.loads(data)["error"]["param"] == "caching"
+
+
+def test_controls_at_their_bounds_are_served(any_backend):
+    top = cache_module.MAX_SECONDS
+    for controls in ({"ttl": top}, {"ttl": 0}, {"s-maxage": top}, {"s-maxage": 0}, {"namespace": "n" * 128},
+                     {"namespace": "team-a.v2:x/y_z"}, {"namespace": ""}, {"no-cache": False, "no-store": False},
+                     {"no-cache": None}, {"ttl": None}):
+        resp, data = post(any_backend, max_tokens=5, cache=controls)
+        assert resp.status_code == 200, (controls, data)
+    assert post(any_backend, max_tokens=5, caching=True)[0].headers["x-cache"] == "HIT"  # stored with ttl=top
+
+
+def test_a_command_redis_refuses_does_not_take_the_cache_down(tmp_path, redis_client):
+    """Only a connection failure sets the cache aside; a refused command is that call's problem."""
+    namespace = f"test-{uuid.uuid4().hex}"
+    app = make_app(tmp_path, type="redis", host=REDIS_HOST, port=REDIS_PORT, namespace=namespace)
+    first, _ = post(app, max_tokens=5)
+    key = f"gateway:cache:{namespace}:{first.headers['x-litellm-cache-key']}"
+    redis_client.delete(key)
+    redis_client.rpush(key, "not a cache entry")  # GET on a list: WRONGTYPE, a ResponseError
+    assert post(app, max_tokens=5)[0].headers["x-cache"] == "MISS"
+    assert post(app, max_tokens=6)[0].headers["x-cache"] == "MISS"
+    assert post(app, max_tokens=6)[0].headers["x-cache"] == "HIT"  # Redis was not set aside
+    backend = app.extensions["gateway"].cache.backend
+    redis_client.rpush(key + ":list", "x")
+    assert backend.get(key + ":list") is None and backend.get(key) is not None  # SET replaced the list
+    redis_client.delete(key, key + ":list", *redis_client.scan_iter(match=f"gateway:cache:{namespace}:*"))
 
 
 def test_a_stream_is_served_from_cache_as_a_stream(app):
@@ -183,7 +238,7 @@ def test_a_hit_costs_nothing_and_is_marked_in_the_spend_row(app):
 @pytest.mark.parametrize("params, message", [
     ({"type": "memcached"}, "cache_params.type"), ({"ttl": 0}, "cache_params.ttl"),
     ({"supported_call_types": ["rerank"]}, "supported_call_types"), ({"namespace": 1}, "namespace"),
-    ({"max_size_mb": 0}, "max_size_mb")])
+    ({"max_size_mb": 0}, "max_size_mb"), ({"ttl": 1e300}, "cache_params.ttl")])
 def test_bad_cache_settings_stop_start_up(params, message):
     with pytest.raises(ConfigError, match=message):
         cache_module.build_cache(from_dict({"litellm_settings": {"cache": True, "cache_params": params}}))

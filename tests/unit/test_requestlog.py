@@ -79,3 +79,61 @@ def test_text_lines_match_loggings_default_time_format():
         data = json.loads(JsonFormatter().format(record))
         assert data["time"] == time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + \
             f".{int(record.msecs):03d}Z"
+
+
+# ---- client text in log lines (#11 items 15 and 16) ---------------------------------------------
+
+def formatted_lines(formatter, msg, *args):
+    record = logging.LogRecord("gateway.api", logging.WARNING, __file__, 1, msg, args, None)
+    return formatter.format(record).split("\n")
+
+
+def test_text_lines_escape_every_line_break_a_client_can_send():
+    for forged in ("x\nFORGED line", "x\r\nFORGED", "x\rFORGED", "x\u2028FORGED", "x\x85FORGED", "x\x0bFORGED",
+                   "x\x1b[2KFORGED"):
+        lines = formatted_lines(TextFormatter(), "unknown model %s", forged)
+        assert len(lines) == 1 and "FORGED" in lines[0]
+        assert "\r" not in lines[0] and "\x1b" not in lines[0]
+    assert formatted_lines(TextFormatter(), "model %s", "a\nb")[0].endswith("model a\\nb")
+    assert formatted_lines(TextFormatter(), "héllo 🌍 日本 %s", "ok")[0].endswith("héllo 🌍 日本 ok")  # untouched
+
+
+def test_log_lines_are_bounded_text_and_json():
+    from gateway.requestlog import MESSAGE_LIMIT
+    huge = "y" * 2_000_000
+    text = formatted_lines(TextFormatter(), "unknown model %s", huge)
+    assert len(text) == 1 and len(text[0]) < MESSAGE_LIMIT + 200 and "more characters]" in text[0]
+    line = JsonFormatter().format(logging.LogRecord("gateway", logging.INFO, __file__, 1, "m %s", (huge,), None))
+    assert len(line) < MESSAGE_LIMIT + 200 and json.loads(line)["message"].startswith("m yyy")
+
+
+def test_a_forged_or_huge_model_name_makes_one_bounded_request_line(caplog):
+    from gateway.requestlog import FIELD_LIMIT
+    settings = from_dict({"model_list": [{"model_name": "m", "litellm_params": {"model": "demo/x"}}],
+                          "litellm_settings": {"json_logs": False}})
+    client = create_app(settings).test_client()
+    with caplog.at_level(logging.INFO, logger="gateway.request"):
+        for model in ("x\nFORGED line", "z" * 2_000_000):
+            resp = client.post("/v1/chat/completions", json={"model": model, "messages": [{"role": "user", "content": "hi"}]})
+            assert resp.status_code == 404
+    lines = [r for r in caplog.records if r.name == "gateway.request"]
+    assert len(lines) == 2
+    text = "\n".join(TextFormatter().format(r) for r in lines).split("\n")
+    assert len(text) == 2 and not any(line.startswith("FORGED") for line in text)
+    assert all(len(line) < FIELD_LIMIT + 400 for line in text)
+    assert len(lines[1].fields["model_group"]) < FIELD_LIMIT + 50
+    assert len(JsonFormatter().format(lines[1])) < FIELD_LIMIT + 1000
+
+
+def test_gunicorns_records_format_without_process_lookups(monkeypatch):
+    """gunicorn's error log prints %(process)d; the gateway turns logging.logProcesses off."""
+    import os
+
+    from gateway.requestlog import gunicorn_records
+    monkeypatch.setattr(logging, "logProcesses", False)
+    record = logging.LogRecord("gunicorn.error", logging.WARNING, __file__, 1,
+                               "Invalid request from ip=%s: %s", ("127.0.0.1", "bad\nFORGED"), None)
+    assert record.process is None
+    assert gunicorn_records(record) is True
+    line = logging.Formatter(r"%(asctime)s [%(process)d] [%(levelname)s] %(message)s").format(record)
+    assert f"[{os.getpid()}] [WARNING] Invalid request from ip=127.0.0.1: bad\\nFORGED" in line

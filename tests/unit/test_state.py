@@ -373,3 +373,16 @@ def test_local_slots_are_exact_and_expire(local):
 
 def test_redis_slots_are_exact_and_expire(redis_client, prefix, tmp_path):
     _slots(redis_state(prefix, tmp_path))
+
+
+def test_a_command_redis_refuses_falls_back_for_that_call_only(redis_client, prefix, tmp_path, caplog):
+    """Only a connection failure sets Redis aside (#11 item 9); a refused command (here WRONGTYPE on
+    a key that holds a string) is served from local state for that call, and Redis stays in use."""
+    state = redis_state(prefix, tmp_path)
+    redis_client.set(prefix + "rpm:wrong", "a string")
+    with caplog.at_level(logging.WARNING, logger="gateway.state"):
+        assert state.admit("rpm:wrong", 10) == (True, 0.0)
+    assert state.admit("rpm:fine", 10) == (True, 0.0)
+    assert redis_client.zcard(prefix + "rpm:fine") == 1  # went to Redis, not to the fallback
+    assert state.fallback.window("rpm:fine") == 0
+    assert not [r for r in caplog.records if "unreachable" in r.getMessage()]
