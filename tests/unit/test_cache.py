@@ -36,9 +36,9 @@ def make_app(tmp_path, **cache_params):
     calls = []
     real = gateway.router.call
 
-    def counted(endpoint, body, stream):
+    def counted(endpoint, body, stream, *args, **kwargs):
         calls.append(body.get("model"))
-        return real(endpoint, body, stream)
+        return real(endpoint, body, stream, *args, **kwargs)
     gateway.router.call = counted
     app.upstream_calls = calls
     return app

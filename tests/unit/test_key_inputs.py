@@ -87,10 +87,12 @@ def test_the_largest_limits_are_stored(client):
     assert {name: info[name] for name in limits} == limits
 
 
-def test_deep_metadata_is_400_and_list_keeps_working(client):
+@pytest.mark.parametrize("depth,param", [(50, "metadata"),  # parses, refused by the key rules
+                                         (300, None)])  # refused by the body parser (over 100 deep)
+def test_deep_metadata_is_400_and_list_keeps_working(client, depth, param):
     deep = "x"
-    for _ in range(300):
+    for _ in range(depth):
         deep = {"a": deep}
     resp = client.post("/key/generate", headers=AUTH, json={"metadata": deep})
-    assert resp.status_code == 400 and resp.get_json()["error"]["param"] == "metadata"
+    assert resp.status_code == 400 and resp.get_json()["error"]["param"] == param
     assert client.get("/key/list", headers=AUTH).status_code == 200
