@@ -120,10 +120,21 @@ def serve(endpoint, path_model=None):
         return response
     if release:
         release()
+    headers[COST_HEADER] = f"{meter.bill_answer(outcome, result):.10g}"
+    try:
+        payload = orjson.dumps(result)
+    except (orjson.JSONEncodeError, TypeError) as exc:
+        # An answer that cannot be passed on (nested past orjson's 255 levels): the upstream's
+        # fault, a 502; its tokens were spent, so the row keeps their cost, as an error.
+        meter.status = "error"
+        meter.error = errors.UpstreamError("The upstream's answer could not be passed on: it is not "
+                                           "valid JSON for a client (nested too deeply).",
+                                           code="upstream_invalid_answer")
+        _close_quietly(meter)
+        raise meter.error from exc
     if plan is not None and cached is None:
         plan.store(result)
-    headers[COST_HEADER] = f"{meter.bill_answer(outcome, result):.10g}"
-    response = json_response(result, headers=headers)
+    response = Response(payload, headers=headers, mimetype="application/json")
     response.call_on_close(meter.close)
     return response
 

@@ -37,6 +37,7 @@ Failure modes on demand, for router tests (retries, timeouts, cooldowns)
                         ``stream`` it answers normally
     error-200        -> HTTP 200 whose body is an OpenAI error envelope (``{"error": {...}}``), as
                         some OpenAI-compatible servers and proxies answer
+    deep-answer      -> a normal chat answer with an extra field nested 300 levels deep
 
 ``basic_auth=(user, password)`` plays a reverse proxy with HTTP Basic auth in front of a server
 without a key: every request needs ``Authorization: Basic <user:password>`` (else a 401), and no
@@ -465,7 +466,13 @@ class _Handler(BaseHTTPRequestHandler):
             if kind == "tool":
                 message["tool_calls"] = [payload]
             choices.append({"index": i, "message": message, "logprobs": None, "finish_reason": finish})
-        return self._json(200, {**base, "object": "chat.completion", "choices": choices, "usage": usage})
+        answer = {**base, "object": "chat.completion", "choices": choices, "usage": usage}
+        if self._model == "deep-answer":
+            nested = "bottom"
+            for _ in range(300):
+                nested = {"n": nested}
+            answer["extra"] = nested  # valid JSON, deeper than orjson will write again
+        return self._json(200, answer)
 
     def _stream_chat(self, body, base, plans, usage):
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))

@@ -81,6 +81,7 @@ def model_list(f):
         dep("openai-ok", "openai/gpt-4o", **openai_up),
         dep("openai-cut", "openai/cut-stream", **openai_up),
         dep("openai-error-200", "openai/error-200", **openai_up),
+        dep("openai-deep-answer", "openai/deep-answer", **openai_up),
         dep("anthropic-ok", "anthropic/claude-3-haiku-20240307", api_base=f["anthropic"].url, api_key=KEY),
         dep("anthropic-cut", "anthropic/cut-stream", api_base=f["anthropic"].url, api_key=KEY),
         dep("gemini-ok", "gemini/gemini-2.0-flash", api_base=f["gemini"].url, api_key=f["gemini"].api_key),
@@ -192,3 +193,18 @@ def test_an_error_in_a_200_answer_is_the_upstream_error(client, gateway, fakes, 
         assert err.response.headers.get("x-cache") != "HIT"
         assert spend_row(gateway, err.response.headers["x-request-id"])["status"] == "error"
     assert fake.count("error-200") == 2  # the identical second call went upstream again: nothing was cached
+
+
+def test_an_answer_too_deep_to_pass_on_is_a_502_with_its_spend_kept(client, gateway, fakes):
+    fakes["openai"].reset()
+    words = f"hello {uuid.uuid4().hex}"
+    for attempt in range(2):
+        with pytest.raises(openai.APIStatusError) as info:
+            client.chat.completions.create(model="openai-deep-answer",
+                                           messages=[{"role": "user", "content": words}])
+        err = info.value
+        assert err.status_code == 502 and err.body["code"] == "upstream_invalid_answer", err.message
+        assert err.response.headers.get("x-cache") != "HIT"
+        row = spend_row(gateway, err.response.headers["x-request-id"])
+        assert row["status"] == "error" and row["prompt_tokens"] > 0, row  # the upstream's usage is kept
+    assert fakes["openai"].count("deep-answer") == 2  # nothing was cached
