@@ -7,6 +7,7 @@ import logging
 import multiprocessing
 import os
 import threading
+import time
 from datetime import datetime
 from datetime import timezone
 
@@ -214,8 +215,11 @@ def test_a_child_of_a_dead_worker_does_not_keep_its_journal_locked(db, service, 
                              args=(spool, _row(rules, "orphan", 0.5), child_ready, release_child))
     worker.start()
     try:
-        worker.join(30)
-        assert child_ready.is_set()  # the child still lives
+        # Not worker.join(): the child holds a copy of the worker's sentinel pipe as well.
+        deadline = time.monotonic() + 30
+        while worker.exitcode is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert worker.exitcode == 0 and child_ready.is_set()  # the worker is gone, its child lives
         ledger = Ledger(lambda: db, spool)
         ledger._replay(db)
         assert sorted(_rows(db)) == ["orphan"] and _files(spool) == []
@@ -503,3 +507,29 @@ def test_a_deleted_keys_budgeted_call_is_refused_by_a_worker_that_still_knows_it
     refused = _chat(first, key)
     assert refused.status_code == 401, refused.get_data()
     assert refused.get_json()["error"]["code"] == "key_deleted"
+
+
+def test_a_nul_model_name_gets_its_404_and_the_ledger_goes_on(workers):
+    first, second = workers
+    key = first.post("/key/generate", json={}, headers=ADMIN).get_json()["key"]
+    unknown = first.post("/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
+                         json={"model": "nul\x00model", "messages": [{"role": "user", "content": "hi"}]})
+    assert unknown.status_code == 404
+    unknown.close()
+    for _ in range(3):
+        _chat(first, key).close()
+    logs = second.get("/spend/logs", headers=ADMIN, query_string={"api_key": key}).get_json()
+    assert len(logs) == 4 and sum(r["status"] == "success" for r in logs) == 3
+    assert [r["model_group"] for r in logs if r["status"] == "error"] == ["nul\ufffdmodel"]
+
+
+def test_quarantined_rows_are_counted_in_metrics(workers):
+    first, _ = workers
+
+    def counted():
+        text = first.get("/metrics", headers=ADMIN).get_data(as_text=True)
+        lines = [line for line in text.splitlines() if line.startswith("gateway_spend_rows_quarantined_total")]
+        return float(lines[0].split()[-1]) if lines else 0.0
+    before = counted()
+    first.application.extensions["gateway"].spend.ledger.on_quarantine(1)
+    assert counted() == before + 1
