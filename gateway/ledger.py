@@ -139,7 +139,10 @@ class Ledger(JournalFiles):
             self.asynchronous = _cooperative()
         if not self.asynchronous:
             return
-        line = orjson.dumps({"start": clean_text(start), "hold": hold}) + b"\n"
+        try:
+            line = orjson.dumps({"start": start, "hold": hold}) + b"\n"
+        except orjson.JSONEncodeError:  # a lone surrogate in client text (a replay cleans the rest)
+            line = orjson.dumps({"start": clean_text(start), "hold": hold}) + b"\n"
         self._inflight[start["request_id"]] = line
         try:
             self._append_bytes(line)
