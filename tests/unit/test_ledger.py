@@ -237,8 +237,9 @@ def _calls_then_die(url, spool, rules, done):
     ledger.begin(_start(rules, "held"))
     assert ledger.hold(rules, "held", 2.0, 600)[0]
     ledger.begin(_start(rules, "held"), 2.0)  # the hold joins the start entry
-    for name in ("ends-early", "ends-late", "cut"):
+    for name in ("ends-early", "ends-late"):
         ledger.begin(_start(rules, name))
+    ledger.begin(_start(rules, "cut", model_group="cut\x00\ud800" + "m" * 300))  # client text
     ledger.begin(_start(rules, "refused"))
     ledger.cancel("refused")  # refused before routing: it never gets a row
     ledger.write(_row(rules, "ends-early", 1.0), 0.0, rules)
@@ -266,6 +267,7 @@ def test_a_killed_workers_calls_in_flight_get_exactly_one_row_each(db, db_url, s
     for name in ("cut", "held"):
         assert (rows[name].status, rows[name].estimated, rows[name].cost) == ("worker_died", True, 0.0)
         assert rows[name].key_id == rules.key_id and rows[name].stream is True
+    assert rows["cut"].model_group.startswith("cut\ufffd?m") and len(rows["cut"].model_group) == 255
     assert rows["ends-late"].status == "success"
     key = _key_row(db, rules.key_id)
     assert key.spend == pytest.approx(2.0) and key.reserved == pytest.approx(0.0, abs=1e-12)
