@@ -86,7 +86,8 @@ def build_spend(settings, router, keys, observers=None):
     general = settings.general_settings
     ledger = None
     if keys is not None and not general.get("disable_spend_logs"):
-        ledger = Ledger(lambda: keys.get().db, general.get("spend_spool_dir") or "gateway-spool")
+        ledger = Ledger(lambda: keys.get().db, general.get("spend_spool_dir") or "gateway-spool",
+                        budget_mode=general.get("budget_mode") or "soft")
         for deployment in router.deployments():
             if deployment.input_price is None and not deployment.provider.local:
                 log.warning("no price is known for `%s` (%s): its calls are recorded at $0; set "

@@ -408,5 +408,5 @@ def check_rules(rules, now=None):
     period_over = rules.budget_reset_at is not None and rules.budget_reset_at <= now
     if rules.max_budget is not None and rules.spend >= rules.max_budget and not period_over:
         raise errors.BudgetExceededError(
-            f"This key's budget of ${rules.max_budget:g} is spent (${rules.spend:.6g} used).")
+            f"Budget has been exceeded! Key budget: ${rules.max_budget:.6g}, spent: ${rules.spend:.6g}.")
 

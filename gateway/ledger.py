@@ -1,18 +1,18 @@
-"""The spend ledger: durable rows, budget holds, and their database statements.
+"""The spend ledger: durable rows, budget holds, the journal and its replay.
 
 Under gevent (the gateway's workers) a call's row is appended to this process's journal before the
 call's greenlet moves on and a flusher greenlet commits the rows in batches; elsewhere rows are
 committed before `write()` returns. While the database is down the journal keeps them, and they are
-replayed, each request id once. Budget holds are one conditional UPDATE each (gateway/spend.py says
-what is held and why).
+replayed, each request id once. A row the database refuses (bad data) is quarantined, never retried
+forever. Budget holds are one conditional UPDATE each (gateway/spend.py says what is held and why).
+The statements and row checks live in gateway/ledger_db.py.
 """
 
-import fcntl
 import logging
 import os
 import threading
 import time
-import uuid
+import weakref
 from datetime import datetime
 from datetime import timedelta
 from datetime import timezone
@@ -20,13 +20,30 @@ from datetime import timezone
 import orjson
 
 from gateway import errors
+from gateway.journal import LIVE_SUFFIX
+from gateway.journal import QUARANTINE_FILE
+from gateway.journal import SPOOL_PREFIX  # noqa: F401  (part of this module's interface)
+from gateway.journal import JournalFiles
+from gateway.ledger_db import Balance
+from gateway.ledger_db import clean_row
+from gateway.ledger_db import clean_text
+from gateway.ledger_db import describe
+from gateway.ledger_db import died_row
+from gateway.ledger_db import insert_new
+from gateway.ledger_db import key_of
+from gateway.ledger_db import placeholder_row
+from gateway.ledger_db import public
+from gateway.ledger_db import refused
+from gateway.ledger_db import revive
+from gateway.ledger_db import sql as _sql
 
 log = logging.getLogger("gateway.spend")
 
 RETRY_SECONDS = 2.0  # how long the ledger spools before trying the database again
 FLUSH_DELAY = 0.02  # seconds journaled rows wait for more rows to share their commit
 SWEEP_SECONDS = 30.0
-SPOOL_PREFIX = "spend-"
+BATCH = 500  # rows per transaction in a replay
+_LEDGERS = weakref.WeakSet()  # this process's ledgers, for the fork hook
 
 
 def _now():
@@ -44,7 +61,7 @@ class _Entry:
 
 
 
-class Ledger:
+class Ledger(JournalFiles):
     """Durable spend rows: a journal file, group commits to the database, replay after an outage.
 
     Under gevent (the gateway's workers) a call's row is appended to this process's journal file
@@ -54,34 +71,43 @@ class Ledger:
     While the database cannot be reached the journal simply keeps the rows (fsynced) and they are
     replayed when it answers; a journal whose process died (its flock is free) is replayed by
     another worker or instance. A request id is written once, so a replay never bills twice.
+
+    The journal also lists the calls in flight (`begin`, carried into each new journal file): when
+    its process dies, the replay writes a `worker_died` row for each call that never got its own.
     """
 
-    def __init__(self, open_db, spool_dir, asynchronous=None):
+    def __init__(self, open_db, spool_dir, asynchronous=None, budget_mode="soft"):
         self._open_db = open_db  # -> Database; raises while the database cannot be reached
         self.spool_dir = spool_dir
         self.asynchronous = asynchronous  # None: decided at the first write (gevent or not)
+        self.soft = budget_mode != "strict"
+        self.on_quarantine = None  # fn(count): told of rows set aside (a metric)
         self._lock = threading.Lock()
         self._pending = []  # synchronous mode: rows waiting for the writer that holds the lock
         self._queued = []  # asynchronous mode: rows in the journal, not yet committed
+        self._inflight = {}  # asynchronous mode: request id -> its start entry (a journal line)
         self._journal = None  # (pid, fd, path): this process's journal, flock'ed while it lives
         self._segments = {}  # path -> fd: our own set-aside journals waiting for the database
         self._clean = True  # the journal holds only rows that are in _queued
         self._down_until = 0.0
         self._down_logged = False
+        self._begin_failed = False
         self._spooled = self._has_spool()
         self._wake = None
         self._flusher = None
         self._worker = None
+        _LEDGERS.add(self)
 
     # -- writing ----------------------------------------------------------------------------------
 
     def write(self, row, hold=0.0, rules=None):
         """Make one row durable before returning (journaled, committed or spooled); raises if
         none of these worked."""
-        entry = _Entry(row, hold, _reset_seconds(rules))
+        entry = _Entry(clean_row(row), hold, _reset_seconds(rules))
         if self.asynchronous is None:
             self.asynchronous = _cooperative()
         if self.asynchronous:
+            self._inflight.pop(row["request_id"], None)
             try:
                 self._append([entry], fsync=False)
             except OSError as exc:
@@ -104,6 +130,35 @@ class Ledger:
         if entry.error is not None:
             raise entry.error
 
+    def begin(self, start, hold=0.0):
+        """Journal that a call started (journal mode only; again when its budget hold is taken):
+        request id, key, model group, start time, hold. If this process dies before the call's row
+        is written, the replay of its journal writes one (status `worker_died`). One small append,
+        never an fsync, as for rows."""
+        if self.asynchronous is None:
+            self.asynchronous = _cooperative()
+        if not self.asynchronous:
+            return
+        try:
+            line = orjson.dumps({"start": start, "hold": hold}) + b"\n"
+        except orjson.JSONEncodeError:  # a lone surrogate in client text (a replay cleans the rest)
+            line = orjson.dumps({"start": clean_text(start), "hold": hold}) + b"\n"
+        self._inflight[start["request_id"]] = line
+        try:
+            self._append_bytes(line)
+        except OSError as exc:
+            if not self._begin_failed:
+                self._begin_failed = True
+                log.error("spend: the journal cannot be written (%s); calls cut by a crash get no row", exc)
+
+    def cancel(self, request_id):
+        """A call that `begin` journaled ends without a row (refused before routing)."""
+        if self._inflight.pop(request_id, None) is not None:
+            try:
+                self._append_bytes(orjson.dumps({"end": request_id}) + b"\n")
+            except OSError:
+                pass  # begin has logged it
+
     def flush(self):
         """Commit what the journal holds now (the flusher's pass; also for tests and shutdown)."""
         with self._lock:
@@ -120,10 +175,10 @@ class Ledger:
         try:
             db = self._open_db()
             if clean:
-                self._commit(db, batch, idempotent=False)
+                self._commit_safely(db, batch, idempotent=False)
             else:
                 self._commit_file(db, path)
-        except Exception as exc:  # noqa: BLE001  (any database failure: the rows stay on disk)
+        except Exception as exc:  # noqa: BLE001  (the database is down: the rows stay on disk)
             self._went_down(exc)
             self._fsync_segment(path)
             self._spooled = True
@@ -178,8 +233,8 @@ class Ledger:
             if time.monotonic() >= self._down_until:
                 try:
                     db = self._open_db()
-                    self._commit(db, batch, idempotent=False)
-                except Exception as exc:  # noqa: BLE001  (any database failure: spool, never drop)
+                    self._commit_safely(db, batch, idempotent=False)
+                except Exception as exc:  # noqa: BLE001  (the database is down: spool, never drop)
                     self._went_down(exc)
                 else:
                     self._came_back()
@@ -212,6 +267,23 @@ class Ledger:
             self._down_logged = False
             log.warning("spend: the database answers again; replaying spooled rows")
 
+    def _commit_safely(self, db, batch, idempotent):
+        """Commit the batch; when the database refuses it for its data, commit it row by row and
+        quarantine the rows it refuses. Raises only when the database is down (retry them all)."""
+        try:
+            self._commit(db, batch, idempotent)
+            return
+        except Exception as exc:  # noqa: BLE001
+            if not refused(exc) or not batch:
+                raise
+        for entry in batch:  # the batch was rolled back: none of its rows is in
+            try:
+                self._commit(db, [entry], idempotent=True)  # a request id already there is no error
+            except Exception as exc:  # noqa: BLE001
+                if not refused(exc):
+                    raise
+                self._quarantine(db, entry, exc)
+
     def _commit(self, db, batch, idempotent):
         """Rows, key spend and hold releases in one transaction (all or nothing)."""
         if not batch:
@@ -219,50 +291,77 @@ class Ledger:
         sql = _sql()
         with db.engine.begin() as connection:
             if idempotent:
-                fresh = [e for e in batch if _insert_new(connection, db, e.row)]
+                fresh = [e for e in batch if insert_new(connection, db, e.row)]
             else:
                 connection.execute(sql.insert_rows, [e.row for e in batch])
                 fresh = batch
             per_key = {}
             for entry in fresh:
-                digest = entry.row["key_hash"]
-                if digest is None:
+                key = key_of(entry.row)
+                if key is None:
                     continue
-                if entry.reset and digest not in per_key:
-                    _reset_if_due(connection, digest, entry.reset)
-                per_key[digest] = per_key.get(digest, 0.0) + entry.row["cost"]
-            spent = [{"h": digest, "c": cost} for digest, cost in per_key.items() if cost]
-            if spent:
-                connection.execute(sql.add_spend, spent)
+                if entry.reset and key not in per_key:
+                    _reset_if_due(connection, key, entry.reset)
+                per_key[key] = per_key.get(key, 0.0) + entry.row["cost"]
+            for kind in ("id", "hash"):
+                spent = [{"k": k, "c": cost} for (by, k), cost in per_key.items() if cost and by == kind]
+                if spent:
+                    connection.execute(sql.add_spend[kind], spent)
             for entry in batch:
                 row, hold = entry.row, entry.hold
-                if hold and row["key_hash"] is not None:
+                key = key_of(row)
+                if hold and key is not None:
                     if connection.execute(sql.drop_hold, {"r": row["request_id"]}).rowcount:
-                        connection.execute(sql.release, {"h": row["key_hash"], "a": hold})
+                        _release(connection, key, hold)
+
+    def _quarantine(self, db, entry, exc):
+        """A row the database refuses: kept whole in the quarantine file (one log line, a count),
+        and a placeholder row with its key and cost takes its place, so the key is still charged
+        and its hold settled."""
+        request_id = entry.row.get("request_id") if isinstance(entry.row, dict) else None
+        self._keep({"row": entry.row, "hold": entry.hold, "reset": entry.reset, "error": describe(exc)})
+        log.error("spend: the database refused the row of request %s (%s); it is kept in %s and "
+                  "the rest is committed", _short(request_id), describe(exc),
+                  os.path.join(self.spool_dir, QUARANTINE_FILE))
+        try:
+            self._commit(db, [_Entry(placeholder_row(entry.row), entry.hold, entry.reset)], idempotent=True)
+        except Exception as again:  # noqa: BLE001
+            if not refused(again):
+                raise
+            log.error("spend: not even a placeholder for request %s could be written (%s)",
+                      _short(request_id), describe(again))
 
     # -- budget holds -----------------------------------------------------------------------------
 
     def hold(self, rules, request_id, amount, seconds):
-        """Reserve `amount` of the key's budget atomically: (admitted, budget left)."""
+        """Reserve `amount` of the key's budget atomically, the key named by its id: (True, None)
+        when admitted, else (False, Balance). A key deleted since it was cached is refused (401)."""
         sql = _sql()
+        key = key_of(rules)
+        kind, who = key
         reset = _reset_seconds(rules)
+        counted = 1 if amount > 0 else 0  # a hold of nothing holds no budget
         try:
             db = self._open_db()
             for attempt in (1, 2):
                 with db.engine.begin() as connection:
                     if reset:
-                        _reset_if_due(connection, rules.hash, reset)
-                    if connection.execute(sql.take, {"h": rules.hash, "a": amount}).rowcount:
-                        connection.execute(sql.add_hold, {
-                            "request_id": request_id, "key_hash": rules.hash, "amount": amount,
-                            "expires_at": _now() + timedelta(seconds=seconds)})
-                        return True, 0.0
-                    found = connection.execute(sql.budget, {"h": rules.hash}).first()
-                if attempt == 1 and self.sweep(db, rules.hash):
+                        _reset_if_due(connection, key, reset)
+                    if connection.execute(sql.take[kind, self.soft], {"k": who, "a": amount, "n": counted}).rowcount:
+                        if counted:
+                            connection.execute(sql.add_hold, {
+                                "request_id": request_id, "key_id": rules.key_id if kind == "id" else None,
+                                "key_hash": rules.hash, "amount": amount,
+                                "expires_at": _now() + timedelta(seconds=seconds)})
+                        return True, None
+                    found = connection.execute(sql.budget[kind], {"k": who}).first()
+                if attempt == 1 and found is not None and self.sweep(db, key):
                     continue  # a dead worker's hold just expired: try once more
-                if found is None or found.max_budget is None:
-                    return True, 0.0  # deleted, or its budget removed since the key was cached
-                return False, found.max_budget - found.spend - found.reserved
+                if found is None:
+                    raise errors.AuthenticationError("This key has been deleted.", code="key_deleted")
+                if found.max_budget is None:
+                    return True, None  # its budget was removed since the key was cached
+                return False, Balance(found.max_budget, found.spend, found.reserved)
         except errors.GatewayError:
             raise
         except Exception as exc:  # noqa: BLE001
@@ -270,159 +369,83 @@ class Ledger:
             raise errors.ServiceUnavailableError(
                 "The budget store is unavailable, so a call with a budgeted key cannot be admitted; "
                 "retry shortly.", code="budget_store_unavailable", headers={"Retry-After": "2"}) from exc
-        return False, 0.0
+        return False, Balance(0.0, 0.0, 0.0)
 
-    def sweep(self, db, key_hash=None):
-        """Release expired holds (their worker died mid-call); returns how many."""
+    def sweep(self, db, key=None):
+        """Release expired holds (their worker died mid-call); returns how many. `key`: only that
+        key's, as key_of names it."""
         from sqlalchemy import select
 
         from gateway.db.models import BudgetHold
-        holds, sql = BudgetHold.__table__, _sql()
-        query = select(holds.c.request_id, holds.c.key_hash, holds.c.amount).where(holds.c.expires_at < _now())
-        if key_hash is not None:
-            query = query.where(holds.c.key_hash == key_hash)
+        holds = BudgetHold.__table__
+        query = (select(holds.c.request_id, holds.c.key_id, holds.c.key_hash, holds.c.amount)
+                 .where(holds.c.expires_at < _now()))
+        if key is not None:
+            query = query.where((holds.c.key_id if key[0] == "id" else holds.c.key_hash) == key[1])
         released = 0
         with db.engine.begin() as connection:
-            for request_id, digest, amount in connection.execute(query.limit(500)).all():
-                if connection.execute(sql.drop_hold, {"r": request_id}).rowcount:
-                    connection.execute(sql.release, {"h": digest, "a": amount})
+            for request_id, key_id, digest, amount in connection.execute(query.limit(500)).all():
+                if connection.execute(_sql().drop_hold, {"r": request_id}).rowcount:
+                    _release(connection, ("id", key_id) if key_id is not None else ("hash", digest), amount)
                     released += 1
         if released:
             log.warning("released %d expired budget hold(s)", released)
         return released
 
-    # -- the spool --------------------------------------------------------------------------------
-
-    def _journal_path(self):
-        return os.path.join(self.spool_dir, f"{SPOOL_PREFIX}{os.getpid()}.jsonl")
-
-    def _has_spool(self):
-        """Whether any journal may need a replay: set-aside rows of ours, or any other journal
-        (another process's may be orphaned). Our own clean journal is the flusher's business."""
-        try:
-            names = os.listdir(self.spool_dir)
-        except OSError:
-            return False
-        own = self._own_journal_name()
-        return any(n.startswith(SPOOL_PREFIX) and n != own for n in names)
-
-    def _own_journal_name(self):
-        if self._journal is not None and self._journal[0] == os.getpid() and self._clean:
-            return os.path.basename(self._journal[2])
-        return None
-
-    def _append(self, batch, fsync):
-        """Append rows to this process's journal. The file stays open and flock'ed while this
-        process lives: that lock, not the pid in the name (pids are reused after a restart), tells
-        others whether its owner is still alive."""
-        if self._journal is None or self._journal[0] != os.getpid():
-            os.makedirs(self.spool_dir, mode=0o700, exist_ok=True)
-            path = self._journal_path()
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            self._journal = (os.getpid(), fd, path)
-        data = b"".join(orjson.dumps({"row": e.row, "hold": e.hold, "reset": e.reset}) + b"\n" for e in batch)
-        os.write(self._journal[1], data)
-        if fsync:
-            os.fsync(self._journal[1])
-
-    def _spool(self, batch):
-        """Synchronous mode, database down: journal the rows, fsynced, before the calls move on."""
-        self._append(batch, fsync=True)
-        self._clean = False
-        self._spooled = True
-
-    def _rotate(self):
-        """Set the journal aside as one of our segments (still locked): (its path, the queued rows
-        it holds). New rows start a new journal."""
-        batch, self._queued = self._queued, []
-        self._clean = True
-        if self._journal is None or self._journal[0] != os.getpid():
-            return None, batch
-        _pid, fd, path = self._journal
-        segment = os.path.join(self.spool_dir, f"{SPOOL_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}.jsonl")
-        os.rename(path, segment)
-        self._segments[segment] = fd
-        self._journal = None
-        return segment, batch
-
-    def _drop_segment(self, path):
-        """A segment whose rows are committed: delete it and let its lock go."""
-        if path is None:
-            return
-        fd = self._segments.pop(path, None)
-        try:
-            os.unlink(path)
-        finally:
-            if fd is not None:
-                os.close(fd)
-
-    def _fsync_segment(self, path):
-        fd = self._segments.get(path)
-        if fd is not None:
-            try:
-                os.fsync(fd)
-            except OSError:
-                pass
-
-    def _claimable(self):
-        """Journals to replay, each (path, fd holding its lock, whether it is ours): our set-aside
-        segments, and the journals of processes that are gone (their lock is free), renamed to
-        ours first. A journal whose owner lives is left to it."""
-        self._rotate_for_replay()
-        claimed = [(path, fd, True) for path, fd in self._segments.items()]
-        try:
-            names = sorted(os.listdir(self.spool_dir))
-        except OSError:
-            return claimed
-        mine = {os.path.basename(p) for p in self._segments} | {self._own_journal_name()}
-        for name in names:
-            if not name.startswith(SPOOL_PREFIX) or name in mine:
-                continue
-            path = os.path.join(self.spool_dir, name)
-            try:
-                fd = os.open(path, os.O_RDONLY)
-            except OSError:
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                continue  # its owner is alive and replays it itself
-            target = os.path.join(self.spool_dir, f"{SPOOL_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}.jsonl")
-            try:
-                os.rename(path, target)  # under our lock: nobody else takes it meanwhile
-            except OSError:
-                os.close(fd)
-                continue
-            claimed.append((target, fd, False))
-        return claimed
-
-    def _rotate_for_replay(self):
-        """Our journal joins the segments to replay when it holds set-aside rows (its queued rows
-        go with it; the replay commits them). A clean journal is the flusher's."""
-        if self._journal is not None and self._journal[0] == os.getpid() and not self._clean:
-            self._rotate()
-
-    def _commit_file(self, db, path):
-        """Commit every row of a journal file, each request id once."""
+    def _commit_file(self, db, path, dead=False):
+        """Commit every row of a journal file, each request id once; lines that are no entry are
+        quarantined. `dead`: the journal of a process that died, whose calls still in flight (a
+        start entry, no row) get a `worker_died` row."""
         with open(path, "rb") as handle:
-            lines = [orjson.loads(line) for line in handle if line.strip()]
-        batch = [_Entry(_revive(item["row"]), item.get("hold") or 0.0, item.get("reset")) for item in lines]
-        for start in range(0, len(batch), 500):
-            self._commit(db, batch[start:start + 500], idempotent=True)
+            lines = handle.read().splitlines()
+        batch, starts, ended = [], {}, set()
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                item = orjson.loads(line)
+                if "row" in item:
+                    entry = _Entry(revive(item["row"]), item.get("hold") or 0.0, item.get("reset"))
+                    batch.append(entry)
+                    ended.add(entry.row["request_id"])
+                elif "start" in item:
+                    starts[item["start"]["request_id"]] = item
+                elif "end" in item:
+                    ended.add(item["end"])
+                else:
+                    raise ValueError("not a journal entry")
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                self._keep({"line": line.decode("utf-8", "replace"), "error": type(exc).__name__})
+                log.error("spend: a line of journal %s is no entry (%s); it is kept in %s", path,
+                          type(exc).__name__, os.path.join(self.spool_dir, QUARANTINE_FILE))
+        if dead and starts:
+            ended_at = datetime.fromtimestamp(os.path.getmtime(path), timezone.utc)
+            for request_id, item in starts.items():
+                if request_id in ended:
+                    continue
+                try:
+                    batch.append(_Entry(clean_row(died_row(item["start"], ended_at)), item.get("hold") or 0.0))
+                except (ValueError, TypeError, AttributeError) as exc:
+                    self._keep({"start": item, "error": type(exc).__name__})
+        for start in range(0, len(batch), BATCH):
+            self._commit_safely(db, batch[start:start + BATCH], idempotent=True)
         return len(batch)
 
     def _replay(self, db):
-        """Commit journaled rows (each request id once); files are removed once committed."""
+        """Commit journaled rows (each request id once); files are removed once committed. A file
+        that cannot be read is left and the next one replayed; a database that is down stops it."""
         for path, fd, ours in self._claimable():
             try:
-                count = self._commit_file(db, path)
-            except (OSError, orjson.JSONDecodeError) as exc:
+                count = self._commit_file(db, path, dead=not ours and path.endswith(LIVE_SUFFIX))
+            except OSError as exc:
                 log.error("spend: cannot read journal %s: %s", path, type(exc).__name__)
                 if not ours:
                     os.close(fd)
                 continue
+            except Exception:
+                if not ours:
+                    os.close(fd)  # the file stays (renamed): the next replay claims it again
+                raise
             if ours:
                 self._drop_segment(path)
             else:
@@ -466,15 +489,21 @@ class Ledger:
 
     # -- reading ----------------------------------------------------------------------------------
 
-    def logs(self, key_hash=None, start=None, end=None, model=None, request_id=None, user_id=None, limit=1000):
-        """Rows, newest first, filtered."""
+    def logs(self, key_hash=None, start=None, end=None, model=None, request_id=None, user_id=None, limit=1000,
+             key_id=None):
+        """Rows, newest first, filtered. `key_hash` finds the rows of the key it names now, before
+        any /key/regenerate included (by its id), and the rows made with that hash."""
         from sqlalchemy import or_
         from sqlalchemy import select
 
         from gateway.db.models import SpendRow
+        from gateway.db.models import VirtualKey
         query = select(SpendRow)
         if key_hash is not None:
-            query = query.where(SpendRow.key_hash == key_hash)
+            owner = select(VirtualKey.id).where(VirtualKey.key_hash == key_hash).scalar_subquery()
+            query = query.where(or_(SpendRow.key_id == owner, SpendRow.key_hash == key_hash))
+        if key_id is not None:
+            query = query.where(SpendRow.key_id == key_id)
         if start is not None:
             query = query.where(SpendRow.start_time >= start)
         if end is not None:
@@ -487,7 +516,15 @@ class Ledger:
             query = query.where(SpendRow.user_id == user_id)
         query = query.order_by(SpendRow.start_time.desc(), SpendRow.id.desc()).limit(limit)
         with self._open_db().session() as session:
-            return [_public(row) for row in session.scalars(query)]
+            return [public(row) for row in session.scalars(query)]
+
+
+def _after_fork():
+    for ledger in list(_LEDGERS):
+        ledger.forget_parent()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 def _cooperative():
@@ -502,15 +539,15 @@ def _yield():
     gevent.sleep(0)
 
 
-def _insert_new(connection, db, row):
-    """Insert a row unless its request id is already there: whether it was new."""
-    from gateway.db.models import SpendRow
-    if db.is_sqlite:
-        from sqlalchemy.dialects.sqlite import insert
-    else:
-        from sqlalchemy.dialects.postgresql import insert
-    statement = insert(SpendRow.__table__).values(**row).on_conflict_do_nothing(index_elements=["request_id"])
-    return connection.execute(statement).rowcount == 1
+def _short(text):
+    """Client-influenced text for a log line: one line, bounded."""
+    return repr(text)[:80]
+
+
+def _release(connection, key, amount):
+    """Give a settled or expired hold back to its key."""
+    kind, who = key
+    connection.execute(_sql().release[kind], {"k": who, "a": amount, "n": 1 if amount > 0 else 0})
 
 
 def _reset_seconds(rules):
@@ -525,69 +562,8 @@ def _reset_seconds(rules):
     return delta.total_seconds() if delta else None
 
 
-def _reset_if_due(connection, digest, seconds):
+def _reset_if_due(connection, key, seconds):
     """Start a new budget period when the current one is over (once, whichever worker sees it)."""
     now = _now()
-    connection.execute(_sql().reset, {"h": digest, "now": now, "next": now + timedelta(seconds=seconds)})
-
-
-class _Statements:
-    """The ledger's statements, built once (SQLAlchemy Core, every value a bound parameter)."""
-
-    def __init__(self):
-        from sqlalchemy import bindparam
-        from sqlalchemy import delete
-        from sqlalchemy import insert
-        from sqlalchemy import select
-        from sqlalchemy import update
-
-        from gateway.db.models import BudgetHold
-        from gateway.db.models import SpendRow
-        from gateway.db.models import VirtualKey
-        keys, holds = VirtualKey.__table__, BudgetHold.__table__
-        this_key = keys.c.key_hash == bindparam("h")
-        self.insert_rows = insert(SpendRow.__table__)
-        self.add_spend = update(keys).where(this_key).values(spend=keys.c.spend + bindparam("c"))
-        self.drop_hold = delete(holds).where(holds.c.request_id == bindparam("r"))
-        self.release = update(keys).where(this_key).values(reserved=keys.c.reserved - bindparam("a"))
-        self.take = (update(keys).where(this_key, keys.c.max_budget.is_not(None),
-                                        keys.c.spend + keys.c.reserved + bindparam("a") <= keys.c.max_budget)
-                     .values(reserved=keys.c.reserved + bindparam("a")))
-        self.add_hold = insert(holds)
-        self.budget = select(keys.c.spend, keys.c.reserved, keys.c.max_budget).where(this_key)
-        self.reset = (update(keys).where(this_key, keys.c.budget_reset_at.is_not(None),
-                                         keys.c.budget_reset_at <= bindparam("now"))
-                      .values(spend=0.0, budget_reset_at=bindparam("next")))
-
-
-_STATEMENTS = []
-
-
-def _sql():
-    """The statements (built on first use, so SQLAlchemy loads only when spend is recorded)."""
-    if not _STATEMENTS:
-        _STATEMENTS.append(_Statements())
-    return _STATEMENTS[0]
-
-
-def _revive(row):
-    """A spooled row with its datetimes back."""
-    for name in ("start_time", "end_time"):
-        if isinstance(row.get(name), str):
-            row[name] = datetime.fromisoformat(row[name])
-    return row
-
-
-def _public(row):
-    """A ledger row as /spend/logs shows it."""
-    def iso(value):
-        if value is None:
-            return None
-        return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat()
-    return {"request_id": row.request_id, "api_key": row.key_hash, "key_alias": row.key_alias,
-            "user": row.user_id, "team_id": row.team_id, "call_type": row.call_type,
-            "model_group": row.model_group, "model_id": row.deployment_id, "custom_llm_provider": row.provider,
-            "model": row.model, "prompt_tokens": row.prompt_tokens, "completion_tokens": row.completion_tokens,
-            "total_tokens": row.total_tokens, "spend": row.cost, "estimated": row.estimated,
-            "cache_hit": row.cache_hit, "stream": row.stream, "status": row.status,
-            "startTime": iso(row.start_time), "endTime": iso(row.end_time)}
+    kind, who = key
+    connection.execute(_sql().reset[kind], {"k": who, "now": now, "next": now + timedelta(seconds=seconds)})

@@ -99,10 +99,12 @@ CACHE_HITS = Metric("gateway_cache_hits_total", "counter", "Calls answered from 
                     ("model_group",))
 CACHE_MISSES = Metric("gateway_cache_misses_total", "counter", "Calls not answered from the response cache.",
                       ("model_group",))
+QUARANTINED = Metric("gateway_spend_rows_quarantined_total", "counter",
+                     "Spend rows the database refused, kept in the spool dir's quarantine.jsonl.", ())
 COOLING = Metric("gateway_deployments_cooling_down", "gauge",
                  "Deployments of the model group in cooldown at scrape time.", ("model_group",))
 METRICS = (REQUESTS, LATENCY, FIRST_TOKEN, PROMPT_TOKENS, COMPLETION_TOKENS, SPEND, UPSTREAM_ERRORS,
-           RETRIES, FALLBACKS, CACHE_HITS, CACHE_MISSES, COOLING)
+           RETRIES, FALLBACKS, CACHE_HITS, CACHE_MISSES, QUARANTINED, COOLING)
 _BY_NAME = {m.name: m for m in METRICS}
 
 
@@ -354,6 +356,10 @@ class Metrics:
                                                     attempt.get("provider") or "", str(error)[:64])), 1, 0, 1.0))
         self.store.add(ops)
 
+    def quarantined(self, count):
+        """Count spend rows the ledger set aside (its `on_quarantine` hook)."""
+        self.store.add([((QUARANTINED.name, ()), 1, 0, float(count))])
+
     def gauges(self):
         """Scrape-time values: {metric name: [(label values, value)]}."""
         cooling = []
@@ -429,6 +435,9 @@ def install(gateway):
     base = settings.router_settings.get("local_state_path")
     metrics = Metrics(gateway.router, MetricStore(base + ".metrics" if base else None))
     gateway.observers.calls.append(metrics.observe)
+    ledger = gateway.spend.ledger if gateway.spend is not None else None
+    if ledger is not None:
+        ledger.on_quarantine = metrics.quarantined
     if settings.general_settings.get("metrics_public") is True:
         gateway.auth.opened = gateway.auth.opened | {"metrics.metrics"}
     return metrics

@@ -52,8 +52,11 @@ IMPLEMENTED = {
     "general_settings": {"master_key", "max_request_size_mb", "background_health_checks",
                          "health_check_interval", "database_url", "default_key_duration",
                          "disable_spend_logs", "spend_spool_dir", "budget_hold_seconds", "otel",
-                         "metrics_public"},
+                         "metrics_public", "budget_mode"},
 }
+
+
+BUDGET_MODES = (None, "soft", "strict")  # general_settings.budget_mode (None: soft)
 
 
 class ConfigError(Exception):
@@ -276,6 +279,10 @@ def from_dict(raw, *, source="config", environ=True):
             raise ConfigError(f"router_settings.model_group_alias.{alias}: must name a model group")
         resolved_aliases[str(alias)] = target
     aliases = resolved_aliases
+    if general.get("budget_mode") not in BUDGET_MODES:
+        raise ConfigError(f"general_settings.budget_mode: must be `soft` or `strict` (got "
+                          f"{str(general.get('budget_mode'))[:40]!r}); soft, the default, lets a key with "
+                          "budget left make one call past it, strict never overshoots")
     size_mb = _as_number(general.get("max_request_size_mb"), "general_settings.max_request_size_mb",
                          DEFAULT_MAX_BODY_MB)
     return Settings(

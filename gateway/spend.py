@@ -6,8 +6,13 @@
   commits; rows wait out a database outage in the journal and are replayed, each request id once.
 * Budgets: a key with `max_budget` reserves the worst case of the call (prompt bound + max_tokens,
   clamped to the model's limit, for the priciest deployment it may reach) with one conditional
-  UPDATE, so concurrent calls across workers and instances can never reserve past the budget. The
-  row's commit settles the hold to the real cost; a hold whose worker died expires.
+  UPDATE on the key's row (by its id, which /key/regenerate keeps). `budget_mode: strict`: concurrent
+  calls across workers and instances can never reserve past the budget. `soft` (the default): a
+  call that does not fit is still admitted when no other call of the key holds budget and some is
+  left, so a key is overshot by one call at most and never refused while it has budget. The row's
+  commit settles the hold to the real cost; a hold whose worker died expires.
+* Every call is journaled as it starts (`Ledger.begin`): a worker killed mid-call leaves a start
+  entry without a row, and the replay of its journal writes a `worker_died` row for it.
 """
 
 import logging
@@ -133,7 +138,18 @@ class Meter:
         amount = worst_case_cost(deployments, self.endpoint, self.body)
         self.tracker.reserve(self.rules, self.request_id, amount)
         self.hold = amount
+        self.tracker.begin(self)  # the journal's start entry now carries the hold
         return amount
+
+    def start_entry(self):
+        """What the journal keeps of the call as it starts: enough for a row if its worker dies."""
+        rules = self.rules
+        return {"request_id": self.request_id, "key_id": rules.key_id if rules else None,
+                "key_hash": rules.hash if rules else None, "key_alias": rules.alias if rules else None,
+                "user_id": rules.user_id if rules else None, "team_id": rules.team_id if rules else None,
+                "call_type": self.endpoint,
+                "model_group": self.requested[:255] if isinstance(self.requested, str) else None,
+                "stream": self.stream, "start_time": self.started}
 
     # -- after the call ---------------------------------------------------------------------------
 
@@ -271,8 +287,8 @@ class Meter:
         """The ledger row."""
         outcome, rules = self.outcome, self.rules
         deployment = outcome.deployment if outcome is not None else None
-        return {"request_id": self.request_id, "key_hash": rules.hash if rules else None,
-                "key_alias": rules.alias if rules else None,
+        return {"request_id": self.request_id, "key_id": rules.key_id if rules else None,
+                "key_hash": rules.hash if rules else None, "key_alias": rules.alias if rules else None,
                 "user_id": rules.user_id if rules else None, "team_id": rules.team_id if rules else None,
                 "call_type": self.endpoint,
                 "model_group": outcome.group if outcome else (self.requested[:255] if isinstance(
@@ -298,19 +314,25 @@ class SpendTracker:
         self.keep_text = False  # observers that log messages turn this on
 
     def start(self, request_id, rules, endpoint, body, stream):
-        """A Meter for a call that is about to be routed."""
-        return Meter(self, request_id, rules, endpoint, body, stream)
+        """A Meter for a call that is about to be routed (journaled as started)."""
+        meter = Meter(self, request_id, rules, endpoint, body, stream)
+        self.begin(meter)
+        return meter
+
+    def begin(self, meter):
+        """Journal the call's start entry (and its hold), so a crash still leaves a row."""
+        if self.ledger is not None:
+            self.ledger.begin(meter.start_entry(), meter.hold)
 
     def reserve(self, rules, request_id, amount):
         """Hold `amount` of the key's budget, or refuse the call (429) before any upstream work."""
         if self.ledger is None:
             raise errors.ServiceUnavailableError("Budgets need the key store.", code="key_store_unavailable")
-        admitted, left = self.ledger.hold(rules, request_id, amount, self.hold_seconds)
+        admitted, balance = self.ledger.hold(rules, request_id, amount, self.hold_seconds)
         if not admitted:
             raise errors.BudgetExceededError(
-                f"This key's budget of ${rules.max_budget:g} cannot cover this call: it may cost up to "
-                f"${amount:.6g} and ${max(0.0, left):.6g} is left (calls in flight included). "
-                "Lower max_tokens or raise the budget.")
+                f"Budget has been exceeded! Key budget: ${balance.budget:.6g}, spent: ${balance.spent:.6g}, "
+                f"in flight: ${max(0.0, balance.reserved):.6g}, this call may cost up to ${amount:.6g}.")
 
     def finish(self, meter, record=True):
         """Settle the per-key token window and write the row."""
@@ -322,8 +344,11 @@ class SpendTracker:
             except Exception:  # noqa: BLE001  (a window is state, never worth failing a request)
                 log.warning("could not settle the token window of a key", exc_info=True)
         try:
-            if record and self.ledger is not None:
-                self.ledger.write(meter.row(), meter.hold, rules)
+            if self.ledger is not None:
+                if record:
+                    self.ledger.write(meter.row(), meter.hold, rules)
+                else:
+                    self.ledger.cancel(meter.request_id)
         finally:
             if self.observers.active:
                 self.observers.emit(meter.call_record())

@@ -17,7 +17,7 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 _PG_LOCK_ID = 7_421_001  # pg_advisory_lock key for migrations
 # The newest migration (a test keeps it equal to alembic's head): a database already there is
 # opened without importing alembic at all (~12 MB per worker).
-HEAD_REVISION = "0002_spend"
+HEAD_REVISION = "0003_key_identity"
 VERSION_TABLE = "gateway_alembic_version"
 
 

@@ -43,6 +43,7 @@ class VirtualKey(Base):
     budget_duration: Mapped[str | None] = mapped_column(String(16), nullable=True)
     spend: Mapped[float] = mapped_column(Float, default=0.0)  # since the last budget reset
     reserved: Mapped[float] = mapped_column(Float, default=0.0)  # sum of this key's live budget holds
+    holds: Mapped[int] = mapped_column(Integer, default=0)  # how many of them (soft budgets: none in flight?)
     budget_reset_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     tpm_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
     rpm_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -57,10 +58,13 @@ class SpendRow(Base):
     """One request: who called, what served it, the tokens and what they cost (USD)."""
 
     __tablename__ = "gateway_spend"
-    __table_args__ = (Index("ix_gateway_spend_key_start", "key_hash", "start_time"),)
+    __table_args__ = (Index("ix_gateway_spend_key_start", "key_hash", "start_time"),
+                      Index("ix_gateway_spend_key_id_start", "key_id", "start_time"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     request_id: Mapped[str] = mapped_column(String(64), unique=True)
+    # The key's identity (gateway_keys.id), which /key/regenerate keeps; key_hash is the key used.
+    key_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     key_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)  # None: master key or no auth
     key_alias: Mapped[str | None] = mapped_column(String(255), nullable=True)
     user_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
@@ -77,7 +81,7 @@ class SpendRow(Base):
     estimated: Mapped[bool] = mapped_column(Boolean, default=False)  # no upstream usage: counted here
     cache_hit: Mapped[bool] = mapped_column(Boolean, default=False)
     stream: Mapped[bool] = mapped_column(Boolean, default=False)
-    status: Mapped[str] = mapped_column(String(32))  # success, error, client_disconnected
+    status: Mapped[str] = mapped_column(String(32))  # success, error, client_disconnected, worker_died, quarantined
     start_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     end_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
@@ -88,6 +92,7 @@ class BudgetHold(Base):
     __tablename__ = "gateway_budget_holds"
 
     request_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)  # the key held against
     key_hash: Mapped[str] = mapped_column(String(64), index=True)
     amount: Mapped[float] = mapped_column(Float)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)

@@ -3,7 +3,8 @@
 Real gunicorn gateways (2 gevent workers each) on SQLite, and two instances on the real PostgreSQL
 sharing the real Redis, called concurrently through the openai SDK (AsyncOpenAI):
 
-* the budget race: 50 overlapping calls with a key whose budget covers exactly 10 worst cases;
+* the budget race: 50 overlapping calls with a key whose budget covers exactly 10 worst cases
+  (`budget_mode: strict`; the soft default is raced in test_ledger_hardening.py);
 * a worker SIGKILLed mid-call: its hold expires after budget_hold_seconds and is swept;
 * budget_duration: a spent budget starts over once its period ends;
 * tpm_limit and max_parallel_requests are exact across two instances.
@@ -86,6 +87,7 @@ def gateway_config(fake, general=None, router_settings=None):
     upstream = {"api_base": fake.url + "/v1", "api_key": fake.api_key}
     priced = {**upstream, "input_cost_per_token": IN_PRICE, "output_cost_per_token": OUT_PRICE}
     models = [("priced-slow", "openai/slow", priced),  # the fake answers after slow_seconds
+              ("priced-stall", "openai/stall-stream", priced),  # streams two chunks, then stalls
               ("priced-hang", "openai/hang", priced),  # ... only once the caller goes away
               ("priced", "openai/budget-fast", priced),
               # billed for its output only: the real cost of a call is exactly its worst case
@@ -310,7 +312,8 @@ def test_concurrent_calls_never_reserve_past_the_budget(setup, launch, upstream,
     if instances > 1:
         request.getfixturevalue("shared_redis")
         router_settings = redis_router()
-    cluster = launch(database, instances=instances, router_settings=router_settings)
+    cluster = launch(database, instances=instances, general={"budget_mode": "strict"},
+                     router_settings=router_settings)
     budget = (RACE_FITS + 0.5) * worst_case()
     key, _ = cluster.generate(max_budget=budget)
 
@@ -426,7 +429,7 @@ PERIOD_CASES = {"partly-spent": ("priced", IN_PRICE, 2.5), "fully-spent": ("outp
 @pytest.mark.parametrize("case", list(PERIOD_CASES))
 def test_budget_starts_over_when_its_period_ends(case, launch, fake_openai):
     model, in_price, fits = PERIOD_CASES[case]
-    cluster = launch("sqlite")
+    cluster = launch("sqlite", general={"budget_mode": "strict"})  # soft would serve a third call
     budget = fits * worst_case(in_price)
     key, _ = cluster.generate(max_budget=budget, budget_duration=BUDGET_PERIOD)
     first = cluster.info(key)

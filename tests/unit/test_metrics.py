@@ -73,7 +73,8 @@ def test_every_family_is_declared_and_parses(m):
                      "gateway_completion_tokens": "counter", "gateway_spend_usd": "counter",
                      "gateway_upstream_errors": "counter", "gateway_retries": "counter",
                      "gateway_fallbacks": "counter", "gateway_cache_hits": "counter",
-                     "gateway_cache_misses": "counter", "gateway_deployments_cooling_down": "gauge"}
+                     "gateway_cache_misses": "counter", "gateway_spend_rows_quarantined": "counter",
+                     "gateway_deployments_cooling_down": "gauge"}
     assert samples["gateway_requests_total"] == {
         frozenset({"model_group": "gpt", "deployment": "dep1", "provider": "openai", "endpoint": "chat",
                    "status": "success", "code": "200"}.items()): 1.0,

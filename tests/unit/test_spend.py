@@ -1,6 +1,7 @@
 """Spend: prices, worst-case holds, the ledger (group commit, spool, replay) and budget holds, on
 SQLite and on the real PostgreSQL; the stream meter; /spend/logs through the Flask app."""
 
+import math
 import os
 import threading
 import time
@@ -350,10 +351,10 @@ def test_an_empty_batch_writes_nothing(db, tmp_path):
 def test_holds_admit_only_what_the_budget_covers_and_settle_to_the_real_cost(db, service, tmp_path):
     rules = _key(service, max_budget=1.0)
     ledger = Ledger(lambda: db, str(tmp_path / "spool"))
-    assert ledger.hold(rules, "a", 0.4, 60) == (True, 0.0)
-    assert ledger.hold(rules, "b", 0.4, 60) == (True, 0.0)
-    admitted, left = ledger.hold(rules, "c", 0.4, 60)
-    assert not admitted and left == pytest.approx(0.2)
+    assert ledger.hold(rules, "a", 0.4, 60) == (True, None)
+    assert ledger.hold(rules, "b", 0.4, 60) == (True, None)
+    admitted, balance = ledger.hold(rules, "c", 0.4, 60)
+    assert not admitted and balance.left == pytest.approx(0.2)
     ledger.write(_row(rules, "a", 0.1), 0.4, rules)  # settles: 0.1 spent, 0.4 released
     key = _key_row(db, rules)
     assert (key.spend, key.reserved) == (pytest.approx(0.1), pytest.approx(0.4))
@@ -412,7 +413,7 @@ def test_budget_store_down_refuses_budgeted_calls_with_503(tmp_path):
 
 def test_budget_period_resets_spend(db, service, tmp_path):
     rules = _key(service, max_budget=1.0, budget_duration="1h")
-    ledger = Ledger(lambda: db, str(tmp_path / "spool"))
+    ledger = Ledger(lambda: db, str(tmp_path / "spool"), budget_mode="strict")
     ledger.write(_row(rules, "before", 0.9), 0.0, rules)
     assert not ledger.hold(rules, "x", 0.5, 60)[0]
     with db.session() as session:  # the period ends
@@ -434,12 +435,12 @@ def test_bad_budget_duration_is_refused(service, value):
 # ---- through the app --------------------------------------------------------------------------
 
 @pytest.fixture
-def app_client(db_url, tmp_path):
+def app_client(db_url, tmp_path, request):
     settings = from_dict({
         "model_list": [{"model_name": "m", "litellm_params": {"model": "demo/x", "input_cost_per_token": 0.001,
                                                                "output_cost_per_token": 0.002}}],
         "general_settings": {"master_key": MASTER, "database_url": db_url,
-                             "spend_spool_dir": str(tmp_path / "spool")}})
+                             "spend_spool_dir": str(tmp_path / "spool"), **getattr(request, "param", {})}})
     app = create_app(settings)
     yield app.test_client()
     app.extensions["gateway"].auth.keys.get().db.engine.dispose()
@@ -491,18 +492,25 @@ def test_a_virtual_key_cannot_read_spend_logs(app_client):
     assert resp.status_code == 403
 
 
-def test_budgeted_key_is_refused_before_the_upstream_once_spent(app_client):
+@pytest.mark.parametrize("app_client,served", [({"budget_mode": "strict"}, 3), ({}, None)],
+                         indirect=["app_client"], ids=["strict", "soft"])
+def test_budgeted_key_is_refused_before_the_upstream_once_spent(app_client, served):
     master = {"Authorization": f"Bearer {MASTER}"}
     # worst case of one call: its prompt bound * 0.001 + 5 * 0.002; real: 2 * 0.001 + 5 * 0.002 = 0.012
     body = {"model": "m", "messages": [{"role": "user", "content": "hello there"}], "max_tokens": 5}
     worst = spend.prompt_token_bound(body) * 0.001 + 5 * 0.002
-    key = app_client.post("/key/generate", json={"max_budget": worst + 0.030}, headers=master).get_json()["key"]
-    codes = [_call(app_client, key, max_tokens=5)[0].status_code for _ in range(4)]
-    assert codes == [200, 200, 200, 429]  # 0.036 spent: worst - 0.006 left < worst
+    budget = worst + 0.030
+    if served is None:  # soft: while nothing else is in flight, calls go on until spend reaches the budget
+        served = math.ceil(budget / 0.012)
+    key = app_client.post("/key/generate", json={"max_budget": budget}, headers=master).get_json()["key"]
+    codes = [_call(app_client, key, max_tokens=5)[0].status_code for _ in range(served + 1)]
+    # strict: 0.036 spent, worst - 0.006 left < worst
+    assert codes == [200] * served + [429]
     info = app_client.get("/key/info", headers=master, query_string={"key": key}).get_json()["info"]
-    assert info["spend"] == pytest.approx(0.036) and info["reserved"] == pytest.approx(0, abs=1e-12)
+    assert info["spend"] == pytest.approx(served * 0.012) and info["reserved"] == pytest.approx(0, abs=1e-12)
     resp, data = _call(app_client, key, max_tokens=5)
-    assert orjson.loads(data)["error"]["code"] == "insufficient_quota"
+    error = orjson.loads(data)["error"]
+    assert error["code"] == "insufficient_quota" and error["message"].startswith("Budget has been exceeded!")
 
 
 def test_per_key_tpm_limit(app_client):
