@@ -129,6 +129,11 @@ class KeyRules:
     budget_reset_at: datetime | None = None
     key_id: int | None = None  # the key's identity (gateway_keys.id): stays the same across /key/regenerate
 
+    @property
+    def identity(self):
+        """What per-key limits are counted under: the key's id, which a regenerate keeps."""
+        return f"id{self.key_id}" if self.key_id is not None else self.hash
+
 
 def _validated(data):
     if not isinstance(data, dict):

@@ -339,7 +339,7 @@ class SpendTracker:
         rules = meter.rules
         if rules is not None and rules.tpm_limit and meter.tpm_reserved:
             try:
-                self.state.record(f"key-tpm:{rules.hash}",
+                self.state.record(f"key-tpm:{rules.identity}",
                                   meter.prompt_tokens + meter.completion_tokens - meter.tpm_reserved)
             except Exception:  # noqa: BLE001  (a window is state, never worth failing a request)
                 log.warning("could not settle the token window of a key", exc_info=True)

@@ -185,7 +185,7 @@ def apply_key_rules(gateway, rules, body, meter):
     state = router.state
     if rules.rpm_limit is not None:
         allowed_now, wait = (False, 60.0) if rules.rpm_limit <= 0 else state.admit(
-            f"key-rpm:{rules.hash}", rules.rpm_limit)
+            f"key-rpm:{rules.identity}", rules.rpm_limit)
         if not allowed_now:
             raise errors.RateLimitError(f"This key's limit of {rules.rpm_limit} requests per minute is reached.",
                                         headers={"Retry-After": str(max(1, round(wait)))})
@@ -195,7 +195,7 @@ def apply_key_rules(gateway, rules, body, meter):
         asked = body.get("max_completion_tokens") or body.get("max_tokens")
         amount = max(1, estimate_tokens(body) + (asked if isinstance(asked, int) and asked > 0 else 0))
         allowed_now, wait = (False, 60.0) if rules.tpm_limit <= 0 else state.admit(
-            f"key-tpm:{rules.hash}", rules.tpm_limit, amount)
+            f"key-tpm:{rules.identity}", rules.tpm_limit, amount)
         if not allowed_now:
             raise errors.RateLimitError(
                 f"This key's limit of {rules.tpm_limit} tokens per minute is reached "
@@ -204,7 +204,7 @@ def apply_key_rules(gateway, rules, body, meter):
     if rules.max_parallel_requests is not None:
         # A slot per call, expiring with the call's longest life: a worker that dies mid-call
         # cannot hold one for good.
-        key, member = f"key-parallel:{rules.hash}", meter.request_id
+        key, member = f"key-parallel:{rules.identity}", meter.request_id
         if rules.max_parallel_requests <= 0 or not state.acquire(
                 key, rules.max_parallel_requests, member, gateway.spend.hold_seconds):
             raise errors.RateLimitError(

@@ -179,6 +179,7 @@ def launch(tmp_path_factory, fake_openai):
             for proc in procs:
                 proc.wait_ready()
             cluster = Cluster(procs)
+            cluster.database_url = general.get("database_url") or env["DATABASE_URL"]
             cluster.warm_up()
             return cluster
         yield start
@@ -465,6 +466,19 @@ def limited_cluster(launch):
     return cluster
 
 
+def key_id(cluster, digest):
+    """The key's id in the cluster's database (what per-key limits are counted under)."""
+    from sqlalchemy import create_engine
+    from sqlalchemy import text
+    engine = create_engine(cluster.database_url)
+    try:
+        with engine.connect() as connection:
+            found = connection.execute(text("SELECT id FROM gateway_keys WHERE key_hash = :h"), {"h": digest})
+            return found.scalar_one()
+    finally:
+        engine.dispose()
+
+
 def assert_exactly_admitted(answers, n):
     statuses = sorted(a.status for a in answers)
     assert statuses == [200] * n + [429] * (len(answers) - n), outcome(answers)
@@ -477,19 +491,20 @@ def test_key_tpm_limit_is_exact_across_two_instances(launch, upstream, fake_open
                                                      redis_keys):
     cluster = limited_cluster(launch)
     key, digest = cluster.generate(tpm_limit=3 * tpm_hold() + tpm_hold() // 2)
-    redis_keys.append(f"gateway:key-tpm:{digest}")
+    window = f"gateway:key-tpm:id{key_id(cluster, digest)}"  # limits follow the key's id, not its hash
+    redis_keys.append(window)
     answers = fire(cluster.urls, key, [chat_body("priced-slow")] * 10)
     assert_exactly_admitted(answers, 3)
     assert fake_openai.count("slow") == 3
     assert upstream.peak("slow") == 3
-    assert shared_redis.exists(f"gateway:key-tpm:{digest}")  # the window lives in Redis
+    assert shared_redis.exists(window)  # the window lives in Redis
 
 
 def test_key_max_parallel_requests_is_exact_across_two_instances(launch, upstream, fake_openai,
                                                                 shared_redis, redis_keys):  # noqa: F811
     cluster = limited_cluster(launch)
     key, digest = cluster.generate(max_parallel_requests=2)
-    gauge = f"gateway:key-parallel:{digest}"
+    gauge = f"gateway:key-parallel:id{key_id(cluster, digest)}"
     redis_keys.append(gauge)
     answers = fire(cluster.urls, key, [chat_body("priced-slow")] * 10)
     assert_exactly_admitted(answers, 2)

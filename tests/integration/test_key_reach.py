@@ -239,3 +239,15 @@ def test_a_limit_of_zero_allows_nothing(gateway, fake_openai, limit):
     with pytest.raises(openai.RateLimitError):
         client(gateway, key).chat.completions.create(model="premium", messages=HELLO)
     assert upstream_models(fake_openai) == []
+
+
+# ---- item 4: per-key limits follow the key, not its hash ------------------------------------------
+
+def test_a_regenerated_key_keeps_its_rate_window(gateway, fake_openai):
+    key = new_key(gateway, rpm_limit=2)
+    for _ in range(2):
+        client(gateway, key).chat.completions.create(model="premium", messages=HELLO)
+    fresh = admin(gateway, "POST", "/key/regenerate", json={"key": key})["key"]
+    with pytest.raises(openai.RateLimitError):
+        client(gateway, fresh).chat.completions.create(model="premium", messages=HELLO)
+    assert upstream_models(fake_openai) == ["gpt-3.5-turbo"] * 2
