@@ -7,8 +7,8 @@ monkey.patch_all()
 import sys  # noqa: E402  (gevent must patch before anything else is imported)
 
 from gateway.app import create_app  # noqa: E402
-from gateway.settings import ConfigError  # noqa: E402
-from gateway.settings import from_env  # noqa: E402
+from gateway.config.settings import ConfigError  # noqa: E402
+from gateway.config.settings import from_env  # noqa: E402
 
 try:
     app = create_app(from_env())

@@ -20,5 +20,5 @@ control_socket_disable = _options["control_socket_disable"]
 
 def on_starting(server):
     """Before workers fork: drop router state files left by gateway instances that have exited."""
-    from gateway.state import remove_stale_files
+    from gateway.routing.state import remove_stale_files
     remove_stale_files()

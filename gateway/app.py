@@ -11,12 +11,12 @@ from flask import request
 from werkzeug.exceptions import HTTPException
 
 from gateway import errors
-from gateway.api.common import json_response
-from gateway.auth import Authenticator
-from gateway.auth import LazyKeys
-from gateway.router import Router
-from gateway.settings import Settings
-from gateway.transport import Transport
+from gateway.api.pipeline import json_response
+from gateway.access.auth import Authenticator
+from gateway.access.auth import LazyKeys
+from gateway.routing.router import Router
+from gateway.config.settings import Settings
+from gateway.wire.transport import Transport
 
 log = logging.getLogger("gateway")
 
@@ -44,8 +44,8 @@ class Gateway:
     router: Router
     transport: Transport
     auth: Authenticator
-    spend: object = None  # gateway.spend.SpendTracker
-    observers: object = None  # gateway.events.Observers: logs, metrics, callbacks, tracing
+    spend: object = None  # gateway.spend.meter.SpendTracker
+    observers: object = None  # gateway.telemetry.events.Observers: logs, metrics, callbacks, tracing
     cache: object = None  # gateway.cache.ResponseCache, or None when caching is off
 
 
@@ -54,9 +54,9 @@ def configure_logging(debug, json_logs=False):
     `set_verbose`."""
     root = logging.getLogger()
     if not root.handlers:  # leave logging alone when the host (a test runner, an app) set it up
-        from gateway.requestlog import JsonFormatter
-        from gateway.requestlog import TextFormatter
-        from gateway.requestlog import gunicorn_records
+        from gateway.telemetry.requestlog import JsonFormatter
+        from gateway.telemetry.requestlog import TextFormatter
+        from gateway.telemetry.requestlog import gunicorn_records
         handler = logging.StreamHandler()
         handler.setFormatter(JsonFormatter() if json_logs else TextFormatter())
         root.addHandler(handler)
@@ -70,9 +70,9 @@ def configure_logging(debug, json_logs=False):
 def open_key_service(settings, state=None):
     """The virtual-key store: open the database and migrate it (first use, in each worker); `state`
     (the router's shared state) carries word of a changed key to the other workers at once."""
-    from gateway.db import Database
-    from gateway.db import database_url
-    from gateway.keys import KeyService
+    from gateway.storage import Database
+    from gateway.storage import database_url
+    from gateway.access.keys import KeyService
     db = Database(database_url(settings))
     db.migrate()
     return KeyService(db, settings.general_settings.get("default_key_duration") or "1h", state)
@@ -81,8 +81,8 @@ def open_key_service(settings, state=None):
 def build_spend(settings, router, keys, observers=None):
     """Prices and budgets for every call; the ledger when the key store is open (a master key is set)
     and spend logs are not turned off."""
-    from gateway.ledger import Ledger
-    from gateway.spend import SpendTracker
+    from gateway.spend.ledger import Ledger
+    from gateway.spend.meter import SpendTracker
     general = settings.general_settings
     ledger = None
     if keys is not None and not general.get("disable_spend_logs"):
@@ -100,7 +100,7 @@ def build_spend(settings, router, keys, observers=None):
 def create_app(settings=None):
     """Build the Flask app for one worker from validated Settings (demo defaults when None)."""
     if settings is None:
-        from gateway.settings import demo_settings
+        from gateway.config.settings import demo_settings
         settings = demo_settings()
     configure_logging(settings.debug, settings.litellm_settings.get("json_logs") is True)
     app = Flask("gateway")
@@ -109,8 +109,8 @@ def create_app(settings=None):
     transport = Transport(debug=settings.debug)
     keys = LazyKeys(lambda: open_key_service(settings, router.state)) if settings.master_key else None
     router = Router(settings, transport)
-    from gateway import requestlog
-    from gateway.events import Observers
+    from gateway.telemetry import requestlog
+    from gateway.telemetry.events import Observers
     observers = Observers()
     observers.calls.append(requestlog.observe)
     from gateway.cache import build_cache
@@ -118,7 +118,7 @@ def create_app(settings=None):
                       build_spend(settings, router, keys, observers), observers, build_cache(settings))
     app.extensions["gateway"] = gateway
     if settings.general_settings.get("background_health_checks"):
-        from gateway import healthcheck
+        from gateway.routing import health as healthcheck
         interval = float(settings.general_settings.get("health_check_interval") or 300)
         healthcheck.start_background(gateway.router, interval)
 
@@ -132,7 +132,7 @@ def create_app(settings=None):
     from gateway.api import spend
     for module in (chat, completions, embeddings, models, health, key_routes, spend, metric_routes):
         app.register_blueprint(module.bp)
-    from gateway.metrics import install as install_metrics
+    from gateway.telemetry.metrics import install as install_metrics
     app.extensions["metrics"] = install_metrics(gateway)  # counts every call; renders /metrics
 
     @app.before_request
@@ -171,9 +171,9 @@ def create_app(settings=None):
         err = errors.GatewayError(f"Internal error (request id {g.get('request_id')}).")
         return json_response(err.body(), status=500)
 
-    from gateway import otel  # tracing (imports opentelemetry only when on)
+    from gateway.telemetry import otel  # tracing (imports opentelemetry only when on)
     if otel.wanted(settings):
         otel.install(app, gateway)
-    from gateway.callbacks import install as install_callbacks
+    from gateway.telemetry.callbacks import install as install_callbacks
     install_callbacks(app, gateway)  # success_callback / failure_callback / callbacks sinks
     return app

@@ -27,7 +27,7 @@ from collections import OrderedDict
 import orjson
 
 from gateway import errors
-from gateway.settings import ConfigError
+from gateway.config.settings import ConfigError
 
 log = logging.getLogger("gateway.cache")
 
@@ -245,7 +245,7 @@ class CachePlan:
 
     def tap(self, stream):
         """The stream unchanged; its chunks are stored once it has run to its end."""
-        from gateway.upstream import ChunkStream
+        from gateway.wire.upstream import ChunkStream
         if not (self.write and self.ttl):
             return stream
         kept = []
@@ -260,7 +260,7 @@ class CachePlan:
 
 def replay(chunks):
     """A cached stream as a ChunkStream (no upstream behind it)."""
-    from gateway.upstream import ChunkStream
+    from gateway.wire.upstream import ChunkStream
     return ChunkStream(None, None, (dict(chunk) for chunk in chunks))
 
 

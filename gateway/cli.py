@@ -60,8 +60,8 @@ def build_parser():
 
 def settings_from_args(args):
     """Build validated Settings from the flags (ConfigError names the problem)."""
-    from gateway import settings as config
-    from gateway.settings import ConfigError
+    from gateway.config import settings as config
+    from gateway.config.settings import ConfigError
 
     if args.model and args.config:
         raise ConfigError("--model and --config: use one or the other")
@@ -102,8 +102,8 @@ def check_settings(settings):
     import logging
 
     from gateway.cache import build_cache
-    from gateway.router import Router
-    quiet = logging.getLogger("gateway.router")
+    from gateway.routing.router import Router
+    quiet = logging.getLogger("gateway.routing.router")
     level, quiet.level = quiet.level, logging.ERROR  # the workers warn about skipped deployments
     try:
         Router(settings, None)
@@ -126,7 +126,7 @@ def client_key(args):
     if key:
         return key
     if args.config:
-        from gateway import settings as config
+        from gateway.config import settings as config
         return config.load_file(args.config).master_key
     return None
 
@@ -136,7 +136,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.test or args.health:
         from gateway import probe
-        from gateway.settings import ConfigError
+        from gateway.config.settings import ConfigError
         try:
             key = client_key(args)
         except ConfigError as exc:
@@ -149,7 +149,7 @@ def main(argv=None):
     if args.num_workers < 1:
         print("gateway: --num_workers must be at least 1", file=sys.stderr)
         return EXIT_CONFIG
-    from gateway.settings import ConfigError
+    from gateway.config.settings import ConfigError
     try:
         settings = settings_from_args(args)
         check_settings(settings)

@@ -6,7 +6,7 @@ import time
 import orjson
 import requests
 
-from gateway.sse import SSEDecoder
+from gateway.wire.sse import SSEDecoder
 
 TEST_PROMPT = "this is a test request, write a short poem"
 TIMEOUT = 60

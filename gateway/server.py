@@ -58,7 +58,7 @@ def serve(settings, host, port, workers):
             from gateway.app import create_app
             return create_app(settings)
 
-    from gateway.state import remove_stale_files
+    from gateway.routing.state import remove_stale_files
     remove_stale_files()  # router state of earlier instances, left on /dev/shm
 
     print(f"gateway: serving {len(settings.deployments)} deployment(s) from {settings.source} "

@@ -4,7 +4,7 @@
 import pytest
 
 from gateway.app import create_app
-from gateway.settings import demo_settings
+from gateway.config.settings import demo_settings
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 from flask import Blueprint
 
-from gateway.api.common import serve
+from gateway.api.pipeline import serve
 
 bp = Blueprint("completions", __name__)
 

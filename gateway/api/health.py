@@ -4,8 +4,8 @@ from flask import Blueprint
 from flask import current_app
 
 from gateway import __version__
-from gateway import healthcheck
-from gateway.api.common import json_response
+from gateway.routing import health as healthcheck
+from gateway.api.pipeline import json_response
 
 bp = Blueprint("health", __name__)
 

@@ -6,10 +6,10 @@ from flask import g
 from flask import request
 
 from gateway import errors
-from gateway.api.common import json_response
-from gateway.api.common import read_body
-from gateway.jsonbody import parse_body
-from gateway.keys import hash_key
+from gateway.api.pipeline import json_response
+from gateway.api.pipeline import read_body
+from gateway.api.body import parse_body
+from gateway.access.keys import hash_key
 
 bp = Blueprint("keys", __name__)
 

@@ -8,7 +8,7 @@ from flask import Blueprint
 from flask import Response
 from flask import current_app
 
-from gateway.metrics import CONTENT_TYPE
+from gateway.telemetry.metrics import CONTENT_TYPE
 
 bp = Blueprint("metrics", __name__)
 

@@ -7,7 +7,7 @@ from flask import current_app
 from flask import g
 
 from gateway import errors
-from gateway.api.common import json_response
+from gateway.api.pipeline import json_response
 
 bp = Blueprint("models", __name__)
 _STARTED = int(time.time())

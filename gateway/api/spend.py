@@ -9,8 +9,8 @@ from flask import current_app
 from flask import request
 
 from gateway import errors
-from gateway.api.common import json_response
-from gateway.keys import hash_key
+from gateway.api.pipeline import json_response
+from gateway.access.keys import hash_key
 
 bp = Blueprint("spend", __name__)
 MAX_ROWS = 10_000

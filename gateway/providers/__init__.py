@@ -8,8 +8,8 @@ import importlib
 import logging
 import pkgutil
 
-from gateway.settings import ConfigError
-from gateway.transport import split_credentials
+from gateway.config.settings import ConfigError
+from gateway.wire.transport import split_credentials
 
 log = logging.getLogger("gateway.providers")
 

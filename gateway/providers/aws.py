@@ -12,8 +12,8 @@ import threading
 import orjson
 
 from gateway import errors
-from gateway.settings import ConfigError
-from gateway.transport import split_credentials
+from gateway.config.settings import ConfigError
+from gateway.wire.transport import split_credentials
 
 log = logging.getLogger("gateway.providers.aws")
 
@@ -281,7 +281,7 @@ def translated(provider, events, translate, finish, timeout):
 
 def chunk_stream(provider, endpoint, chunks, event_stream):
     """A ChunkStream over a boto3 EventStream: the connection goes back to the pool when it finished."""
-    from gateway.upstream import ChunkStream
+    from gateway.wire.upstream import ChunkStream
 
     raw = getattr(event_stream, "_raw_stream", None)
     if raw is not None and hasattr(raw, "release_conn"):
@@ -292,7 +292,7 @@ def chunk_stream(provider, endpoint, chunks, event_stream):
 def json_body(provider, payload):
     """Parse a JSON answer body (bytes), or a 502 naming the deployment; an error the body carries
     (a model container answering `{"error": ...}` with 200) is raised as the upstream's error."""
-    from gateway.upstream import answer_error
+    from gateway.wire.upstream import answer_error
 
     try:
         data = orjson.loads(payload)

@@ -5,7 +5,7 @@ from urllib.parse import quote
 
 from gateway.providers.openai import OpenAIProvider
 from gateway.providers.openai import PATHS
-from gateway.settings import ConfigError
+from gateway.config.settings import ConfigError
 
 DEFAULT_API_VERSION = "2024-10-21"
 STREAM_OPTIONS_SINCE = "2024-09-01"
@@ -41,7 +41,7 @@ class AzureProvider(OpenAIProvider):
     def prepare_body(self, endpoint, body):
         """As OpenAI; api-versions before 2024-09-01 refuse `stream_options`, so the one the
         gateway added to bill the stream is left out there (its tokens are then estimated)."""
-        from gateway.spend import AddedUsageOption
+        from gateway.spend.meter import AddedUsageOption
         out = super().prepare_body(endpoint, body)
         if isinstance(out.get("stream_options"), AddedUsageOption) and self.api_version[:10] < STREAM_OPTIONS_SINCE:
             out.pop("stream_options", None)

@@ -7,8 +7,8 @@ import orjson
 
 from gateway import errors
 from gateway.providers import shapes
-from gateway.transport import display_url
-from gateway.transport import split_credentials
+from gateway.wire.transport import display_url
+from gateway.wire.transport import split_credentials
 
 ENDPOINTS = ("chat", "completions", "embeddings")
 
@@ -134,7 +134,7 @@ class Provider:
 
     def execute(self, ctx, endpoint, body, stream):
         """Run the call: an OpenAI-shaped dict, or a ChunkStream of OpenAI chunks."""
-        from gateway.upstream import http_call
+        from gateway.wire.upstream import http_call
         return http_call(self, ctx, endpoint, self.prepare_body(endpoint, body), stream)
 
     def new_stream_state(self, endpoint, body):

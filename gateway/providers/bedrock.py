@@ -16,7 +16,7 @@ from gateway import errors
 from gateway.providers import aws
 from gateway.providers import shapes
 from gateway.providers.base import Provider
-from gateway.upstream import incomplete_stream
+from gateway.wire.upstream import incomplete_stream
 
 FINISH = {
     "end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls",

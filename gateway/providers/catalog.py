@@ -8,7 +8,7 @@ its own base env var names, never to a different `api_base` set on one deploymen
 from dataclasses import dataclass
 
 from gateway.providers.openai import OpenAIProvider
-from gateway.settings import ConfigError
+from gateway.config.settings import ConfigError
 
 
 @dataclass(frozen=True)

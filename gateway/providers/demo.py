@@ -50,7 +50,7 @@ class DemoProvider(Provider):
     def execute(self, ctx, endpoint, body, stream):
         """Answer in-process."""
         if stream:
-            from gateway.upstream import ChunkStream
+            from gateway.wire.upstream import ChunkStream
             return ChunkStream(self, endpoint, self.stream(endpoint, body))
         return self.answer(endpoint, body)
 

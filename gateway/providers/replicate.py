@@ -27,8 +27,8 @@ from gateway.providers.base import Provider
 from gateway.providers.base import UpstreamRequest
 from gateway.providers.base import dumps
 from gateway.providers.prompts import prompt_builder
-from gateway.settings import ConfigError
-from gateway.sse import SSEDecoder
+from gateway.config.settings import ConfigError
+from gateway.wire.sse import SSEDecoder
 
 log = logging.getLogger("gateway.providers.replicate")
 
@@ -248,8 +248,8 @@ class ReplicateProvider(Provider):
 
     def execute(self, ctx, endpoint, body, stream):
         """Create the prediction, then wait for it (polling) or stream it (SSE, else polling)."""
-        from gateway.upstream import ChunkStream
-        from gateway.upstream import translated_chunks
+        from gateway.wire.upstream import ChunkStream
+        from gateway.wire.upstream import translated_chunks
 
         body = self.prepare_body(endpoint, body)
         deadline = time.monotonic() + ctx.timeout
@@ -410,7 +410,7 @@ def _normalize(base):
 
 def sse_events(resp):
     """The events (name and data) of a Replicate stream, up to and including `done`."""
-    from gateway.upstream import read_raw
+    from gateway.wire.upstream import read_raw
 
     decoder = SSEDecoder()
     for raw in read_raw(resp):

@@ -14,7 +14,7 @@ from gateway import errors
 from gateway.providers import aws
 from gateway.providers import shapes
 from gateway.providers.base import Provider
-from gateway.upstream import incomplete_stream
+from gateway.wire.upstream import incomplete_stream
 from gateway.providers.prompts import prompt_builder
 
 # TGI's details.finish_reason -> OpenAI's.

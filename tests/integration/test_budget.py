@@ -36,9 +36,9 @@ import pytest
 import requests
 import yaml
 
-from gateway import keys as key_module
-from gateway.modeldata import estimate_tokens
-from gateway.spend import prompt_token_bound
+from gateway.access import keys as key_module
+from gateway.spend.modeldata import estimate_tokens
+from gateway.spend.meter import prompt_token_bound
 from tests.integration.conftest import GatewayProcess
 from tests.integration.conftest import free_port
 from tests.integration.test_limits import shared_redis  # noqa: F401  (the shared Redis fixture)

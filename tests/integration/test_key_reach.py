@@ -20,8 +20,8 @@ import openai
 import pytest
 import requests
 
-from gateway import spend
-from gateway.settings import from_dict
+from gateway.spend import meter as spend
+from gateway.config.settings import from_dict
 from tests.integration.conftest import GatewayProcess
 from tests.integration.conftest import free_port
 
@@ -225,7 +225,7 @@ def test_a_budgeted_call_without_max_tokens_sends_the_bound_its_hold_assumed(gat
         "model": "openai/my-private-model", "input_cost_per_token": IN_PRICE,
         "output_cost_per_token": OUT_PRICE}}]})
     from gateway import providers
-    from gateway.balancer import Deployment
+    from gateway.routing.balancer import Deployment
     private = Deployment(providers.build(settings.deployments[0]))
     assert spend.output_is_assumed(private, {"messages": HELLO})
     assert spend.completion_bound(private, {"messages": HELLO}, 10) == spend.DEFAULT_OUTPUT_BOUND

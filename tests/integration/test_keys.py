@@ -23,7 +23,7 @@ import pytest
 import requests
 import yaml
 
-from gateway import keys as key_module
+from gateway.access import keys as key_module
 from tests.integration.conftest import GatewayProcess
 from tests.integration.conftest import free_port
 

@@ -12,7 +12,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.keys import hash_key
+from gateway.access.keys import hash_key
 from tests.integration.conftest import openai_config
 
 pytestmark = pytest.mark.integration

@@ -15,8 +15,8 @@ import requests
 from sqlalchemy import text
 
 from gateway.app import create_app
-from gateway.auth import ROUTE_POLICY
-from gateway.settings import from_dict
+from gateway.access.auth import ROUTE_POLICY
+from gateway.config.settings import from_dict
 
 pytestmark = pytest.mark.integration
 
@@ -60,7 +60,7 @@ def bearer(key):
 # ---- every route has exactly one policy ------------------------------------------------------------
 
 def test_every_route_has_a_policy(app):
-    assert missing_policies(app) == [], "add these endpoints to gateway.auth.ROUTE_POLICY"
+    assert missing_policies(app) == [], "add these endpoints to gateway.access.auth.ROUTE_POLICY"
     assert sorted(set(ROUTE_POLICY) - endpoints(app)) == [], "ROUTE_POLICY names endpoints that do not exist"
     assert set(ROUTE_POLICY.values()) <= POLICIES
 

@@ -26,8 +26,8 @@ import pytest
 import requests
 import yaml
 
-from gateway import modeldata
-from gateway.keys import hash_key
+from gateway.spend import modeldata
+from gateway.access.keys import hash_key
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.anthropic_server import plan as anthropic_plan
 from tests.integration.conftest import GatewayProcess

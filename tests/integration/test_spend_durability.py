@@ -28,8 +28,8 @@ import requests
 from sqlalchemy import create_engine
 from sqlalchemy import text
 
-from gateway import ledger as spend_module
-from gateway.keys import CACHE_SECONDS
+from gateway.spend import ledger as spend_module
+from gateway.access.keys import CACHE_SECONDS
 from tests.integration.pg_server import PostgresServer
 
 pytestmark = pytest.mark.integration
@@ -387,7 +387,7 @@ def spooled_rows(spool):
 
 
 def spooled_row(request_id, cost):
-    """One spool line as the ledger writes it (gateway.ledger.Ledger._append): a master-key chat row."""
+    """One spool line as the ledger writes it (gateway.spend.ledger.Ledger._append): a master-key chat row."""
     now = datetime.now(timezone.utc)
     row = {"request_id": request_id, "key_hash": None, "key_alias": None, "user_id": None, "team_id": None,
            "call_type": "chat", "model_group": MODEL, "deployment_id": None, "provider": "openai",

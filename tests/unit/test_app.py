@@ -7,9 +7,9 @@ import orjson
 import pytest
 
 from gateway.app import create_app
-from gateway.upstream import ChunkStream
-from gateway.settings import from_dict
-from gateway.sse import SSEDecoder
+from gateway.wire.upstream import ChunkStream
+from gateway.config.settings import from_dict
+from gateway.wire.sse import SSEDecoder
 
 MASTER = "sk-master-test-0123456789"
 MESSAGES = [{"role": "user", "content": "hi"}]

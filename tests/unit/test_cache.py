@@ -13,11 +13,11 @@ import pytest
 
 from gateway import cache as cache_module
 from gateway.app import create_app
-from gateway.settings import ConfigError
-from gateway.settings import from_dict
-from tests.unit.test_state import REDIS_HOST
-from tests.unit.test_state import REDIS_PORT
-from tests.unit.test_state import redis_client  # noqa: F401  (fixture: the real Redis)
+from gateway.config.settings import ConfigError
+from gateway.config.settings import from_dict
+from tests.unit.routing.test_state import REDIS_HOST
+from tests.unit.routing.test_state import REDIS_PORT
+from tests.unit.routing.test_state import redis_client  # noqa: F401  (fixture: the real Redis)
 
 MASTER = "sk-master-cache-0123456789"
 HELLO = [{"role": "user", "content": "hello there"}]

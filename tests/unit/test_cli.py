@@ -6,7 +6,7 @@ from gateway import __version__
 from gateway import cli
 from gateway import probe
 from gateway import server
-from gateway.settings import ConfigError
+from gateway.config.settings import ConfigError
 
 FLAGS = ["--host", "--port", "--num_workers", "--model", "--alias", "--api_base", "--api_version",
          "--config", "--debug", "--detailed_debug", "--temperature", "--max_tokens", "--request_timeout",

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway import settings as config
+from gateway.config import settings as config
 from gateway.cli import check_settings
 
 CONF = Path(__file__).resolve().parents[2] / "conf"

@@ -10,7 +10,7 @@ HEAVY = ("boto3", "botocore", "sqlalchemy", "alembic", "psycopg2", "redis", "ope
 SCRIPT = r"""
 import json, sys
 from gateway.app import create_app
-from gateway.settings import from_dict
+from gateway.config.settings import from_dict
 app = create_app(from_dict(CONFIG))
 client = app.test_client()
 headers = {"Authorization": "Bearer sk-master-0123456789abcdef"}

@@ -1,0 +1,141 @@
+"""Who is calling and what they may do: the master key, virtual keys, and one policy per route."""
+
+import hmac
+import logging
+import time
+from dataclasses import dataclass
+
+from gateway import errors
+from gateway.errors import AuthenticationError
+from gateway.errors import PermissionDeniedError
+
+log = logging.getLogger("gateway.access.auth")
+
+# Every route has exactly one policy; a route missing here is refused (and a test fails).
+#   public: no key; api: master or virtual key; self: master, or a virtual key about itself;
+#   admin: master key (open when no master key is set); keys: master key, and a master key must be set.
+ROUTE_POLICY = {
+    "health.liveliness": "public",
+    "health.readiness": "public",
+    "health.health": "admin",
+    "chat.chat_completions": "api",
+    "chat.chat_completions_for": "api",
+    "completions.completions": "api",
+    "completions.completions_for": "api",
+    "embeddings.embeddings": "api",
+    "embeddings.embeddings_for": "api",
+    "models.list_models": "api",
+    "models.get_model": "api",
+    "keys.generate": "keys",
+    "keys.info": "self",
+    "keys.update": "keys",
+    "keys.delete": "keys",
+    "keys.list_keys": "keys",
+    "keys.regenerate": "keys",
+    "keys.block": "keys",
+    "keys.unblock": "keys",
+    "spend.logs": "keys",
+    "metrics.metrics": "admin",  # public with general_settings.metrics_public: true
+}
+KEY_STORE_RETRY_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The authenticated caller: "master", "key" (with its rules) or "anonymous"."""
+
+    kind: str
+    rules: object = None
+
+
+ANONYMOUS = Caller("anonymous")
+MASTER = Caller("master")
+
+
+def bearer_token(headers):
+    """The API key a request carries, or None."""
+    value = headers.get("Authorization")
+    if value:
+        scheme, _, token = value.strip().partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+        return None
+    value = headers.get("api-key")
+    return value.strip() if value and value.strip() else None
+
+
+class Authenticator:
+    """Checks the master key in constant time, and virtual keys through the key service."""
+
+    def __init__(self, master_key, keys=None):
+        self._master = master_key.encode("utf-8") if master_key else None
+        self.keys = keys
+        self.opened = frozenset()  # endpoints the configuration makes public (metrics_public)
+
+    @property
+    def enabled(self):
+        """Whether calls need a key at all."""
+        return self._master is not None
+
+    def authorize(self, endpoint, headers):
+        """The Caller for a request to `endpoint`, or the error that refuses it."""
+        policy = "public" if endpoint in self.opened else ROUTE_POLICY.get(endpoint, "keys")
+        if policy == "public":
+            return ANONYMOUS
+        if self._master is None:
+            if policy in ("keys", "self"):
+                raise PermissionDeniedError("Virtual keys need general_settings.master_key to be set.",
+                                            code="no_master_key")
+            return ANONYMOUS
+        token = bearer_token(headers)
+        if token is None:
+            raise AuthenticationError("No API key provided. Send `Authorization: Bearer <key>`.",
+                                      code="missing_api_key")
+        if hmac.compare_digest(token.encode("utf-8", "surrogateescape"), self._master):
+            return MASTER
+        rules = self.keys.lookup(token) if self.keys is not None else None
+        if rules is None:
+            raise AuthenticationError("Invalid API key. Check the key you are sending to the gateway.")
+        from gateway.access.keys import check_rules
+        check_rules(rules)
+        if policy in ("api", "self"):
+            return Caller("key", rules)
+        raise PermissionDeniedError("A virtual key cannot call this route; it needs the master key.",
+                                    code="master_key_required")
+
+
+class LazyKeys:
+    """The key service, opened (and migrated) on first use; retried if the database was down."""
+
+    def __init__(self, factory):
+        self._factory = factory
+        self._service = None
+        self._retry_at = 0.0
+
+    def get(self):
+        """The KeyService, or a 503 while the database cannot be reached."""
+        if self._service is None:
+            if time.monotonic() < self._retry_at:
+                raise errors.ServiceUnavailableError("The key store is unavailable; retry shortly.",
+                                                     code="key_store_unavailable")
+            try:
+                self._service = self._factory()
+            except Exception as exc:  # the database is down or misconfigured: say so, keep serving
+                self._retry_at = time.monotonic() + KEY_STORE_RETRY_SECONDS
+                log.error("key store unavailable: %s", type(exc).__name__)
+                raise errors.ServiceUnavailableError("The key store is unavailable; retry shortly.",
+                                                     code="key_store_unavailable") from exc
+        return self._service
+
+    def describe(self):
+        """For readiness (a public route): the store's kind and state, never its address."""
+        if self._service is None:
+            return "not opened yet" if time.monotonic() >= self._retry_at else "unavailable"
+        return f"{self._service.db.engine.dialect.name} connected"
+
+    def lookup(self, token):
+        """KeyService.lookup through the lazily opened service (malformed keys never reach it)."""
+        from gateway.access.keys import looks_like_key
+        if not looks_like_key(token):
+            return None
+        return self.get().lookup(token)

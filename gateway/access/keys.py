@@ -1,0 +1,417 @@
+"""Virtual keys: generated once, stored as SHA-256 hashes, looked up through a short in-process cache
+that every change of a key clears in every worker at once (gateway/keychanges.py)."""
+
+import hashlib
+import logging
+import re
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from datetime import timedelta
+from datetime import timezone
+
+from marshmallow import INCLUDE
+from marshmallow import Schema
+from marshmallow import fields
+from marshmallow import validate
+
+from gateway import errors
+from gateway.access.keychanges import KeyChanges
+from gateway.access.keyvalues import LIMIT_MAX
+from gateway.access.keyvalues import MAX_JSON_BYTES  # noqa: F401  (the bounds, named where keys are)
+from gateway.access.keyvalues import MAX_JSON_DEPTH  # noqa: F401
+from gateway.access.keyvalues import check_json
+from gateway.access.keyvalues import no_nul
+from gateway.access.keyvalues import readable
+from gateway.api.schemas import first_error
+
+log = logging.getLogger("gateway.access.keys")
+
+KEY_PREFIX = "sk-"
+# sk- + 43 url-safe characters (256 random bits); anything else is refused without a lookup.
+_KEY_SHAPE = re.compile(r"^sk-[A-Za-z0-9_-]{20,128}$")
+_HASH_SHAPE = re.compile(r"^[0-9a-f]{64}$")
+_DURATION = re.compile(r"^(\d{1,9})\s*([a-z]+)$")
+# LiteLLM's docs write both "20m" and "30min"; accept the usual spellings of each unit.
+_UNITS = {**dict.fromkeys(("s", "sec", "secs", "second", "seconds"), 1),
+          **dict.fromkeys(("m", "min", "mins", "minute", "minutes"), 60),
+          **dict.fromkeys(("h", "hr", "hrs", "hour", "hours"), 3600),
+          **dict.fromkeys(("d", "day", "days"), 86400),
+          **dict.fromkeys(("w", "wk", "week", "weeks"), 7 * 86400)}
+CACHE_SECONDS = 5.0
+# With Redis, how often a worker asks whether a key changed on another instance (a GET, amortized).
+REMOTE_CHECK_SECONDS = 0.5
+_MAX_DURATION_SECONDS = 100 * 366 * 86400
+NEGATIVE_CACHE_SECONDS = 1.0
+
+
+def looks_like_key(token):
+    """Whether a token could be one of our keys at all (hostile headers stop here, fast)."""
+    return isinstance(token, str) and _KEY_SHAPE.match(token) is not None
+
+
+def new_key():
+    """A fresh virtual key: 256 random bits."""
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_key(key):
+    """What the database stores instead of the key."""
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def parse_duration(value):
+    """'30s' / '30m' / '30h' / '30d' -> timedelta; 'never' -> None."""
+    if value == "never":
+        return None
+    match = _DURATION.match(value.strip().lower()) if isinstance(value, str) else None
+    if not match or match.group(2) not in _UNITS:
+        raise errors.BadRequestError("`duration` must look like 30s, 30m (30min), 30h, 30d, or be \"never\".",
+                                     param="duration")
+    seconds = int(match.group(1)) * _UNITS[match.group(2)]
+    if seconds > _MAX_DURATION_SECONDS:
+        raise errors.BadRequestError("`duration` is longer than 100 years; use \"never\" for a key that does "
+                                     "not expire.", param="duration")
+    return timedelta(seconds=seconds)
+
+
+class _KeySchema(Schema):
+    """Fields of /key/generate and /key/update (LiteLLM's names; other fields are ignored).
+
+    Every number fits its column (PostgreSQL's integer is 32 bits), no stored string holds a NUL
+    (PostgreSQL refuses it), and the JSON fields are bounded in depth and size (check_json)."""
+
+    class Meta:
+        unknown = INCLUDE
+
+    models = fields.List(fields.String(validate=no_nul), allow_none=True)
+    duration = fields.String(allow_none=True, validate=no_nul)
+    aliases = fields.Dict(keys=fields.String(validate=no_nul), values=fields.String(validate=no_nul),
+                          allow_none=True)
+    config = fields.Dict(allow_none=True)
+    metadata = fields.Dict(allow_none=True)
+    max_budget = fields.Float(allow_none=True, allow_nan=False, validate=validate.Range(min=0))
+    budget_duration = fields.String(allow_none=True, validate=[validate.Length(max=16), no_nul])
+    tpm_limit = fields.Integer(strict=True, allow_none=True, validate=validate.Range(min=0, max=LIMIT_MAX))
+    rpm_limit = fields.Integer(strict=True, allow_none=True, validate=validate.Range(min=0, max=LIMIT_MAX))
+    max_parallel_requests = fields.Integer(strict=True, allow_none=True,
+                                           validate=validate.Range(min=0, max=LIMIT_MAX))
+    key_alias = fields.String(allow_none=True, validate=[validate.Length(max=255), no_nul])
+    user_id = fields.String(allow_none=True, validate=[validate.Length(max=255), no_nul])
+    team_id = fields.String(allow_none=True, validate=[validate.Length(max=255), no_nul])
+
+
+_SCHEMA = _KeySchema()
+_EDITABLE = ("models", "aliases", "config", "max_budget", "budget_duration", "tpm_limit", "rpm_limit",
+             "max_parallel_requests", "key_alias", "user_id", "team_id")
+
+
+@dataclass(frozen=True)
+class KeyRules:
+    """What the hot path needs to know about a key, as cached."""
+
+    hash: str
+    alias: str | None
+    models: tuple | None
+    aliases: dict
+    expires: datetime | None
+    blocked: bool
+    max_budget: float | None
+    spend: float
+    rpm_limit: int | None
+    max_parallel_requests: int | None
+    tpm_limit: int | None = None
+    budget_duration: str | None = None
+    user_id: str | None = None
+    team_id: str | None = None
+    budget_reset_at: datetime | None = None
+    key_id: int | None = None  # the key's identity (gateway_keys.id): stays the same across /key/regenerate
+
+    @property
+    def identity(self):
+        """What per-key limits are counted under: the key's id, which a regenerate keeps."""
+        return f"id{self.key_id}" if self.key_id is not None else self.hash
+
+
+def _validated(data):
+    if not isinstance(data, dict):
+        raise errors.BadRequestError("The request body must be a JSON object.")
+    problems = _SCHEMA.validate(data)
+    if problems:
+        param, text = first_error(problems)
+        raise errors.BadRequestError(f"Invalid request: {param}: {text}", param=re.split(r"[.\[]", param)[0])
+    for name in ("metadata", "config", "aliases", "models"):
+        if data.get(name) is not None:
+            check_json(name, data[name])
+    return data
+
+
+def _info(row):
+    """A key's public facts: never the key, only its hash (its id, LiteLLM's `token_id`) and a short hint.
+
+    A stored value that could not be rendered (written before values were checked) is shown empty and
+    named in `unreadable`, so one bad row never breaks /key/list for every key."""
+    shown, unreadable = {}, []
+    for name, value, empty in (("models", row.models, []), ("aliases", row.aliases, {}),
+                               ("config", row.config, {}), ("metadata", row.meta, {})):
+        ok, value = readable(name, value)
+        shown[name] = value if value is not None else empty
+        if not ok:
+            unreadable.append(name)
+    info = {"token": row.key_hash, "token_id": row.key_hash, "key_name": row.key_hint,
+            "key_alias": row.key_alias, "user_id": row.user_id, "team_id": row.team_id, **shown,
+            "spend": row.spend, "max_budget": row.max_budget, "budget_duration": row.budget_duration,
+            "budget_reset_at": _iso(row.budget_reset_at), "reserved": row.reserved or 0.0,
+            "tpm_limit": row.tpm_limit, "rpm_limit": row.rpm_limit,
+            "max_parallel_requests": row.max_parallel_requests,
+            "expires": _iso(row.expires), "blocked": row.blocked,
+            "created_at": _iso(row.created_at), "updated_at": _iso(row.updated_at)}
+    if unreadable:
+        log.warning("key %s: stored %s cannot be shown (written before values were checked); update the "
+                    "key to replace it", row.key_hash, ", ".join(unreadable))
+        info["unreadable"] = unreadable
+    return info
+
+
+def _iso(value):
+    return _aware(value).isoformat() if value is not None else None
+
+
+def _rules(row):
+    """The cached rules of a row; a stored value of the wrong shape allows nothing rather than all."""
+    if row.models is not None and not readable("models", row.models)[0]:
+        log.warning("key %s: stored models are not a list of names; the key may use no model", row.key_hash)
+        models = ()
+    else:
+        # LiteLLM reads an empty list as "every model", as /key/info shows such keys.
+        models = tuple(row.models) if row.models else None
+    aliases = row.aliases or {}
+    if not readable("aliases", aliases)[0]:
+        log.warning("key %s: stored aliases are not names; they are ignored", row.key_hash)
+        aliases = {}
+    return KeyRules(row.key_hash, row.key_alias, models,
+                    dict(aliases), _aware(row.expires), row.blocked, row.max_budget, row.spend,
+                    row.rpm_limit, row.max_parallel_requests, row.tpm_limit, row.budget_duration,
+                    row.user_id, row.team_id, _aware(row.budget_reset_at), row.id)
+
+
+class KeyService:
+    """Create, read, change and check virtual keys."""
+
+    def __init__(self, db, default_duration="1h", state=None):
+        self.db = db
+        self.default_duration = default_duration
+        self._cache = {}
+        self._lock = threading.Lock()
+        # The router's shared state carries the change signal (None: only the cache's lifetime).
+        self.changes = KeyChanges(state, REMOTE_CHECK_SECONDS) if state is not None else None
+
+    # -- the hot path ---------------------------------------------------------------------------
+
+    def lookup(self, token):
+        """The rules of a key, or None; cached for a few seconds (negative answers for one), and
+        looked up again at once after any key changed anywhere in the instance."""
+        if not looks_like_key(token):
+            return None
+        digest = hash_key(token)
+        now = time.monotonic()
+        # Read before the query: a change committed after it makes the answer below stale.
+        seen = self.changes.count(now) if self.changes is not None else 0
+        cached = self._cache.get(digest)
+        if cached is not None and cached[0] > now and cached[2] == seen:
+            return cached[1]
+        from gateway.storage.models import VirtualKey
+        try:
+            with self.db.session() as session:
+                row = session.query(VirtualKey).filter(VirtualKey.key_hash == digest).one_or_none()
+                rules = None if row is None else _rules(row)
+        except Exception as exc:  # noqa: BLE001  (the database is down or restarting)
+            if cached is not None:
+                # Keep serving the key as last seen (its spend is spooled meanwhile); look again soon.
+                with self._lock:
+                    self._cache[digest] = (now + NEGATIVE_CACHE_SECONDS, cached[1], seen)
+                return cached[1]
+            log.error("key lookup failed: %s", type(exc).__name__)
+            raise errors.ServiceUnavailableError("The key store is unavailable; retry shortly.",
+                                                 code="key_store_unavailable",
+                                                 headers={"Retry-After": "2"}) from exc
+        ttl = CACHE_SECONDS if rules is not None else NEGATIVE_CACHE_SECONDS
+        with self._lock:
+            if len(self._cache) > 100_000:
+                self._cache.clear()
+            self._cache[digest] = (time.monotonic() + ttl, rules, seen)  # from when the answer came back
+        return rules
+
+    def forget(self, digest):
+        """Drop a key from this worker's cache."""
+        self._cache.pop(digest, None)
+
+    def _changed(self, *digests):
+        """After a change is committed: forget here, and tell every other worker (and instance)."""
+        for digest in digests:
+            self.forget(digest)
+        if self.changes is not None:
+            self.changes.announce()
+
+    # -- management -----------------------------------------------------------------------------
+
+    def generate(self, data):
+        """/key/generate: a new key, shown once."""
+        from gateway.storage.models import VirtualKey
+        data = _validated(data)
+        # LiteLLM: "duration": null is a key that never expires; an absent one gets the default.
+        duration = data["duration"] if data.get("duration", "") != "" else self.default_duration
+        delta = parse_duration(duration) if duration is not None else None
+        expires = datetime.now(timezone.utc) + delta if delta is not None else None
+        key = new_key()
+        row = VirtualKey(key_hash=hash_key(key), key_hint=f"sk-...{key[-4:]}", expires=expires,
+                         meta=data.get("metadata") or {}, blocked=False, spend=0.0)
+        for name in _EDITABLE:
+            if name in data:
+                setattr(row, name, data[name] if data[name] is not None or name == "models" else None)
+        row.aliases = row.aliases or {}
+        row.config = row.config or {}
+        row.reserved = 0.0
+        row.budget_reset_at = _budget_reset_at(data.get("budget_duration"))
+        with self.db.session() as session:
+            session.add(row)
+            session.flush()
+            answer = _info(row)
+        return {"key": key, "expires": answer["expires"], **answer}
+
+    @staticmethod
+    def _digest(key_or_hash):
+        if not isinstance(key_or_hash, str) or not key_or_hash:
+            raise errors.BadRequestError("`key` is required.", param="key")
+        return key_or_hash if _HASH_SHAPE.match(key_or_hash) else hash_key(key_or_hash)
+
+    def _row(self, session, digest):
+        from gateway.storage.models import VirtualKey
+        row = session.query(VirtualKey).filter(VirtualKey.key_hash == digest).one_or_none()
+        if row is None:
+            raise _not_found()
+        return row
+
+    def _change(self, session, digest, values):
+        """Change the row that has this hash now, in one conditional UPDATE: concurrent changes of one
+        key serialize on its row (PostgreSQL's row lock, SQLite's write lock), and one that comes
+        second finds the hash gone after a regenerate or delete (404) instead of overwriting it."""
+        from sqlalchemy import update
+
+        from gateway.storage.models import VirtualKey
+        if not values:
+            return self._row(session, digest)
+        statement = (update(VirtualKey).where(VirtualKey.key_hash == digest).values(**values)
+                     .execution_options(synchronize_session=False))
+        if session.execute(statement).rowcount != 1:
+            raise _not_found()
+        return self._row(session, values.get("key_hash", digest))
+
+    def info(self, key_or_hash):
+        """/key/info: the key's facts and spend."""
+        with self.db.session() as session:
+            return _info(self._row(session, self._digest(key_or_hash)))
+
+    def update(self, data):
+        """/key/update: change the given fields (duration restarts from now)."""
+        data = _validated(data)
+        digest = self._digest(data.get("key"))
+        values = {name: data[name] for name in _EDITABLE if name in data}
+        for name in ("aliases", "config"):
+            if name in values:
+                values[name] = values[name] or {}
+        if "metadata" in data:
+            values["meta"] = data["metadata"] or {}
+        if "duration" in data:
+            delta = parse_duration(data["duration"] or self.default_duration)
+            values["expires"] = datetime.now(timezone.utc) + delta if delta is not None else None
+        if "budget_duration" in data:  # a new period starts now
+            values["budget_reset_at"] = _budget_reset_at(data["budget_duration"])
+        with self.db.session() as session:
+            answer = _info(self._change(session, digest, values))
+        self._changed(digest)
+        return answer
+
+    def delete(self, keys):
+        """/key/delete: remove keys (all or none); answers the hashes removed."""
+        from sqlalchemy import delete
+
+        from gateway.storage.models import VirtualKey
+        if not isinstance(keys, list) or not keys:
+            raise errors.BadRequestError("`keys` must be a non-empty list.", param="keys")
+        digests = list(dict.fromkeys(self._digest(key) for key in keys))
+        with self.db.session() as session:
+            # In one order whoever asks: two deletes of the same keys cannot deadlock on their rows.
+            for digest in sorted(digests):
+                if session.execute(delete(VirtualKey).where(VirtualKey.key_hash == digest)
+                                   .execution_options(synchronize_session=False)).rowcount != 1:
+                    raise _not_found()
+        self._changed(*digests)
+        return digests
+
+    def list(self):
+        """/key/list: every key's facts (no key itself)."""
+        from gateway.storage.models import VirtualKey
+        with self.db.session() as session:
+            return [_info(row) for row in session.query(VirtualKey).order_by(VirtualKey.id)]
+
+    def regenerate(self, key_or_hash):
+        """/key/regenerate: same rules, a new key; the old one stops working (404 for a second
+        regenerate of the same old key: only the answer that carries a key tells a working one)."""
+        digest = self._digest(key_or_hash)
+        key = new_key()
+        with self.db.session() as session:
+            answer = _info(self._change(session, digest, {"key_hash": hash_key(key),
+                                                          "key_hint": f"sk-...{key[-4:]}"}))
+        self._changed(digest)
+        return {"key": key, **answer}
+
+    def set_blocked(self, key_or_hash, blocked):
+        """/key/block and /key/unblock."""
+        digest = self._digest(key_or_hash)
+        with self.db.session() as session:
+            answer = _info(self._change(session, digest, {"blocked": blocked}))
+        self._changed(digest)
+        return answer
+
+
+def _not_found():
+    return errors.NotFoundError("No such key (it may have just been regenerated or deleted).", param="key",
+                                code="key_not_found")
+
+
+def _budget_reset_at(budget_duration):
+    """When a key's first budget period ends ("30d": spend resets to 0 every 30 days)."""
+    if not budget_duration:
+        return None
+    try:
+        delta = parse_duration(budget_duration)
+    except errors.BadRequestError:
+        delta = None
+    if delta is None:
+        raise errors.BadRequestError("`budget_duration` must look like 30s, 30m, 30h or 30d.",
+                                     param="budget_duration")
+    return datetime.now(timezone.utc) + delta
+
+
+def _aware(value):
+    """SQLite hands datetimes back naive; they were stored in UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value
+
+
+def check_rules(rules, now=None):
+    """Refuse an expired, blocked or over-budget key before any upstream work."""
+    now = now or datetime.now(timezone.utc)
+    if rules.blocked:
+        raise errors.PermissionDeniedError("This key is blocked.", code="key_blocked")
+    if rules.expires is not None and rules.expires <= now:
+        raise errors.AuthenticationError(f"This key expired at {rules.expires.isoformat()}.", code="key_expired")
+    period_over = rules.budget_reset_at is not None and rules.budget_reset_at <= now
+    if rules.max_budget is not None and rules.spend >= rules.max_budget and not period_over:
+        raise errors.BudgetExceededError(
+            f"Budget has been exceeded! Key budget: ${rules.max_budget:.6g}, spent: ${rules.spend:.6g}.")
+

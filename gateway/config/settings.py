@@ -1,0 +1,331 @@
+"""Load and validate the LiteLLM-style YAML config into one immutable Settings object."""
+
+import logging
+import os
+from dataclasses import dataclass
+from dataclasses import field
+
+import yaml
+from marshmallow import EXCLUDE
+from marshmallow import INCLUDE
+from marshmallow import Schema
+from marshmallow import ValidationError
+from marshmallow import fields
+from marshmallow import validate
+
+log = logging.getLogger("gateway.config.settings")
+
+ENV_PREFIX = "os.environ/"
+DEFAULT_MAX_BODY_MB = 32
+DEFAULT_REQUEST_TIMEOUT = 600.0
+
+# Keys the LiteLLM proxy knows that later gateway versions implement: accepted and warned about once.
+PLANNED = {
+    "litellm_settings": {
+        "service_callback", "max_budget", "budget_duration",
+        "redact_user_api_key_info", "modify_params", "max_internal_user_budget", "default_team_settings",
+        "upperbound_key_generate_params", "default_key_generate_params", "enable_preview_features",
+        "retry_after",
+    },
+    "router_settings": {
+        "retry_after", "enable_pre_call_checks", "routing_strategy_args", "retry_policy",
+        "allowed_fails_policy", "provider_budget_config", "disable_cooldowns",
+    },
+    "general_settings": {
+        "alerting", "proxy_batch_write_at", "store_model_in_db",
+        "database_connection_pool_limit", "allow_user_auth", "custom_auth",
+        "infer_model_from_keys", "public_routes", "allowed_routes", "enforce_user_param",
+        "max_parallel_requests", "global_max_parallel_requests",
+        "database_connection_timeout",
+    },
+}
+IMPLEMENTED = {
+    "litellm_settings": {"drop_params", "set_verbose", "request_timeout", "telemetry",
+                         "add_function_to_prompt", "num_retries", "fallbacks", "context_window_fallbacks",
+                         "default_fallbacks", "allowed_fails", "cooldown_time", "cache", "cache_params",
+                         "success_callback", "failure_callback", "callbacks", "json_logs",
+                         "turn_off_message_logging", "callback_settings"},
+    "router_settings": {"model_group_alias", "routing_strategy", "num_retries", "timeout", "stream_timeout",
+                        "redis_host", "redis_port", "redis_password", "redis_url", "allowed_fails",
+                        "cooldown_time", "fallbacks", "context_window_fallbacks", "default_fallbacks",
+                        "max_fallbacks", "max_retries", "max_request_timeout", "local_state_path"},
+    "general_settings": {"master_key", "max_request_size_mb", "background_health_checks",
+                         "health_check_interval", "database_url", "default_key_duration",
+                         "disable_spend_logs", "spend_spool_dir", "budget_hold_seconds", "otel",
+                         "metrics_public", "budget_mode"},
+}
+
+
+BUDGET_MODES = (None, "soft", "strict")  # general_settings.budget_mode (None: soft)
+
+
+class ConfigError(Exception):
+    """The config file cannot be used; the message names the exact path at fault."""
+
+
+class _Mapping(Schema):
+    class Meta:
+        unknown = INCLUDE
+
+
+class LiteLLMParamsSchema(_Mapping):
+    """Per-deployment parameters: connection keys plus default request parameters."""
+
+    model = fields.String(required=True, validate=validate.Length(min=1))
+    api_base = fields.String(allow_none=True)
+    api_key = fields.String(allow_none=True)
+    api_version = fields.String(allow_none=True)
+    azure_ad_token = fields.String(allow_none=True)
+    organization = fields.String(allow_none=True)
+    timeout = fields.Float(allow_none=True, validate=validate.Range(min=0, min_inclusive=False))
+    stream_timeout = fields.Float(allow_none=True, validate=validate.Range(min=0, min_inclusive=False))
+    headers = fields.Dict(keys=fields.String(), values=fields.String(), allow_none=True)
+    extra_headers = fields.Dict(keys=fields.String(), values=fields.String(), allow_none=True)
+    temperature = fields.Float(allow_none=True)
+    max_tokens = fields.Integer(strict=True, allow_none=True, validate=validate.Range(min=1))
+    rpm = fields.Integer(strict=True, allow_none=True, validate=validate.Range(min=0))
+    tpm = fields.Integer(strict=True, allow_none=True, validate=validate.Range(min=0))
+    weight = fields.Float(allow_none=True, validate=validate.Range(min=0))
+    order = fields.Integer(strict=True, allow_none=True)
+
+
+class DeploymentSchema(Schema):
+    """One `model_list` entry."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    model_name = fields.String(required=True, validate=validate.Length(min=1))
+    litellm_params = fields.Nested(LiteLLMParamsSchema, required=True)
+    model_info = fields.Dict(keys=fields.String(), load_default=dict, allow_none=True)
+    # LiteLLM's older form puts the limits beside litellm_params.
+    rpm = fields.Integer(strict=True, allow_none=True, validate=validate.Range(min=0))
+    tpm = fields.Integer(strict=True, allow_none=True, validate=validate.Range(min=0))
+
+
+class ConfigSchema(Schema):
+    """The whole file, with the LiteLLM proxy's top-level keys."""
+
+    class Meta:
+        unknown = INCLUDE
+
+    model_list = fields.List(fields.Nested(DeploymentSchema), load_default=list)
+    litellm_settings = fields.Dict(keys=fields.String(), load_default=dict, allow_none=True)
+    router_settings = fields.Dict(keys=fields.String(), load_default=dict, allow_none=True)
+    general_settings = fields.Dict(keys=fields.String(), load_default=dict, allow_none=True)
+    environment_variables = fields.Dict(keys=fields.String(), load_default=dict, allow_none=True)
+
+
+@dataclass(frozen=True)
+class DeploymentConfig:
+    """A deployment as configured: group name, provider model string and its parameters."""
+
+    model_name: str
+    params: dict
+    model_info: dict
+    index: int
+
+    @property
+    def model(self):
+        """The provider model string, e.g. `azure/my-deployment`."""
+        return self.params["model"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the app needs, resolved once at start-up."""
+
+    deployments: tuple = ()
+    master_key: str | None = None
+    drop_params: bool = False
+    debug: bool = False
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT
+    max_body_bytes: int = DEFAULT_MAX_BODY_MB * 1024 * 1024
+    add_function_to_prompt: bool = False
+    catch_all: bool = False  # `--model`: every requested name goes to the one deployment
+    group_aliases: dict = field(default_factory=dict)
+    source: str = "defaults"
+    litellm_settings: dict = field(default_factory=dict)
+    router_settings: dict = field(default_factory=dict)
+    general_settings: dict = field(default_factory=dict)
+
+
+def _path(parts):
+    """Render a key path as `model_list[2].litellm_params.model`."""
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _flatten_errors(errors, parts=()):
+    """Turn marshmallow's nested error dict into sorted `path: message` lines."""
+    lines = []
+    if isinstance(errors, dict):
+        for key, value in errors.items():
+            if key == "_schema":
+                lines.extend(_flatten_errors(value, parts))
+            else:
+                lines.extend(_flatten_errors(value, parts + (key,)))
+    elif isinstance(errors, list):
+        for message in errors:
+            if isinstance(message, (dict, list)):
+                lines.extend(_flatten_errors(message, parts))
+            else:
+                text = str(message)
+                if text == "Missing data for required field.":
+                    text = "required"
+                elif text == "Unknown field.":
+                    text = "unknown key"
+                lines.append(f"{_path(parts)}: {text}")
+    return lines
+
+
+def _resolve_env_refs(value, parts, missing):
+    """Replace every `os.environ/NAME` string in the tree with the variable's value."""
+    if isinstance(value, dict):
+        return {k: _resolve_env_refs(v, parts + (k,), missing) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve_env_refs(v, parts + (i,), missing) for i, v in enumerate(value)]
+    if isinstance(value, str) and value.startswith(ENV_PREFIX):
+        name = value[len(ENV_PREFIX):]
+        if name not in os.environ:
+            missing.append(f"{_path(parts)}: environment variable {name} is not set")
+            return None
+        return os.environ[name]
+    return value
+
+
+def _warn_keys(section, values):
+    """Warn once about keys a later version implements, and about unknown keys."""
+    for key in sorted(values or {}):
+        if key in IMPLEMENTED.get(section, ()):
+            continue
+        if key in PLANNED.get(section, ()):
+            log.warning("%s.%s is accepted but not implemented in this version; ignored", section, key)
+        else:
+            log.warning("%s.%s is not a setting this gateway knows; ignored", section, key)
+
+
+def _as_bool(value, path):
+    if isinstance(value, bool) or value is None:
+        return bool(value)
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise ConfigError(f"{path}: must be true or false")
+
+
+def _as_number(value, path, default):
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ConfigError(f"{path}: must be a positive number")
+    return float(value)
+
+
+def from_dict(raw, *, source="config", environ=True):
+    """Validate a parsed config mapping and build Settings; raises ConfigError naming the path."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the config file must be a mapping of top-level keys")
+    env_vars = raw.get("environment_variables") or {}
+    if not isinstance(env_vars, dict):
+        raise ConfigError("environment_variables: must be a mapping of NAME: value")
+    if environ:
+        for name, value in env_vars.items():
+            if value is not None and not str(value).startswith(ENV_PREFIX):
+                os.environ[str(name)] = str(value)
+    missing = []
+    resolved = _resolve_env_refs(raw, (), missing)
+    if missing:
+        raise ConfigError("\n".join(missing))
+    try:
+        data = ConfigSchema().load(resolved)
+    except ValidationError as exc:
+        raise ConfigError("\n".join(sorted(_flatten_errors(exc.messages)))) from None
+    litellm = data["litellm_settings"] or {}
+    router = data["router_settings"] or {}
+    general = data["general_settings"] or {}
+    for section, values in (("litellm_settings", litellm), ("router_settings", router),
+                            ("general_settings", general)):
+        _warn_keys(section, values)
+    from gateway.telemetry.callbacks import parse as parse_callbacks
+    parse_callbacks(litellm)  # sinks come from a fixed list; ConfigError names the entry at fault
+    known_top = set(ConfigSchema().fields)
+    for key in sorted(set(data) - known_top):
+        log.warning("%s is not a top-level key this gateway knows; ignored", key)
+
+    deployments = tuple(
+        DeploymentConfig(model_name=d["model_name"],
+                         params={**{k: d[k] for k in ("rpm", "tpm") if d.get(k) is not None},
+                                 **d["litellm_params"]},
+                         model_info=dict(d.get("model_info") or {}), index=i)
+        for i, d in enumerate(data["model_list"]))
+    master_key = os.environ.get("GATEWAY_MASTER_KEY") or general.get("master_key")
+    if master_key is not None and (not isinstance(master_key, str) or not master_key):
+        raise ConfigError("general_settings.master_key: must be a non-empty string")
+    aliases = router.get("model_group_alias") or {}
+    if not isinstance(aliases, dict):
+        raise ConfigError("router_settings.model_group_alias: must be a mapping of alias: group")
+    resolved_aliases = {}
+    for alias, target in aliases.items():
+        if isinstance(target, dict):  # LiteLLM's object form: {"model": group, "hidden": bool}
+            target = target.get("model")
+        if not isinstance(target, str) or not target:
+            raise ConfigError(f"router_settings.model_group_alias.{alias}: must name a model group")
+        resolved_aliases[str(alias)] = target
+    aliases = resolved_aliases
+    if general.get("budget_mode") not in BUDGET_MODES:
+        raise ConfigError(f"general_settings.budget_mode: must be `soft` or `strict` (got "
+                          f"{str(general.get('budget_mode'))[:40]!r}); soft, the default, lets a key with "
+                          "budget left make one call past it, strict never overshoots")
+    size_mb = _as_number(general.get("max_request_size_mb"), "general_settings.max_request_size_mb",
+                         DEFAULT_MAX_BODY_MB)
+    return Settings(
+        deployments=deployments,
+        master_key=master_key,
+        drop_params=_as_bool(litellm.get("drop_params"), "litellm_settings.drop_params"),
+        debug=_as_bool(litellm.get("set_verbose"), "litellm_settings.set_verbose"),
+        request_timeout=_as_number(litellm.get("request_timeout"),
+                                   "litellm_settings.request_timeout", DEFAULT_REQUEST_TIMEOUT),
+        max_body_bytes=int(size_mb * 1024 * 1024),
+        add_function_to_prompt=_as_bool(litellm.get("add_function_to_prompt"),
+                                        "litellm_settings.add_function_to_prompt"),
+        group_aliases=aliases,
+        source=source,
+        litellm_settings=litellm,
+        router_settings=router,
+        general_settings=general,
+    )
+
+
+def load_file(path):
+    """Read a YAML config file (safe_load only) and build Settings."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            raw = yaml.safe_load(handle)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise ConfigError(f"{path}: invalid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    return from_dict(raw, source=str(path))
+
+
+def demo_settings():
+    """The embedded defaults: one built-in demo model that needs no provider key."""
+    return from_dict({"model_list": [{"model_name": "demo", "litellm_params": {"model": "demo/echo"}}]},
+                     source="built-in demo defaults")
+
+
+def from_env():
+    """Settings for `gunicorn wsgi:app`: GATEWAY_CONFIG if set, else the embedded defaults."""
+    path = os.environ.get("GATEWAY_CONFIG")
+    return load_file(path) if path else demo_settings()

@@ -1,0 +1,1 @@
+"""Process-level building blocks shared by the packages: shared-memory tables."""

@@ -1,0 +1,1 @@
+"""Model groups: the call loop, choosing a deployment, shared state, health checks."""

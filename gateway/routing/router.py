@@ -1,0 +1,395 @@
+"""Model groups and the call loop: name resolution, retries with backoff, timeouts and fallbacks."""
+
+import logging
+import random
+import time
+from dataclasses import dataclass
+from dataclasses import field
+
+import gevent
+
+from gateway import errors
+from gateway import providers
+from gateway.routing.balancer import STRATEGIES
+from gateway.routing.balancer import Deployment
+from gateway.routing.balancer import Group
+from gateway.spend.modeldata import estimate_tokens
+from gateway.providers import adapt
+from gateway.providers.shapes import encode_embedding
+from gateway.config.settings import ConfigError
+from gateway.spend.meter import DEFAULT_OUTPUT_BOUND
+from gateway.spend.meter import output_is_assumed
+from gateway.routing.state import build_state
+from gateway.wire.upstream import CallContext
+from gateway.wire.upstream import ChunkStream
+
+log = logging.getLogger("gateway.routing.router")
+
+BACKOFF_BASE = 0.5
+BACKOFF_MAX = 8.0
+DEFAULTS = {"num_retries": 0, "allowed_fails": 3, "cooldown_time": 60.0, "max_retries": 5,
+            "max_fallbacks": 5, "max_request_timeout": 600.0}
+
+
+@dataclass
+class Outcome:
+    """What happened to one call, for response headers and logs."""
+
+    group: str
+    deployment: Deployment | None = None
+    retries: int = 0
+    fallbacks: int = 0
+    started: float = field(default_factory=time.monotonic)
+    upstream_seconds: float = 0.0
+    attempts: list = field(default_factory=list)  # one dict per upstream attempt (gateway/telemetry/events.py)
+
+
+def _number(value, path, minimum=0):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
+        raise ConfigError(f"{path}: must be a number >= {minimum}")
+    return value
+
+
+def _fallback_map(value, path):
+    """LiteLLM's `[{"group": ["other", ...]}]` (or a plain list for defaults) as {group: [names]}."""
+    if value is None:
+        return {}
+    if not isinstance(value, list):
+        raise ConfigError(f"{path}: must be a list like [{{\"gpt-4\": [\"gpt-3.5-turbo\"]}}]")
+    out = {}
+    for i, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise ConfigError(f"{path}[{i}]: must map a model name to a list of fallback names")
+        for name, targets in item.items():
+            targets = [targets] if isinstance(targets, str) else targets
+            if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
+                raise ConfigError(f"{path}[{i}].{name}: must be a list of model names")
+            out[str(name)] = targets
+    return out
+
+
+def _retryable(error):
+    """429, 5xx, timeouts and connection failures are worth another try; other 4xx are not."""
+    return isinstance(error, (errors.UpstreamError, errors.RateLimitError, errors.ServiceUnavailableError))
+
+
+class Router:
+    """Maps requested model names to deployment groups and runs calls against them."""
+
+    def __init__(self, settings, transport):
+        self.settings = settings
+        self.transport = transport
+        router, litellm = settings.router_settings, settings.litellm_settings
+        opt = {k: router.get(k, litellm.get(k)) for k in DEFAULTS}
+        for key, default in DEFAULTS.items():
+            opt[key] = _number(opt[key], f"router_settings.{key}") if opt[key] is not None else default
+        self.num_retries = int(opt["num_retries"])
+        self.max_retries = int(opt["max_retries"])
+        self.max_fallbacks = int(opt["max_fallbacks"])
+        self.max_request_timeout = float(opt["max_request_timeout"])
+        self.timeout = _number(router.get("timeout"), "router_settings.timeout") or settings.request_timeout
+        self.stream_timeout = _number(router.get("stream_timeout"), "router_settings.stream_timeout")
+        self.fallbacks = _fallback_map(router.get("fallbacks", litellm.get("fallbacks")), "router_settings.fallbacks")
+        self.cw_fallbacks = _fallback_map(router.get("context_window_fallbacks",
+                                                     litellm.get("context_window_fallbacks")),
+                                          "router_settings.context_window_fallbacks")
+        defaults = router.get("default_fallbacks", litellm.get("default_fallbacks")) or []
+        if not isinstance(defaults, list) or not all(isinstance(d, str) for d in defaults):
+            raise ConfigError("router_settings.default_fallbacks: must be a list of model names")
+        self.default_fallbacks = defaults
+        strategy = router.get("routing_strategy") or "simple-shuffle"
+        if strategy not in STRATEGIES:
+            raise ConfigError(f"router_settings.routing_strategy: {strategy!r} is not one of {', '.join(STRATEGIES)}")
+        self.state = build_state(router)
+        built = {}
+        for config in settings.deployments:
+            try:
+                provider = providers.build(config)
+            except providers.UnsupportedProviderError as exc:
+                log.warning("%s; this deployment is not served", exc)
+                continue
+            built.setdefault(config.model_name, []).append(Deployment(provider))
+        self.groups = {name: Group(name, deps, strategy, self.state, float(opt["cooldown_time"]),
+                                   int(opt["allowed_fails"])) for name, deps in built.items()}
+        self.names = list(self.groups)
+        self.aliases = {a: g for a, g in settings.group_aliases.items() if g in self.groups}
+        self._allowed = {}  # a key's models -> the groups it may reach (allowed_groups)
+
+    def allowed_groups(self, models):
+        """The groups a caller limited to `models` may reach (None: every group): the names it
+        holds, and the groups those names alias. Fallbacks and aliases never widen it."""
+        if models is None:
+            return None
+        found = self._allowed.get(models)
+        if found is None:
+            found = frozenset([m for m in models if m in self.groups]
+                              + [self.aliases[m] for m in models if m in self.aliases])
+            if len(self._allowed) > 10_000:
+                self._allowed.clear()
+            self._allowed[models] = found
+        return found
+
+    def deployments(self):
+        """Every deployment of every group."""
+        return [d for group in self.groups.values() for d in group.deployments]
+
+    def resolve(self, requested):
+        """The group name a request's `model` means (first model when absent)."""
+        if not self.names:
+            raise errors.ServiceUnavailableError("No models are configured on this gateway.", code="no_models")
+        if self.settings.catch_all or not requested:
+            return self.names[0]
+        if not isinstance(requested, str):
+            raise errors.BadRequestError("`model` must be a string.", param="model")
+        if requested in self.groups:
+            return requested
+        if requested in self.aliases:
+            return self.aliases[requested]
+        available = ", ".join(self.names + sorted(self.aliases))
+        raise errors.NotFoundError(
+            f"The model `{requested[:200]}` does not exist on this gateway. Available models: {available}",
+            param="model", code="model_not_found")
+
+    def _request_controls(self, body):
+        """Per-request num_retries / timeout / fallbacks (LiteLLM's body keys), bounded by config."""
+        retries = body.get("num_retries", self.num_retries)
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise errors.BadRequestError("`num_retries` must be a non-negative integer.", param="num_retries")
+        timeout = body.get("request_timeout", body.get("timeout"))
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                    or timeout <= 0):
+            raise errors.BadRequestError("`request_timeout` must be a positive number of seconds.",
+                                         param="request_timeout")
+        per_request = {}
+        for key in ("fallbacks", "context_window_fallbacks"):
+            value = body.get(key)
+            if value is None:
+                continue
+            if isinstance(value, list) and all(isinstance(v, str) for v in value):
+                per_request[key] = value  # a plain list applies to whichever group was asked
+            else:
+                try:
+                    per_request[key] = _fallback_map(value, key)
+                except ConfigError as exc:
+                    raise errors.BadRequestError(str(exc), param=key) from None
+        return min(retries, self.max_retries), (min(float(timeout), self.max_request_timeout)
+                                                 if timeout is not None else None), per_request
+
+    def _chain(self, name, table, per_request_value, allowed=None):
+        """The fallback group names for `name`: per-request list/map first, then config; groups
+        the caller may not use (`allowed`) are skipped."""
+        if isinstance(per_request_value, list):
+            names = per_request_value
+        elif isinstance(per_request_value, dict) and name in per_request_value:
+            names = per_request_value[name]
+        else:
+            names = table.get(name) or (self.default_fallbacks if table is self.fallbacks else [])
+        chain = []
+        for n in names:
+            group = self.aliases.get(n, n)
+            if group in self.groups and group != name and group not in chain and (
+                    allowed is None or group in allowed):
+                chain.append(group)
+        return chain[:self.max_fallbacks]
+
+    def reachable(self, body, allowed=None):
+        """Every deployment a call may reach: its group's and its fallback groups' (for budget holds)."""
+        name = self.resolve(body.get("model"))
+        _retries, _timeout, per_request = self._request_controls(body)
+        names, i = [name], 0
+        while i < len(names):  # fallbacks of fallbacks too, as call() may follow them
+            for table, key in ((self.fallbacks, "fallbacks"), (self.cw_fallbacks, "context_window_fallbacks")):
+                names += [n for n in self._chain(names[i], table, per_request.get(key), allowed)
+                          if n not in names]
+            i += 1
+        return [d for n in names for d in self.groups[n].deployments]
+
+    def call(self, endpoint, body, stream, allowed=None, cap_output=False):
+        """Run one call with retries and fallbacks: (Outcome, answer dict or ChunkStream).
+
+        `allowed`: the groups the caller may reach (fallbacks outside it are skipped); `cap_output`:
+        a budgeted call, whose hold assumed DEFAULT_OUTPUT_BOUND where nothing bounds the output, so
+        that bound is sent as `max_tokens` to such deployments."""
+        name = self.resolve(body.get("model"))
+        retries, timeout, per_request = self._request_controls(body)
+        outcome = Outcome(group=name)
+        deadline = time.monotonic() + (timeout or self.timeout)
+        queue, seen, last_error = [name], {name}, None
+        context_chain_used = False
+        while queue:
+            group_name = queue.pop(0)
+            try:
+                answer = self._call_group(group_name, endpoint, body, stream, retries, timeout, deadline,
+                                          outcome, cap_output)
+                outcome.group = group_name  # the group that answered, for headers and the spend row
+                return outcome, answer
+            except errors.ContextWindowExceededError as exc:
+                last_error = exc
+                if context_chain_used:
+                    continue
+                context_chain_used = True
+                chain = self._chain(group_name, self.cw_fallbacks, per_request.get("context_window_fallbacks"),
+                                    allowed)
+            except errors.GatewayError as exc:
+                last_error = exc
+                if not (_retryable(exc) or exc.upstream_status in (401, 403, 404)):
+                    exc.outcome = outcome  # what was tried, for the call's record (spend row, traces)
+                    raise
+                chain = self._chain(group_name, self.fallbacks, per_request.get("fallbacks"), allowed)
+            for fallback in chain:
+                if fallback not in seen and len(seen) <= self.max_fallbacks:
+                    seen.add(fallback)
+                    queue.append(fallback)
+            if queue:
+                outcome.fallbacks += 1
+                log.info("falling back from %s to %s after %s", group_name, queue[0], type(last_error).__name__)
+        last_error.outcome = outcome  # what was tried, for the call's record (spend row, traces)
+        raise last_error
+
+    def _call_group(self, name, endpoint, body, stream, retries, timeout, deadline, outcome, cap_output=False):
+        """Try one group up to 1 + retries times, possibly on different deployments."""
+        group = self.groups[name]
+        fits = self._check_context(group, body)
+        tried = []
+        for attempt in range(retries + 1):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise errors.UpstreamTimeoutError(f"No answer for `{name}` within the request timeout.")
+            deployment = group.choose(exclude=tried, fits=fits)
+            tried.append(deployment.id)
+            outcome.deployment = deployment
+            provider = deployment.provider
+            record = {"deployment_id": deployment.id, "group": name, "provider": provider.name,
+                      "model": provider.model, "api_base": provider.api_base, "started": time.time(),
+                      "ended": None, "error": None}
+            outcome.attempts.append(record)
+            started = time.monotonic()
+            group.started(deployment)
+            try:
+                sent = body
+                if cap_output and endpoint != "embeddings" and output_is_assumed(deployment, body):
+                    sent = {**body, "max_tokens": DEFAULT_OUTPUT_BOUND}
+                answer = self._attempt(deployment, name, endpoint, sent, stream, timeout, remaining)
+            except errors.GatewayError as exc:
+                record["ended"], record["error"] = time.time(), type(exc).__name__
+                group.finished(deployment, error=exc)
+                if not _retryable(exc) or attempt == retries:
+                    raise
+                outcome.retries += 1
+                wait = self._backoff(attempt, exc, deadline)
+                log.info("retrying %s after %s (attempt %d of %d, waiting %.2fs)", name, type(exc).__name__,
+                         attempt + 2, retries + 1, wait)
+                gevent.sleep(wait)
+                continue
+            except BaseException as exc:
+                record["ended"], record["error"] = time.time(), type(exc).__name__
+                group.finished(deployment, error=errors.UpstreamError("call aborted"))
+                raise
+            outcome.upstream_seconds = time.monotonic() - started
+            if stream:
+                return self._watch_stream(group, deployment, answer, started)  # ends with the stream
+            record["ended"] = time.time()
+            group.finished(deployment, seconds=outcome.upstream_seconds,
+                           tokens=(answer.get("usage") or {}).get("total_tokens") if group.tracks_usage else None)
+            return answer
+        raise AssertionError("unreachable")
+
+    def _backoff(self, attempt, error, deadline):
+        """Exponential backoff with full jitter; an upstream Retry-After wins when it is sooner than the deadline."""
+        wait = random.uniform(0, min(BACKOFF_MAX, BACKOFF_BASE * 2 ** attempt))
+        retry_after = (error.headers or {}).get("Retry-After")
+        try:
+            if retry_after is not None:
+                wait = max(wait, float(retry_after))
+        except ValueError:
+            pass
+        return max(0.0, min(wait, deadline - time.monotonic() - 0.05))
+
+    def _check_context(self, group, body):
+        """A filter of the group's deployments whose known context window fits the prompt;
+        refuses before any call (or rpm admission) when none does."""
+        if not group.windows_known:
+            return None  # no known window: no work on the hot path
+        tokens = estimate_tokens(body)
+
+        def fits(deployment):
+            return not deployment.max_input_tokens or tokens <= deployment.max_input_tokens
+        if not any(fits(d) for d in group.deployments):
+            largest = max(group.deployments, key=lambda d: d.max_input_tokens)
+            raise errors.ContextWindowExceededError(
+                f"The prompt (about {tokens} tokens) exceeds the context window of "
+                f"`{largest.provider.config.model}` ({largest.max_input_tokens} tokens).", param="messages")
+        return fits
+
+    def _attempt(self, deployment, name, endpoint, body, stream, timeout, remaining):
+        """One call to one deployment; for streams, the first chunk is read here so a failure
+        before any byte reaches the client can still be retried."""
+        provider = deployment.provider
+        limit = min(timeout or provider.timeout or self.timeout, remaining)
+        answer = self.run(provider, name, endpoint, body, stream, limit)
+        if not stream:
+            return answer
+        chunks = iter(answer)
+        try:
+            first = next(chunks)
+        except StopIteration:
+            return answer
+        except BaseException:
+            answer.close()
+            raise
+
+        def replay():
+            yield first
+            yield from chunks
+        return ChunkStream(provider, endpoint, replay(), on_close=answer.close)
+
+    def _watch_stream(self, group, deployment, stream, started):
+        """Settle the group's bookkeeping when the stream ends, however it ends."""
+        usage = {}
+
+        def watched():
+            for chunk in stream:
+                if chunk.get("usage"):
+                    usage.update(chunk["usage"])
+                yield chunk
+
+        def on_close():
+            stream.close()
+            group.finished(deployment, seconds=time.monotonic() - started,
+                           tokens=usage.get("total_tokens") if group.tracks_usage else None)
+        return ChunkStream(stream.provider, stream.endpoint, watched(), on_close=on_close)
+
+    def run(self, provider, name, endpoint, body, stream, timeout=None):
+        """Capability checks and shared adaptation around the provider's own execute()."""
+        settings = self.settings
+        if not provider.supports(endpoint, stream):
+            what = "streaming" if stream and provider.supports(endpoint, False) else endpoint
+            raise errors.BadRequestError(f"Model `{name}` ({provider.name}) does not support {what}.",
+                                         param="stream" if what == "streaming" else "model",
+                                         code="unsupported_endpoint")
+        if endpoint == "completions" and not provider.native_completions:
+            answer = self.run(provider, name, "chat", adapt.completion_to_chat(body), stream, timeout)
+            return answer.map(adapt.chat_chunk_to_completion) if stream else adapt.chat_to_completion(answer)
+        legacy_functions = False
+        if endpoint == "chat":
+            legacy_functions = bool(body.get("functions")) and provider.supported_params is not None
+            adapt.check_images(provider, body)
+            body = adapt.prepare_tools(provider, body, settings)
+        body = adapt.check_params(provider, endpoint, body, settings.drop_params)
+        limit = timeout or provider.timeout or self.timeout
+        stream_timeout = provider.config.params.get("stream_timeout") or self.stream_timeout
+        if stream and stream_timeout:
+            # between chunks; never longer than what is left of the call's own timeout
+            limit = min(float(stream_timeout), timeout) if timeout else float(stream_timeout)
+        ctx = CallContext(self.transport, limit, settings.drop_params)
+        answer = provider.execute(ctx, endpoint, body, stream)
+        if stream:
+            return answer.map(adapt.tool_chunk_to_function_call) if legacy_functions else answer
+        if endpoint == "embeddings" and not provider.native_encoding and body.get("encoding_format"):
+            for item in answer.get("data") or []:
+                item["embedding"] = encode_embedding(item["embedding"], body["encoding_format"])
+        if legacy_functions:
+            answer = adapt.tools_to_function_call(answer)
+        return answer

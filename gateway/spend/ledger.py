@@ -1,0 +1,569 @@
+"""The spend ledger: durable rows, budget holds, the journal and its replay.
+
+Under gevent (the gateway's workers) a call's row is appended to this process's journal before the
+call's greenlet moves on and a flusher greenlet commits the rows in batches; elsewhere rows are
+committed before `write()` returns. While the database is down the journal keeps them, and they are
+replayed, each request id once. A row the database refuses (bad data) is quarantined, never retried
+forever. Budget holds are one conditional UPDATE each (gateway/spend.py says what is held and why).
+The statements and row checks live in gateway/ledger_db.py.
+"""
+
+import logging
+import os
+import threading
+import time
+import weakref
+from datetime import datetime
+from datetime import timedelta
+from datetime import timezone
+
+import orjson
+
+from gateway import errors
+from gateway.spend.journal import LIVE_SUFFIX
+from gateway.spend.journal import QUARANTINE_FILE
+from gateway.spend.journal import SPOOL_PREFIX  # noqa: F401  (part of this module's interface)
+from gateway.spend.journal import JournalFiles
+from gateway.spend.statements import Balance
+from gateway.spend.statements import clean_row
+from gateway.spend.statements import clean_text
+from gateway.spend.statements import describe
+from gateway.spend.statements import died_row
+from gateway.spend.statements import insert_new
+from gateway.spend.statements import key_of
+from gateway.spend.statements import placeholder_row
+from gateway.spend.statements import public
+from gateway.spend.statements import refused
+from gateway.spend.statements import revive
+from gateway.spend.statements import sql as _sql
+
+log = logging.getLogger("gateway.spend.meter")
+
+RETRY_SECONDS = 2.0  # how long the ledger spools before trying the database again
+FLUSH_DELAY = 0.02  # seconds journaled rows wait for more rows to share their commit
+SWEEP_SECONDS = 30.0
+BATCH = 500  # rows per transaction in a replay
+_LEDGERS = weakref.WeakSet()  # this process's ledgers, for the fork hook
+
+
+def _now():
+    return datetime.now(timezone.utc)
+
+
+class _Entry:
+    """A row waiting for the ledger: its hold, its key's budget period, and how writing it went."""
+
+    __slots__ = ("row", "hold", "reset", "done", "error")
+
+    def __init__(self, row, hold=0.0, reset=None):
+        self.row, self.hold, self.reset = row, hold, reset
+        self.done, self.error = False, None
+
+
+
+class Ledger(JournalFiles):
+    """Durable spend rows: a journal file, group commits to the database, replay after an outage.
+
+    Under gevent (the gateway's workers) a call's row is appended to this process's journal file
+    before the call's greenlet moves on (a write to the page cache: it survives the worker crashing)
+    and a flusher greenlet commits every row queued since its last pass in one transaction, then drops
+    that part of the journal. Elsewhere (tests, scripts) rows are committed before write() returns.
+    While the database cannot be reached the journal simply keeps the rows (fsynced) and they are
+    replayed when it answers; a journal whose process died (its flock is free) is replayed by
+    another worker or instance. A request id is written once, so a replay never bills twice.
+
+    The journal also lists the calls in flight (`begin`, carried into each new journal file): when
+    its process dies, the replay writes a `worker_died` row for each call that never got its own.
+    """
+
+    def __init__(self, open_db, spool_dir, asynchronous=None, budget_mode="soft"):
+        self._open_db = open_db  # -> Database; raises while the database cannot be reached
+        self.spool_dir = spool_dir
+        self.asynchronous = asynchronous  # None: decided at the first write (gevent or not)
+        self.soft = budget_mode != "strict"
+        self.on_quarantine = None  # fn(count): told of rows set aside (a metric)
+        self._lock = threading.Lock()
+        self._pending = []  # synchronous mode: rows waiting for the writer that holds the lock
+        self._queued = []  # asynchronous mode: rows in the journal, not yet committed
+        self._inflight = {}  # asynchronous mode: request id -> its start entry (a journal line)
+        self._journal = None  # (pid, fd, path): this process's journal, flock'ed while it lives
+        self._segments = {}  # path -> fd: our own set-aside journals waiting for the database
+        self._clean = True  # the journal holds only rows that are in _queued
+        self._down_until = 0.0
+        self._down_logged = False
+        self._begin_failed = False
+        self._spooled = self._has_spool()
+        self._wake = None
+        self._flusher = None
+        self._worker = None
+        _LEDGERS.add(self)
+
+    # -- writing ----------------------------------------------------------------------------------
+
+    def write(self, row, hold=0.0, rules=None):
+        """Make one row durable before returning (journaled, committed or spooled); raises if
+        none of these worked."""
+        entry = _Entry(clean_row(row), hold, _reset_seconds(rules))
+        if self.asynchronous is None:
+            self.asynchronous = _cooperative()
+        if self.asynchronous:
+            self._inflight.pop(row["request_id"], None)
+            try:
+                self._append([entry], fsync=False)
+            except OSError as exc:
+                log.error("spend: the journal cannot be written (%s); committing directly", exc)
+            else:
+                self._queued.append(entry)
+                self._wake_flusher(hurry=bool(hold))
+                self._ensure_worker()
+                return
+        self._pending.append(entry)
+        if not self._lock.locked() and _cooperative():
+            # Let the other greenlets whose responses are finishing now queue their rows, so one
+            # commit carries them all (SQLite calls never yield, so they would queue nowhere else).
+            _yield()
+        with self._lock:
+            if not entry.done:  # else committed by the greenlet that held the lock
+                batch, self._pending = self._pending, []
+                self._flush(batch)
+        self._ensure_worker()
+        if entry.error is not None:
+            raise entry.error
+
+    def begin(self, start, hold=0.0):
+        """Journal that a call started (journal mode only; again when its budget hold is taken):
+        request id, key, model group, start time, hold. If this process dies before the call's row
+        is written, the replay of its journal writes one (status `worker_died`). One small append,
+        never an fsync, as for rows."""
+        if self.asynchronous is None:
+            self.asynchronous = _cooperative()
+        if not self.asynchronous:
+            return
+        try:
+            line = orjson.dumps({"start": start, "hold": hold}) + b"\n"
+        except orjson.JSONEncodeError:  # a lone surrogate in client text (a replay cleans the rest)
+            line = orjson.dumps({"start": clean_text(start), "hold": hold}) + b"\n"
+        self._inflight[start["request_id"]] = line
+        try:
+            self._append_bytes(line)
+        except OSError as exc:
+            if not self._begin_failed:
+                self._begin_failed = True
+                log.error("spend: the journal cannot be written (%s); calls cut by a crash get no row", exc)
+
+    def cancel(self, request_id):
+        """A call that `begin` journaled ends without a row (refused before routing)."""
+        if self._inflight.pop(request_id, None) is not None:
+            try:
+                self._append_bytes(orjson.dumps({"end": request_id}) + b"\n")
+            except OSError:
+                pass  # begin has logged it
+
+    def flush(self):
+        """Commit what the journal holds now (the flusher's pass; also for tests and shutdown)."""
+        with self._lock:
+            self._flush_queued()
+
+    def _flush_queued(self):
+        if not self._queued:
+            return
+        if time.monotonic() < self._down_until:
+            self._set_aside()  # they wait in the journal, replayed when the database answers
+            return
+        clean = self._clean
+        path, batch = self._rotate()
+        try:
+            db = self._open_db()
+            if clean:
+                self._commit_safely(db, batch, idempotent=False)
+            else:
+                self._commit_file(db, path)
+        except Exception as exc:  # noqa: BLE001  (the database is down: the rows stay on disk)
+            self._went_down(exc)
+            self._fsync_segment(path)
+            self._spooled = True
+            return
+        self._drop_segment(path)
+        self._came_back()
+        if self._segments:  # rows set aside by an earlier failed pass; others' by the background loop
+            try:
+                self._replay(db)
+            except Exception as exc:  # noqa: BLE001
+                self._went_down(exc)
+
+    def _set_aside(self):
+        """Database down: the queued rows stay in the journal (fsynced), to be replayed."""
+        self._queued = []
+        self._clean = False
+        self._spooled = True
+        if self._journal is not None:
+            try:
+                os.fsync(self._journal[1])
+            except OSError:
+                pass
+
+    def _wake_flusher(self, hurry=False):
+        """Rows wait up to FLUSH_DELAY so that one commit carries many (and none runs between a
+        response and the connection's next request); a budget hold's settlement goes at once."""
+        if self._flusher is None or self._flusher[0] != os.getpid():
+            if not _cooperative():
+                return  # no gevent: flush() is called by whoever drives this ledger
+            import gevent
+            from gevent.event import Event
+            self._wake, self._hurry = Event(), Event()
+            self._flusher = (os.getpid(), gevent.spawn(self._flush_loop))
+        if hurry:
+            self._hurry.set()
+        self._wake.set()
+
+    def _flush_loop(self):
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            self._hurry.wait(FLUSH_DELAY)
+            self._hurry.clear()
+            try:
+                self.flush()
+            except Exception:  # noqa: BLE001  (the loop must outlive any one failure)
+                log.exception("spend: flush failed")
+
+    def _flush(self, batch):
+        """Commit the batch, else spool it; every entry ends done, with the error if both failed."""
+        try:
+            if time.monotonic() >= self._down_until:
+                try:
+                    db = self._open_db()
+                    self._commit_safely(db, batch, idempotent=False)
+                except Exception as exc:  # noqa: BLE001  (the database is down: spool, never drop)
+                    self._went_down(exc)
+                else:
+                    self._came_back()
+                    for entry in batch:
+                        entry.done = True
+                    if self._spooled:
+                        try:
+                            self._replay(db)
+                        except Exception as exc:  # noqa: BLE001  (the spool stays; retried later)
+                            self._went_down(exc)
+                    return
+            self._spool(batch)
+        except Exception as exc:  # noqa: BLE001  (the spool itself failed: every waiter must know)
+            log.error("spend: %d row(s) could not be recorded or spooled: %s", len(batch), exc)
+            for entry in batch:
+                entry.error = exc
+        finally:
+            for entry in batch:
+                entry.done = True
+
+    def _went_down(self, exc):
+        self._down_until = time.monotonic() + RETRY_SECONDS
+        if not self._down_logged:
+            self._down_logged = True
+            log.error("spend: the database is unavailable (%s); rows are spooled to %s and replayed "
+                      "when it answers", type(exc).__name__, self.spool_dir)
+
+    def _came_back(self):
+        if self._down_logged:
+            self._down_logged = False
+            log.warning("spend: the database answers again; replaying spooled rows")
+
+    def _commit_safely(self, db, batch, idempotent):
+        """Commit the batch; when the database refuses it for its data, commit it row by row and
+        quarantine the rows it refuses. Raises only when the database is down (retry them all)."""
+        try:
+            self._commit(db, batch, idempotent)
+            return
+        except Exception as exc:  # noqa: BLE001
+            if not refused(exc) or not batch:
+                raise
+        for entry in batch:  # the batch was rolled back: none of its rows is in
+            try:
+                self._commit(db, [entry], idempotent=True)  # a request id already there is no error
+            except Exception as exc:  # noqa: BLE001
+                if not refused(exc):
+                    raise
+                self._quarantine(db, entry, exc)
+
+    def _commit(self, db, batch, idempotent):
+        """Rows, key spend and hold releases in one transaction (all or nothing)."""
+        if not batch:
+            return
+        sql = _sql()
+        with db.engine.begin() as connection:
+            if idempotent:
+                fresh = [e for e in batch if insert_new(connection, db, e.row)]
+            else:
+                connection.execute(sql.insert_rows, [e.row for e in batch])
+                fresh = batch
+            per_key = {}
+            for entry in fresh:
+                key = key_of(entry.row)
+                if key is None:
+                    continue
+                if entry.reset and key not in per_key:
+                    _reset_if_due(connection, key, entry.reset)
+                per_key[key] = per_key.get(key, 0.0) + entry.row["cost"]
+            for kind in ("id", "hash"):
+                spent = [{"k": k, "c": cost} for (by, k), cost in per_key.items() if cost and by == kind]
+                if spent:
+                    connection.execute(sql.add_spend[kind], spent)
+            for entry in batch:
+                row, hold = entry.row, entry.hold
+                key = key_of(row)
+                if hold and key is not None:
+                    if connection.execute(sql.drop_hold, {"r": row["request_id"]}).rowcount:
+                        _release(connection, key, hold)
+
+    def _quarantine(self, db, entry, exc):
+        """A row the database refuses: kept whole in the quarantine file (one log line, a count),
+        and a placeholder row with its key and cost takes its place, so the key is still charged
+        and its hold settled."""
+        request_id = entry.row.get("request_id") if isinstance(entry.row, dict) else None
+        self._keep({"row": entry.row, "hold": entry.hold, "reset": entry.reset, "error": describe(exc)})
+        log.error("spend: the database refused the row of request %s (%s); it is kept in %s and "
+                  "the rest is committed", _short(request_id), describe(exc),
+                  os.path.join(self.spool_dir, QUARANTINE_FILE))
+        try:
+            self._commit(db, [_Entry(placeholder_row(entry.row), entry.hold, entry.reset)], idempotent=True)
+        except Exception as again:  # noqa: BLE001
+            if not refused(again):
+                raise
+            log.error("spend: not even a placeholder for request %s could be written (%s)",
+                      _short(request_id), describe(again))
+
+    # -- budget holds -----------------------------------------------------------------------------
+
+    def hold(self, rules, request_id, amount, seconds):
+        """Reserve `amount` of the key's budget atomically, the key named by its id: (True, None)
+        when admitted, else (False, Balance). A key deleted since it was cached is refused (401)."""
+        sql = _sql()
+        key = key_of(rules)
+        kind, who = key
+        reset = _reset_seconds(rules)
+        counted = 1 if amount > 0 else 0  # a hold of nothing holds no budget
+        try:
+            db = self._open_db()
+            for attempt in (1, 2):
+                with db.engine.begin() as connection:
+                    if reset:
+                        _reset_if_due(connection, key, reset)
+                    if connection.execute(sql.take[kind, self.soft], {"k": who, "a": amount, "n": counted}).rowcount:
+                        if counted:
+                            connection.execute(sql.add_hold, {
+                                "request_id": request_id, "key_id": rules.key_id if kind == "id" else None,
+                                "key_hash": rules.hash, "amount": amount,
+                                "expires_at": _now() + timedelta(seconds=seconds)})
+                        return True, None
+                    found = connection.execute(sql.budget[kind], {"k": who}).first()
+                if attempt == 1 and found is not None and self.sweep(db, key):
+                    continue  # a dead worker's hold just expired: try once more
+                if found is None:
+                    raise errors.AuthenticationError("This key has been deleted.", code="key_deleted")
+                if found.max_budget is None:
+                    return True, None  # its budget was removed since the key was cached
+                return False, Balance(found.max_budget, found.spend, found.reserved)
+        except errors.GatewayError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            log.error("budget hold failed: %s", type(exc).__name__)
+            raise errors.ServiceUnavailableError(
+                "The budget store is unavailable, so a call with a budgeted key cannot be admitted; "
+                "retry shortly.", code="budget_store_unavailable", headers={"Retry-After": "2"}) from exc
+        return False, Balance(0.0, 0.0, 0.0)
+
+    def sweep(self, db, key=None):
+        """Release expired holds (their worker died mid-call); returns how many. `key`: only that
+        key's, as key_of names it."""
+        from sqlalchemy import select
+
+        from gateway.storage.models import BudgetHold
+        holds = BudgetHold.__table__
+        query = (select(holds.c.request_id, holds.c.key_id, holds.c.key_hash, holds.c.amount)
+                 .where(holds.c.expires_at < _now()))
+        if key is not None:
+            query = query.where((holds.c.key_id if key[0] == "id" else holds.c.key_hash) == key[1])
+        released = 0
+        with db.engine.begin() as connection:
+            for request_id, key_id, digest, amount in connection.execute(query.limit(500)).all():
+                if connection.execute(_sql().drop_hold, {"r": request_id}).rowcount:
+                    _release(connection, ("id", key_id) if key_id is not None else ("hash", digest), amount)
+                    released += 1
+        if released:
+            log.warning("released %d expired budget hold(s)", released)
+        return released
+
+    def _commit_file(self, db, path, dead=False):
+        """Commit every row of a journal file, each request id once; lines that are no entry are
+        quarantined. `dead`: the journal of a process that died, whose calls still in flight (a
+        start entry, no row) get a `worker_died` row."""
+        with open(path, "rb") as handle:
+            lines = handle.read().splitlines()
+        batch, starts, ended = [], {}, set()
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                item = orjson.loads(line)
+                if "row" in item:
+                    entry = _Entry(revive(item["row"]), item.get("hold") or 0.0, item.get("reset"))
+                    batch.append(entry)
+                    ended.add(entry.row["request_id"])
+                elif "start" in item:
+                    starts[item["start"]["request_id"]] = item
+                elif "end" in item:
+                    ended.add(item["end"])
+                else:
+                    raise ValueError("not a journal entry")
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                self._keep({"line": line.decode("utf-8", "replace"), "error": type(exc).__name__})
+                log.error("spend: a line of journal %s is no entry (%s); it is kept in %s", path,
+                          type(exc).__name__, os.path.join(self.spool_dir, QUARANTINE_FILE))
+        if dead and starts:
+            ended_at = datetime.fromtimestamp(os.path.getmtime(path), timezone.utc)
+            for request_id, item in starts.items():
+                if request_id in ended:
+                    continue
+                try:
+                    batch.append(_Entry(clean_row(died_row(item["start"], ended_at)), item.get("hold") or 0.0))
+                except (ValueError, TypeError, AttributeError) as exc:
+                    self._keep({"start": item, "error": type(exc).__name__})
+        for start in range(0, len(batch), BATCH):
+            self._commit_safely(db, batch[start:start + BATCH], idempotent=True)
+        return len(batch)
+
+    def _replay(self, db):
+        """Commit journaled rows (each request id once); files are removed once committed. A file
+        that cannot be read is left and the next one replayed; a database that is down stops it."""
+        for path, fd, ours in self._claimable():
+            try:
+                count = self._commit_file(db, path, dead=not ours and path.endswith(LIVE_SUFFIX))
+            except OSError as exc:
+                log.error("spend: cannot read journal %s: %s", path, type(exc).__name__)
+                if not ours:
+                    os.close(fd)
+                continue
+            except Exception:
+                if not ours:
+                    os.close(fd)  # the file stays (renamed): the next replay claims it again
+                raise
+            if ours:
+                self._drop_segment(path)
+            else:
+                try:
+                    os.unlink(path)
+                finally:
+                    os.close(fd)
+            log.warning("spend: replayed %d journaled row(s)", count)
+        self._spooled = self._has_spool()
+
+    # -- background: replay while idle, expire holds ----------------------------------------------
+
+    def _ensure_worker(self):
+        if self._worker is None or self._worker[0] != os.getpid():
+            thread = threading.Thread(target=self._background, name="gateway-spend", daemon=True)
+            self._worker = (os.getpid(), thread)
+            thread.start()
+
+    def _background(self):
+        last_sweep = 0.0
+        while True:
+            time.sleep(RETRY_SECONDS)
+            try:
+                if not self._spooled:  # a journal another process left behind, say
+                    self._spooled = self._has_spool()
+                if self._spooled and time.monotonic() >= self._down_until:
+                    with self._lock:
+                        try:
+                            db = self._open_db()
+                            with db.engine.connect():
+                                pass  # answers again?
+                            self._came_back()
+                            self._replay(db)
+                        except Exception as exc:  # noqa: BLE001
+                            self._went_down(exc)
+                if time.monotonic() - last_sweep >= SWEEP_SECONDS and time.monotonic() >= self._down_until:
+                    last_sweep = time.monotonic()
+                    self.sweep(self._open_db())
+            except Exception:  # noqa: BLE001  (the loop must outlive any one failure)
+                log.debug("spend background pass failed", exc_info=True)
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def logs(self, key_hash=None, start=None, end=None, model=None, request_id=None, user_id=None, limit=1000,
+             key_id=None):
+        """Rows, newest first, filtered. `key_hash` finds the rows of the key it names now, before
+        any /key/regenerate included (by its id), and the rows made with that hash."""
+        from sqlalchemy import or_
+        from sqlalchemy import select
+
+        from gateway.storage.models import SpendRow
+        from gateway.storage.models import VirtualKey
+        query = select(SpendRow)
+        if key_hash is not None:
+            owner = select(VirtualKey.id).where(VirtualKey.key_hash == key_hash).scalar_subquery()
+            query = query.where(or_(SpendRow.key_id == owner, SpendRow.key_hash == key_hash))
+        if key_id is not None:
+            query = query.where(SpendRow.key_id == key_id)
+        if start is not None:
+            query = query.where(SpendRow.start_time >= start)
+        if end is not None:
+            query = query.where(SpendRow.start_time <= end)
+        if model is not None:
+            query = query.where(or_(SpendRow.model_group == model, SpendRow.model == model))
+        if request_id is not None:
+            query = query.where(SpendRow.request_id == request_id)
+        if user_id is not None:
+            query = query.where(SpendRow.user_id == user_id)
+        query = query.order_by(SpendRow.start_time.desc(), SpendRow.id.desc()).limit(limit)
+        with self._open_db().session() as session:
+            return [public(row) for row in session.scalars(query)]
+
+
+def _after_fork():
+    for ledger in list(_LEDGERS):
+        ledger.forget_parent()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
+def _cooperative():
+    """Whether this process runs under gevent's monkey patching (gunicorn's gevent workers)."""
+    import sys
+    monkey = sys.modules.get("gevent.monkey")
+    return monkey is not None and monkey.is_module_patched("threading")
+
+
+def _yield():
+    import gevent
+    gevent.sleep(0)
+
+
+def _short(text):
+    """Client-influenced text for a log line: one line, bounded."""
+    return repr(text)[:80]
+
+
+def _release(connection, key, amount):
+    """Give a settled or expired hold back to its key."""
+    kind, who = key
+    connection.execute(_sql().release[kind], {"k": who, "a": amount, "n": 1 if amount > 0 else 0})
+
+
+def _reset_seconds(rules):
+    """The key's budget period in seconds, or None."""
+    if rules is None or not rules.budget_duration:
+        return None
+    from gateway.access.keys import parse_duration
+    try:
+        delta = parse_duration(rules.budget_duration)
+    except errors.GatewayError:
+        return None
+    return delta.total_seconds() if delta else None
+
+
+def _reset_if_due(connection, key, seconds):
+    """Start a new budget period when the current one is over (once, whichever worker sees it)."""
+    now = _now()
+    kind, who = key
+    connection.execute(_sql().reset[kind], {"k": who, "now": now, "next": now + timedelta(seconds=seconds)})

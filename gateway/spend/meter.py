@@ -1,0 +1,354 @@
+"""Spend: usage -> USD, one ledger row per request, and hard budgets held before the call.
+
+* A `Meter` follows one request: the budget hold taken before routing, the usage the upstream
+  reported (or an estimate, marked as such), and the row written when the response has been sent.
+* The `Ledger` (gateway/ledger.py) makes rows durable: a per-worker journal first, then batched
+  commits; rows wait out a database outage in the journal and are replayed, each request id once.
+* Budgets: a key with `max_budget` reserves the worst case of the call (prompt bound + max_tokens,
+  clamped to the model's limit, for the priciest deployment it may reach) with one conditional
+  UPDATE on the key's row (by its id, which /key/regenerate keeps). `budget_mode: strict`: concurrent
+  calls across workers and instances can never reserve past the budget. `soft` (the default): a
+  call that does not fit is still admitted when no other call of the key holds budget and some is
+  left, so a key is overshot by one call at most and never refused while it has budget. The row's
+  commit settles the hold to the real cost; a hold whose worker died expires.
+* Every call is journaled as it starts (`Ledger.begin`): a worker killed mid-call leaves a start
+  entry without a row, and the replay of its journal writes a `worker_died` row for it.
+"""
+
+import logging
+import time
+from datetime import datetime
+from datetime import timezone
+
+from gateway import errors
+from gateway.spend.modeldata import estimate_tokens
+from gateway.spend.modeldata import measure_prompt
+
+log = logging.getLogger("gateway.spend.meter")
+
+DEFAULT_OUTPUT_BOUND = 4096  # completion tokens assumed when neither the call nor the model bounds them
+COST_HEADER = "x-litellm-response-cost"
+
+
+class AddedUsageOption(dict):
+    """`stream_options` the gateway set itself to bill a stream (the client did not ask for usage):
+    a provider whose upstream may refuse the option can drop it again."""
+
+
+def usage_cost(deployment, prompt_tokens, completion_tokens):
+    """USD for the tokens on this deployment (0 when it has no price)."""
+    if deployment is None or deployment.input_price is None:
+        return 0.0
+    return prompt_tokens * deployment.input_price + completion_tokens * deployment.output_price
+
+
+def prompt_token_bound(body):
+    """An upper bound of the prompt tokens a provider can bill for this body: every field that
+    reaches the upstream counts (tools, functions, schemas, token ids, images, files), a byte of
+    text at most a token (gateway/modeldata.py PromptSize.bound). Budget holds use it, where a low
+    guess would let a client overspend."""
+    return measure_prompt(body).bound()
+
+
+def _positive_int(value):
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def output_is_assumed(deployment, body):
+    """Whether nothing (the call's max_tokens, the model's output or context limit) bounds the
+    completion, so a hold must assume DEFAULT_OUTPUT_BOUND and the call must be capped to it."""
+    return (_positive_int(body.get("max_completion_tokens") or body.get("max_tokens")) is None
+            and not deployment.max_output_tokens and not deployment.max_input_tokens)
+
+
+def completion_bound(deployment, body, prompt_tokens):
+    """The most completion tokens a call may produce on this deployment (all its choices)."""
+    asked = _positive_int(body.get("max_completion_tokens") or body.get("max_tokens"))
+    if asked is not None:
+        out = asked
+    elif deployment.max_output_tokens:
+        out = deployment.max_output_tokens
+    elif deployment.max_input_tokens:
+        out = max(1, deployment.max_input_tokens - prompt_tokens)
+    else:
+        out = DEFAULT_OUTPUT_BOUND  # the router sends this as max_tokens on a budgeted call
+    if deployment.max_output_tokens:
+        out = min(out, deployment.max_output_tokens)
+    # `n` choices, or `best_of` candidates (completions), are each billed up to the limit.
+    choices = max(_positive_int(body.get("n")) or 1, _positive_int(body.get("best_of")) or 1)
+    return out * choices
+
+
+def worst_case_cost(deployments, endpoint, body):
+    """The most a call can cost on any of the deployments it may reach."""
+    prompt = prompt_token_bound(body)
+    worst = 0.0
+    for deployment in deployments:
+        if deployment.input_price is None:
+            continue
+        out = 0 if endpoint == "embeddings" else completion_bound(deployment, body, prompt)
+        worst = max(worst, usage_cost(deployment, prompt, out))
+    return worst
+
+
+def _now():
+    return datetime.now(timezone.utc)
+
+
+class Meter:
+    """One request's bill: hold, usage, status, and its ledger row."""
+
+    __slots__ = ("tracker", "request_id", "rules", "endpoint", "stream", "body", "started", "hold",
+                 "outcome", "prompt_tokens", "completion_tokens", "estimated", "status", "cost",
+                 "cache_hit", "completion_chars", "tpm_reserved", "requested", "usage", "started_unix",
+                 "first_chunk", "error", "context", "texts", "_billed", "_closed")
+
+    def __init__(self, tracker, request_id, rules, endpoint, body, stream):
+        self.tracker = tracker
+        self.request_id = request_id
+        self.rules = rules
+        self.endpoint = endpoint
+        self.body = body
+        self.stream = stream
+        self.started = _now()
+        self.hold = 0.0
+        self.outcome = None
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.estimated = False
+        self.status = "success"
+        self.cost = 0.0
+        self.cache_hit = False
+        self.completion_chars = 0
+        self.tpm_reserved = 0
+        self.requested = body.get("model")
+        self.usage = {}
+        self.started_unix = time.time()
+        self.first_chunk = None  # unix time the first chunk went out (streams)
+        self.error = None  # the GatewayError (or other exception) that ended the call
+        self.context = tracker.observers.begin() if tracker.observers.active else {}
+        self.texts = [] if tracker.keep_text else None  # the answer's text, for message logging
+        self._billed = False
+        self._closed = False
+
+    # -- before the call --------------------------------------------------------------------------
+
+    def reserve(self, deployments):
+        """Hold the call's worst case against the key's budget (keys with max_budget only)."""
+        amount = worst_case_cost(deployments, self.endpoint, self.body)
+        self.tracker.reserve(self.rules, self.request_id, amount)
+        self.hold = amount
+        self.tracker.begin(self)  # the journal's start entry now carries the hold
+        return amount
+
+    def start_entry(self):
+        """What the journal keeps of the call as it starts: enough for a row if its worker dies."""
+        rules = self.rules
+        return {"request_id": self.request_id, "key_id": rules.key_id if rules else None,
+                "key_hash": rules.hash if rules else None, "key_alias": rules.alias if rules else None,
+                "user_id": rules.user_id if rules else None, "team_id": rules.team_id if rules else None,
+                "call_type": self.endpoint,
+                "model_group": self.requested[:255] if isinstance(self.requested, str) else None,
+                "stream": self.stream, "start_time": self.started}
+
+    # -- after the call ---------------------------------------------------------------------------
+
+    def bill(self, outcome, usage):
+        """Price the upstream's usage (estimated from the text when it reported none)."""
+        self.outcome = outcome
+        self._billed = True
+        usage = usage if isinstance(usage, dict) else {}
+        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        if not isinstance(prompt, int) or isinstance(prompt, bool):
+            prompt, self.estimated = estimate_tokens(self.body), True
+        if self.endpoint == "embeddings":
+            completion = 0
+        elif not isinstance(completion, int) or isinstance(completion, bool):
+            total = usage.get("total_tokens")
+            if isinstance(total, int) and not isinstance(total, bool) and total >= prompt:
+                completion = total - prompt
+            else:
+                completion, self.estimated = (self.completion_chars + 3) // 4, True
+        self.prompt_tokens, self.completion_tokens = max(0, prompt), max(0, completion)
+        deployment = outcome.deployment if outcome is not None else None
+        self.cost = 0.0 if self.cache_hit else usage_cost(deployment, self.prompt_tokens, self.completion_tokens)
+        return self.cost
+
+    def bill_answer(self, outcome, answer):
+        """Price a whole (non-stream) answer."""
+        if self.endpoint != "embeddings" and (self.texts is not None or not isinstance(answer.get("usage"), dict)):
+            for choice in answer.get("choices") or ():
+                message = choice.get("message") or {}
+                text = message.get("content") if isinstance(message, dict) else None
+                text = text if isinstance(text, str) else choice.get("text")
+                if isinstance(text, str):
+                    self.completion_chars += len(text)
+                    if self.texts is not None:
+                        self.texts.append(text)
+        return self.bill(outcome, answer.get("usage"))
+
+    def watch(self, outcome, stream, client_wants_usage):
+        """The stream as the client gets it, billed when it ends however it ends: the usage chunk
+        the gateway asked for is dropped when the client did not ask for it."""
+        from gateway.wire.upstream import ChunkStream
+        self.outcome = outcome
+        usage = self.usage
+
+        def metered():
+            self.status = "client_disconnected"  # until the stream runs to its end
+            try:
+                texts = self.texts
+                for chunk in stream:
+                    found = chunk.get("usage")
+                    choices = chunk.get("choices")
+                    if found:
+                        usage.update(found)
+                    for choice in choices or ():
+                        delta = choice.get("delta")
+                        text = delta.get("content") if isinstance(delta, dict) else choice.get("text")
+                        if isinstance(text, str):
+                            self.completion_chars += len(text)
+                            if texts is not None:
+                                texts.append(text)
+                    if self.first_chunk is None:
+                        self.first_chunk = time.time()
+                    if not client_wants_usage:
+                        if found and not choices:
+                            continue
+                        chunk.pop("usage", None)
+                    yield chunk
+                self.status = "success"
+            except GeneratorExit:
+                raise
+            except BaseException as exc:
+                self.status, self.error = "error", exc
+                raise
+            finally:
+                self.bill(outcome, usage)
+
+        return ChunkStream(stream.provider, stream.endpoint, metered(), on_close=stream.close)
+
+    def fail(self, error=None, outcome=None):
+        """The call failed before any answer: nothing is billed, the hold is released."""
+        self.status = "error"
+        self.error = error
+        self.outcome = outcome
+        self.cost = 0.0
+        self._billed = True
+
+    def close(self):
+        """Write the row (durable before this returns) and settle the hold; runs once."""
+        if self._closed:
+            return
+        self._closed = True
+        if not self._billed and self.status != "error":
+            if self.stream:  # closed before its first chunk reached the client
+                self.status = "client_disconnected"
+            self.bill(self.outcome, self.usage)
+        self.tracker.finish(self)
+
+    def abandon(self, error=None):
+        """Refused before routing (a limit, the budget, an unknown model): no row, only the
+        per-key token window is given back (observers still hear of it)."""
+        if not self._closed:
+            self._closed = True
+            self.status, self.error = "error", error
+            self.tracker.finish(self, record=False)
+
+    def call_record(self):
+        """The CallRecord observers get (gateway/telemetry/events.py)."""
+        from gateway.telemetry.events import CallRecord
+        outcome, rules, error = self.outcome, self.rules, self.error
+        deployment = outcome.deployment if outcome is not None else None
+        provider = deployment.provider if deployment is not None else None
+        ended = time.time()
+        attempts = [dict(a) for a in outcome.attempts] if outcome is not None else []
+        if attempts and attempts[-1]["ended"] is None:
+            attempts[-1]["ended"] = ended  # a stream's attempt lasts as long as the stream
+        return CallRecord(
+            request_id=self.request_id, endpoint=self.endpoint, status=self.status, stream=self.stream,
+            started=self.started_unix, ended=ended,
+            model_group=outcome.group if outcome else (self.requested if isinstance(self.requested, str) else None),
+            deployment_id=deployment.id if deployment else None, provider=provider.name if provider else None,
+            model=provider.model if provider else None, api_base=provider.api_base if provider else None,
+            key_hash=rules.hash if rules else None, key_alias=rules.alias if rules else None,
+            user_id=rules.user_id if rules else None, team_id=rules.team_id if rules else None,
+            prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens, cost=self.cost,
+            estimated=self.estimated, cache_hit=self.cache_hit,
+            retries=outcome.retries if outcome else 0, fallbacks=outcome.fallbacks if outcome else 0,
+            first_token_seconds=(self.first_chunk - self.started_unix) if self.first_chunk else None,
+            http_status=getattr(error, "status", 500) if error is not None else 200,
+            error_type=type(error).__name__ if error is not None else None,
+            error_message=getattr(error, "message", None) if error is not None else None,
+            attempts=attempts, context=self.context, request=self.body,
+            response_text="".join(self.texts) if self.texts is not None else None)
+
+    def row(self):
+        """The ledger row."""
+        outcome, rules = self.outcome, self.rules
+        deployment = outcome.deployment if outcome is not None else None
+        return {"request_id": self.request_id, "key_id": rules.key_id if rules else None,
+                "key_hash": rules.hash if rules else None, "key_alias": rules.alias if rules else None,
+                "user_id": rules.user_id if rules else None, "team_id": rules.team_id if rules else None,
+                "call_type": self.endpoint,
+                "model_group": outcome.group if outcome else (self.requested[:255] if isinstance(
+                    self.requested, str) else None),
+                "deployment_id": deployment.id if deployment else None,
+                "provider": deployment.provider.name if deployment else None,
+                "model": deployment.provider.model if deployment else None,
+                "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "total_tokens": self.prompt_tokens + self.completion_tokens, "cost": self.cost,
+                "estimated": self.estimated, "cache_hit": self.cache_hit, "stream": self.stream,
+                "status": self.status, "start_time": self.started, "end_time": _now()}
+
+
+class SpendTracker:
+    """Per worker: prices, holds and the ledger; `ledger` is None when spend is not recorded."""
+
+    def __init__(self, ledger, state, hold_seconds, observers=None):
+        from gateway.telemetry.events import Observers
+        self.ledger = ledger
+        self.state = state
+        self.hold_seconds = hold_seconds
+        self.observers = observers if observers is not None else Observers()
+        self.keep_text = False  # observers that log messages turn this on
+
+    def start(self, request_id, rules, endpoint, body, stream):
+        """A Meter for a call that is about to be routed (journaled as started)."""
+        meter = Meter(self, request_id, rules, endpoint, body, stream)
+        self.begin(meter)
+        return meter
+
+    def begin(self, meter):
+        """Journal the call's start entry (and its hold), so a crash still leaves a row."""
+        if self.ledger is not None:
+            self.ledger.begin(meter.start_entry(), meter.hold)
+
+    def reserve(self, rules, request_id, amount):
+        """Hold `amount` of the key's budget, or refuse the call (429) before any upstream work."""
+        if self.ledger is None:
+            raise errors.ServiceUnavailableError("Budgets need the key store.", code="key_store_unavailable")
+        admitted, balance = self.ledger.hold(rules, request_id, amount, self.hold_seconds)
+        if not admitted:
+            raise errors.BudgetExceededError(
+                f"Budget has been exceeded! Key budget: ${balance.budget:.6g}, spent: ${balance.spent:.6g}, "
+                f"in flight: ${max(0.0, balance.reserved):.6g}, this call may cost up to ${amount:.6g}.")
+
+    def finish(self, meter, record=True):
+        """Settle the per-key token window and write the row."""
+        rules = meter.rules
+        if rules is not None and rules.tpm_limit and meter.tpm_reserved:
+            try:
+                self.state.record(f"key-tpm:{rules.identity}",
+                                  meter.prompt_tokens + meter.completion_tokens - meter.tpm_reserved)
+            except Exception:  # noqa: BLE001  (a window is state, never worth failing a request)
+                log.warning("could not settle the token window of a key", exc_info=True)
+        try:
+            if self.ledger is not None:
+                if record:
+                    self.ledger.write(meter.row(), meter.hold, rules)
+                else:
+                    self.ledger.cancel(meter.request_id)
+        finally:
+            if self.observers.active:
+                self.observers.emit(meter.call_record())

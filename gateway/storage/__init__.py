@@ -1,0 +1,151 @@
+"""Database access: engine and sessions (SQLite by default, PostgreSQL via database_url), migrations.
+
+Opened only when something needs it (virtual keys need a master key); alembic migrations run on
+open, under a lock, so several workers or instances starting at once apply them exactly once.
+"""
+
+import contextlib
+import fcntl
+import logging
+import os
+from pathlib import Path
+
+log = logging.getLogger("gateway.storage")
+
+DEFAULT_URL = "sqlite:///gateway.sqlite"
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+_PG_LOCK_ID = 7_421_001  # pg_advisory_lock key for migrations
+# The newest migration (a test keeps it equal to alembic's head): a database already there is
+# opened without importing alembic at all (~12 MB per worker).
+HEAD_REVISION = "0003_key_identity"
+VERSION_TABLE = "gateway_alembic_version"
+
+
+def database_url(settings):
+    """general_settings.database_url, else DATABASE_URL, else a SQLite file in the working directory."""
+    return settings.general_settings.get("database_url") or os.environ.get("DATABASE_URL") or DEFAULT_URL
+
+
+class Database:
+    """One engine per worker process, sessions from it, and schema migrations."""
+
+    def __init__(self, url):
+        from sqlalchemy import create_engine
+        from sqlalchemy import event
+        from sqlalchemy.orm import sessionmaker
+
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            self.engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 15})
+
+            @event.listens_for(self.engine, "connect")
+            def _pragmas(dbapi_connection, _record):
+                cursor = dbapi_connection.cursor()
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA synchronous=NORMAL")
+                cursor.execute("PRAGMA busy_timeout=15000")
+                cursor.close()
+        else:
+            _cooperative_psycopg()
+            self.engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        self.Session = sessionmaker(self.engine, expire_on_commit=False)
+
+    def describe(self):
+        """The database without credentials (for readiness and logs)."""
+        return self.engine.url.render_as_string(hide_password=True)
+
+    @contextlib.contextmanager
+    def session(self):
+        """A session committed on success, rolled back on error."""
+        from sqlalchemy.exc import DBAPIError
+        from sqlalchemy.exc import OperationalError
+
+        from gateway import errors
+        session = self.Session()
+        try:
+            yield session
+            session.commit()
+        except BaseException as exc:
+            try:
+                session.rollback()
+            except Exception:  # noqa: BLE001  (the connection is gone; the first error is the one to tell)
+                log.debug("rollback failed", exc_info=True)
+            # The database went away mid-request: a 503 the client can retry, never a 500.
+            if isinstance(exc, OperationalError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated):
+                log.error("database unavailable: %s", type(exc.orig).__name__ if exc.orig else type(exc).__name__)
+                raise errors.ServiceUnavailableError("The key store is unavailable; retry shortly.",
+                                                     code="key_store_unavailable",
+                                                     headers={"Retry-After": "2"}) from exc
+            raise
+        finally:
+            session.close()
+
+    def at_head(self):
+        """Whether the schema is at HEAD_REVISION already (one SELECT; False when it is not there)."""
+        from sqlalchemy import Column
+        from sqlalchemy import MetaData
+        from sqlalchemy import String
+        from sqlalchemy import Table
+        from sqlalchemy import select
+        from sqlalchemy.exc import SQLAlchemyError
+        versions = Table(VERSION_TABLE, MetaData(), Column("version_num", String(32)))
+        try:
+            with self.engine.connect() as connection:
+                return connection.execute(select(versions.c.version_num)).scalars().all() == [HEAD_REVISION]
+        except SQLAlchemyError:
+            return False
+
+    def migrate(self):
+        """Bring the schema to the newest revision, once, however many processes start together."""
+        with self._file_lock():  # SQLite: even the first look (its first connection) waits here
+            if self.at_head():
+                return
+            from alembic import command
+            from alembic.config import Config
+            from sqlalchemy import text
+
+            config = Config()
+            config.set_main_option("script_location", str(MIGRATIONS))
+            with self.engine.connect() as connection, self._migration_lock(connection, text):
+                config.attributes["connection"] = connection
+                command.upgrade(config, "head")
+                connection.commit()
+
+    @contextlib.contextmanager
+    def _migration_lock(self, connection, text):
+        if not self.is_sqlite:
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _PG_LOCK_ID})
+            connection.commit()
+            try:
+                yield
+            finally:
+                connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _PG_LOCK_ID})
+                connection.commit()
+        else:
+            yield  # SQLite: _file_lock is held already
+
+    @contextlib.contextmanager
+    def _file_lock(self):
+        """SQLite: one process at a time, from before its first connection (PRAGMA journal_mode=WAL
+        on a new file fails with "database is locked" when two connections switch it at once)."""
+        if not self.is_sqlite:
+            yield
+            return
+        path = self.engine.url.database
+        lock_path = (path if path and path != ":memory:" else "/tmp/gateway-memory") + ".migrate-lock"
+        with open(lock_path, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _cooperative_psycopg():
+    """Under gevent, make psycopg2 wait cooperatively instead of blocking the worker."""
+    import sys
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None and monkey.is_module_patched("socket"):
+        from psycogreen.gevent import patch_psycopg
+        patch_psycopg()

@@ -1,0 +1,1 @@
+"""What happened: one CallRecord per call for the request log, metrics, traces, callbacks."""

@@ -1,0 +1,90 @@
+"""What happened to each call, told once to everyone who listens: the request log line, metrics,
+callbacks and tracing.
+
+`CallRecord` is built when a call's row is settled (gateway/spend.py `Meter.close`), after the
+response has gone out; `Observers.emit` hands it to each observer in turn. An observer must be quick
+and must not raise (a failing observer is logged and skipped): slow work (HTTP sinks) belongs on a
+background queue of its own. The record lists each upstream attempt (deployment, times, error), so
+a tracer can draw one span per attempt after the fact; `begin` hooks run when the call starts, in
+the request's context (a tracer captures its parent span there), and their values travel in
+`CallRecord.context`.
+"""
+
+import logging
+from dataclasses import dataclass
+from dataclasses import field
+
+log = logging.getLogger("gateway.telemetry.events")
+
+
+@dataclass
+class CallRecord:
+    """One call, as observers see it. Never holds a key: only its hash and alias."""
+
+    request_id: str
+    endpoint: str  # chat, completions, embeddings
+    status: str  # success, error, client_disconnected
+    stream: bool
+    started: float  # unix time
+    ended: float
+    model_group: str | None = None
+    deployment_id: str | None = None
+    provider: str | None = None
+    model: str | None = None  # upstream model
+    api_base: str | None = None
+    key_hash: str | None = None
+    key_alias: str | None = None
+    user_id: str | None = None
+    team_id: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+    estimated: bool = False
+    cache_hit: bool = False
+    retries: int = 0
+    fallbacks: int = 0
+    first_token_seconds: float | None = None  # streams: time to the first chunk
+    http_status: int = 200
+    error_type: str | None = None
+    error_message: str | None = None
+    attempts: list = field(default_factory=list)  # [{deployment_id, provider, model, api_base,
+    #                                                 started, ended, error}] in order; times unix
+    context: dict = field(default_factory=dict, repr=False)  # values of the begin hooks, by name
+    request: dict = field(default_factory=dict, repr=False)  # the client's body (message logging)
+    response_text: str | None = field(default=None, repr=False)  # the answer's text, when known
+
+    @property
+    def latency(self):
+        """Seconds from the request to the end of the response."""
+        return max(0.0, self.ended - self.started)
+
+
+class Observers:
+    """The per-worker observers: `calls` get each CallRecord, `begins` run as a call starts."""
+
+    def __init__(self):
+        self.calls = []  # fn(record)
+        self.begins = {}  # name -> fn() -> value kept in record.context[name]
+
+    @property
+    def active(self):
+        """Whether anyone listens (records are not built otherwise)."""
+        return bool(self.calls)
+
+    def begin(self):
+        """Run the begin hooks in the request's context."""
+        context = {}
+        for name, hook in self.begins.items():
+            try:
+                context[name] = hook()
+            except Exception:  # noqa: BLE001
+                log.exception("begin hook %s failed", name)
+        return context
+
+    def emit(self, record):
+        """Tell every call observer; one that raises is logged and skipped."""
+        for observer in self.calls:
+            try:
+                observer(record)
+            except Exception:  # noqa: BLE001  (an observer never fails a request)
+                log.exception("call observer %r failed", observer)

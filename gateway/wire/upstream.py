@@ -1,0 +1,205 @@
+"""One call against one deployment over HTTP: send, decode (JSON, SSE, NDJSON), translate."""
+
+from dataclasses import dataclass
+
+import orjson
+from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.exceptions import TimeoutError as Urllib3Timeout
+
+from gateway import errors
+from gateway.wire.sse import SSEDecoder
+
+READ_SIZE = 65536
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    """What a provider needs to run a call: the worker's transport and the call's limits."""
+
+    transport: object
+    timeout: float
+    drop_params: bool = False
+
+
+class ChunkStream:
+    """OpenAI chunks from one stream; `close()` drops the upstream connection unless it finished."""
+
+    def __init__(self, provider, endpoint, chunks, resp=None, on_close=None):
+        self.provider = provider
+        self.endpoint = endpoint
+        self.finished = False
+        self._chunks = chunks
+        self._resp = resp
+        self._on_close = on_close
+
+    def __iter__(self):
+        yield from self._chunks
+        self.finished = True
+
+    def map(self, fn):
+        """A stream of fn(chunk) over this one, sharing its connection and close()."""
+        outer = ChunkStream(self.provider, self.endpoint, (fn(c) for c in self), on_close=self.close)
+        return outer
+
+    def close(self):
+        """Release the upstream connection: back to the pool if the stream ended, else cut it."""
+        on_close, self._on_close = self._on_close, None
+        if on_close is not None:
+            on_close()
+        resp, self._resp = self._resp, None
+        if resp is None:
+            return
+        if self.finished:
+            try:
+                resp.drain_conn()  # the rest is the chunked terminator; keeps TLS connections warm
+                resp.release_conn()
+                return
+            except (Urllib3Error, OSError):
+                pass
+        resp.close()
+
+
+def read_raw(resp):
+    """Yield bytes as they arrive, without waiting to fill a buffer."""
+    while True:
+        data = resp.read1(READ_SIZE)
+        if not data:
+            return
+        yield data
+
+
+def sse_events(resp):
+    """The `data` of each SSE event of a response body."""
+    decoder = SSEDecoder()
+    for raw in read_raw(resp):
+        for event in decoder.feed(raw):
+            yield event.data
+    for event in decoder.close():
+        yield event.data
+
+
+def ndjson_lines(resp):
+    """Each non-empty line of a newline-delimited JSON body."""
+    buffer = b""
+    for raw in read_raw(resp):
+        buffer += raw
+        *lines, buffer = buffer.split(b"\n")
+        for line in lines:
+            if line.strip():
+                yield line
+    if buffer.strip():
+        yield buffer
+
+
+def incomplete_stream(provider):
+    """The error for an upstream stream whose body ended before the provider's end marker: a cut
+    connection, never a complete answer (it would be cached and billed as one)."""
+    return errors.UpstreamError(
+        f"Upstream stream ended before completion: the connection closed without the provider's "
+        f"end-of-stream marker (deployment: {provider.label})", code="upstream_stream_incomplete")
+
+
+def translated_chunks(provider, endpoint, events, state, timeout):
+    """Run each upstream event through the provider's translator; map I/O errors once, here.
+
+    The stream is complete when the translator returns None (an end marker such as `[DONE]`) or
+    the provider's `stream_ended(state)` says its terminal event was seen; a body that just ends
+    before that raises incomplete_stream()."""
+    try:
+        for data in events:
+            chunks = provider.parse_stream_event(endpoint, data, state)
+            if chunks is None:
+                return
+            yield from chunks
+    except Urllib3Timeout as exc:
+        raise errors.UpstreamTimeoutError(
+            f"Upstream stream stalled for {timeout:g}s (deployment: {provider.label})") from exc
+    except (Urllib3Error, OSError) as exc:
+        raise errors.UpstreamConnectionError(
+            f"Upstream stream broke (deployment: {provider.label}): {type(exc).__name__}") from exc
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+        raise errors.UpstreamError(
+            f"Upstream sent a stream event this gateway cannot read (deployment: {provider.label})") from exc
+    if not provider.stream_ended(state):
+        raise incomplete_stream(provider)
+
+
+def load_json(provider, raw):
+    """An upstream JSON answer body, or a 502 naming the deployment."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise errors.UpstreamError(
+            f"Upstream answered with a body that is not JSON (deployment: {provider.label})") from exc
+    if not isinstance(data, (dict, list)):
+        raise errors.UpstreamError(f"Upstream answered with an unexpected body (deployment: {provider.label})")
+    return data
+
+
+def answer_error(provider, data, raw, headers):
+    """The error an upstream's 2xx answer carries in its body (`{"error": ...}`), as the provider's
+    map_error reads it (message kept), or None. Some OpenAI-compatible servers and proxies answer a
+    failure with HTTP 200: passed on, it would be billed as a success and cached."""
+    if not isinstance(data, dict):
+        return None
+    err = data.get("error")
+    if not err:
+        return None
+    code = err.get("code") if isinstance(err, dict) else None
+    if isinstance(code, str) and code.isdigit():
+        code = int(code)
+    # The body's own HTTP-like code (Google's `code: 429`, OpenRouter's) says what kind of failure it
+    # is; otherwise the 200 maps to a 502 upstream error.
+    status = code if isinstance(code, int) and not isinstance(code, bool) and 400 <= code <= 599 else 200
+    return provider.map_error(status, raw, headers)
+
+
+def json_instead_of_stream(provider, raw, headers):
+    """A stream request answered with one JSON body (`Content-Type: application/json`): the error it
+    carries, or a 502 saying so; None when the body is not JSON after all (then it is read as SSE)."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return answer_error(provider, data, raw, headers) or errors.UpstreamError(
+        f"Upstream answered a stream request with a JSON body, not a stream (deployment: {provider.label})")
+
+
+def _events_of(raw):
+    decoder = SSEDecoder()
+    for event in decoder.feed(raw):
+        yield event.data
+    for event in decoder.close():
+        yield event.data
+
+
+def http_call(provider, ctx, endpoint, body, stream):
+    """The common HTTP flow: one request, a JSON answer or a framed stream."""
+    req = provider.build_request(endpoint, body, stream)
+    resp = ctx.transport.send(provider, req, timeout=ctx.timeout, stream=stream)
+    if stream:
+        if provider.stream_format == "sse" and resp.headers.get("content-type", "").startswith("application/json"):
+            try:
+                raw = resp.read()
+            except (Urllib3Error, OSError) as exc:
+                resp.close()
+                raise errors.UpstreamConnectionError(
+                    f"Upstream stream broke (deployment: {provider.label}): {type(exc).__name__}") from exc
+            failure = json_instead_of_stream(provider, raw, resp.headers)
+            if failure is not None:
+                resp.close()
+                raise failure
+            events = _events_of(raw)
+        else:
+            events = ndjson_lines(resp) if provider.stream_format == "ndjson" else sse_events(resp)
+        state = provider.new_stream_state(endpoint, body)
+        chunks = translated_chunks(provider, endpoint, events, state, ctx.timeout)
+        return ChunkStream(provider, endpoint, chunks, resp)
+    data = load_json(provider, resp.data)
+    if type(data) is dict and data.get("error"):
+        raise answer_error(provider, data, resp.data, resp.headers)
+    try:
+        return provider.parse_response(endpoint, data, body)
+    except (KeyError, TypeError, IndexError, AttributeError, ValueError) as exc:
+        raise errors.UpstreamError(
+            f"Upstream answered in a shape this gateway cannot read (deployment: {provider.label})") from exc
