@@ -29,6 +29,7 @@ from gateway.events import Observers
 from gateway.ledger import Ledger
 from gateway.ledger import _Entry
 from gateway.settings import ConfigError
+from gateway.router import Outcome
 from gateway.settings import from_dict
 from gateway.spend import Meter
 from gateway.spend import SpendTracker
@@ -119,7 +120,7 @@ def _chunks(with_usage):
 
 def _meter(body=None, stream=True):
     d = deployment(input_cost_per_token=0.01, output_cost_per_token=0.1)
-    outcome = SimpleNamespace(group="m", deployment=d)
+    outcome = Outcome(group="m", deployment=d)
     tracker = _Tracker()
     meter = Meter(tracker, "req_1", None, "chat", body or {"messages": [{"role": "user", "content": "hi"}]}, stream)
     return meter, outcome, tracker
