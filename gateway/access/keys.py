@@ -129,10 +129,20 @@ class KeyRules:
     budget_reset_at: datetime | None = None
     key_id: int | None = None  # the key's identity (gateway_keys.id): stays the same across /key/regenerate
 
+    limits_id: str | None = None  # what per-key limits are counted under (limit_identity)
+
     @property
     def identity(self):
-        """What per-key limits are counted under: the key's id, which a regenerate keeps."""
-        return f"id{self.key_id}" if self.key_id is not None else self.hash
+        """What per-key limits are counted under: stays the same across /key/regenerate."""
+        return self.limits_id or self.hash
+
+
+def limit_identity(key_id, created_at):
+    """A key's name in the shared (Redis) state: its id and creation time, so a regenerate keeps its
+    rate windows and slots, and two databases sharing one Redis (or one test process reusing ids
+    across fresh databases) never count into each other's windows."""
+    stamp = int(created_at.timestamp() * 1_000_000) if created_at is not None else 0
+    return f"id{key_id}-{stamp}"
 
 
 def _validated(data):
@@ -194,7 +204,8 @@ def _rules(row):
     return KeyRules(row.key_hash, row.key_alias, models,
                     dict(aliases), _aware(row.expires), row.blocked, row.max_budget, row.spend,
                     row.rpm_limit, row.max_parallel_requests, row.tpm_limit, row.budget_duration,
-                    row.user_id, row.team_id, _aware(row.budget_reset_at), row.id)
+                    row.user_id, row.team_id, _aware(row.budget_reset_at), row.id,
+                    limit_identity(row.id, _aware(row.created_at)))
 
 
 class KeyService:

@@ -246,7 +246,7 @@ def outcome_headers(outcome):
     """
     deployment = outcome.deployment
     overhead_ms = (time.monotonic() - outcome.started - outcome.upstream_seconds) * 1000
-    headers = {"x-litellm-model-group": outcome.group,
+    headers = {"x-litellm-model-group": outcome.served_group,
                "x-litellm-attempted-retries": str(outcome.retries),
                "x-litellm-attempted-fallbacks": str(outcome.fallbacks),
                "x-litellm-overhead-duration-ms": f"{max(0.0, overhead_ms):.2f}"}

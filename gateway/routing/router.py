@@ -42,6 +42,13 @@ class Outcome:
     started: float = field(default_factory=time.monotonic)
     upstream_seconds: float = 0.0
     attempts: list = field(default_factory=list)  # one dict per upstream attempt (gateway/telemetry/events.py)
+    answered: str | None = None  # the group that answered (a fallback's), when it did
+
+    @property
+    def served_group(self):
+        """The group whose deployment answered (else the one asked for): what headers and the spend
+        row name; metrics and traces count a call under the group it asked for (`group`)."""
+        return self.answered or self.group
 
 
 def _number(value, path, minimum=0):
@@ -223,7 +230,7 @@ class Router:
             try:
                 answer = self._call_group(group_name, endpoint, body, stream, retries, timeout, deadline,
                                           outcome, cap_output)
-                outcome.group = group_name  # the group that answered, for headers and the spend row
+                outcome.answered = group_name  # the group that answered, for headers and the spend row
                 return outcome, answer
             except errors.ContextWindowExceededError as exc:
                 last_error = exc

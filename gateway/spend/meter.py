@@ -291,7 +291,7 @@ class Meter:
                 "key_hash": rules.hash if rules else None, "key_alias": rules.alias if rules else None,
                 "user_id": rules.user_id if rules else None, "team_id": rules.team_id if rules else None,
                 "call_type": self.endpoint,
-                "model_group": outcome.group if outcome else (self.requested[:255] if isinstance(
+                "model_group": outcome.served_group if outcome else (self.requested[:255] if isinstance(
                     self.requested, str) else None),
                 "deployment_id": deployment.id if deployment else None,
                 "provider": deployment.provider.name if deployment else None,

@@ -29,6 +29,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
+from datetime import timezone
 from pathlib import Path
 
 import openai
@@ -466,17 +467,19 @@ def limited_cluster(launch):
     return cluster
 
 
-def key_id(cluster, digest):
-    """The key's id in the cluster's database (what per-key limits are counted under)."""
+def limits_name(cluster, digest):
+    """What the key's limits are counted under in the shared state (its id and creation time)."""
     from sqlalchemy import create_engine
     from sqlalchemy import text
     engine = create_engine(cluster.database_url)
     try:
         with engine.connect() as connection:
-            found = connection.execute(text("SELECT id FROM gateway_keys WHERE key_hash = :h"), {"h": digest})
-            return found.scalar_one()
+            found = connection.execute(text("SELECT id, created_at FROM gateway_keys WHERE key_hash = :h"),
+                                       {"h": digest}).one()
     finally:
         engine.dispose()
+    created = found.created_at if found.created_at.tzinfo else found.created_at.replace(tzinfo=timezone.utc)
+    return key_module.limit_identity(found.id, created)
 
 
 def assert_exactly_admitted(answers, n):
@@ -491,7 +494,7 @@ def test_key_tpm_limit_is_exact_across_two_instances(launch, upstream, fake_open
                                                      redis_keys):
     cluster = limited_cluster(launch)
     key, digest = cluster.generate(tpm_limit=3 * tpm_hold() + tpm_hold() // 2)
-    window = f"gateway:key-tpm:id{key_id(cluster, digest)}"  # limits follow the key's id, not its hash
+    window = f"gateway:key-tpm:{limits_name(cluster, digest)}"  # limits follow the key, not its hash
     redis_keys.append(window)
     answers = fire(cluster.urls, key, [chat_body("priced-slow")] * 10)
     assert_exactly_admitted(answers, 3)
@@ -504,7 +507,7 @@ def test_key_max_parallel_requests_is_exact_across_two_instances(launch, upstrea
                                                                 shared_redis, redis_keys):  # noqa: F811
     cluster = limited_cluster(launch)
     key, digest = cluster.generate(max_parallel_requests=2)
-    gauge = f"gateway:key-parallel:id{key_id(cluster, digest)}"
+    gauge = f"gateway:key-parallel:{limits_name(cluster, digest)}"
     redis_keys.append(gauge)
     answers = fire(cluster.urls, key, [chat_body("priced-slow")] * 10)
     assert_exactly_admitted(answers, 2)

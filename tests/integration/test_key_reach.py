@@ -14,6 +14,7 @@ One real gunicorn gateway (2 gevent workers) in front of the fake OpenAI upstrea
 """
 
 import asyncio
+import json
 import time
 
 import openai
@@ -179,13 +180,13 @@ TOOL = {"type": "function", "function": {"name": "lookup", "description": "detai
 
 def test_the_prompt_bound_covers_every_field_the_fake_bills():
     body = {"model": "premium", "messages": HELLO, "max_tokens": 10, "tools": [TOOL]}
-    billed = 2 + len(__import__("json").dumps([TOOL]).split())  # the fake: whitespace words
+    billed = 2 + len(json.dumps([TOOL]).split())  # the fake: whitespace words
     assert spend.prompt_token_bound(body) >= billed > 5_700
 
 
 def test_concurrent_calls_with_a_large_tool_cannot_spend_past_the_budget(gateway, fake_openai):
     body = {"model": "premium", "messages": HELLO, "max_tokens": 10, "tools": [TOOL]}
-    deployment_cost = (2 + len(__import__("json").dumps([TOOL]).split())) * IN_PRICE + 10 * OUT_PRICE
+    deployment_cost = (2 + len(json.dumps([TOOL]).split())) * IN_PRICE + 10 * OUT_PRICE
     budget = 0.05
     assert deployment_cost > budget / 2  # two calls would overshoot: the hold has to see the tool
     key = new_key(gateway, max_budget=budget)

@@ -38,6 +38,7 @@ from tests.unit.access.test_keys import db_url  # noqa: F401
 from tests.unit.access.test_keys import make_db  # noqa: F401
 from tests.unit.access.test_keys import new_db_url  # noqa: F401
 from tests.unit.access.test_keys import service  # noqa: F401
+from gateway.routing.router import Outcome
 
 MASTER = "sk-master-unit-0123456789"
 
@@ -119,7 +120,7 @@ def _chunks(with_usage):
 
 def _meter(body=None, stream=True):
     d = deployment(input_cost_per_token=0.01, output_cost_per_token=0.1)
-    outcome = SimpleNamespace(group="m", deployment=d)
+    outcome = Outcome(group="m", deployment=d)
     tracker = _Tracker()
     meter = Meter(tracker, "req_1", None, "chat", body or {"messages": [{"role": "user", "content": "hi"}]}, stream)
     return meter, outcome, tracker
