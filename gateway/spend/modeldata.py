@@ -41,6 +41,7 @@ _NOT_PROMPT = frozenset({"model", "user", "metadata", "cache", "fallbacks", "con
                          "presence_penalty", "frequency_penalty", "logprobs", "top_logprobs", "echo",
                          "encoding_format", "dimensions", "parallel_tool_calls", "service_tier", "store",
                          "reasoning_effort"})
+_FRAMING = frozenset({"role", "type"})  # message roles and part types: framing tokens, not text
 _IMAGE_PARTS = frozenset({"image_url", "image", "input_image"})
 _FILE_PARTS = frozenset({"file", "document", "input_file"})
 IMAGE_TOKEN_ESTIMATE = 765  # a 1024x1024 image in high detail on gpt-4o
@@ -126,7 +127,10 @@ def _walk(size, value, depth):
             return
         for key, item in value.items():
             _add_key(size, key)
-            _walk(size, item, depth + 1)
+            if key in _FRAMING and isinstance(item, str):
+                _add_key(size, item)  # a role or part type: framing, in the bound but not the estimate
+            else:
+                _walk(size, item, depth + 1)
     elif isinstance(value, list):
         if depth >= _MAX_DEPTH:
             size.bytes += IMAGE_TOKEN_BOUND
