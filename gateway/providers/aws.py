@@ -5,7 +5,6 @@ boto3/botocore are imported inside functions only: a gateway with no AWS deploym
 """
 
 import logging
-import os
 import re
 import threading
 
@@ -13,6 +12,7 @@ import orjson
 
 from gateway import errors
 from gateway.config.settings import ConfigError
+from gateway.providers.base import env_value
 from gateway.wire.transport import split_credentials
 
 log = logging.getLogger("gateway.providers.aws")
@@ -73,27 +73,27 @@ class AwsSettings:
         self.secret_key = params.get("aws_secret_access_key")
         self.session_token = params.get("aws_session_token")
         if not (self.access_key or self.secret_key):  # the env's key pair (and token) belong together
-            self.access_key = os.environ.get("AWS_ACCESS_KEY_ID")
-            self.secret_key = os.environ.get("AWS_SECRET_ACCESS_KEY")
-            self.session_token = self.session_token or os.environ.get("AWS_SESSION_TOKEN")
+            self.access_key = env_value("AWS_ACCESS_KEY_ID")
+            self.secret_key = env_value("AWS_SECRET_ACCESS_KEY")
+            self.session_token = self.session_token or env_value("AWS_SESSION_TOKEN")
         # Bedrock API keys: LiteLLM's `api_key`, else AWS_BEARER_TOKEN_BEDROCK when no key pair is set.
         self.bearer_token = params.get("api_key") if bearer_env else None
         if bearer_env and not self.bearer_token and not self.access_key:
-            self.bearer_token = os.environ.get(bearer_env) or None
+            self.bearer_token = env_value(bearer_env) or None
         if bool(self.access_key) != bool(self.secret_key):
             missing = "aws_secret_access_key" if self.access_key else "aws_access_key_id"
             raise ConfigError(f"{where}.{missing}: required when the other half of the AWS key pair is set "
                               "(litellm_params or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)")
-        self.profile = params.get("aws_profile_name") or os.environ.get("AWS_PROFILE_NAME")
+        self.profile = params.get("aws_profile_name") or env_value("AWS_PROFILE_NAME")
         arn_region = _ARN_REGION.match(model_hint or "")
         self.region = (params.get("aws_region_name") or (arn_region and arn_region.group(1))
-                       or os.environ.get("AWS_REGION_NAME") or os.environ.get("AWS_REGION")
-                       or os.environ.get("AWS_DEFAULT_REGION"))
+                       or env_value("AWS_REGION_NAME") or env_value("AWS_REGION")
+                       or env_value("AWS_DEFAULT_REGION"))
         if self.region is not None and not _REGION.match(str(self.region)):
             raise ConfigError(f"{where}.aws_region_name: {self.region!r} is not an AWS region name")
         self.endpoint_url = next((params[k] for k in endpoint_keys if params.get(k)), None)
         if not self.endpoint_url and endpoint_env:
-            self.endpoint_url = os.environ.get(endpoint_env) or None
+            self.endpoint_url = env_value(endpoint_env) or None
         self.endpoint_url = self.endpoint_url.rstrip("/") if self.endpoint_url else None
         if split_credentials(self.endpoint_url)[1] is not None:
             # AWS signs every request (SigV4) in the Authorization header: Basic credentials in the

@@ -1,5 +1,6 @@
 """The provider shape: pure request building and answer parsing around one deployment."""
 
+import os
 import re
 from dataclasses import dataclass
 
@@ -52,6 +53,22 @@ class UpstreamRequest:
     body: bytes | None = None
 
 
+def env_value(name):
+    """One environment variable as it is set: '' when set empty, None when unset (the AWS chain and
+    Azure's token tell the two apart)."""
+    return os.environ.get(name)
+
+
+def env_first(names):
+    """The value of the first of these environment variables (a name or a sequence) that is set and
+    not empty, or None."""
+    for name in (names,) if isinstance(names, str) else (names or ()):
+        value = os.environ.get(name)
+        if value:
+            return value
+    return None
+
+
 class Provider:
     """One configured deployment of one provider: translation halves plus its capabilities.
 
@@ -74,6 +91,8 @@ class Provider:
     native_usage_chunk = False  # the upstream itself sends OpenAI's include_usage chunk
     native_encoding = False     # the upstream itself honours embeddings' encoding_format
     local = False              # answers in-process (demo)
+    key_env = None             # env var(s) holding the provider's key, first set one wins (env_key)
+    base_env = None            # env var naming the provider's api_base
     basic_auth = None          # `Basic ...` from a `user:password@` api_base; the transport sends it
     upstream_base = None       # the api_base as configured, without its `user:password@` part
     _shown_base = None
@@ -121,6 +140,14 @@ class Provider:
         if endpoint == "embeddings":
             return self.embeddings and not stream
         return not stream or self.streaming
+
+    def env_key(self, key, own_upstream=True, names=None):
+        """The deployment's key: `key` (its litellm_params.api_key) when given, else the first set env
+        var of `names` (default: the class's `key_env`) -- only when the call goes to the provider's
+        own upstream (`own_upstream`), so an env key never leaks to a server one deployment names."""
+        if key is None and own_upstream:
+            return env_first(self.key_env if names is None else names)
+        return key
 
     def prepare_body(self, endpoint, body):
         """Apply deployment defaults, drop gateway controls and set the upstream model name."""

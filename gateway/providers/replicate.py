@@ -13,7 +13,6 @@ poisoned answer cannot make the gateway send its token elsewhere.
 """
 
 import logging
-import os
 import time
 from urllib.parse import quote
 from urllib.parse import urlsplit
@@ -26,6 +25,7 @@ from gateway.providers import shapes
 from gateway.providers.base import Provider
 from gateway.providers.base import UpstreamRequest
 from gateway.providers.base import dumps
+from gateway.providers.base import env_first
 from gateway.providers.prompts import prompt_builder
 from gateway.config.settings import ConfigError
 from gateway.wire.sse import SSEDecoder
@@ -68,11 +68,10 @@ class ReplicateProvider(Provider):
     def __init__(self, config, upstream_model):
         params = config.params
         custom_base = _normalize(params.get("api_base") or params.get("base_url"))
-        env_base = _normalize(os.environ.get(self.base_env))
-        key = params.get("api_key")
+        env_base = _normalize(env_first(self.base_env))
         # The env token goes only to Replicate itself or to the base set beside it in the environment.
-        if key is None and (not custom_base or custom_base in (DEFAULT_API_BASE, env_base)):
-            key = next((os.environ[n] for n in self.key_env if os.environ.get(n)), None)
+        own = not custom_base or custom_base in (DEFAULT_API_BASE, env_base)
+        key = self.env_key(params.get("api_key"), own_upstream=own)
         if not key:
             raise ConfigError(f"model_list[{config.index}].litellm_params.api_key: required for replicate "
                               "(or set REPLICATE_API_KEY / REPLICATE_API_TOKEN)")

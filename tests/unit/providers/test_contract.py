@@ -1,0 +1,100 @@
+"""The provider contract (#12): keys from env vars in one helper (checked with `ast`)."""
+
+import ast
+from pathlib import Path
+
+import orjson
+
+from gateway import providers
+from gateway.config.settings import DeploymentConfig
+from gateway.providers.base import env_first
+
+PROVIDERS_DIR = Path(providers.__file__).parent
+GATEWAY_DIR = PROVIDERS_DIR.parent
+CHAT = {"messages": [{"role": "user", "content": "hi"}]}
+
+# Modules whose errors are socket/HTTP errors: handled in gateway/wire/ only.
+IO_MODULES = ("urllib3", "socket", "ssl", "http.client", "requests", "botocore.exceptions")
+IO_NAMES = {"OSError", "IOError", "ConnectionError", "TimeoutError", "EnvironmentError"}
+
+
+def make(model, **params):
+    """The provider for one deployment, built through the registry as the router does."""
+    return providers.build(DeploymentConfig(model_name="g", params={"model": model, **params},
+                                            model_info={}, index=0))
+
+
+def provider_modules():
+    return sorted(PROVIDERS_DIR.glob("*.py"))
+
+
+def parsed(path):
+    return ast.parse(path.read_text(), filename=str(path))
+
+
+def io_imports(tree):
+    """Every import of a socket/HTTP error-raising module (at any depth: lazy imports count)."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        found += [n for n in names if any(n == m or n.startswith(m + ".") for m in IO_MODULES)]
+    return found
+
+
+def io_handlers(tree):
+    """Every `except` clause naming a builtin socket-level error."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ExceptHandler) and node.type is not None:
+            kinds = node.type.elts if isinstance(node.type, ast.Tuple) else [node.type]
+            found += [k.id for k in kinds if isinstance(k, ast.Name) and k.id in IO_NAMES]
+    return found
+
+
+class Sent:
+    """A transport that records what it was given and answers one OpenAI chat completion."""
+
+    def __init__(self):
+        self.requests = []
+
+    def send(self, provider, req, *, timeout, stream=False):
+        self.requests.append(req)
+        answer = {"id": "c", "object": "chat.completion", "created": 1, "model": "m", "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+        return type("Resp", (), {"data": orjson.dumps(answer), "status": 200, "headers": {}})()
+
+
+# --- keys from env vars: one helper ---------------------------------------------------------------
+
+def test_env_first_takes_the_first_set_non_empty_variable(monkeypatch):
+    monkeypatch.setenv("GW_TEST_A", "")
+    monkeypatch.setenv("GW_TEST_B", "b-value")
+    monkeypatch.delenv("GW_TEST_C", raising=False)
+    assert env_first(("GW_TEST_C", "GW_TEST_A", "GW_TEST_B")) == "b-value"
+    assert env_first("GW_TEST_B") == "b-value"
+    assert env_first("GW_TEST_A") is None and env_first(None) is None and env_first(()) is None
+
+
+def test_env_key_reads_the_environment_only_without_a_key_and_for_the_own_upstream(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-env")
+    provider = make("openai/m", api_key="k")
+    assert provider.env_key("sk-param") == "sk-param"
+    assert provider.env_key(None) == "sk-env"
+    assert provider.env_key(None, own_upstream=False) is None
+    assert provider.env_key(None, names=("NO_SUCH_VAR_GW", "OPENAI_API_KEY")) == "sk-env"
+
+
+def test_only_the_base_module_reads_the_environment():
+    readers = []
+    for path in provider_modules():
+        for node in ast.walk(parsed(path)):
+            if (isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv")
+                    and isinstance(node.value, ast.Name) and node.value.id == "os"):
+                readers.append(f"{path.name}:{node.lineno}")
+    assert {r.split(":")[0] for r in readers} <= {"base.py"}, readers
