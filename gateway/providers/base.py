@@ -1,4 +1,13 @@
-"""The provider shape: pure request building and answer parsing around one deployment."""
+"""The provider shape: pure request building and answer parsing around one deployment.
+
+The contract: the shared flow (`Provider.execute`, then wire.upstream.http_call) prepares the body
+once (`prepare_body`), hands that prepared body to `build_request`, sends the request, and reads
+the answer with `parse_response` / `parse_stream_event`, or an error answer with `map_error`. A
+provider whose call is more than one request-answer exchange implements a named I/O hook instead
+of its own `execute`: `poll` (a job API: create, then poll or stream; Replicate) or `invoke` (an
+SDK does the I/O: boto3 for Bedrock and SageMaker). Hooks reach the network only through the wire
+handle they are given, so every socket/HTTP error is mapped in wire/. Keys from env vars: `env_key`.
+"""
 
 import os
 import re
@@ -10,6 +19,8 @@ from gateway import errors
 from gateway.providers import shapes
 from gateway.wire.transport import display_url
 from gateway.wire.transport import split_credentials
+from gateway.wire.upstream import HttpIO
+from gateway.wire.upstream import http_call
 
 ENDPOINTS = ("chat", "completions", "embeddings")
 
@@ -73,8 +84,9 @@ class Provider:
     """One configured deployment of one provider: translation halves plus its capabilities.
 
     Subclasses set the capability attributes (they feed capability checks, drop_params and the
-    README's provider table) and either the pure halves used by the common HTTP flow
-    (`build_request`, `parse_response`, `parse_stream_event`, `map_error`) or their own `execute`.
+    README's provider table), the pure halves used by the shared flow (`build_request`,
+    `parse_response`, `parse_stream_event`, `map_error`) and, for custom I/O, one named hook
+    (`poll` or `invoke`, see the module docstring).
     """
 
     name = "base"
@@ -93,6 +105,13 @@ class Provider:
     local = False              # answers in-process (demo)
     key_env = None             # env var(s) holding the provider's key, first set one wins (env_key)
     base_env = None            # env var naming the provider's api_base
+    # Named I/O hooks, called by the shared flow (None: the plain request-answer exchange).
+    # poll(io, endpoint, body, req, stream): send the create request `req` and follow the job
+    #     through `io` (wire.upstream.HttpIO); returns the answer or a ChunkStream.
+    # invoke(io, endpoint, body, stream): run the call through an SDK via `io` (wire.sdk.SdkIO); an
+    #     SDK's error answer goes to the provider's `map_sdk_error(exc)`.
+    poll = None
+    invoke = None
     basic_auth = None          # `Basic ...` from a `user:password@` api_base; the transport sends it
     upstream_base = None       # the api_base as configured, without its `user:password@` part
     _shown_base = None
@@ -160,9 +179,17 @@ class Provider:
         return out
 
     def execute(self, ctx, endpoint, body, stream):
-        """Run the call: an OpenAI-shaped dict, or a ChunkStream of OpenAI chunks."""
-        from gateway.wire.upstream import http_call
-        return http_call(self, ctx, endpoint, self.prepare_body(endpoint, body), stream)
+        """Run the call, the shared flow: the body prepared once and the request built from it here,
+        then one exchange in wire/ (wire.upstream.http_call) or this provider's named I/O hook; an
+        OpenAI-shaped dict, or a ChunkStream of OpenAI chunks."""
+        body = self.prepare_body(endpoint, body)
+        if self.invoke is not None:
+            from gateway.wire.sdk import SdkIO  # only AWS deployments get here
+            return self.invoke(SdkIO(self, ctx), endpoint, body, stream)
+        req = self.build_request(endpoint, body, stream)
+        if self.poll is not None:
+            return self.poll(HttpIO(self, ctx), endpoint, body, req, stream)
+        return http_call(self, ctx, endpoint, body, stream, req)
 
     def new_stream_state(self, endpoint, body):
         """Per-stream translator state."""
@@ -177,7 +204,7 @@ class Provider:
         return state.get("ended", False)
 
     def build_request(self, endpoint, body, stream):
-        """Translate an OpenAI-shaped body into the upstream request (pure)."""
+        """Translate the prepared body (prepare_body's) into the upstream request (pure)."""
         raise NotImplementedError
 
     def parse_response(self, endpoint, data, body):

@@ -5,7 +5,6 @@ import re
 import orjson
 
 from gateway import errors
-
 from gateway.providers.base import Provider
 from gateway.providers.base import UpstreamRequest
 from gateway.providers.base import dumps

@@ -1,12 +1,15 @@
-"""The provider contract (#12): keys from env vars in one helper (checked with `ast`)."""
+"""The provider contract (#12): keys from env vars in one helper, custom I/O only through named
+hooks, and no socket/HTTP error handled below wire/ (checked with `ast`)."""
 
 import ast
 from pathlib import Path
 
 import orjson
+import pytest
 
 from gateway import providers
 from gateway.config.settings import DeploymentConfig
+from gateway.providers.base import Provider
 from gateway.providers.base import env_first
 
 PROVIDERS_DIR = Path(providers.__file__).parent
@@ -98,3 +101,45 @@ def test_only_the_base_module_reads_the_environment():
                     and isinstance(node.value, ast.Name) and node.value.id == "os"):
                 readers.append(f"{path.name}:{node.lineno}")
     assert {r.split(":")[0] for r in readers} <= {"base.py"}, readers
+
+
+# --- custom I/O only through named hooks -----------------------------------------------------------
+
+def test_no_provider_runs_its_own_io_outside_the_named_hooks():
+    # execute() is the shared flow; only providers that never touch the network replace it.
+    overriding = {cls.__name__ for cls in providers.CLASSES if "execute" in vars(cls)}
+    assert overriding <= {"DemoProvider", "PalmProvider"}
+    assert all(cls.local or cls.__name__ == "PalmProvider" for cls in providers.CLASSES if "execute" in vars(cls))
+    hooked = {cls.__name__: [h for h in ("poll", "invoke") if getattr(cls, h) is not None]
+              for cls in providers.CLASSES}
+    assert hooked["ReplicateProvider"] == ["poll"]
+    assert hooked["BedrockProvider"] == hooked["SageMakerProvider"] == ["invoke"]
+    assert Provider.poll is None and Provider.invoke is None
+    # ... and they reach the network only through the wire handle they are given.
+    for path in provider_modules():
+        touches = [node.lineno for node in ast.walk(parsed(path))
+                   if isinstance(node, ast.Attribute) and node.attr == "transport"]
+        assert not touches, f"{path.name} uses a transport directly (lines {touches})"
+
+
+# --- one I/O error boundary: wire/ --------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", provider_modules(), ids=lambda p: p.name)
+def test_no_provider_module_handles_socket_or_http_errors(path):
+    tree = parsed(path)
+    assert not io_imports(tree), f"{path.name} imports {io_imports(tree)}: map I/O errors in gateway/wire/"
+    assert not io_handlers(tree), f"{path.name} catches {io_handlers(tree)}: map I/O errors in gateway/wire/"
+
+
+def test_callback_sinks_send_through_wire():
+    tree = parsed(GATEWAY_DIR / "telemetry" / "sinks.py")
+    assert not io_imports(tree), "the callback sinks must send through gateway.wire.transport"
+
+
+def test_the_checks_see_what_they_look_for():
+    tree = ast.parse("import socket\nfrom urllib3.exceptions import HTTPError\n"
+                     "def f():\n    from botocore import exceptions\n    try:\n        pass\n"
+                     "    except (OSError, ValueError):\n        pass\n")
+    assert io_imports(tree) == ["socket", "urllib3.exceptions", "urllib3.exceptions.HTTPError",
+                                "botocore.exceptions"]
+    assert io_handlers(tree) == ["OSError"]
