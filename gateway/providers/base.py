@@ -64,6 +64,13 @@ class UpstreamRequest:
     body: bytes | None = None
 
 
+class PreparedBody(dict):
+    """A body after `prepare_body` (deployment defaults in, gateway controls out, the upstream model
+    name set): `build_request` takes it as it is, instead of preparing a second copy."""
+
+    __slots__ = ()
+
+
 def env_value(name):
     """One environment variable as it is set: '' when set empty, None when unset (the AWS chain and
     Azure's token tell the two apart)."""
@@ -171,7 +178,7 @@ class Provider:
     def prepare_body(self, endpoint, body):
         """Apply deployment defaults, drop gateway controls and set the upstream model name."""
         defaults = self.embedding_defaults if endpoint == "embeddings" else self.defaults
-        out = dict(defaults)
+        out = PreparedBody(defaults)
         for key, value in body.items():
             if key not in CONTROL_KEYS:
                 out[key] = value

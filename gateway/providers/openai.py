@@ -5,6 +5,7 @@ import re
 import orjson
 
 from gateway import errors
+from gateway.providers.base import PreparedBody
 from gateway.providers.base import Provider
 from gateway.providers.base import UpstreamRequest
 from gateway.providers.base import dumps
@@ -64,9 +65,11 @@ class OpenAIProvider(Provider):
         return {endpoint: self.upstream_base + path for endpoint, path in PATHS.items()}
 
     def build_request(self, endpoint, body, stream):
-        """Same body, our model name and defaults; the URL is fixed at start-up."""
-        return UpstreamRequest("POST", self.urls[endpoint], self.headers,
-                               dumps(self.prepare_body(endpoint, body)))
+        """The prepared body as it is (our model name and defaults); the URL is fixed at start-up. A
+        body that was not prepared (a direct caller's) is prepared here first."""
+        if type(body) is not PreparedBody:
+            body = self.prepare_body(endpoint, body)
+        return UpstreamRequest("POST", self.urls[endpoint], self.headers, dumps(body))
 
     def parse_response(self, endpoint, data, body):
         """OpenAI answers are already in shape."""

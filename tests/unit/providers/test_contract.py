@@ -1,5 +1,5 @@
-"""The provider contract (#12): keys from env vars in one helper, custom I/O only through named
-hooks, and no socket/HTTP error handled below wire/ (checked with `ast`)."""
+"""The provider contract (#12): one prepared body per call, keys from env vars in one helper, custom
+I/O only through named hooks, and no socket/HTTP error handled below wire/ (checked with `ast`)."""
 
 import ast
 from pathlib import Path
@@ -11,6 +11,7 @@ from gateway import providers
 from gateway.config.settings import DeploymentConfig
 from gateway.providers.base import Provider
 from gateway.providers.base import env_first
+from gateway.wire.upstream import CallContext
 
 PROVIDERS_DIR = Path(providers.__file__).parent
 GATEWAY_DIR = PROVIDERS_DIR.parent
@@ -71,6 +72,43 @@ class Sent:
             {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
         return type("Resp", (), {"data": orjson.dumps(answer), "status": 200, "headers": {}})()
+
+
+# --- one prepared body per call (defect 3 of #12) ---------------------------------------------------
+
+@pytest.mark.parametrize("model, params", [
+    ("openai/gpt-4o-mini", {"api_key": "k", "temperature": 0.2}),
+    ("azure/dep", {"api_key": "k", "api_base": "https://res.openai.azure.com"}),
+    ("anthropic/claude-3-haiku", {"api_key": "k"}),
+    ("ollama_chat/llama3", {}),
+])
+def test_one_call_prepares_its_body_once_and_builds_from_that_copy(monkeypatch, model, params):
+    provider = make(model, **params)
+    prepared, built = [], []
+    prepare, build = provider.prepare_body, provider.build_request
+
+    def counting_prepare(endpoint, body):
+        prepared.append(prepare(endpoint, body))
+        return prepared[-1]
+
+    def recording_build(endpoint, body, stream):
+        built.append(body)
+        return build(endpoint, body, stream)
+
+    monkeypatch.setattr(provider, "prepare_body", counting_prepare)
+    monkeypatch.setattr(provider, "build_request", recording_build)
+    try:
+        provider.execute(CallContext(Sent(), 5.0), "chat", {**CHAT, "caching": True}, False)
+    except Exception:  # noqa: BLE001  (a non-OpenAI parser may refuse the canned answer: not the point)
+        pass
+    assert len(prepared) == 1, "the body was prepared (copied) more than once"
+    assert len(built) == 1 and built[0] is prepared[0]
+
+
+def test_build_request_takes_the_prepared_body_as_it_is():
+    provider = make("openai/gpt-4o-mini", api_key="k", temperature=0.2)
+    body = provider.prepare_body("chat", CHAT)
+    assert orjson.loads(provider.build_request("chat", body, False).body) == body
 
 
 # --- keys from env vars: one helper ---------------------------------------------------------------
