@@ -17,6 +17,7 @@ import orjson
 
 from gateway import errors
 from gateway.providers import shapes
+from gateway.wire.sdk import SdkIO
 from gateway.wire.transport import display_url
 from gateway.wire.transport import split_credentials
 from gateway.wire.upstream import HttpIO
@@ -191,7 +192,6 @@ class Provider:
         OpenAI-shaped dict, or a ChunkStream of OpenAI chunks."""
         body = self.prepare_body(endpoint, body)
         if self.invoke is not None:
-            from gateway.wire.sdk import SdkIO  # only AWS deployments get here
             return self.invoke(SdkIO(self, ctx), endpoint, body, stream)
         req = self.build_request(endpoint, body, stream)
         if self.poll is not None:

@@ -12,6 +12,7 @@ import orjson
 
 from gateway import errors
 from gateway.wire.transport import CONNECT_TIMEOUT
+from gateway.wire.upstream import ChunkStream
 
 # What an upstream's data that the translator cannot read raises (mapped to a 502 mid-stream).
 _UNREADABLE = (orjson.JSONDecodeError, KeyError, TypeError, IndexError, AttributeError, ValueError)
@@ -98,8 +99,6 @@ class SdkIO:
     def stream(self, endpoint, events, translate, finish):
         """A ChunkStream over an SDK EventStream: translate(event) per event, finish() at its end; the
         connection goes back to the pool when the stream finished."""
-        from gateway.wire.upstream import ChunkStream
-
         chunks = translated(self.provider, events, translate, finish, self.timeout)
         raw = getattr(events, "_raw_stream", None)
         if raw is not None and hasattr(raw, "release_conn"):
