@@ -7,7 +7,6 @@ retired Jurassic, the translation stays for configs that still name it). Key fro
 https://api.ai21.com/studio/v1 (a bare host gets `/studio/v1` appended).
 """
 
-import os
 import re
 from urllib.parse import quote
 
@@ -18,6 +17,7 @@ from gateway.providers import shapes
 from gateway.providers.base import Provider
 from gateway.providers.base import UpstreamRequest
 from gateway.providers.base import dumps
+from gateway.providers.base import env_first
 from gateway.providers.prompts import prompt_builder
 from gateway.config.settings import ConfigError
 
@@ -60,11 +60,10 @@ class AI21Provider(Provider):
     def __init__(self, config, upstream_model):
         params = config.params
         custom_base = params.get("api_base") or params.get("base_url")
-        env_base = os.environ.get(BASE_ENV)
-        key = params.get("api_key")
+        env_base = env_first(BASE_ENV)
         # AI21_API_KEY goes only to AI21 itself or the base named by AI21_API_BASE, never elsewhere.
-        if key is None and (not custom_base or custom_base.rstrip("/") in (DEFAULT_BASE, (env_base or "").rstrip("/"))):
-            key = os.environ.get(KEY_ENV)
+        own = not custom_base or custom_base.rstrip("/") in (DEFAULT_BASE, (env_base or "").rstrip("/"))
+        key = self.env_key(params.get("api_key"), own_upstream=own)
         if not key:
             raise ConfigError(f"model_list[{config.index}].litellm_params.api_key: required for ai21 "
                               f"(or set {KEY_ENV})")

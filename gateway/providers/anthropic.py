@@ -5,7 +5,6 @@ Model strings: `anthropic/<model>` and bare `claude-*` names (as LiteLLM resolve
 `api_base` or ANTHROPIC_API_BASE / ANTHROPIC_BASE_URL, default https://api.anthropic.com.
 """
 
-import os
 import re
 
 import orjson
@@ -15,6 +14,7 @@ from gateway.providers import shapes
 from gateway.providers.base import Provider
 from gateway.providers.base import UpstreamRequest
 from gateway.providers.base import dumps
+from gateway.providers.base import env_first
 from gateway.config.settings import ConfigError
 
 DEFAULT_API_BASE = "https://api.anthropic.com"
@@ -58,14 +58,15 @@ class AnthropicProvider(Provider):
     def __init__(self, config, upstream_model):
         params = config.params
         custom_base = params.get("api_base") or params.get("base_url")
-        env_base = os.environ.get("ANTHROPIC_API_BASE") or os.environ.get("ANTHROPIC_BASE_URL")
+        env_base = env_first(("ANTHROPIC_API_BASE", "ANTHROPIC_BASE_URL"))
         api_base = (custom_base or env_base or DEFAULT_API_BASE).rstrip("/")
         key, token = params.get("api_key"), None
         # Environment credentials go only to Anthropic itself or the base set beside them in the
         # environment, never to a server one deployment names (same rule as OPENAI_API_KEY).
-        if key is None and (not custom_base or api_base in (DEFAULT_API_BASE, (env_base or "").rstrip("/"))):
-            key = os.environ.get(self.key_env[0])
-            token = None if key else os.environ.get(self.key_env[1])
+        own = not custom_base or api_base in (DEFAULT_API_BASE, (env_base or "").rstrip("/"))
+        if key is None and own:
+            key = self.env_key(None, names=self.key_env[0])
+            token = None if key else self.env_key(None, names=self.key_env[1])
         if not key and not token and api_base == DEFAULT_API_BASE:
             raise ConfigError(f"model_list[{config.index}].litellm_params.api_key: required for anthropic "
                               "(or set ANTHROPIC_API_KEY)")

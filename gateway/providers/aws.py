@@ -1,11 +1,11 @@
-"""AWS plumbing shared by Bedrock and SageMaker: settings, boto3 clients, errors, event streams.
+"""AWS plumbing shared by Bedrock and SageMaker: settings, boto3 clients, error answers.
 
-boto3/botocore are imported inside functions only: a gateway with no AWS deployment never loads them
-(they cost ~17 MB per worker).
+The calls themselves run through the providers' `invoke` hook and wire.sdk, where botocore's and
+urllib3's I/O errors are mapped. boto3/botocore are imported inside functions only: a gateway with
+no AWS deployment never loads them (they cost ~17 MB per worker).
 """
 
 import logging
-import os
 import re
 import threading
 
@@ -13,11 +13,14 @@ import orjson
 
 from gateway import errors
 from gateway.config.settings import ConfigError
+from gateway.providers.base import env_value
+from gateway.wire.sdk import map_exception  # noqa: F401  (the AWS path's error mapping, in wire/)
+from gateway.wire.sdk import translated  # noqa: F401  (its stream translation, in wire/)
+from gateway.wire.transport import CONNECT_TIMEOUT
 from gateway.wire.transport import split_credentials
 
 log = logging.getLogger("gateway.providers.aws")
 
-CONNECT_TIMEOUT = 10.0
 # gevent serves up to 1000 connections per worker; botocore's default pool of 10 would make most
 # calls open a fresh TLS connection.
 POOL_SIZE = 256
@@ -73,27 +76,27 @@ class AwsSettings:
         self.secret_key = params.get("aws_secret_access_key")
         self.session_token = params.get("aws_session_token")
         if not (self.access_key or self.secret_key):  # the env's key pair (and token) belong together
-            self.access_key = os.environ.get("AWS_ACCESS_KEY_ID")
-            self.secret_key = os.environ.get("AWS_SECRET_ACCESS_KEY")
-            self.session_token = self.session_token or os.environ.get("AWS_SESSION_TOKEN")
+            self.access_key = env_value("AWS_ACCESS_KEY_ID")
+            self.secret_key = env_value("AWS_SECRET_ACCESS_KEY")
+            self.session_token = self.session_token or env_value("AWS_SESSION_TOKEN")
         # Bedrock API keys: LiteLLM's `api_key`, else AWS_BEARER_TOKEN_BEDROCK when no key pair is set.
         self.bearer_token = params.get("api_key") if bearer_env else None
         if bearer_env and not self.bearer_token and not self.access_key:
-            self.bearer_token = os.environ.get(bearer_env) or None
+            self.bearer_token = env_value(bearer_env) or None
         if bool(self.access_key) != bool(self.secret_key):
             missing = "aws_secret_access_key" if self.access_key else "aws_access_key_id"
             raise ConfigError(f"{where}.{missing}: required when the other half of the AWS key pair is set "
                               "(litellm_params or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)")
-        self.profile = params.get("aws_profile_name") or os.environ.get("AWS_PROFILE_NAME")
+        self.profile = params.get("aws_profile_name") or env_value("AWS_PROFILE_NAME")
         arn_region = _ARN_REGION.match(model_hint or "")
         self.region = (params.get("aws_region_name") or (arn_region and arn_region.group(1))
-                       or os.environ.get("AWS_REGION_NAME") or os.environ.get("AWS_REGION")
-                       or os.environ.get("AWS_DEFAULT_REGION"))
+                       or env_value("AWS_REGION_NAME") or env_value("AWS_REGION")
+                       or env_value("AWS_DEFAULT_REGION"))
         if self.region is not None and not _REGION.match(str(self.region)):
             raise ConfigError(f"{where}.aws_region_name: {self.region!r} is not an AWS region name")
         self.endpoint_url = next((params[k] for k in endpoint_keys if params.get(k)), None)
         if not self.endpoint_url and endpoint_env:
-            self.endpoint_url = os.environ.get(endpoint_env) or None
+            self.endpoint_url = env_value(endpoint_env) or None
         self.endpoint_url = self.endpoint_url.rstrip("/") if self.endpoint_url else None
         if split_credentials(self.endpoint_url)[1] is not None:
             # AWS signs every request (SigV4) in the Authorization header: Basic credentials in the
@@ -195,7 +198,8 @@ def error_from_http(provider, status, raw, headers):
 
 
 def error_from_client_error(provider, exc):
-    """Map botocore's ClientError (and EventStreamError, raised mid-stream) to the gateway tree."""
+    """Map botocore's ClientError (and EventStreamError, raised mid-stream) to the gateway tree: the
+    AWS providers' `map_sdk_error` (pure: it reads the error's `response`)."""
     response = getattr(exc, "response", None) or {}
     error = response.get("Error") or {}
     meta = response.get("ResponseMetadata") or {}
@@ -206,87 +210,6 @@ def error_from_client_error(provider, exc):
         code = code[:1].upper() + code[1:]  # modelStreamErrorException -> ModelStreamErrorException
     return error_from_aws(provider, status, code, error.get("Message"), meta.get("HTTPHeaders"),
                           meta.get("RequestId"), response.get("OriginalStatusCode"))
-
-
-def map_exception(provider, exc, timeout):
-    """The GatewayError for anything a boto3 call or stream raises; None when it is not an AWS/IO error."""
-    from botocore import exceptions as bx
-    from urllib3 import exceptions as ux
-
-    if isinstance(exc, errors.GatewayError):
-        return exc
-    if isinstance(exc, bx.ClientError):
-        return error_from_client_error(provider, exc)
-    if isinstance(exc, bx.ParamValidationError):
-        return errors.BadRequestError(provider.scrub(f"Request rejected before sending to {provider.name}: "
-                                                     f"{exc}"), param="messages")
-    if isinstance(exc, (bx.NoCredentialsError, bx.PartialCredentialsError)):
-        return errors.ServiceUnavailableError(
-            f"No AWS credentials are available for deployment {provider.label}: set aws_access_key_id/"
-            "aws_secret_access_key (or AWS_* env vars, or aws_profile_name).", code="upstream_credentials")
-    if isinstance(exc, (bx.ConnectTimeoutError,)):
-        return errors.UpstreamTimeoutError(
-            f"Upstream did not accept a connection within {min(CONNECT_TIMEOUT, timeout):g}s "
-            f"(deployment: {provider.label})")
-    if isinstance(exc, (bx.ReadTimeoutError, ux.ReadTimeoutError)):
-        return errors.UpstreamTimeoutError(f"Upstream timed out after {timeout:g}s (deployment: {provider.label})")
-    if isinstance(exc, (bx.EndpointConnectionError, bx.ConnectionClosedError, bx.HTTPClientError,
-                        ux.HTTPError, OSError)):
-        return errors.UpstreamConnectionError(
-            f"Could not reach upstream (deployment: {provider.label}): {type(exc).__name__}")
-    if isinstance(exc, bx.BotoCoreError):
-        return errors.UpstreamError(provider.scrub(f"AWS client error (deployment: {provider.label}): "
-                                                   f"{type(exc).__name__}"))
-    return None
-
-
-def _raise_mapped(provider, exc, timeout, unreadable=False):
-    """Re-raise `exc` as its GatewayError (unreadable upstream data too, when asked); else as it is."""
-    mapped = map_exception(provider, exc, timeout)
-    if mapped is None and unreadable and isinstance(exc, (orjson.JSONDecodeError, KeyError, TypeError,
-                                                          IndexError, AttributeError, ValueError)):
-        mapped = errors.UpstreamError(
-            f"Upstream sent a stream event this gateway cannot read (deployment: {provider.label})")
-    if mapped is None or mapped is exc:
-        raise exc
-    raise mapped from exc
-
-
-def call(provider, timeout, method, **kwargs):
-    """Run one boto3 client method; every AWS or I/O failure becomes the matching GatewayError."""
-    fn = getattr(provider.aws.client(timeout), method)
-    try:
-        return fn(**kwargs)
-    except Exception as exc:
-        _raise_mapped(provider, exc, timeout)
-
-
-def read_body(provider, body, timeout):
-    """Read a boto3 StreamingBody whole; a broken or stalled read becomes the matching GatewayError."""
-    try:
-        return body.read()
-    except Exception as exc:
-        _raise_mapped(provider, exc, timeout)
-
-
-def translated(provider, events, translate, finish, timeout):
-    """OpenAI chunks from boto3 stream events: translate(event) per event, finish() at the end."""
-    try:
-        for event in events:
-            yield from translate(event)
-        yield from finish()
-    except Exception as exc:
-        _raise_mapped(provider, exc, timeout, unreadable=True)
-
-
-def chunk_stream(provider, endpoint, chunks, event_stream):
-    """A ChunkStream over a boto3 EventStream: the connection goes back to the pool when it finished."""
-    from gateway.wire.upstream import ChunkStream
-
-    raw = getattr(event_stream, "_raw_stream", None)
-    if raw is not None and hasattr(raw, "release_conn"):
-        return ChunkStream(provider, endpoint, chunks, raw)  # urllib3 response: drain or cut on close
-    return ChunkStream(provider, endpoint, chunks, on_close=event_stream.close)
 
 
 def json_body(provider, payload):

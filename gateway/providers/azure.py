@@ -1,8 +1,8 @@
 """Azure OpenAI: OpenAI's wire format behind per-deployment URLs, `api-version` and `api-key`."""
 
-import os
 from urllib.parse import quote
 
+from gateway.providers.base import env_value
 from gateway.providers.openai import OpenAIProvider
 from gateway.providers.openai import PATHS
 from gateway.config.settings import ConfigError
@@ -25,16 +25,15 @@ class AzureProvider(OpenAIProvider):
     def connection(self, config):
         """api_base is required; `api-key` header, or an Entra ID bearer token."""
         params = config.params
-        api_base = params.get("api_base") or os.environ.get("AZURE_API_BASE")
+        api_base = params.get("api_base") or env_value("AZURE_API_BASE")
         if not api_base:
             raise ConfigError(f"model_list[{config.index}].litellm_params.api_base: required for azure "
                               "(or set AZURE_API_BASE)")
         key = params.get("api_key")
-        token = params.get("azure_ad_token") or os.environ.get("AZURE_AD_TOKEN")
-        if key is None and token is None:
-            key = os.environ.get("AZURE_API_KEY")
+        token = params.get("azure_ad_token") or env_value("AZURE_AD_TOKEN")
+        key = self.env_key(key, own_upstream=token is None, names="AZURE_API_KEY")
         auth = {"api-key": key} if key else ({"Authorization": f"Bearer {token}"} if token else {})
-        self.api_version = (params.get("api_version") or os.environ.get("AZURE_API_VERSION")
+        self.api_version = (params.get("api_version") or env_value("AZURE_API_VERSION")
                             or DEFAULT_API_VERSION)
         return api_base, auth, (key, token)
 

@@ -1,5 +1,15 @@
-"""The provider shape: pure request building and answer parsing around one deployment."""
+"""The provider shape: pure request building and answer parsing around one deployment.
 
+The contract: the shared flow (`Provider.execute`, then wire.upstream.http_call) prepares the body
+once (`prepare_body`), hands that prepared body to `build_request`, sends the request, and reads
+the answer with `parse_response` / `parse_stream_event`, or an error answer with `map_error`. A
+provider whose call is more than one request-answer exchange implements a named I/O hook instead
+of its own `execute`: `poll` (a job API: create, then poll or stream; Replicate) or `invoke` (an
+SDK does the I/O: boto3 for Bedrock and SageMaker). Hooks reach the network only through the wire
+handle they are given, so every socket/HTTP error is mapped in wire/. Keys from env vars: `env_key`.
+"""
+
+import os
 import re
 from dataclasses import dataclass
 
@@ -7,8 +17,11 @@ import orjson
 
 from gateway import errors
 from gateway.providers import shapes
+from gateway.wire.sdk import SdkIO
 from gateway.wire.transport import display_url
 from gateway.wire.transport import split_credentials
+from gateway.wire.upstream import HttpIO
+from gateway.wire.upstream import http_call
 
 ENDPOINTS = ("chat", "completions", "embeddings")
 
@@ -52,12 +65,36 @@ class UpstreamRequest:
     body: bytes | None = None
 
 
+class PreparedBody(dict):
+    """A body after `prepare_body` (deployment defaults in, gateway controls out, the upstream model
+    name set): `build_request` takes it as it is, instead of preparing a second copy."""
+
+    __slots__ = ()
+
+
+def env_value(name):
+    """One environment variable as it is set: '' when set empty, None when unset (the AWS chain and
+    Azure's token tell the two apart)."""
+    return os.environ.get(name)
+
+
+def env_first(names):
+    """The value of the first of these environment variables (a name or a sequence) that is set and
+    not empty, or None."""
+    for name in (names,) if isinstance(names, str) else (names or ()):
+        value = os.environ.get(name)
+        if value:
+            return value
+    return None
+
+
 class Provider:
     """One configured deployment of one provider: translation halves plus its capabilities.
 
     Subclasses set the capability attributes (they feed capability checks, drop_params and the
-    README's provider table) and either the pure halves used by the common HTTP flow
-    (`build_request`, `parse_response`, `parse_stream_event`, `map_error`) or their own `execute`.
+    README's provider table), the pure halves used by the shared flow (`build_request`,
+    `parse_response`, `parse_stream_event`, `map_error`) and, for custom I/O, one named hook
+    (`poll` or `invoke`, see the module docstring).
     """
 
     name = "base"
@@ -74,6 +111,15 @@ class Provider:
     native_usage_chunk = False  # the upstream itself sends OpenAI's include_usage chunk
     native_encoding = False     # the upstream itself honours embeddings' encoding_format
     local = False              # answers in-process (demo)
+    key_env = None             # env var(s) holding the provider's key, first set one wins (env_key)
+    base_env = None            # env var naming the provider's api_base
+    # Named I/O hooks, called by the shared flow (None: the plain request-answer exchange).
+    # poll(io, endpoint, body, req, stream): send the create request `req` and follow the job
+    #     through `io` (wire.upstream.HttpIO); returns the answer or a ChunkStream.
+    # invoke(io, endpoint, body, stream): run the call through an SDK via `io` (wire.sdk.SdkIO); an
+    #     SDK's error answer goes to the provider's `map_sdk_error(exc)`.
+    poll = None
+    invoke = None
     basic_auth = None          # `Basic ...` from a `user:password@` api_base; the transport sends it
     upstream_base = None       # the api_base as configured, without its `user:password@` part
     _shown_base = None
@@ -122,10 +168,18 @@ class Provider:
             return self.embeddings and not stream
         return not stream or self.streaming
 
+    def env_key(self, key, own_upstream=True, names=None):
+        """The deployment's key: `key` (its litellm_params.api_key) when given, else the first set env
+        var of `names` (default: the class's `key_env`) -- only when the call goes to the provider's
+        own upstream (`own_upstream`), so an env key never leaks to a server one deployment names."""
+        if key is None and own_upstream:
+            return env_first(self.key_env if names is None else names)
+        return key
+
     def prepare_body(self, endpoint, body):
         """Apply deployment defaults, drop gateway controls and set the upstream model name."""
         defaults = self.embedding_defaults if endpoint == "embeddings" else self.defaults
-        out = dict(defaults)
+        out = PreparedBody(defaults)
         for key, value in body.items():
             if key not in CONTROL_KEYS:
                 out[key] = value
@@ -133,9 +187,16 @@ class Provider:
         return out
 
     def execute(self, ctx, endpoint, body, stream):
-        """Run the call: an OpenAI-shaped dict, or a ChunkStream of OpenAI chunks."""
-        from gateway.wire.upstream import http_call
-        return http_call(self, ctx, endpoint, self.prepare_body(endpoint, body), stream)
+        """Run the call, the shared flow: the body prepared once and the request built from it here,
+        then one exchange in wire/ (wire.upstream.http_call) or this provider's named I/O hook; an
+        OpenAI-shaped dict, or a ChunkStream of OpenAI chunks."""
+        body = self.prepare_body(endpoint, body)
+        if self.invoke is not None:
+            return self.invoke(SdkIO(self, ctx), endpoint, body, stream)
+        req = self.build_request(endpoint, body, stream)
+        if self.poll is not None:
+            return self.poll(HttpIO(self, ctx), endpoint, body, req, stream)
+        return http_call(self, ctx, endpoint, body, stream, req)
 
     def new_stream_state(self, endpoint, body):
         """Per-stream translator state."""
@@ -150,7 +211,7 @@ class Provider:
         return state.get("ended", False)
 
     def build_request(self, endpoint, body, stream):
-        """Translate an OpenAI-shaped body into the upstream request (pure)."""
+        """Translate the prepared body (prepare_body's) into the upstream request (pure)."""
         raise NotImplementedError
 
     def parse_response(self, endpoint, data, body):

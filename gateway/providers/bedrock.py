@@ -375,6 +375,10 @@ class BedrockProvider(Provider):
         """An AWS REST-JSON error answer -> GatewayError (code from x-amzn-ErrorType)."""
         return aws.error_from_http(self, status, raw, headers)
 
+    def map_sdk_error(self, exc):
+        """boto3's error answer (ClientError, or EventStreamError mid-stream) -> GatewayError."""
+        return aws.error_from_client_error(self, exc)
+
     # --- embeddings: pure halves ----------------------------------------------------------------
 
     def build_embedding_requests(self, body):
@@ -415,29 +419,30 @@ class BedrockProvider(Provider):
 
     # --- I/O ------------------------------------------------------------------------------------
 
-    def execute(self, ctx, endpoint, body, stream):
-        """Run the call through boto3: Converse(Stream) for chat, InvokeModel for embeddings."""
-        body = self.prepare_body(endpoint, body)
+    def invoke(self, io, endpoint, body, stream):
+        """The I/O hook: boto3's Converse(Stream) for chat, InvokeModel for embeddings, run through
+        `io` (wire.sdk.SdkIO), which maps every AWS and I/O failure."""
         if endpoint == "embeddings":
-            return self._embed(ctx, body)
-        kwargs = self.build_converse_kwargs(body, ctx.drop_params)
+            return self._embed(io, body)
+        kwargs = self.build_converse_kwargs(body, io.drop_params)
+        client = self.aws.client(io.timeout)
         if not stream:
-            resp = aws.call(self, ctx.timeout, "converse", **kwargs)
+            resp = io.call(client.converse, **kwargs)
             return self._parsed(lambda: self.parse_converse(resp, json_mode(body)))
-        resp = aws.call(self, ctx.timeout, "converse_stream", **kwargs)
-        events = resp["stream"]
+        resp = io.call(client.converse_stream, **kwargs)
         state = self.new_stream_state(endpoint, body)
-        chunks = aws.translated(self, events, lambda event: self.parse_stream_event(endpoint, event, state),
-                                lambda: self.end_of_stream(state), ctx.timeout)
-        return aws.chunk_stream(self, endpoint, chunks, events)
+        return io.stream(endpoint, resp["stream"], lambda event: self.parse_stream_event(endpoint, event, state),
+                         lambda: self.end_of_stream(state))
 
-    def _embed(self, ctx, body):
+    def _embed(self, io, body):
         answers = []
-        for request in self.build_embedding_requests(body):
-            resp = aws.call(self, ctx.timeout, "invoke_model", modelId=self.model_id, body=orjson.dumps(request),
-                            contentType="application/json", accept="application/json")
+        requests = self.build_embedding_requests(body)
+        client = self.aws.client(io.timeout) if requests else None
+        for request in requests:
+            resp = io.call(client.invoke_model, modelId=self.model_id, body=orjson.dumps(request),
+                           contentType="application/json", accept="application/json")
             headers = (resp.get("ResponseMetadata") or {}).get("HTTPHeaders") or {}
-            answers.append((aws.json_body(self, aws.read_body(self, resp["body"], ctx.timeout)), headers))
+            answers.append((aws.json_body(self, io.read(resp["body"])), headers))
         return self._parsed(lambda: self.parse_embeddings(answers))
 
     def _parsed(self, parse):

@@ -6,7 +6,6 @@ Model strings as LiteLLM users write them: `cohere/<model>`, `cohere_chat/<model
 `COHERE_API_BASE`, else https://api.cohere.com.
 """
 
-import os
 import re
 
 import orjson
@@ -16,6 +15,7 @@ from gateway.providers import shapes
 from gateway.providers.base import Provider
 from gateway.providers.base import UpstreamRequest
 from gateway.providers.base import dumps
+from gateway.providers.base import env_first
 from gateway.config.settings import ConfigError
 
 DEFAULT_BASE = "https://api.cohere.com"
@@ -54,12 +54,11 @@ class CohereProvider(Provider):
     def __init__(self, config, upstream_model):
         params = config.params
         custom_base = params.get("api_base") or params.get("base_url")
-        env_base = os.environ.get(BASE_ENV)
-        key = params.get("api_key")
+        env_base = env_first(BASE_ENV)
         # The key env vars go only to Cohere itself or to the base named beside them (COHERE_API_BASE),
         # never to some other api_base written on one deployment.
-        if key is None and (not custom_base or custom_base in (DEFAULT_BASE, env_base)):
-            key = next((os.environ[n] for n in KEY_ENVS if os.environ.get(n)), None)
+        own = not custom_base or custom_base in (DEFAULT_BASE, env_base)
+        key = self.env_key(params.get("api_key"), own_upstream=own)
         if not key:
             raise ConfigError(f"model_list[{config.index}].litellm_params.api_key: required for cohere "
                               f"(or set {' or '.join(KEY_ENVS)})")

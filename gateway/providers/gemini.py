@@ -7,7 +7,6 @@ the PaLM API and LiteLLM documents no replacement mapping.
 """
 
 import math
-import os
 import re
 import uuid
 from urllib.parse import quote
@@ -19,6 +18,7 @@ from gateway.providers import shapes
 from gateway.providers.base import Provider
 from gateway.providers.base import UpstreamRequest
 from gateway.providers.base import dumps
+from gateway.providers.base import env_first
 from gateway.config.settings import ConfigError
 
 DEFAULT_API_BASE = "https://generativelanguage.googleapis.com"
@@ -72,13 +72,12 @@ class GeminiProvider(Provider):
 
     def __init__(self, config, upstream_model):
         params = config.params
-        key = params.get("api_key")
         custom_base = params.get("api_base") or params.get("base_url")
         # As for every provider here: the env key goes only to Google or to GEMINI_API_BASE, never to
         # an api_base one deployment names.
-        if key is None and (not custom_base or custom_base.rstrip("/") == DEFAULT_API_BASE):
-            key = next((os.environ[n] for n in self.key_env if os.environ.get(n)), None)
-        api_base = (custom_base or os.environ.get(self.base_env) or DEFAULT_API_BASE).rstrip("/")
+        key = self.env_key(params.get("api_key"),
+                           own_upstream=not custom_base or custom_base.rstrip("/") == DEFAULT_API_BASE)
+        api_base = (custom_base or env_first(self.base_env) or DEFAULT_API_BASE).rstrip("/")
         if not key and api_base == DEFAULT_API_BASE:
             raise ConfigError(f"model_list[{config.index}].litellm_params.api_key: required for gemini "
                               "(or set GEMINI_API_KEY)")

@@ -22,7 +22,6 @@ base named by the environment, never to an arbitrary `api_base` set on one deplo
 """
 
 import math
-import os
 import re
 from urllib.parse import urlsplit
 
@@ -33,6 +32,7 @@ from gateway.providers import shapes
 from gateway.providers.base import Provider
 from gateway.providers.base import UpstreamRequest
 from gateway.providers.base import dumps
+from gateway.providers.base import env_first
 from gateway.providers.prompts import prompt_builder
 from gateway.config.settings import ConfigError
 
@@ -131,12 +131,13 @@ class HuggingFaceProvider(Provider):
                               "use a text-generation model (TGI) instead")
         if head in TASKS and rest:
             upstream_model = rest
-        env_base = next((os.environ[e] for e in BASE_ENVS if os.environ.get(e)), None)
+        env_base = env_first(BASE_ENVS)
         base = (params.get("api_base") or params.get("base_url")
                 or (upstream_model if upstream_model.startswith(("http://", "https://")) else None) or env_base)
         key = params.get("api_key")
-        if key is None and (base is None or base == env_base or _is_hf_host(base)):
-            key = next((os.environ[e] for e in KEY_ENVS if os.environ.get(e)), None)
+        # Only asked when no key is configured: a base that is no URL at all fails at call time.
+        own = key is None and (base is None or base == env_base or _is_hf_host(base))
+        key = self.env_key(key, own_upstream=own)
         super().__init__(config, upstream_model, secrets=(key,))
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if key:

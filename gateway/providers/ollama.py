@@ -5,7 +5,6 @@ JSON object a line, the last with `done: true`) are translated to OpenAI's shape
 (`num_ctx`, `top_k`, `mirostat`...) given in `litellm_params` go into Ollama's `options`, as LiteLLM does.
 """
 
-import os
 
 import orjson
 
@@ -14,6 +13,7 @@ from gateway.providers import shapes
 from gateway.providers.base import Provider
 from gateway.providers.base import UpstreamRequest
 from gateway.providers.base import dumps
+from gateway.providers.base import env_first
 
 DEFAULT_API_BASE = "http://localhost:11434"
 # Suffixes LiteLLM tolerates at the end of an api_base (users paste full endpoint URLs).
@@ -58,9 +58,9 @@ class OllamaProvider(Provider):
 
     def __init__(self, config, upstream_model):
         params = config.params
-        key = params.get("api_key") or os.environ.get(self.key_env)
+        key = self.env_key(params.get("api_key") or None)  # Ollama's own key env var goes to any base
         super().__init__(config, upstream_model, secrets=(key,))
-        base = (params.get("api_base") or params.get("base_url") or os.environ.get(self.base_env)
+        base = (params.get("api_base") or params.get("base_url") or env_first(self.base_env)
                 or DEFAULT_API_BASE).rstrip("/")
         for suffix in _ENDPOINT_SUFFIXES:
             if base.endswith(suffix):

@@ -1,15 +1,15 @@
 """OpenAI and every OpenAI-compatible server: the wire format is ours, so translation is thin."""
 
-import os
 import re
 
 import orjson
 
 from gateway import errors
-
+from gateway.providers.base import PreparedBody
 from gateway.providers.base import Provider
 from gateway.providers.base import UpstreamRequest
 from gateway.providers.base import dumps
+from gateway.providers.base import env_first
 
 OPENAI_API_BASE = "https://api.openai.com/v1"
 PATHS = {"chat": "/chat/completions", "completions": "/completions", "embeddings": "/embeddings"}
@@ -55,10 +55,8 @@ class OpenAIProvider(Provider):
         # The provider's key env var goes only to the endpoint the operator set beside it (its base
         # env var) or to the provider's default: an OpenAI key must not leak to an arbitrary
         # OpenAI-compatible server named in one deployment.
-        if key is None and (not custom_base or custom_base == self.default_base):
-            envs = (self.key_env,) if isinstance(self.key_env, str) else (self.key_env or ())
-            key = next((os.environ[name] for name in envs if os.environ.get(name)), None)
-        api_base = custom_base or (self.base_env and os.environ.get(self.base_env)) or self.default_base
+        key = self.env_key(key, own_upstream=not custom_base or custom_base == self.default_base)
+        api_base = custom_base or env_first(self.base_env) or self.default_base
         auth = {"Authorization": f"Bearer {key}"} if key else {}
         return api_base, auth, (key,)
 
@@ -67,9 +65,11 @@ class OpenAIProvider(Provider):
         return {endpoint: self.upstream_base + path for endpoint, path in PATHS.items()}
 
     def build_request(self, endpoint, body, stream):
-        """Same body, our model name and defaults; the URL is fixed at start-up."""
-        return UpstreamRequest("POST", self.urls[endpoint], self.headers,
-                               dumps(self.prepare_body(endpoint, body)))
+        """The prepared body as it is (our model name and defaults); the URL is fixed at start-up. A
+        body that was not prepared (a direct caller's) is prepared here first."""
+        if type(body) is not PreparedBody:
+            body = self.prepare_body(endpoint, body)
+        return UpstreamRequest("POST", self.urls[endpoint], self.headers, dumps(body))
 
     def parse_response(self, endpoint, data, body):
         """OpenAI answers are already in shape."""

@@ -13,7 +13,6 @@ API (`/api/v2/generate`), which this gateway does not speak. `max_new_tokens` is
 API; LiteLLM's default of 256 applies when the request sets no `max_tokens`.
 """
 
-import os
 import re
 from urllib.parse import urlencode
 from urllib.parse import urlsplit
@@ -23,6 +22,7 @@ from gateway import errors
 from gateway.providers import shapes
 from gateway.providers.base import Provider
 from gateway.providers.base import UpstreamRequest
+from gateway.providers.base import env_first
 from gateway.providers.prompts import prompt_builder
 
 DEFAULT_URL = "https://chat.petals.dev/api/v1/generate"
@@ -57,7 +57,7 @@ class PetalsProvider(Provider):
         params = config.params
         key = params.get("api_key")  # the public API takes none; a self-hosted one may sit behind auth
         super().__init__(config, upstream_model, secrets=(key,))
-        base = params.get("api_base") or params.get("base_url") or os.environ.get("PETALS_API_BASE") or DEFAULT_URL
+        base = params.get("api_base") or params.get("base_url") or env_first("PETALS_API_BASE") or DEFAULT_URL
         self.url = generate_url(base)
         self.api_base = self.url
         headers = {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"}

@@ -13,22 +13,26 @@ poisoned answer cannot make the gateway send its token elsewhere.
 """
 
 import logging
-import os
 import time
 from urllib.parse import quote
 from urllib.parse import urlsplit
 
 import orjson
-from urllib3.exceptions import HTTPError as Urllib3Error
 
 from gateway import errors
 from gateway.providers import shapes
 from gateway.providers.base import Provider
 from gateway.providers.base import UpstreamRequest
 from gateway.providers.base import dumps
+from gateway.providers.base import env_first
 from gateway.providers.prompts import prompt_builder
 from gateway.config.settings import ConfigError
 from gateway.wire.sse import SSEDecoder
+from gateway.wire.transport import release
+from gateway.wire.upstream import ChunkStream
+from gateway.wire.upstream import load_json
+from gateway.wire.upstream import read_raw
+from gateway.wire.upstream import translated_chunks
 
 log = logging.getLogger("gateway.providers.replicate")
 
@@ -68,11 +72,10 @@ class ReplicateProvider(Provider):
     def __init__(self, config, upstream_model):
         params = config.params
         custom_base = _normalize(params.get("api_base") or params.get("base_url"))
-        env_base = _normalize(os.environ.get(self.base_env))
-        key = params.get("api_key")
+        env_base = _normalize(env_first(self.base_env))
         # The env token goes only to Replicate itself or to the base set beside it in the environment.
-        if key is None and (not custom_base or custom_base in (DEFAULT_API_BASE, env_base)):
-            key = next((os.environ[n] for n in self.key_env if os.environ.get(n)), None)
+        own = not custom_base or custom_base in (DEFAULT_API_BASE, env_base)
+        key = self.env_key(params.get("api_key"), own_upstream=own)
         if not key:
             raise ConfigError(f"model_list[{config.index}].litellm_params.api_key: required for replicate "
                               "(or set REPLICATE_API_KEY / REPLICATE_API_TOKEN)")
@@ -145,7 +148,7 @@ class ReplicateProvider(Provider):
         return data
 
     def build_request(self, endpoint, body, stream):
-        """The create-prediction request; execute() adds `Prefer: wait=n` (sync mode) to non-streams."""
+        """The create-prediction request; poll() adds `Prefer: wait=n` (sync mode) to non-streams."""
         payload = {"input": self.build_input(endpoint, body)}
         if self.version:
             payload["version"] = self.version
@@ -246,21 +249,17 @@ class ReplicateProvider(Provider):
 
     # ---- I/O ------------------------------------------------------------------------------------
 
-    def execute(self, ctx, endpoint, body, stream):
-        """Create the prediction, then wait for it (polling) or stream it (SSE, else polling)."""
-        from gateway.wire.upstream import ChunkStream
-        from gateway.wire.upstream import translated_chunks
-
-        body = self.prepare_body(endpoint, body)
-        deadline = time.monotonic() + ctx.timeout
-        req = self.build_request(endpoint, body, stream)
+    def poll(self, io, endpoint, body, req, stream):
+        """The I/O hook: send the create request `req`, then wait for the prediction (polling) or
+        stream it (SSE, else polling), all through `io` (wire.upstream.HttpIO)."""
+        deadline = time.monotonic() + io.timeout
         if not stream:
             # Sync mode: Replicate holds the create call until the prediction ends (at most n seconds).
-            wait = max(1, min(MAX_PREFER_WAIT, int(ctx.timeout) - 1))
+            wait = max(1, min(MAX_PREFER_WAIT, int(io.timeout) - 1))
             req.headers = {**req.headers, "Prefer": f"wait={wait}"}
-        prediction = self._send_json(ctx, req, ctx.timeout)
+        prediction = self._send_json(io, req, io.timeout)
         if not stream:
-            prediction = self._wait(ctx, prediction, deadline)
+            prediction = self._wait(io, prediction, deadline)
             try:
                 return self.parse_response(endpoint, prediction, body)
             except (KeyError, TypeError, AttributeError, ValueError) as exc:
@@ -272,86 +271,82 @@ class ReplicateProvider(Provider):
         if stream_url:
             # Opened here, before the answer starts, so a refused stream is an HTTP error, not an event.
             headers = {**self.headers, "Accept": "text/event-stream", "Cache-Control": "no-store"}
-            resp = ctx.transport.send(self, UpstreamRequest("GET", stream_url, headers), timeout=ctx.timeout,
-                                      stream=True)
+            resp = io.send(UpstreamRequest("GET", stream_url, headers), io.timeout, stream=True)
             events = sse_events(resp)
         else:
-            events = self._polls(ctx, prediction, deadline)
-        chunks = translated_chunks(self, endpoint, events, state, ctx.timeout)
+            events = self._polls(io, prediction, deadline)
+        chunks = translated_chunks(self, endpoint, events, state, io.timeout)
 
         def run():
             yield from chunks  # raises incomplete_stream() when the stream ends before `done`
             if state["include_usage"] and not state.get("usage_sent"):
-                yield self._final_usage(ctx, endpoint, prediction, state)
+                yield self._final_usage(io, endpoint, prediction, state)
 
         def close():
             if resp is not None:
-                _release(resp, state.get("done"))
+                release(resp, state.get("done"))
             if not state.get("done"):  # the client left: stop paying for tokens nobody reads
-                self._cancel(ctx, prediction)
+                self._cancel(io, prediction)
 
         return ChunkStream(self, endpoint, run(), on_close=close)
 
-    def _send_json(self, ctx, req, timeout):
-        resp = ctx.transport.send(self, req, timeout=max(timeout, 0.001))
-        try:
-            data = orjson.loads(resp.data)
-        except orjson.JSONDecodeError as exc:
-            raise errors.UpstreamError(f"Upstream answered with a body that is not JSON "
-                                       f"(deployment: {self.label})") from exc
+    def _send_json(self, io, req, timeout):
+        resp = io.send(req, max(timeout, 0.001))
+        data = load_json(self, resp.data)
         if not isinstance(data, dict):
             raise errors.UpstreamError(f"Upstream answered with an unexpected body (deployment: {self.label})")
         if data.get("error") and "status" not in data:  # not a (failed) prediction: an error answered with 2xx
             raise self.map_error(200, resp.data, resp.headers)
         return data
 
-    def _get(self, ctx, url, deadline):
-        return self._send_json(ctx, UpstreamRequest("GET", url, self.headers), max(deadline - time.monotonic(), 0.5))
+    def _get(self, io, url, deadline):
+        return self._send_json(io, UpstreamRequest("GET", url, self.headers),
+                               max(deadline - time.monotonic(), 0.5))
 
-    def _wait(self, ctx, prediction, deadline):
+    def _wait(self, io, prediction, deadline):
         """Poll `urls.get` until the prediction is over or the call's timeout runs out (then cancel it)."""
         delay = self.poll_start
         while prediction.get("status") not in TERMINAL:
             if time.monotonic() + delay >= deadline:
-                self._cancel(ctx, prediction)
+                self._cancel(io, prediction)
                 raise errors.UpstreamTimeoutError(
-                    f"Replicate prediction did not finish within {ctx.timeout:g}s (deployment: {self.label})")
+                    f"Replicate prediction did not finish within {io.timeout:g}s (deployment: {self.label})")
             time.sleep(delay)
             delay = min(delay * 2, POLL_MAX)
-            prediction = self._get(ctx, self.prediction_url(prediction), deadline)
+            prediction = self._get(io, self.prediction_url(prediction), deadline)
         return prediction
 
-    def _polls(self, ctx, prediction, deadline):
+    def _polls(self, io, prediction, deadline):
         """Streaming without `urls.stream`: each poll's prediction, for parse_stream_event to diff."""
         delay = self.poll_start
         yield prediction
         while prediction.get("status") not in TERMINAL:
             if time.monotonic() + delay >= deadline:
                 raise errors.UpstreamTimeoutError(
-                    f"Replicate prediction did not finish within {ctx.timeout:g}s (deployment: {self.label})")
+                    f"Replicate prediction did not finish within {io.timeout:g}s (deployment: {self.label})")
             time.sleep(delay)
             delay = min(delay * 2, POLL_MAX)
-            prediction = self._get(ctx, self.prediction_url(prediction), deadline)
+            prediction = self._get(io, self.prediction_url(prediction), deadline)
             yield prediction
 
-    def _final_usage(self, ctx, endpoint, prediction, state):
+    def _final_usage(self, io, endpoint, prediction, state):
         """After an SSE stream: read the finished prediction once for its token metrics."""
         usage = shapes.usage(0, 0)
-        deadline = time.monotonic() + min(ctx.timeout, 10)
+        deadline = time.monotonic() + min(io.timeout, 10)
         try:
-            final = self._get(ctx, self.prediction_url(prediction), deadline)
+            final = self._get(io, self.prediction_url(prediction), deadline)
             delay = self.poll_start
             while final.get("status") not in TERMINAL and time.monotonic() + delay < deadline:
                 time.sleep(delay)  # metrics land a moment after `done`
                 delay = min(delay * 2, POLL_MAX)
-                final = self._get(ctx, self.prediction_url(prediction), deadline)
+                final = self._get(io, self.prediction_url(prediction), deadline)
             usage = prediction_usage(final)
         except errors.GatewayError as exc:
             log.warning("replicate: no usage for prediction %s: %s", prediction.get("id"), exc.message)
         return dict(shapes.chat_chunk(state) if endpoint == "chat" else _text_chunk(state, ""),
                     choices=[], usage=usage)
 
-    def _cancel(self, ctx, prediction):
+    def _cancel(self, io, prediction):
         """Best effort: cancel a prediction nobody will read."""
         url = self.follow_url(prediction, "cancel")
         if not url and prediction.get("id"):
@@ -359,8 +354,8 @@ class ReplicateProvider(Provider):
         if not url:
             return
         try:
-            ctx.transport.send(self, UpstreamRequest("POST", url, self.headers), timeout=5)
-        except (errors.GatewayError, Urllib3Error, OSError) as exc:
+            io.send(UpstreamRequest("POST", url, self.headers), 5)
+        except errors.GatewayError as exc:
             log.info("replicate: cancel of %s failed: %s", prediction.get("id"), type(exc).__name__)
 
     def prediction_url(self, prediction):
@@ -388,18 +383,6 @@ class ReplicateProvider(Provider):
         return None
 
 
-def _release(resp, finished):
-    """Back to the pool after a finished stream (keeps TLS warm), else cut the connection."""
-    if finished:
-        try:
-            resp.drain_conn()
-            resp.release_conn()
-            return
-        except (Urllib3Error, OSError):
-            pass
-    resp.close()
-
-
 def _normalize(base):
     """An api_base without trailing `/` or `/v1` (LiteLLM documents https://api.replicate.com/v1)."""
     if not base:
@@ -410,8 +393,6 @@ def _normalize(base):
 
 def sse_events(resp):
     """The events (name and data) of a Replicate stream, up to and including `done`."""
-    from gateway.wire.upstream import read_raw
-
     decoder = SSEDecoder()
     for raw in read_raw(resp):
         for event in decoder.feed(raw):

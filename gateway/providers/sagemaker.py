@@ -248,32 +248,35 @@ class SageMakerProvider(Provider):
         """An AWS REST-JSON error answer (ModelError keeps the container's own status) -> GatewayError."""
         return aws.error_from_http(self, status, raw, headers)
 
+    def map_sdk_error(self, exc):
+        """boto3's error answer (ClientError, or EventStreamError mid-stream) -> GatewayError."""
+        return aws.error_from_client_error(self, exc)
+
     # --- I/O ------------------------------------------------------------------------------------
 
-    def execute(self, ctx, endpoint, body, stream):
-        """InvokeEndpoint, or InvokeEndpointWithResponseStream for streams."""
-        body = self.prepare_body(endpoint, body)
+    def invoke(self, io, endpoint, body, stream):
+        """The I/O hook: InvokeEndpoint, or InvokeEndpointWithResponseStream for streams, run through
+        `io` (wire.sdk.SdkIO), which maps every AWS and I/O failure."""
         payload = self.build_payload(endpoint, body, stream)
         kwargs = {"EndpointName": self.model, "Body": orjson.dumps(payload), "ContentType": "application/json"}
         if self.inference_component:
             kwargs["InferenceComponentName"] = self.inference_component
+        client = self.aws.client(io.timeout)
         if not stream:
-            resp = aws.call(self, ctx.timeout, "invoke_endpoint", Accept="application/json", **kwargs)
-            data = aws.json_body(self, aws.read_body(self, resp["Body"], ctx.timeout))
+            resp = io.call(client.invoke_endpoint, Accept="application/json", **kwargs)
+            data = aws.json_body(self, io.read(resp["Body"]))
             try:
                 return self.parse_payload(endpoint, data, body, payload.get("inputs", ""))
             except (KeyError, TypeError, IndexError, AttributeError, ValueError) as exc:
                 raise errors.UpstreamError(
                     f"Upstream answered in a shape this gateway cannot read (deployment: {self.label})") from exc
-        resp = aws.call(self, ctx.timeout, "invoke_endpoint_with_response_stream", **kwargs)
-        events = resp["Body"]
+        resp = io.call(client.invoke_endpoint_with_response_stream, **kwargs)
         state = self.new_stream_state(endpoint, body, payload["inputs"])
 
         def translate(event):
             return self.parse_stream_event(endpoint, (event.get("PayloadPart") or {}).get("Bytes") or b"", state)
 
-        chunks = aws.translated(self, events, translate, lambda: self.end_of_stream(state), ctx.timeout)
-        return aws.chunk_stream(self, endpoint, chunks, events)
+        return io.stream(endpoint, resp["Body"], translate, lambda: self.end_of_stream(state))
 
 
 PROVIDERS = (SageMakerProvider,)

@@ -57,28 +57,24 @@ class GiveUp(Exception):
 # -- sinks -------------------------------------------------------------------------------------------
 
 class HttpSink:
-    """POSTs a batch to one URL through a small urllib3 pool of its own (opened in the sender)."""
+    """POSTs a batch to one URL through a small pool of its own (a wire Transport, opened in the
+    sender), so its socket errors are mapped where every upstream's are."""
 
     def __init__(self, spec):
         self.spec = spec
-        self._pools = None
+        self._transport = None
 
     def post(self, url, body, headers, timeout):
         """One POST; Retry on connection errors, timeouts, 408, 429 and 5xx; GiveUp on other answers
         outside 2xx. Returns the response."""
-        import urllib3
-        if self._pools is None:
-            from requests.utils import DEFAULT_CA_BUNDLE_PATH
-            ca_certs = (os.environ.get("SSL_CERT_FILE") or os.environ.get("REQUESTS_CA_BUNDLE")
-                        or DEFAULT_CA_BUNDLE_PATH)
-            self._pools = urllib3.PoolManager(num_pools=2, maxsize=2, block=False, cert_reqs="CERT_REQUIRED",
-                                              ca_certs=ca_certs, retries=False)
+        from gateway import errors  # the HTTP stack loads with the first POST (this module loads with settings)
+        from gateway.wire.transport import Transport
+        if self._transport is None:
+            self._transport = Transport(num_pools=2, pool_size=2, connect_timeout=CONNECT_TIMEOUT)
         try:
-            resp = self._pools.urlopen("POST", url, body=body, headers=headers, retries=False, redirect=False,
-                                       timeout=urllib3.Timeout(connect=min(CONNECT_TIMEOUT, timeout),
-                                                               read=timeout))
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise Retry(type(exc).__name__) from None
+            resp = self._transport.request("POST", url, body, headers, timeout=timeout, label=self.label)
+        except errors.GatewayError as exc:  # the I/O failed: named by its socket/urllib3 error
+            raise Retry(type(exc.__cause__).__name__) from None
         if resp.status in (408, 429) or resp.status >= 500:
             raise Retry(f"HTTP {resp.status}", _retry_after(resp.headers.get("retry-after")))
         if not 200 <= resp.status < 300:

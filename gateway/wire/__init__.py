@@ -1,1 +1,2 @@
-"""Upstream I/O: the transport (the one place I/O errors are mapped), streams, SSE."""
+"""Upstream I/O, the one place its socket/HTTP errors are mapped: the transport (HTTP, also for the
+callback sinks), sdk (boto3 calls), the shared call flow and its streams, SSE."""

@@ -1,4 +1,9 @@
-"""Pooled HTTP sending to upstreams: timeouts, upstream error mapping, debug curl log.
+"""Pooled HTTP sending to upstreams and callback sinks: timeouts, I/O error mapping, debug curl log.
+
+The one place socket/urllib3 errors of a request become GatewayErrors (io_error). An answer outside
+2xx is not mapped here: `send` raises ErrorAnswer with its status, body and headers, and the shared
+flow (wire.upstream) hands those to the provider's pure `map_error`, so the transport never calls
+back into a provider.
 
 Calls go through requests' own connection layer (urllib3 pools, verified against requests' CA
 bundle) without `Session.request`: its per-call preparation (settings merging, cookie jars, hooks,
@@ -35,6 +40,46 @@ POOL_SIZE = 256
 _SECRET_WORDS = ("auth", "key", "token", "secret", "cookie", "signature", "password", "credential")
 # Query parameter names whose values are credentials (`?key=` for Google, `api-key=`, SAS `sig=`...).
 _SECRET_QUERY = re.compile(r"key|token|secret|sig|password|passwd|auth|credential", re.I)
+
+
+class ErrorAnswer(Exception):
+    """An upstream answered outside 2xx: its status, raw body and headers, for the provider's
+    map_error (applied by the shared flow, wire.upstream); never leaves wire/."""
+
+    def __init__(self, status, raw, headers):
+        super().__init__(status)
+        self.status = status
+        self.raw = raw
+        self.headers = headers
+
+
+def io_error(exc, label, timeout, connect_timeout=CONNECT_TIMEOUT):
+    """The GatewayError for a socket/urllib3 failure of one request to `label` (a deployment, or a
+    callback sink) with a `timeout` s read limit."""
+    connect = min(connect_timeout, timeout)
+    if isinstance(exc, NewConnectionError):  # urllib3 files "refused" under connect timeouts; it is not one
+        return errors.UpstreamConnectionError(
+            f"Could not connect to upstream (deployment: {label}): connection refused or host unreachable")
+    if isinstance(exc, ConnectTimeoutError):
+        return errors.UpstreamTimeoutError(
+            f"Upstream did not accept a connection within {connect:g}s (deployment: {label})")
+    if isinstance(exc, Urllib3Timeout):
+        return errors.UpstreamTimeoutError(f"Upstream timed out after {timeout:g}s (deployment: {label})")
+    return errors.UpstreamConnectionError(
+        f"Could not connect to upstream (deployment: {label}): {type(exc).__name__}")
+
+
+def release(resp, finished):
+    """Give a streamed response's connection back to the pool when its body was read to the end
+    (drained: keeps TLS connections warm), else cut it."""
+    if finished:
+        try:
+            resp.drain_conn()
+            resp.release_conn()
+            return
+        except (Urllib3Error, OSError):
+            pass
+    resp.close()
 
 
 def is_secret_header(name):
@@ -110,26 +155,30 @@ def curl_command(req):
 
 
 class Transport:
-    """One pool manager per worker; the single place upstream I/O errors are mapped."""
+    """One pool manager per worker (per callback sink: a small one of its own); the one place
+    upstream I/O errors are mapped."""
 
-    def __init__(self, debug=False):
+    def __init__(self, debug=False, *, num_pools=64, pool_size=POOL_SIZE,
+                 connect_timeout=CONNECT_TIMEOUT):
         self.debug = debug
+        self.connect_timeout = connect_timeout
         # Upstreams are named by config only: no proxy environment variables, no redirects.
         # A private CA (corporate proxies, self-hosted servers) comes in the usual env vars.
         ca_certs = os.environ.get("SSL_CERT_FILE") or os.environ.get("REQUESTS_CA_BUNDLE") or DEFAULT_CA_BUNDLE_PATH
-        self.pools = urllib3.PoolManager(num_pools=64, maxsize=POOL_SIZE, block=False,
+        self.pools = urllib3.PoolManager(num_pools=num_pools, maxsize=pool_size, block=False,
                                          cert_reqs="CERT_REQUIRED", ca_certs=ca_certs, retries=False)
         self._timeouts = {}
 
     def _timeout(self, seconds):
         timeout = self._timeouts.get(seconds)
         if timeout is None:
-            timeout = self._timeouts[seconds] = urllib3.Timeout(connect=min(CONNECT_TIMEOUT, seconds),
+            timeout = self._timeouts[seconds] = urllib3.Timeout(connect=min(self.connect_timeout, seconds),
                                                                 read=seconds)
         return timeout
 
     def send(self, provider, req, *, timeout, stream=False):
-        """Send one request; return the urllib3 response on 2xx, raise the mapped GatewayError otherwise.
+        """Send one request to a deployment; return the urllib3 response on 2xx, raise ErrorAnswer
+        (status, body, headers) otherwise and the mapped GatewayError when the I/O fails.
 
         A streamed response must be closed (or drained) by the caller.
         """
@@ -142,20 +191,8 @@ class Transport:
             resp = self.pools.urlopen(req.method, req.url, body=req.body, headers=req.headers,
                                       timeout=self._timeout(timeout), preload_content=not stream,
                                       redirect=False, retries=False)
-        except NewConnectionError as exc:  # urllib3 files "refused" under connect timeouts; it is not one
-            raise errors.UpstreamConnectionError(
-                f"Could not connect to upstream (deployment: {provider.label}): connection refused "
-                "or host unreachable") from exc
-        except ConnectTimeoutError as exc:
-            raise errors.UpstreamTimeoutError(
-                f"Upstream did not accept a connection within {min(CONNECT_TIMEOUT, timeout):g}s "
-                f"(deployment: {provider.label})") from exc
-        except Urllib3Timeout as exc:
-            raise errors.UpstreamTimeoutError(
-                f"Upstream timed out after {timeout:g}s (deployment: {provider.label})") from exc
         except (Urllib3Error, OSError) as exc:
-            raise errors.UpstreamConnectionError(
-                f"Could not connect to upstream (deployment: {provider.label}): {type(exc).__name__}") from exc
+            raise io_error(exc, provider.label, timeout, self.connect_timeout) from exc
         if self.debug:
             log.debug("Upstream %s answered %s in %.1f ms", provider.label, resp.status,
                       (time.monotonic() - started) * 1000)
@@ -166,5 +203,16 @@ class Transport:
                 raw = b""
             finally:
                 resp.release_conn() if not stream else resp.close()
-            raise provider.map_error(resp.status, raw, resp.headers)
+            raise ErrorAnswer(resp.status, raw, resp.headers)
         return resp
+
+    def request(self, method, url, body, headers, *, timeout, label):
+        """Send one request (a callback sink's POST) and return the response whatever its status;
+        the mapped GatewayError (its cause the urllib3/socket error) when the I/O fails."""
+        # A fresh Timeout, not the cached ones: a sink's timeouts shrink to a deadline at exit.
+        limits = urllib3.Timeout(connect=min(self.connect_timeout, timeout), read=timeout)
+        try:
+            return self.pools.urlopen(method, url, body=body, headers=headers, timeout=limits,
+                                      redirect=False, retries=False)
+        except (Urllib3Error, OSError) as exc:
+            raise io_error(exc, label, timeout, self.connect_timeout) from exc

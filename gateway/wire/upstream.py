@@ -1,4 +1,11 @@
-"""One call against one deployment over HTTP: send, decode (JSON, SSE, NDJSON), translate."""
+"""One call against one deployment over HTTP: send, decode (JSON, SSE, NDJSON), translate.
+
+The provider's `execute` (providers.base) prepares the body and builds the request; http_call sends
+it and reads the answer with the provider's pure halves (parse_response, or map_error for an
+answer outside 2xx: the transport never calls the provider). A provider whose call is more than one
+exchange gets HttpIO here (or wire.sdk.SdkIO) in its named I/O hook, as its only way to the network:
+every I/O failure is mapped in wire/.
+"""
 
 from dataclasses import dataclass
 
@@ -8,6 +15,7 @@ from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
 from gateway import errors
 from gateway.wire.sse import SSEDecoder
+from gateway.wire.transport import ErrorAnswer
 
 READ_SIZE = 65536
 
@@ -19,6 +27,26 @@ class CallContext:
     transport: object
     timeout: float
     drop_params: bool = False
+
+
+class HttpIO:
+    """A provider hook's way to send its own HTTP requests (Replicate's polls): through the call's
+    transport, a non-2xx answer raised as the provider's error, any I/O failure as the mapped one."""
+
+    __slots__ = ("provider", "transport", "timeout", "drop_params")
+
+    def __init__(self, provider, ctx):
+        self.provider = provider
+        self.transport = ctx.transport
+        self.timeout = ctx.timeout
+        self.drop_params = ctx.drop_params
+
+    def send(self, req, timeout, stream=False):
+        """The 2xx response to `req` (a stream must be closed or released by the caller)."""
+        try:
+            return self.transport.send(self.provider, req, timeout=timeout, stream=stream)
+        except ErrorAnswer as answer:
+            raise self.provider.map_error(answer.status, answer.raw, answer.headers) from None
 
 
 class ChunkStream:
@@ -173,10 +201,15 @@ def _events_of(raw):
         yield event.data
 
 
-def http_call(provider, ctx, endpoint, body, stream):
-    """The common HTTP flow: one request, a JSON answer or a framed stream."""
-    req = provider.build_request(endpoint, body, stream)
-    resp = ctx.transport.send(provider, req, timeout=ctx.timeout, stream=stream)
+def http_call(provider, ctx, endpoint, body, stream, req=None):
+    """One request-answer exchange for the prepared body: a JSON answer or a framed stream. `req` is
+    the request the provider built from `body` (built here when the caller has none)."""
+    if req is None:
+        req = provider.build_request(endpoint, body, stream)
+    try:
+        resp = ctx.transport.send(provider, req, timeout=ctx.timeout, stream=stream)
+    except ErrorAnswer as answer:
+        raise provider.map_error(answer.status, answer.raw, answer.headers) from None
     if stream:
         if provider.stream_format == "sse" and resp.headers.get("content-type", "").startswith("application/json"):
             try:
