@@ -244,24 +244,25 @@ class CachePlan:
             self.cache.backend.set(self.key, orjson.dumps({"at": time.time(), "answer": answer}), self.ttl)
 
     def tap(self, stream):
-        """The stream unchanged; its chunks are stored once it has run to its end."""
-        from gateway.wire.upstream import ChunkStream
+        """The stream, its chunks kept as they pass and stored once it has run to its end."""
         if not (self.write and self.ttl):
             return stream
         kept = []
 
-        def recorded():
-            for chunk in stream:
-                kept.append(orjson.loads(orjson.dumps(chunk)))  # a copy: later stages edit chunks
-                yield chunk
-            self.store(kept)
-        return ChunkStream(stream.provider, stream.endpoint, recorded(), on_close=stream.close)
+        def record(chunk):
+            kept.append(orjson.loads(orjson.dumps(chunk)))  # a copy: later taps edit chunks
+            return chunk
+
+        def ended(error):
+            if error is None:
+                self.store(kept)
+        return stream.tap(record).at_end(ended)
 
 
 def replay(chunks):
     """A cached stream as a ChunkStream (no upstream behind it)."""
-    from gateway.wire.upstream import ChunkStream
-    return ChunkStream(None, None, (dict(chunk) for chunk in chunks))
+    from gateway.wire.stream import ChunkStream
+    return ChunkStream(None, None, map(dict, chunks))
 
 
 def build_cache(settings, environ=os.environ):

@@ -1,9 +1,12 @@
-"""Who is calling and what they may do: the master key, virtual keys, and one policy per route."""
+"""Who is calling and whether they may: the master key, virtual keys (blocked, expired, budget
+spent), and one policy per route. A key's per-call rules are gateway/access/rules.py's."""
 
 import hmac
 import logging
 import time
 from dataclasses import dataclass
+from datetime import datetime
+from datetime import timezone
 
 from gateway import errors
 from gateway.errors import AuthenticationError
@@ -96,12 +99,24 @@ class Authenticator:
         rules = self.keys.lookup(token) if self.keys is not None else None
         if rules is None:
             raise AuthenticationError("Invalid API key. Check the key you are sending to the gateway.")
-        from gateway.access.keys import check_rules
         check_rules(rules)
         if policy in ("api", "self"):
             return Caller("key", rules)
         raise PermissionDeniedError("A virtual key cannot call this route; it needs the master key.",
                                     code="master_key_required")
+
+
+def check_rules(rules, now=None):
+    """Refuse an expired, blocked or over-budget key before any upstream work."""
+    now = now or datetime.now(timezone.utc)
+    if rules.blocked:
+        raise errors.PermissionDeniedError("This key is blocked.", code="key_blocked")
+    if rules.expires is not None and rules.expires <= now:
+        raise errors.AuthenticationError(f"This key expired at {rules.expires.isoformat()}.", code="key_expired")
+    period_over = rules.budget_reset_at is not None and rules.budget_reset_at <= now
+    if rules.max_budget is not None and rules.spend >= rules.max_budget and not period_over:
+        raise errors.BudgetExceededError(
+            f"Budget has been exceeded! Key budget: ${rules.max_budget:.6g}, spent: ${rules.spend:.6g}.")
 
 
 class LazyKeys:

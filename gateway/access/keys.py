@@ -412,17 +412,3 @@ def _aware(value):
     if value is not None and value.tzinfo is None:
         return value.replace(tzinfo=timezone.utc)
     return value
-
-
-def check_rules(rules, now=None):
-    """Refuse an expired, blocked or over-budget key before any upstream work."""
-    now = now or datetime.now(timezone.utc)
-    if rules.blocked:
-        raise errors.PermissionDeniedError("This key is blocked.", code="key_blocked")
-    if rules.expires is not None and rules.expires <= now:
-        raise errors.AuthenticationError(f"This key expired at {rules.expires.isoformat()}.", code="key_expired")
-    period_over = rules.budget_reset_at is not None and rules.budget_reset_at <= now
-    if rules.max_budget is not None and rules.spend >= rules.max_budget and not period_over:
-        raise errors.BudgetExceededError(
-            f"Budget has been exceeded! Key budget: ${rules.max_budget:.6g}, spent: ${rules.spend:.6g}.")
-

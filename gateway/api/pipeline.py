@@ -1,4 +1,6 @@
-"""What every OpenAI endpoint view shares: parse, validate, route, render (plain or SSE)."""
+"""The steps of one OpenAI call (chat, completions, embeddings), in the order they run: parse,
+validate, open the record (the meter), key rules, cache plan, budget hold, route, render (plain or
+SSE), and the record written once the response has been sent."""
 
 import logging
 import time
@@ -14,7 +16,7 @@ from gateway.cache import HIT_HEADER
 from gateway.cache import KEY_HEADER
 from gateway.cache import replay
 from gateway.api.body import parse_body
-from gateway.spend.modeldata import estimate_tokens
+from gateway.access.rules import apply_key_rules
 from gateway.routing.router import Outcome
 from gateway.api.schemas import validate_body
 from gateway.spend.meter import COST_HEADER
@@ -46,83 +48,160 @@ def read_body(limit):
     return data
 
 
+class Call:
+    """One call on its way through the steps: what each step learned that a later one needs."""
+
+    __slots__ = ("request_id", "endpoint", "body", "stream", "rules", "meter", "client_usage", "release",
+                 "allowed", "plan", "cached", "outcome")
+
+    def __init__(self, request_id, endpoint, body, rules):
+        self.request_id = request_id
+        self.endpoint = endpoint
+        self.body = body
+        self.stream = False
+        self.rules = rules  # the virtual key's rules (None: master key or no key needed)
+        self.meter = None  # the call's bill and ledger row (gateway/spend/meter.py)
+        self.client_usage = True  # whether a stream's client asked for the usage chunk
+        self.release = None  # gives the key's parallel slot back
+        self.allowed = None  # the groups the key may reach (None: every group)
+        self.plan = None  # what the call may do with the cache
+        self.cached = None  # the cached answer, on a hit
+        self.outcome = None  # what routing did (gateway/routing/router.py Outcome)
+
+
 def serve(endpoint, path_model=None):
     """Handle one OpenAI-style call for `endpoint` (chat, completions, embeddings)."""
     gateway = current_app.extensions["gateway"]
+    call = parse(gateway, endpoint, path_model)
+    validate(call)
+    open_record(gateway, call)
+    try:
+        key_rules(gateway, call)
+        cache_plan(gateway, call)
+        budget_hold(gateway, call)
+    except BaseException as exc:
+        if call.release:
+            call.release()
+        call.meter.abandon(exc)
+        raise
+    answer = route(gateway, call)
+    headers = answer_headers(call)
+    if call.stream:
+        return render_stream(call, answer, headers)
+    return render_answer(call, answer, headers)
+
+
+def parse(gateway, endpoint, path_model):
+    """The call: its JSON body (the model named in the path wins) and the caller's key rules."""
     body = parse_body(read_body(gateway.settings.max_body_bytes))
     if path_model is not None:
         body["model"] = path_model
-    validate_body(endpoint, body)
-    stream = body.get("stream") is True
-    if stream and endpoint == "embeddings":
-        raise errors.BadRequestError("Embeddings cannot be streamed.", param="stream")
     caller = g.get("caller")
-    rules = caller.rules if caller is not None else None
-    meter = gateway.spend.start(g.request_id, rules, endpoint, body, stream)
-    client_usage = True
-    if stream:
+    return Call(g.request_id, endpoint, body, caller.rules if caller is not None else None)
+
+
+def validate(call):
+    """The body against the endpoint's schema; whether the call streams."""
+    validate_body(call.endpoint, call.body)
+    call.stream = call.body.get("stream") is True
+    if call.stream and call.endpoint == "embeddings":
+        raise errors.BadRequestError("Embeddings cannot be streamed.", param="stream")
+
+
+def open_record(gateway, call):
+    """The call's meter (journaled as started); a stream asks its upstream for usage."""
+    body = call.body
+    call.meter = gateway.spend.start(call.request_id, call.rules, call.endpoint, body, call.stream)
+    if call.stream:
         # Bill streams exactly: ask every upstream for its usage; the chunk is dropped again
-        # below when the client did not ask for it.
+        # (Meter.watch) when the client did not ask for it.
         options = body.get("stream_options") if isinstance(body.get("stream_options"), dict) else {}
-        client_usage = bool(options.get("include_usage"))
-        if not client_usage:
+        call.client_usage = bool(options.get("include_usage"))
+        if not call.client_usage:
             body["stream_options"] = AddedUsageOption(options, include_usage=True)
-    release = plan = cached = allowed = None
-    try:
-        if rules is not None:
-            release, allowed = apply_key_rules(gateway, rules, body, meter)
-        if gateway.cache is not None:
-            plan = gateway.cache.plan(endpoint, body, gateway.router.resolve(body.get("model")), stream, rules)
-            cached = plan.lookup() if plan is not None else None
-        if cached is None and rules is not None and rules.max_budget is not None:
-            meter.reserve(gateway.router.reachable(body, allowed))
-    except BaseException as exc:
-        if release:
-            release()
-        meter.abandon(exc)
-        raise
-    if cached is not None:
-        outcome, result = Outcome(group=gateway.router.resolve(body.get("model"))), cached
+
+
+def key_rules(gateway, call):
+    """A virtual key's aliases, allowed models and limits (gateway/access/rules.py)."""
+    if call.rules is not None:
+        call.release, call.allowed = apply_key_rules(call.rules, call.body, call.meter, gateway.router,
+                                                     gateway.spend.hold_seconds)
+
+
+def cache_plan(gateway, call):
+    """What the call may do with the cache, and the cached answer on a hit."""
+    if gateway.cache is not None:
+        body = call.body
+        call.plan = gateway.cache.plan(call.endpoint, body, gateway.router.resolve(body.get("model")), call.stream,
+                                       call.rules)
+        call.cached = call.plan.lookup() if call.plan is not None else None
+
+
+def budget_hold(gateway, call):
+    """Hold the call's worst case against a key's budget (keys with max_budget, cache misses only)."""
+    rules = call.rules
+    if call.cached is None and rules is not None and rules.max_budget is not None:
+        call.meter.reserve(gateway.router.reachable(call.body, call.allowed))
+
+
+def route(gateway, call):
+    """The answer (a dict, or a ChunkStream): the cached one on a hit, else the router's."""
+    meter = call.meter
+    if call.cached is not None:
+        call.outcome = Outcome(group=gateway.router.resolve(call.body.get("model")))
         meter.cache_hit = True
         # A hit does no I/O that would yield: let the worker's other connections have a turn, or
         # a client pipelining hits could hold the worker for seconds.
         _let_others_run()
-        if stream:
-            result = replay(cached)
-    else:
-        try:
-            outcome, result = gateway.router.call(endpoint, body, stream, allowed, cap_output=meter.hold > 0)
-        except BaseException as exc:
-            if release:
-                release()
-            meter.fail(exc, getattr(exc, "outcome", None))
-            _close_quietly(meter)
-            raise
-    headers = outcome_headers(outcome)
-    if plan is not None:
-        headers[HIT_HEADER] = "HIT" if cached is not None else "MISS"
-        headers[KEY_HEADER] = plan.digest
-    if stream:
-        if plan is not None and cached is None:
-            result = plan.tap(result)
-        result = meter.watch(outcome, result, client_usage)
-        events = _sse(result, g.request_id)
-        if cached is not None:
-            # A replay waits on nothing: send it in one write rather than one per chunk.
-            events = [b"".join(events)]
-        response = Response(events, headers={**SSE_HEADERS, **headers}, mimetype="text/event-stream")
-        # The generator's finally closes the stream; a response closed before its first chunk
-        # never runs that generator, so the close is registered here too (close is idempotent).
-        response.call_on_close(result.close)
-        if release:
-            response.call_on_close(release)
-        response.call_on_close(meter.close)  # the row, once the last byte has gone out
-        return response
-    if release:
-        release()
-    headers[COST_HEADER] = f"{meter.bill_answer(outcome, result):.10g}"
+        return replay(call.cached) if call.stream else call.cached
     try:
-        payload = orjson.dumps(result)
+        call.outcome, answer = gateway.router.call(call.endpoint, call.body, call.stream, call.allowed,
+                                                   cap_output=meter.hold > 0)
+    except BaseException as exc:
+        if call.release:
+            call.release()
+        meter.fail(exc, getattr(exc, "outcome", None))
+        _close_quietly(meter)
+        raise
+    return answer
+
+
+def answer_headers(call):
+    """What happened (outcome_headers), and the cache's verdict when the call was planned."""
+    headers = outcome_headers(call.outcome)
+    if call.plan is not None:
+        headers[HIT_HEADER] = "HIT" if call.cached is not None else "MISS"
+        headers[KEY_HEADER] = call.plan.digest
+    return headers
+
+
+def render_stream(call, stream, headers):
+    """The stream as SSE, its taps (cache recorder, meter) on; the record written after the last byte."""
+    meter = call.meter
+    if call.plan is not None and call.cached is None:
+        stream = call.plan.tap(stream)
+    stream = meter.watch(call.outcome, stream, call.client_usage)
+    events = _sse(stream, call.request_id)
+    if call.cached is not None:
+        # A replay waits on nothing: send it in one write rather than one per chunk.
+        events = [b"".join(events)]
+    response = Response(events, headers={**SSE_HEADERS, **headers}, mimetype="text/event-stream")
+    # The generator's finally closes the stream; a response closed before its first chunk
+    # never runs that generator, so the close is registered here too (close is idempotent).
+    response.call_on_close(stream.close)
+    if call.release:
+        response.call_on_close(call.release)
+    return record_when_sent(response, meter)
+
+
+def render_answer(call, answer, headers):
+    """The answer as JSON, billed (cost header) and stored in the cache; the record written once sent."""
+    meter = call.meter
+    if call.release:
+        call.release()
+    headers[COST_HEADER] = f"{meter.bill_answer(call.outcome, answer):.10g}"
+    try:
+        payload = orjson.dumps(answer)
     except (orjson.JSONEncodeError, TypeError) as exc:
         # An answer that cannot be passed on (nested past orjson's 255 levels): the upstream's
         # fault, a 502; its tokens were spent, so the row keeps their cost, as an error.
@@ -132,9 +211,13 @@ def serve(endpoint, path_model=None):
                                            code="upstream_invalid_answer")
         _close_quietly(meter)
         raise meter.error from exc
-    if plan is not None and cached is None:
-        plan.store(result)
-    response = Response(payload, headers=headers, mimetype="application/json")
+    if call.plan is not None and call.cached is None:
+        call.plan.store(answer)
+    return record_when_sent(Response(payload, headers=headers, mimetype="application/json"), meter)
+
+
+def record_when_sent(response, meter):
+    """The call's record (ledger row, observers), written once the last byte has gone out."""
     response.call_on_close(meter.close)
     return response
 
@@ -153,90 +236,6 @@ def _close_quietly(meter):
         meter.close()
     except Exception:  # noqa: BLE001
         log.exception("could not record a failed call's spend row")
-
-
-def apply_key_rules(gateway, rules, body, meter):
-    """A virtual key's aliases, allowed models and per-key limits, before any upstream work.
-
-    Returns (release, allowed): what gives the call's parallel slot back (or None), and the groups
-    the call may reach (None: every group), which the router holds its fallbacks to."""
-    requested = body.get("model")
-    if isinstance(requested, str) and requested in rules.aliases:
-        body["model"] = requested = rules.aliases[requested]
-        meter.requested = requested
-    router = gateway.router
-    allowed = router.allowed_groups(rules.models)
-    if allowed is not None:
-        try:
-            group = router.resolve(requested)
-        except errors.NotFoundError:
-            if requested not in rules.models:
-                raise _not_allowed(requested, rules, "model") from None
-            # Name only what the key may see, never the gateway's other models.
-            raise errors.NotFoundError(f"The model `{str(requested)[:200]}` does not exist on this gateway.",
-                                       param="model", code="model_not_found") from None
-        # Under --model every name is served by the one deployment: the name asked for counts too.
-        if group not in allowed and not (router.settings.catch_all and requested in rules.models):
-            raise _not_allowed(requested if isinstance(requested, str) and requested else group, rules, "model")
-        for param in ("fallbacks", "context_window_fallbacks"):
-            for name in _named_fallbacks(body.get(param)):
-                if router.aliases.get(name, name) not in allowed:
-                    raise _not_allowed(name, rules, param)
-    state = router.state
-    if rules.rpm_limit is not None:
-        allowed_now, wait = (False, 60.0) if rules.rpm_limit <= 0 else state.admit(
-            f"key-rpm:{rules.identity}", rules.rpm_limit)
-        if not allowed_now:
-            raise errors.RateLimitError(f"This key's limit of {rules.rpm_limit} requests per minute is reached.",
-                                        headers={"Retry-After": str(max(1, round(wait)))})
-    if rules.tpm_limit is not None:
-        # Hold the prompt estimate plus max_tokens in the key's token window; settled to the
-        # real usage when the call ends.
-        asked = body.get("max_completion_tokens") or body.get("max_tokens")
-        amount = max(1, estimate_tokens(body) + (asked if isinstance(asked, int) and asked > 0 else 0))
-        allowed_now, wait = (False, 60.0) if rules.tpm_limit <= 0 else state.admit(
-            f"key-tpm:{rules.identity}", rules.tpm_limit, amount)
-        if not allowed_now:
-            raise errors.RateLimitError(
-                f"This key's limit of {rules.tpm_limit} tokens per minute is reached "
-                f"(this call needs about {amount}).", headers={"Retry-After": str(max(1, round(wait)))})
-        meter.tpm_reserved = amount
-    if rules.max_parallel_requests is not None:
-        # A slot per call, expiring with the call's longest life: a worker that dies mid-call
-        # cannot hold one for good.
-        key, member = f"key-parallel:{rules.identity}", meter.request_id
-        if rules.max_parallel_requests <= 0 or not state.acquire(
-                key, rules.max_parallel_requests, member, gateway.spend.hold_seconds):
-            raise errors.RateLimitError(
-                f"This key's limit of {rules.max_parallel_requests} parallel requests is reached.",
-                headers={"Retry-After": "1"})
-        released = []
-
-        def release():
-            if not released:  # a stream closes through two paths; count it once
-                released.append(True)
-                state.release(key, member)
-        return release, allowed
-    return None, allowed
-
-
-def _named_fallbacks(value):
-    """Every model name a request's fallbacks field names (LiteLLM's map form or a plain list)."""
-    if isinstance(value, list):
-        for item in value:
-            if isinstance(item, str):
-                yield item
-            elif isinstance(item, dict):
-                for targets in item.values():
-                    for name in [targets] if isinstance(targets, str) else targets if isinstance(targets, list) else ():
-                        if isinstance(name, str):
-                            yield name
-
-
-def _not_allowed(name, rules, param):
-    return errors.PermissionDeniedError(
-        f"This key may not use the model `{str(name)[:200]}`. Allowed: {', '.join(rules.models) or 'none'}",
-        param=param, code="model_not_allowed")
 
 
 def outcome_headers(outcome):

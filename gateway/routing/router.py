@@ -21,7 +21,6 @@ from gateway.spend.meter import DEFAULT_OUTPUT_BOUND
 from gateway.spend.meter import output_is_assumed
 from gateway.routing.state import build_state
 from gateway.wire.upstream import CallContext
-from gateway.wire.upstream import ChunkStream
 
 log = logging.getLogger("gateway.routing.router")
 
@@ -336,37 +335,28 @@ class Router:
         provider = deployment.provider
         limit = min(timeout or provider.timeout or self.timeout, remaining)
         answer = self.run(provider, name, endpoint, body, stream, limit)
-        if not stream:
-            return answer
-        chunks = iter(answer)
-        try:
-            first = next(chunks)
-        except StopIteration:
-            return answer
-        except BaseException:
-            answer.close()
-            raise
-
-        def replay():
-            yield first
-            yield from chunks
-        return ChunkStream(provider, endpoint, replay(), on_close=answer.close)
+        if stream:
+            try:
+                answer.prime()
+            except BaseException:
+                answer.close()
+                raise
+        return answer
 
     def _watch_stream(self, group, deployment, stream, started):
-        """Settle the group's bookkeeping when the stream ends, however it ends."""
+        """Settle the group's bookkeeping when the stream is closed, however it ends."""
         usage = {}
-
-        def watched():
-            for chunk in stream:
+        if group.tracks_usage:  # the usage the balancer counts (usage-based routing)
+            def count(chunk):
                 if chunk.get("usage"):
                     usage.update(chunk["usage"])
-                yield chunk
+                return chunk
+            stream.tap(count)
 
-        def on_close():
-            stream.close()
+        def settle():
             group.finished(deployment, seconds=time.monotonic() - started,
                            tokens=usage.get("total_tokens") if group.tracks_usage else None)
-        return ChunkStream(stream.provider, stream.endpoint, watched(), on_close=on_close)
+        return stream.at_close(settle)
 
     def run(self, provider, name, endpoint, body, stream, timeout=None):
         """Capability checks and shared adaptation around the provider's own execute()."""

@@ -190,43 +190,37 @@ class Meter:
     def watch(self, outcome, stream, client_wants_usage):
         """The stream as the client gets it, billed when it ends however it ends: the usage chunk
         the gateway asked for is dropped when the client did not ask for it."""
-        from gateway.wire.upstream import ChunkStream
         self.outcome = outcome
-        usage = self.usage
+        self.status = "client_disconnected"  # until the stream runs to its end
+        usage, texts = self.usage, self.texts
 
-        def metered():
-            self.status = "client_disconnected"  # until the stream runs to its end
-            try:
-                texts = self.texts
-                for chunk in stream:
-                    found = chunk.get("usage")
-                    choices = chunk.get("choices")
-                    if found:
-                        usage.update(found)
-                    for choice in choices or ():
-                        delta = choice.get("delta")
-                        text = delta.get("content") if isinstance(delta, dict) else choice.get("text")
-                        if isinstance(text, str):
-                            self.completion_chars += len(text)
-                            if texts is not None:
-                                texts.append(text)
-                    if self.first_chunk is None:
-                        self.first_chunk = time.time()
-                    if not client_wants_usage:
-                        if found and not choices:
-                            continue
-                        chunk.pop("usage", None)
-                    yield chunk
+        def count(chunk):
+            found = chunk.get("usage")
+            choices = chunk.get("choices")
+            if found:
+                usage.update(found)
+            for choice in choices or ():
+                delta = choice.get("delta")
+                text = delta.get("content") if isinstance(delta, dict) else choice.get("text")
+                if isinstance(text, str):
+                    self.completion_chars += len(text)
+                    if texts is not None:
+                        texts.append(text)
+            if self.first_chunk is None:
+                self.first_chunk = time.time()
+            if not client_wants_usage:
+                if found and not choices:
+                    return None
+                chunk.pop("usage", None)
+            return chunk
+
+        def ended(error):
+            if error is None:
                 self.status = "success"
-            except GeneratorExit:
-                raise
-            except BaseException as exc:
-                self.status, self.error = "error", exc
-                raise
-            finally:
-                self.bill(outcome, usage)
-
-        return ChunkStream(stream.provider, stream.endpoint, metered(), on_close=stream.close)
+            else:
+                self.status, self.error = "error", error
+            self.bill(outcome, usage)
+        return stream.tap(count).at_end(ended)
 
     def fail(self, error=None, outcome=None):
         """The call failed before any answer: nothing is billed, the hold is released."""

@@ -16,6 +16,7 @@ from urllib3.exceptions import TimeoutError as Urllib3Timeout
 from gateway import errors
 from gateway.wire.sse import SSEDecoder
 from gateway.wire.transport import ErrorAnswer
+from gateway.wire.stream import ChunkStream
 
 READ_SIZE = 65536
 
@@ -47,44 +48,6 @@ class HttpIO:
             return self.transport.send(self.provider, req, timeout=timeout, stream=stream)
         except ErrorAnswer as answer:
             raise self.provider.map_error(answer.status, answer.raw, answer.headers) from None
-
-
-class ChunkStream:
-    """OpenAI chunks from one stream; `close()` drops the upstream connection unless it finished."""
-
-    def __init__(self, provider, endpoint, chunks, resp=None, on_close=None):
-        self.provider = provider
-        self.endpoint = endpoint
-        self.finished = False
-        self._chunks = chunks
-        self._resp = resp
-        self._on_close = on_close
-
-    def __iter__(self):
-        yield from self._chunks
-        self.finished = True
-
-    def map(self, fn):
-        """A stream of fn(chunk) over this one, sharing its connection and close()."""
-        outer = ChunkStream(self.provider, self.endpoint, (fn(c) for c in self), on_close=self.close)
-        return outer
-
-    def close(self):
-        """Release the upstream connection: back to the pool if the stream ended, else cut it."""
-        on_close, self._on_close = self._on_close, None
-        if on_close is not None:
-            on_close()
-        resp, self._resp = self._resp, None
-        if resp is None:
-            return
-        if self.finished:
-            try:
-                resp.drain_conn()  # the rest is the chunked terminator; keeps TLS connections warm
-                resp.release_conn()
-                return
-            except (Urllib3Error, OSError):
-                pass
-        resp.close()
 
 
 def read_raw(resp):

@@ -27,9 +27,9 @@ from gateway import errors
 from gateway.access import keys
 from gateway.access.auth import Authenticator
 from gateway.access.auth import LazyKeys
+from gateway.access.auth import check_rules
 from gateway.storage import Database
 from gateway.access.keys import KeyService
-from gateway.access.keys import check_rules
 from gateway.access.keys import hash_key
 from gateway.access.keys import looks_like_key
 
