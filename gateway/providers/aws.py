@@ -12,7 +12,7 @@ import threading
 import orjson
 
 from gateway import errors
-from gateway.config.settings import ConfigError
+from gateway.errors import ConfigError
 from gateway.wire.transport import split_credentials
 
 log = logging.getLogger("gateway.providers.aws")

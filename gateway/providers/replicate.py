@@ -27,7 +27,7 @@ from gateway.providers.base import Provider
 from gateway.providers.base import UpstreamRequest
 from gateway.providers.base import dumps
 from gateway.providers.prompts import prompt_builder
-from gateway.config.settings import ConfigError
+from gateway.errors import ConfigError
 from gateway.wire.sse import SSEDecoder
 
 log = logging.getLogger("gateway.providers.replicate")
