@@ -1,5 +1,4 @@
-"""The callback section of `litellm_settings` (success_callback / failure_callback / callbacks and
-callback_settings) checked into SinkSpecs: names from a fixed list only, never an import path."""
+"""litellm_settings' callbacks and callback_settings checked into SinkSpecs (names from a fixed list)."""
 
 import logging
 import os

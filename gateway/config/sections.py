@@ -1,7 +1,5 @@
 """The config's sections as frozen, typed dataclasses, each built once from its checked YAML mapping."""
 
-import logging
-import os
 from dataclasses import dataclass
 from dataclasses import field
 
@@ -17,8 +15,6 @@ from gateway.config.parse import as_text
 from gateway.config.parse import fallback_map
 from gateway.config.parse import name_list
 from gateway.errors import ConfigError
-
-log = logging.getLogger("gateway.config.settings")
 
 BUDGET_MODES = ("soft", "strict")  # general_settings.budget_mode (unset: soft)
 DEFAULT_HEALTH_CHECK_INTERVAL = 300.0
@@ -226,7 +222,7 @@ def litellm_section(raw, environ=None):
         json_logs=as_bool(raw.get("json_logs"), path + "json_logs"),
         turn_off_message_logging=as_bool(raw.get("turn_off_message_logging"), path + "turn_off_message_logging"),
         callback_names=tuple(name for name in found if isinstance(name, str)) if isinstance(found, list) else (),
-        callbacks=callbacks.parse(raw, environ=os.environ if environ is None else environ, warn=False),
+        callbacks=callbacks.parse(raw, environ=environ, warn=False),  # warned once, by from_dict
         cache=cache_section(raw),
     )
 
