@@ -75,7 +75,7 @@ def open_key_service(settings, state=None):
     from gateway.access.keys import KeyService
     db = Database(database_url(settings))
     db.migrate()
-    return KeyService(db, settings.general_settings.get("default_key_duration") or "1h", state)
+    return KeyService(db, settings.general.default_key_duration, state)
 
 
 def build_spend(settings, router, keys, observers=None):
@@ -83,17 +83,16 @@ def build_spend(settings, router, keys, observers=None):
     and spend logs are not turned off."""
     from gateway.spend.ledger import Ledger
     from gateway.spend.meter import SpendTracker
-    general = settings.general_settings
+    general = settings.general
     ledger = None
-    if keys is not None and not general.get("disable_spend_logs"):
-        ledger = Ledger(lambda: keys.get().db, general.get("spend_spool_dir") or "gateway-spool",
-                        budget_mode=general.get("budget_mode") or "soft")
+    if keys is not None and not general.disable_spend_logs:
+        ledger = Ledger(lambda: keys.get().db, general.spend_spool_dir, budget_mode=general.budget_mode)
         for deployment in router.deployments():
             if deployment.input_price is None and not deployment.provider.local:
                 log.warning("no price is known for `%s` (%s): its calls are recorded at $0; set "
                             "input_cost_per_token / output_cost_per_token on the deployment",
                             deployment.provider.config.model, deployment.provider.config.model_name)
-    hold_seconds = float(general.get("budget_hold_seconds") or router.timeout + 60)
+    hold_seconds = float(general.budget_hold_seconds or router.timeout + 60)
     return SpendTracker(ledger, router.state, hold_seconds, observers)
 
 
@@ -102,7 +101,7 @@ def create_app(settings=None):
     if settings is None:
         from gateway.config.settings import demo_settings
         settings = demo_settings()
-    configure_logging(settings.debug, settings.litellm_settings.get("json_logs") is True)
+    configure_logging(settings.debug, settings.litellm.json_logs)
     app = Flask("gateway")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
@@ -117,10 +116,9 @@ def create_app(settings=None):
     gateway = Gateway(settings, router, transport, Authenticator(settings.master_key, keys),
                       build_spend(settings, router, keys, observers), observers, build_cache(settings))
     app.extensions["gateway"] = gateway
-    if settings.general_settings.get("background_health_checks"):
+    if settings.general.background_health_checks:
         from gateway.routing import health as healthcheck
-        interval = float(settings.general_settings.get("health_check_interval") or 300)
-        healthcheck.start_background(gateway.router, interval)
+        healthcheck.start_background(gateway.router, settings.general.health_check_interval)
 
     from gateway.api import chat
     from gateway.api import completions

@@ -27,17 +27,13 @@ from collections import OrderedDict
 import orjson
 
 from gateway import errors
-from gateway.config.settings import ConfigError
+from gateway.config.sections import CACHE_LOCAL_MAX_MB as LOCAL_MAX_MB
+from gateway.config.sections import CACHE_MAX_SECONDS as MAX_SECONDS
 
 log = logging.getLogger("gateway.cache")
 
-DEFAULT_TTL = 600.0
 LOCAL_MAX_ENTRIES = 10_000
-LOCAL_MAX_MB = 32  # per worker
 REDIS_RETRY_SECONDS = 5.0
-# Upper bound of `ttl` and `s-maxage`, per request and in cache_params: a year. Redis refuses an
-# expiry past about 2^63 ms; the bound keeps every value a client can send far from that.
-MAX_SECONDS = 365 * 24 * 3600
 # A per-request namespace becomes part of a Redis key: short, and only characters safe in keys and logs.
 _NAMESPACE = re.compile(r"[A-Za-z0-9._:/-]{0,128}")
 # Body keys that never change the answer: gateway controls, routing, transport, tracking.
@@ -46,9 +42,6 @@ NOT_IN_KEY = frozenset({
     "num_retries", "fallbacks", "context_window_fallbacks", "api_key", "api_base", "base_url",
     "api_version", "extra_headers", "mock_response", "litellm_logging_obj", "proxy_server_request",
 })
-# LiteLLM's call type names -> ours.
-CALL_TYPES = {"completion": "chat", "acompletion": "chat", "text_completion": "completions",
-              "atext_completion": "completions", "embedding": "embeddings", "aembedding": "embeddings"}
 HIT_HEADER = "x-cache"
 KEY_HEADER = "x-litellm-cache-key"
 
@@ -140,17 +133,17 @@ class RedisCache:
 
 
 def _redis_client(params, environ=os.environ):
+    """A Redis client for CacheSettings (cache_params), REDIS_* variables filling what they leave out."""
     import redis
     from redis.backoff import NoBackoff
     from redis.retry import Retry
     kwargs = {"socket_timeout": 0.25, "socket_connect_timeout": 0.25, "health_check_interval": 0,
               "retry": Retry(NoBackoff(), 0)}
-    url = params.get("url") or params.get("redis_url")
-    if url:
-        return redis.Redis.from_url(url, **kwargs)
-    password = params.get("password") or environ.get("REDIS_PASSWORD")
-    return redis.Redis(host=params.get("host") or environ.get("REDIS_HOST") or "127.0.0.1",
-                       port=int(params.get("port") or environ.get("REDIS_PORT") or 6379),
+    if params.url:
+        return redis.Redis.from_url(params.url, **kwargs)
+    password = params.password or environ.get("REDIS_PASSWORD")
+    return redis.Redis(host=params.host or environ.get("REDIS_HOST") or "127.0.0.1",
+                       port=int(params.port or environ.get("REDIS_PORT") or 6379),
                        password=password or None, **kwargs)
 
 
@@ -266,36 +259,11 @@ def replay(chunks):
 
 
 def build_cache(settings, environ=os.environ):
-    """The configured ResponseCache, or None when caching is off."""
-    litellm = settings.litellm_settings
-    enabled = litellm.get("cache")
-    if enabled in (None, False):
+    """The configured ResponseCache (from settings.litellm.cache, checked at load), or None when off."""
+    params = settings.litellm.cache
+    if params is None:
         return None
-    if enabled is not True:
-        raise ConfigError("litellm_settings.cache: must be true or false")
-    params = litellm.get("cache_params") or {}
-    if not isinstance(params, dict):
-        raise ConfigError("litellm_settings.cache_params: must be a mapping")
-    kind = params.get("type") or ("redis" if (params.get("host") or environ.get("REDIS_HOST")) else "local")
-    if kind not in ("local", "redis"):
-        raise ConfigError(f"litellm_settings.cache_params.type: {kind!r} is not supported (local, redis)")
-    ttl = params.get("ttl", DEFAULT_TTL)
-    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0 < ttl <= MAX_SECONDS:
-        raise ConfigError(f"litellm_settings.cache_params.ttl: must be a number of seconds > 0 and <= {MAX_SECONDS}")
-    namespace = params.get("namespace")
-    if namespace is not None and not isinstance(namespace, str):
-        raise ConfigError("litellm_settings.cache_params.namespace: must be a string")
-    types = params.get("supported_call_types")
-    if types is None:
-        call_types = frozenset(CALL_TYPES.values())
-    else:
-        if not isinstance(types, list) or any(t not in CALL_TYPES for t in types):
-            raise ConfigError("litellm_settings.cache_params.supported_call_types: must list names from "
-                              + ", ".join(sorted(CALL_TYPES)))
-        call_types = frozenset(CALL_TYPES[t] for t in types)
-    size = params.get("max_size_mb", LOCAL_MAX_MB)
-    if isinstance(size, bool) or not isinstance(size, (int, float)) or size <= 0:
-        raise ConfigError("litellm_settings.cache_params.max_size_mb: must be a number of megabytes > 0")
+    kind = params.type or ("redis" if (params.host or environ.get("REDIS_HOST")) else "local")
     backend = (RedisCache(_redis_client(params, environ)) if kind == "redis"
-               else LocalCache(max_bytes=int(size * 1024 * 1024)))
-    return ResponseCache(backend, float(ttl), namespace, call_types, params.get("shared") is True)
+               else LocalCache(max_bytes=int(params.max_size_mb * 1024 * 1024)))
+    return ResponseCache(backend, float(params.ttl), params.namespace, params.call_types, params.shared)

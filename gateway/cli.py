@@ -61,7 +61,7 @@ def build_parser():
 def settings_from_args(args):
     """Build validated Settings from the flags (ConfigError names the problem)."""
     from gateway.config import settings as config
-    from gateway.config.settings import ConfigError
+    from gateway.errors import ConfigError
 
     if args.model and args.config:
         raise ConfigError("--model and --config: use one or the other")
@@ -136,7 +136,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.test or args.health:
         from gateway import probe
-        from gateway.config.settings import ConfigError
+        from gateway.errors import ConfigError
         try:
             key = client_key(args)
         except ConfigError as exc:
@@ -149,7 +149,7 @@ def main(argv=None):
     if args.num_workers < 1:
         print("gateway: --num_workers must be at least 1", file=sys.stderr)
         return EXIT_CONFIG
-    from gateway.config.settings import ConfigError
+    from gateway.errors import ConfigError
     try:
         settings = settings_from_args(args)
         check_settings(settings)

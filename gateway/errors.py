@@ -1,4 +1,10 @@
-"""One exception tree for the whole gateway, rendered as one OpenAI error envelope."""
+"""The gateway's errors: one tree rendered as one OpenAI error envelope, and ConfigError for start-up."""
+
+
+class ConfigError(Exception):
+    """The config file cannot be used; the message names the exact key path at fault.
+
+    Not a GatewayError: it stops start-up (exit 2) and never reaches a client."""
 
 
 class GatewayError(Exception):

@@ -26,6 +26,8 @@ from gateway.access.keyvalues import check_json
 from gateway.access.keyvalues import no_nul
 from gateway.access.keyvalues import readable
 from gateway.api.schemas import first_error
+from gateway.config.parse import MAX_DURATION_SECONDS
+from gateway.config.parse import duration_seconds
 
 log = logging.getLogger("gateway.access.keys")
 
@@ -33,17 +35,9 @@ KEY_PREFIX = "sk-"
 # sk- + 43 url-safe characters (256 random bits); anything else is refused without a lookup.
 _KEY_SHAPE = re.compile(r"^sk-[A-Za-z0-9_-]{20,128}$")
 _HASH_SHAPE = re.compile(r"^[0-9a-f]{64}$")
-_DURATION = re.compile(r"^(\d{1,9})\s*([a-z]+)$")
-# LiteLLM's docs write both "20m" and "30min"; accept the usual spellings of each unit.
-_UNITS = {**dict.fromkeys(("s", "sec", "secs", "second", "seconds"), 1),
-          **dict.fromkeys(("m", "min", "mins", "minute", "minutes"), 60),
-          **dict.fromkeys(("h", "hr", "hrs", "hour", "hours"), 3600),
-          **dict.fromkeys(("d", "day", "days"), 86400),
-          **dict.fromkeys(("w", "wk", "week", "weeks"), 7 * 86400)}
 CACHE_SECONDS = 5.0
 # With Redis, how often a worker asks whether a key changed on another instance (a GET, amortized).
 REMOTE_CHECK_SECONDS = 0.5
-_MAX_DURATION_SECONDS = 100 * 366 * 86400
 NEGATIVE_CACHE_SECONDS = 1.0
 
 
@@ -63,15 +57,15 @@ def hash_key(key):
 
 
 def parse_duration(value):
-    """'30s' / '30m' / '30h' / '30d' -> timedelta; 'never' -> None."""
-    if value == "never":
-        return None
-    match = _DURATION.match(value.strip().lower()) if isinstance(value, str) else None
-    if not match or match.group(2) not in _UNITS:
+    """'30s' / '30m' / '30h' / '30d' -> timedelta; 'never' -> None (the grammar config durations use)."""
+    try:
+        seconds = duration_seconds(value)
+    except ValueError:
         raise errors.BadRequestError("`duration` must look like 30s, 30m (30min), 30h, 30d, or be \"never\".",
-                                     param="duration")
-    seconds = int(match.group(1)) * _UNITS[match.group(2)]
-    if seconds > _MAX_DURATION_SECONDS:
+                                     param="duration") from None
+    if seconds is None:
+        return None
+    if seconds > MAX_DURATION_SECONDS:
         raise errors.BadRequestError("`duration` is longer than 100 years; use \"never\" for a key that does "
                                      "not expire.", param="duration")
     return timedelta(seconds=seconds)

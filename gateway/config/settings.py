@@ -1,4 +1,4 @@
-"""Load and validate the LiteLLM-style YAML config into one immutable Settings object."""
+"""Load the LiteLLM-style YAML config, check every value once, and freeze it into one Settings object."""
 
 import logging
 import os
@@ -13,9 +13,18 @@ from marshmallow import ValidationError
 from marshmallow import fields
 from marshmallow import validate
 
+from gateway.config import callbacks
+from gateway.config import sections
+from gateway.config.parse import ENV_PREFIX
+from gateway.config.parse import as_bool
+from gateway.config.parse import as_seconds
+from gateway.config.parse import as_size_mb
+from gateway.config.parse import key_path
+from gateway.config.parse import resolve_env
+from gateway.errors import ConfigError  # noqa: F401  (callers and tests import it from here too)
+
 log = logging.getLogger("gateway.config.settings")
 
-ENV_PREFIX = "os.environ/"
 DEFAULT_MAX_BODY_MB = 32
 DEFAULT_REQUEST_TIMEOUT = 600.0
 
@@ -54,13 +63,6 @@ IMPLEMENTED = {
                          "disable_spend_logs", "spend_spool_dir", "budget_hold_seconds", "otel",
                          "metrics_public", "budget_mode"},
 }
-
-
-BUDGET_MODES = (None, "soft", "strict")  # general_settings.budget_mode (None: soft)
-
-
-class ConfigError(Exception):
-    """The config file cannot be used; the message names the exact path at fault."""
 
 
 class _Mapping(Schema):
@@ -133,7 +135,13 @@ class DeploymentConfig:
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything the app needs, resolved once at start-up."""
+    """Everything the app needs, resolved and checked once at start-up.
+
+    The typed sections (`general`, `router`, `litellm`) are built from the three raw mappings when
+    the object is made (so `dataclasses.replace` keeps them in step), and consumers read only them.
+    The raw mappings stay as the file's record: keys this gateway does not read (LiteLLM's planned
+    or unknown ones) pass through there untouched; nothing reads settings from them by key.
+    """
 
     deployments: tuple = ()
     master_key: str | None = None
@@ -148,17 +156,15 @@ class Settings:
     litellm_settings: dict = field(default_factory=dict)
     router_settings: dict = field(default_factory=dict)
     general_settings: dict = field(default_factory=dict)
+    general: sections.GeneralSettings = field(init=False, repr=False, compare=False)
+    router: sections.RouterSettings = field(init=False, repr=False, compare=False)
+    litellm: sections.LitellmSettings = field(init=False, repr=False, compare=False)
 
-
-def _path(parts):
-    """Render a key path as `model_list[2].litellm_params.model`."""
-    out = ""
-    for part in parts:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out or "(top level)"
+    def __post_init__(self):
+        litellm = self.litellm_settings or {}
+        object.__setattr__(self, "general", sections.general_section(self.general_settings or {}))
+        object.__setattr__(self, "router", sections.router_section(self.router_settings or {}, litellm))
+        object.__setattr__(self, "litellm", sections.litellm_section(litellm))
 
 
 def _flatten_errors(errors, parts=()):
@@ -180,23 +186,8 @@ def _flatten_errors(errors, parts=()):
                     text = "required"
                 elif text == "Unknown field.":
                     text = "unknown key"
-                lines.append(f"{_path(parts)}: {text}")
+                lines.append(f"{key_path(parts)}: {text}")
     return lines
-
-
-def _resolve_env_refs(value, parts, missing):
-    """Replace every `os.environ/NAME` string in the tree with the variable's value."""
-    if isinstance(value, dict):
-        return {k: _resolve_env_refs(v, parts + (k,), missing) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_resolve_env_refs(v, parts + (i,), missing) for i, v in enumerate(value)]
-    if isinstance(value, str) and value.startswith(ENV_PREFIX):
-        name = value[len(ENV_PREFIX):]
-        if name not in os.environ:
-            missing.append(f"{_path(parts)}: environment variable {name} is not set")
-            return None
-        return os.environ[name]
-    return value
 
 
 def _warn_keys(section, values):
@@ -210,24 +201,32 @@ def _warn_keys(section, values):
             log.warning("%s.%s is not a setting this gateway knows; ignored", section, key)
 
 
-def _as_bool(value, path):
-    if isinstance(value, bool) or value is None:
-        return bool(value)
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    raise ConfigError(f"{path}: must be true or false")
+def _warn_values(general, litellm):
+    """Warn once, at load, about values that are valid but do not do what they may seem to."""
+    callbacks.warn_unknown(litellm)
+    public = general.get("metrics_public")
+    if isinstance(public, str) and as_bool(public, "general_settings.metrics_public"):
+        log.warning("general_settings.metrics_public: %r is text, so /metrics stays closed; only a literal "
+                    "`true` in the file opens it to callers without a key", public[:20])
 
 
-def _as_number(value, path, default):
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ConfigError(f"{path}: must be a positive number")
-    return float(value)
+def _aliases(router):
+    """router_settings.model_group_alias as {alias: group}."""
+    aliases = router.get("model_group_alias") or {}
+    if not isinstance(aliases, dict):
+        raise ConfigError("router_settings.model_group_alias: must be a mapping of alias: group")
+    resolved = {}
+    for alias, target in aliases.items():
+        if isinstance(target, dict):  # LiteLLM's object form: {"model": group, "hidden": bool}
+            target = target.get("model")
+        if not isinstance(target, str) or not target:
+            raise ConfigError(f"router_settings.model_group_alias.{alias}: must name a model group")
+        resolved[str(alias)] = target
+    return resolved
 
 
 def from_dict(raw, *, source="config", environ=True):
-    """Validate a parsed config mapping and build Settings; raises ConfigError naming the path."""
+    """Check a parsed config mapping, every value of it, and build Settings; ConfigError names the path."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -239,12 +238,8 @@ def from_dict(raw, *, source="config", environ=True):
         for name, value in env_vars.items():
             if value is not None and not str(value).startswith(ENV_PREFIX):
                 os.environ[str(name)] = str(value)
-    missing = []
-    resolved = _resolve_env_refs(raw, (), missing)
-    if missing:
-        raise ConfigError("\n".join(missing))
     try:
-        data = ConfigSchema().load(resolved)
+        data = ConfigSchema().load(resolve_env(raw))
     except ValidationError as exc:
         raise ConfigError("\n".join(sorted(_flatten_errors(exc.messages)))) from None
     litellm = data["litellm_settings"] or {}
@@ -253,8 +248,7 @@ def from_dict(raw, *, source="config", environ=True):
     for section, values in (("litellm_settings", litellm), ("router_settings", router),
                             ("general_settings", general)):
         _warn_keys(section, values)
-    from gateway.telemetry.callbacks import parse as parse_callbacks
-    parse_callbacks(litellm)  # sinks come from a fixed list; ConfigError names the entry at fault
+    _warn_values(general, litellm)
     known_top = set(ConfigSchema().fields)
     for key in sorted(set(data) - known_top):
         log.warning("%s is not a top-level key this gateway knows; ignored", key)
@@ -265,37 +259,23 @@ def from_dict(raw, *, source="config", environ=True):
                                  **d["litellm_params"]},
                          model_info=dict(d.get("model_info") or {}), index=i)
         for i, d in enumerate(data["model_list"]))
+    for deployment in deployments:
+        sections.deployment_numbers(deployment.index, deployment.params, deployment.model_info)
     master_key = os.environ.get("GATEWAY_MASTER_KEY") or general.get("master_key")
     if master_key is not None and (not isinstance(master_key, str) or not master_key):
         raise ConfigError("general_settings.master_key: must be a non-empty string")
-    aliases = router.get("model_group_alias") or {}
-    if not isinstance(aliases, dict):
-        raise ConfigError("router_settings.model_group_alias: must be a mapping of alias: group")
-    resolved_aliases = {}
-    for alias, target in aliases.items():
-        if isinstance(target, dict):  # LiteLLM's object form: {"model": group, "hidden": bool}
-            target = target.get("model")
-        if not isinstance(target, str) or not target:
-            raise ConfigError(f"router_settings.model_group_alias.{alias}: must name a model group")
-        resolved_aliases[str(alias)] = target
-    aliases = resolved_aliases
-    if general.get("budget_mode") not in BUDGET_MODES:
-        raise ConfigError(f"general_settings.budget_mode: must be `soft` or `strict` (got "
-                          f"{str(general.get('budget_mode'))[:40]!r}); soft, the default, lets a key with "
-                          "budget left make one call past it, strict never overshoots")
-    size_mb = _as_number(general.get("max_request_size_mb"), "general_settings.max_request_size_mb",
-                         DEFAULT_MAX_BODY_MB)
     return Settings(
         deployments=deployments,
         master_key=master_key,
-        drop_params=_as_bool(litellm.get("drop_params"), "litellm_settings.drop_params"),
-        debug=_as_bool(litellm.get("set_verbose"), "litellm_settings.set_verbose"),
-        request_timeout=_as_number(litellm.get("request_timeout"),
-                                   "litellm_settings.request_timeout", DEFAULT_REQUEST_TIMEOUT),
-        max_body_bytes=int(size_mb * 1024 * 1024),
-        add_function_to_prompt=_as_bool(litellm.get("add_function_to_prompt"),
-                                        "litellm_settings.add_function_to_prompt"),
-        group_aliases=aliases,
+        drop_params=as_bool(litellm.get("drop_params"), "litellm_settings.drop_params"),
+        debug=as_bool(litellm.get("set_verbose"), "litellm_settings.set_verbose"),
+        request_timeout=as_seconds(litellm.get("request_timeout"), "litellm_settings.request_timeout",
+                                   DEFAULT_REQUEST_TIMEOUT),
+        max_body_bytes=as_size_mb(general.get("max_request_size_mb"), "general_settings.max_request_size_mb",
+                                  DEFAULT_MAX_BODY_MB),
+        add_function_to_prompt=as_bool(litellm.get("add_function_to_prompt"),
+                                       "litellm_settings.add_function_to_prompt"),
+        group_aliases=_aliases(router),
         source=source,
         litellm_settings=litellm,
         router_settings=router,

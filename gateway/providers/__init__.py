@@ -8,7 +8,7 @@ import importlib
 import logging
 import pkgutil
 
-from gateway.config.settings import ConfigError
+from gateway.errors import ConfigError
 from gateway.wire.transport import split_credentials
 
 log = logging.getLogger("gateway.providers")

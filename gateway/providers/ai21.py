@@ -19,7 +19,7 @@ from gateway.providers.base import UpstreamRequest
 from gateway.providers.base import dumps
 from gateway.providers.base import env_first
 from gateway.providers.prompts import prompt_builder
-from gateway.config.settings import ConfigError
+from gateway.errors import ConfigError
 
 DEFAULT_BASE = "https://api.ai21.com/studio/v1"
 KEY_ENV = "AI21_API_KEY"

@@ -15,7 +15,7 @@ from gateway.providers.base import Provider
 from gateway.providers.base import UpstreamRequest
 from gateway.providers.base import dumps
 from gateway.providers.base import env_first
-from gateway.config.settings import ConfigError
+from gateway.errors import ConfigError
 
 DEFAULT_API_BASE = "https://api.anthropic.com"
 API_VERSION = "2023-06-01"

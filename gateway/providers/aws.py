@@ -12,7 +12,7 @@ import threading
 import orjson
 
 from gateway import errors
-from gateway.config.settings import ConfigError
+from gateway.errors import ConfigError
 from gateway.providers.base import env_value
 from gateway.wire.sdk import map_exception  # noqa: F401  (the AWS path's error mapping, in wire/)
 from gateway.wire.sdk import translated  # noqa: F401  (its stream translation, in wire/)

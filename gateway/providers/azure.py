@@ -5,7 +5,7 @@ from urllib.parse import quote
 from gateway.providers.base import env_value
 from gateway.providers.openai import OpenAIProvider
 from gateway.providers.openai import PATHS
-from gateway.config.settings import ConfigError
+from gateway.errors import ConfigError
 
 DEFAULT_API_VERSION = "2024-10-21"
 STREAM_OPTIONS_SINCE = "2024-09-01"

@@ -8,7 +8,7 @@ its own base env var names, never to a different `api_base` set on one deploymen
 from dataclasses import dataclass
 
 from gateway.providers.openai import OpenAIProvider
-from gateway.config.settings import ConfigError
+from gateway.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from gateway.providers.base import Provider
 from gateway.providers.base import UpstreamRequest
 from gateway.providers.base import dumps
 from gateway.providers.base import env_first
-from gateway.config.settings import ConfigError
+from gateway.errors import ConfigError
 
 DEFAULT_BASE = "https://api.cohere.com"
 KEY_ENVS = ("COHERE_API_KEY", "CO_API_KEY")

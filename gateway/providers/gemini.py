@@ -19,7 +19,7 @@ from gateway.providers.base import Provider
 from gateway.providers.base import UpstreamRequest
 from gateway.providers.base import dumps
 from gateway.providers.base import env_first
-from gateway.config.settings import ConfigError
+from gateway.errors import ConfigError
 
 DEFAULT_API_BASE = "https://generativelanguage.googleapis.com"
 API_VERSION = "v1beta"

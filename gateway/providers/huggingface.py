@@ -34,7 +34,7 @@ from gateway.providers.base import UpstreamRequest
 from gateway.providers.base import dumps
 from gateway.providers.base import env_first
 from gateway.providers.prompts import prompt_builder
-from gateway.config.settings import ConfigError
+from gateway.errors import ConfigError
 
 HOSTED_BASE = "https://router.huggingface.co/hf-inference/models/"
 ROUTER_CHAT_URL = "https://router.huggingface.co/v1/chat/completions"

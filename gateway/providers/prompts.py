@@ -9,7 +9,7 @@ import re
 
 from gateway.errors import BadRequestError
 from gateway.providers.shapes import text_of
-from gateway.config.settings import ConfigError
+from gateway.errors import ConfigError
 
 CUSTOM_KEYS = ("initial_prompt_value", "roles", "final_prompt_value", "bos_token", "eos_token")
 

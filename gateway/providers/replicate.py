@@ -26,7 +26,7 @@ from gateway.providers.base import UpstreamRequest
 from gateway.providers.base import dumps
 from gateway.providers.base import env_first
 from gateway.providers.prompts import prompt_builder
-from gateway.config.settings import ConfigError
+from gateway.errors import ConfigError
 from gateway.wire.sse import SSEDecoder
 from gateway.wire.transport import release
 from gateway.wire.upstream import ChunkStream

@@ -14,8 +14,8 @@ from gateway.spend import modeldata
 
 log = logging.getLogger("gateway.routing.balancer")
 
-STRATEGIES = ("simple-shuffle", "least-busy", "usage-based-routing", "usage-based-routing-v2",
-              "latency-based-routing")
+# The strategy names (router_settings.routing_strategy) are checked at load against
+# gateway/config/sections.py ROUTING_STRATEGIES; Group below implements each.
 # Upstream statuses that cool a deployment down at once (LiteLLM's rules): rate limited, bad key,
 # no such model/deployment, request timeout.
 COOLDOWN_NOW = frozenset({401, 404, 408, 429})
@@ -42,9 +42,8 @@ class Deployment:
         self.max_output_tokens = self.facts.get("max_output_tokens")
         try:
             self.input_price, self.output_price = modeldata.prices(params, self.facts)
-        except ValueError as exc:
-            from gateway.config.settings import ConfigError
-            raise ConfigError(f"model_list[{config.index}].litellm_params.{exc}") from None
+        except ValueError as exc:  # the file's prices are checked at load; this guards the table's
+            raise errors.ConfigError(f"model_list[{config.index}].litellm_params.{exc}") from None
         self.health_check_timeout = float(params.get("health_check_timeout") or info.get("health_check_timeout") or 10)
 
     @property

@@ -10,13 +10,13 @@ import gevent
 
 from gateway import errors
 from gateway import providers
-from gateway.routing.balancer import STRATEGIES
 from gateway.routing.balancer import Deployment
 from gateway.routing.balancer import Group
 from gateway.spend.modeldata import estimate_tokens
 from gateway.providers import adapt
 from gateway.providers.shapes import encode_embedding
-from gateway.config.settings import ConfigError
+from gateway.config.parse import fallback_map
+from gateway.errors import ConfigError
 from gateway.spend.meter import DEFAULT_OUTPUT_BOUND
 from gateway.spend.meter import output_is_assumed
 from gateway.routing.state import build_state
@@ -26,8 +26,6 @@ log = logging.getLogger("gateway.routing.router")
 
 BACKOFF_BASE = 0.5
 BACKOFF_MAX = 8.0
-DEFAULTS = {"num_retries": 0, "allowed_fails": 3, "cooldown_time": 60.0, "max_retries": 5,
-            "max_fallbacks": 5, "max_request_timeout": 600.0}
 
 
 @dataclass
@@ -50,32 +48,6 @@ class Outcome:
         return self.answered or self.group
 
 
-def _number(value, path, minimum=0):
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
-        raise ConfigError(f"{path}: must be a number >= {minimum}")
-    return value
-
-
-def _fallback_map(value, path):
-    """LiteLLM's `[{"group": ["other", ...]}]` (or a plain list for defaults) as {group: [names]}."""
-    if value is None:
-        return {}
-    if not isinstance(value, list):
-        raise ConfigError(f"{path}: must be a list like [{{\"gpt-4\": [\"gpt-3.5-turbo\"]}}]")
-    out = {}
-    for i, item in enumerate(value):
-        if not isinstance(item, dict):
-            raise ConfigError(f"{path}[{i}]: must map a model name to a list of fallback names")
-        for name, targets in item.items():
-            targets = [targets] if isinstance(targets, str) else targets
-            if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
-                raise ConfigError(f"{path}[{i}].{name}: must be a list of model names")
-            out[str(name)] = targets
-    return out
-
-
 def _retryable(error):
     """429, 5xx, timeouts and connection failures are worth another try; other 4xx are not."""
     return isinstance(error, (errors.UpstreamError, errors.RateLimitError, errors.ServiceUnavailableError))
@@ -87,28 +59,17 @@ class Router:
     def __init__(self, settings, transport):
         self.settings = settings
         self.transport = transport
-        router, litellm = settings.router_settings, settings.litellm_settings
-        opt = {k: router.get(k, litellm.get(k)) for k in DEFAULTS}
-        for key, default in DEFAULTS.items():
-            opt[key] = _number(opt[key], f"router_settings.{key}") if opt[key] is not None else default
-        self.num_retries = int(opt["num_retries"])
-        self.max_retries = int(opt["max_retries"])
-        self.max_fallbacks = int(opt["max_fallbacks"])
-        self.max_request_timeout = float(opt["max_request_timeout"])
-        self.timeout = _number(router.get("timeout"), "router_settings.timeout") or settings.request_timeout
-        self.stream_timeout = _number(router.get("stream_timeout"), "router_settings.stream_timeout")
-        self.fallbacks = _fallback_map(router.get("fallbacks", litellm.get("fallbacks")), "router_settings.fallbacks")
-        self.cw_fallbacks = _fallback_map(router.get("context_window_fallbacks",
-                                                     litellm.get("context_window_fallbacks")),
-                                          "router_settings.context_window_fallbacks")
-        defaults = router.get("default_fallbacks", litellm.get("default_fallbacks")) or []
-        if not isinstance(defaults, list) or not all(isinstance(d, str) for d in defaults):
-            raise ConfigError("router_settings.default_fallbacks: must be a list of model names")
-        self.default_fallbacks = defaults
-        strategy = router.get("routing_strategy") or "simple-shuffle"
-        if strategy not in STRATEGIES:
-            raise ConfigError(f"router_settings.routing_strategy: {strategy!r} is not one of {', '.join(STRATEGIES)}")
-        self.state = build_state(router)
+        routing = settings.router  # checked at load (gateway/config/sections.py)
+        self.num_retries = routing.num_retries
+        self.max_retries = routing.max_retries
+        self.max_fallbacks = routing.max_fallbacks
+        self.max_request_timeout = routing.max_request_timeout
+        self.timeout = routing.timeout or settings.request_timeout
+        self.stream_timeout = routing.stream_timeout
+        self.fallbacks = routing.fallbacks
+        self.cw_fallbacks = routing.context_window_fallbacks
+        self.default_fallbacks = list(routing.default_fallbacks)
+        self.state = build_state(routing)
         built = {}
         for config in settings.deployments:
             try:
@@ -117,8 +78,8 @@ class Router:
                 log.warning("%s; this deployment is not served", exc)
                 continue
             built.setdefault(config.model_name, []).append(Deployment(provider))
-        self.groups = {name: Group(name, deps, strategy, self.state, float(opt["cooldown_time"]),
-                                   int(opt["allowed_fails"])) for name, deps in built.items()}
+        self.groups = {name: Group(name, deps, routing.routing_strategy, self.state, routing.cooldown_time,
+                                   routing.allowed_fails) for name, deps in built.items()}
         self.names = list(self.groups)
         self.aliases = {a: g for a, g in settings.group_aliases.items() if g in self.groups}
         self._allowed = {}  # a key's models -> the groups it may reach (allowed_groups)
@@ -177,7 +138,7 @@ class Router:
                 per_request[key] = value  # a plain list applies to whichever group was asked
             else:
                 try:
-                    per_request[key] = _fallback_map(value, key)
+                    per_request[key] = fallback_map(value, key)
                 except ConfigError as exc:
                     raise errors.BadRequestError(str(exc), param=key) from None
         return min(retries, self.max_retries), (min(float(timeout), self.max_request_timeout)

@@ -334,26 +334,26 @@ class RedisState:
             return "redis unreachable (using local state)"
 
 
-def redis_settings(router_settings, environ=os.environ):
-    """(url or None, kwargs) from router_settings or REDIS_* env vars, or None when not configured."""
-    url = router_settings.get("redis_url") or environ.get("REDIS_URL")
-    host = router_settings.get("redis_host") or environ.get("REDIS_HOST")
+def redis_settings(router, environ=os.environ):
+    """(url or None, kwargs) from RouterSettings or REDIS_* env vars, or None when not configured."""
+    url = router.redis_url or environ.get("REDIS_URL")
+    host = router.redis_host or environ.get("REDIS_HOST")
     if not url and not host:
         return None
     kwargs = {"socket_timeout": 0.25, "socket_connect_timeout": 0.25, "health_check_interval": 0}
     if url:
         return url, kwargs
-    kwargs.update(host=host, port=int(router_settings.get("redis_port") or environ.get("REDIS_PORT") or 6379))
-    password = router_settings.get("redis_password") or environ.get("REDIS_PASSWORD")
+    kwargs.update(host=host, port=int(router.redis_port or environ.get("REDIS_PORT") or 6379))
+    password = router.redis_password or environ.get("REDIS_PASSWORD")
     if password:
         kwargs["password"] = password
     return None, kwargs
 
 
-def build_state(router_settings):
-    """The state backend this configuration asks for."""
-    local = LocalState(router_settings.get("local_state_path"))
-    config = redis_settings(router_settings)
+def build_state(router):
+    """The state backend RouterSettings (gateway/config/sections.py) ask for."""
+    local = LocalState(router.local_state_path)
+    config = redis_settings(router)
     if config is None:
         return local
     import redis  # only when configured

@@ -23,7 +23,7 @@ VERSION_TABLE = "gateway_alembic_version"
 
 def database_url(settings):
     """general_settings.database_url, else DATABASE_URL, else a SQLite file in the working directory."""
-    return settings.general_settings.get("database_url") or os.environ.get("DATABASE_URL") or DEFAULT_URL
+    return settings.general.database_url or os.environ.get("DATABASE_URL") or DEFAULT_URL
 
 
 class Database:

@@ -429,15 +429,15 @@ def _number(value):
 def install(gateway):
     """Count every call of this worker's app; returns the Metrics that render `/metrics`.
 
-    `general_settings.metrics_public: true` (exactly true) opens the route to callers without a key.
+    `general_settings.metrics_public: true` (a literal true) opens the route to callers without a key.
     """
     settings = gateway.settings
-    base = settings.router_settings.get("local_state_path")
+    base = settings.router.local_state_path
     metrics = Metrics(gateway.router, MetricStore(base + ".metrics" if base else None))
     gateway.observers.calls.append(metrics.observe)
     ledger = gateway.spend.ledger if gateway.spend is not None else None
     if ledger is not None:
         ledger.on_quarantine = metrics.quarantined
-    if settings.general_settings.get("metrics_public") is True:
+    if settings.general.metrics_public:
         gateway.auth.opened = gateway.auth.opened | {"metrics.metrics"}
     return metrics

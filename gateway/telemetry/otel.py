@@ -57,29 +57,14 @@ class TracingUnavailable(Exception):
 
 # -- configuration (pure) -------------------------------------------------------------------------
 
-def _truthy(value):
-    return value is True or (isinstance(value, str) and value.strip().lower() in ("true", "1", "yes", "on"))
-
-
-def _names(value):
-    """A callbacks setting as a list of names (a list, or one comma-separated string)."""
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(",")]
-    if isinstance(value, (list, tuple)):
-        return [item for item in value if isinstance(item, str)]
-    return []
-
-
 def wanted(settings):
     """Whether the config turns tracing on: general_settings.otel, or "otel" in litellm_settings.callbacks."""
-    general = settings.general_settings or {}
-    litellm = settings.litellm_settings or {}
-    return _truthy(general.get("otel")) or "otel" in _names(litellm.get("callbacks"))
+    return settings.general.otel or "otel" in settings.litellm.callback_names
 
 
 def logs_messages(settings):
     """Prompt and answer text go into spans unless turn_off_message_logging is true (LiteLLM's rule)."""
-    return not _truthy((settings.litellm_settings or {}).get("turn_off_message_logging"))
+    return not settings.litellm.turn_off_message_logging
 
 
 def parse_headers(text):

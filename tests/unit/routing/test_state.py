@@ -16,10 +16,21 @@ import uuid
 
 import pytest
 
+from gateway.config.sections import router_section
+from gateway.routing import state as state_module
 from gateway.routing.state import LocalState
 from gateway.routing.state import RedisState
-from gateway.routing.state import build_state
-from gateway.routing.state import redis_settings
+
+
+def build_state(router_settings):
+    """The state backend for a router_settings mapping, checked into RouterSettings as at load."""
+    return state_module.build_state(router_section(router_settings, {}))
+
+
+def redis_settings(router_settings, environ):
+    """state.redis_settings for a router_settings mapping, checked into RouterSettings as at load."""
+    return state_module.redis_settings(router_section(router_settings, {}), environ=environ)
+
 
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 

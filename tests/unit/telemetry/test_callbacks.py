@@ -10,14 +10,14 @@ import time
 import orjson
 import pytest
 
-from gateway.telemetry import callbacks
 from gateway.telemetry import sinks
 from gateway.app import create_app
 from gateway.telemetry.callbacks import Callbacks
 from gateway.telemetry.callbacks import call_event
-from gateway.telemetry.callbacks import parse
 from gateway.telemetry.events import CallRecord
 from gateway.telemetry.langfuse import ingestion_events
+from gateway.config.callbacks import SinkSpec
+from gateway.config.callbacks import parse
 from gateway.config.settings import ConfigError
 from gateway.config.settings import from_dict
 from gateway.telemetry.sinks import Delivery
@@ -270,7 +270,7 @@ def test_message_logging_can_be_turned_off_globally_or_per_sink(tmp_path):
 # -- the queue and delivery ----------------------------------------------------------------------------
 
 def delivery(sink=None, **spec):
-    spec = callbacks.SinkSpec("webhook", True, True, "test", **spec)
+    spec = SinkSpec("webhook", True, True, "test", **spec)
     return Delivery(sink or Collect(), spec)
 
 
@@ -358,7 +358,7 @@ def test_flush_delivers_what_is_left_within_its_deadline():
 # -- real receivers on loopback ------------------------------------------------------------------------
 
 def http_delivery(kind, options, **spec):
-    spec = callbacks.SinkSpec(kind, True, True, "test", options=options, **spec)
+    spec = SinkSpec(kind, True, True, "test", options=options, **spec)
     return Delivery(sinks.SINKS[kind](spec), spec)
 
 
@@ -418,7 +418,7 @@ def test_langfuse_rejections_in_a_207_are_logged_once(caplog):
 
 def test_jsonl_lines_from_concurrent_writers_never_interleave(tmp_path):
     path = tmp_path / "calls.jsonl"
-    spec = callbacks.SinkSpec("jsonl", True, True, "test", options={"path": str(path)})
+    spec = SinkSpec("jsonl", True, True, "test", options={"path": str(path)})
     writers = [sinks.JsonlSink(spec) for _ in range(4)]
     line = orjson.dumps({"pad": "x" * 5000})
 

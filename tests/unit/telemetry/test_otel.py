@@ -8,6 +8,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from opentelemetry.trace import StatusCode
 
+from gateway.config import sections
 from gateway.telemetry import otel
 from gateway.app import create_app
 from gateway.telemetry.events import CallRecord
@@ -19,9 +20,13 @@ MASTER = "sk-master-otel-unit-0123456789"
 # -- settings --------------------------------------------------------------------------------------
 
 class _Settings:
+    """The two typed sections tracing reads, built by the loader's section builders (a langfuse sink
+    named here needs keys to pass its checks: placeholders, nothing is sent)."""
+
     def __init__(self, general=None, litellm=None):
-        self.general_settings = general or {}
-        self.litellm_settings = litellm or {}
+        self.general = sections.general_section(general or {})
+        self.litellm = sections.litellm_section(litellm or {}, environ={"LANGFUSE_PUBLIC_KEY": "pk-lf-test",
+                                                                       "LANGFUSE_SECRET_KEY": "sk-lf-test"})
 
 
 @pytest.mark.parametrize("general, litellm, on", [

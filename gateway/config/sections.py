@@ -1,0 +1,240 @@
+"""The config's sections as frozen, typed dataclasses, each built once from its checked YAML mapping."""
+
+from dataclasses import dataclass
+from dataclasses import field
+
+from gateway.config import callbacks
+from gateway.config.callbacks import CallbackConfig
+from gateway.config.parse import as_bool
+from gateway.config.parse import as_duration
+from gateway.config.parse import as_number
+from gateway.config.parse import as_port
+from gateway.config.parse import as_secret
+from gateway.config.parse import as_seconds
+from gateway.config.parse import as_text
+from gateway.config.parse import fallback_map
+from gateway.config.parse import name_list
+from gateway.errors import ConfigError
+
+BUDGET_MODES = ("soft", "strict")  # general_settings.budget_mode (unset: soft)
+DEFAULT_HEALTH_CHECK_INTERVAL = 300.0
+DEFAULT_KEY_DURATION = "1h"
+DEFAULT_SPOOL_DIR = "gateway-spool"
+# The names router_settings.routing_strategy takes (gateway/routing/balancer.py implements each).
+ROUTING_STRATEGIES = ("simple-shuffle", "least-busy", "usage-based-routing", "usage-based-routing-v2",
+                      "latency-based-routing")
+# cache_params.supported_call_types: LiteLLM's call type names -> the endpoint each caches.
+CALL_TYPES = {"completion": "chat", "acompletion": "chat", "text_completion": "completions",
+              "atext_completion": "completions", "embedding": "embeddings", "aembedding": "embeddings"}
+CACHE_DEFAULT_TTL = 600.0
+CACHE_LOCAL_MAX_MB = 32  # per worker
+# Upper bound of `ttl` and `s-maxage`, per request and in cache_params: a year. Redis refuses an
+# expiry past about 2^63 ms; the bound keeps every value a client can send far from that.
+CACHE_MAX_SECONDS = 365 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class GeneralSettings:
+    """`general_settings` (master_key and max_request_size_mb are Settings.master_key / max_body_bytes)."""
+
+    database_url: str | None = None  # else DATABASE_URL, else SQLite in the working directory
+    default_key_duration: str = DEFAULT_KEY_DURATION  # for /key/generate without a duration
+    disable_spend_logs: bool = False
+    spend_spool_dir: str = DEFAULT_SPOOL_DIR
+    budget_mode: str = "soft"
+    budget_hold_seconds: float | None = None  # None: the router's timeout + 60 s
+    background_health_checks: bool = False
+    health_check_interval: float = DEFAULT_HEALTH_CHECK_INTERVAL
+    otel: bool = False
+    metrics_public: bool = False  # opens /metrics only for a literal `true` (see general_section)
+
+
+@dataclass(frozen=True)
+class RouterSettings:
+    """`router_settings`, with the keys LiteLLM also takes from `litellm_settings` filled from there."""
+
+    routing_strategy: str = "simple-shuffle"
+    num_retries: int = 0
+    max_retries: int = 5
+    max_fallbacks: int = 5
+    allowed_fails: int = 3
+    cooldown_time: float = 60.0
+    max_request_timeout: float = 600.0
+    timeout: float | None = None  # None (or 0): litellm_settings.request_timeout
+    stream_timeout: float | None = None
+    fallbacks: dict = field(default_factory=dict)  # {group: [fallback groups]}
+    context_window_fallbacks: dict = field(default_factory=dict)
+    default_fallbacks: tuple = ()
+    redis_url: str | None = None  # Redis for shared state (else REDIS_* environment variables)
+    redis_host: str | None = None
+    redis_port: int | None = None
+    redis_password: str | None = field(default=None, repr=False)
+    local_state_path: str | None = None
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """`litellm_settings.cache_params` when `cache: true`."""
+
+    type: str | None = None  # local, redis; None: redis when a host is set (REDIS_HOST too), else local
+    ttl: float = CACHE_DEFAULT_TTL
+    namespace: str | None = None
+    call_types: frozenset = frozenset(CALL_TYPES.values())  # endpoints cached
+    max_size_mb: float = CACHE_LOCAL_MAX_MB  # the local backend's size per worker
+    shared: bool = False  # one entry for every key (else per key)
+    url: str | None = None
+    host: str | None = None
+    port: int | None = None
+    password: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class LitellmSettings:
+    """`litellm_settings` beyond the Settings flags (drop_params, set_verbose, request_timeout, ...)."""
+
+    json_logs: bool = False
+    turn_off_message_logging: bool = False
+    callback_names: tuple = ()  # the `callbacks` key as names ("otel" there turns tracing on)
+    callbacks: CallbackConfig = field(default_factory=CallbackConfig)
+    cache: CacheSettings | None = None  # None: caching is off
+
+
+def _budget_mode(value):
+    if value is None:
+        return "soft"
+    if value not in BUDGET_MODES:
+        raise ConfigError(f"general_settings.budget_mode: must be `soft` or `strict` (got {str(value)[:40]!r}); "
+                          "soft, the default, lets a key with budget left make one call past it, strict never "
+                          "overshoots")
+    return value
+
+
+def metrics_opened(value):
+    """Whether general_settings.metrics_public opens /metrics: only a literal YAML `true` does, never
+    text (an os.environ/ reference, a quoted "true"): a route opens to callers without a key only
+    when the file itself says so."""
+    return as_bool(value, "general_settings.metrics_public") and value is True
+
+
+def general_section(raw):
+    """GeneralSettings from the `general_settings` mapping; ConfigError names the key at fault."""
+    path = "general_settings."
+    return GeneralSettings(
+        database_url=as_text(raw.get("database_url"), path + "database_url"),
+        default_key_duration=as_duration(raw.get("default_key_duration"), path + "default_key_duration",
+                                         DEFAULT_KEY_DURATION),
+        disable_spend_logs=as_bool(raw.get("disable_spend_logs"), path + "disable_spend_logs"),
+        spend_spool_dir=as_text(raw.get("spend_spool_dir"), path + "spend_spool_dir", DEFAULT_SPOOL_DIR),
+        budget_mode=_budget_mode(raw.get("budget_mode")),
+        budget_hold_seconds=as_seconds(raw.get("budget_hold_seconds"), path + "budget_hold_seconds"),
+        background_health_checks=as_bool(raw.get("background_health_checks"), path + "background_health_checks"),
+        health_check_interval=as_seconds(raw.get("health_check_interval"), path + "health_check_interval",
+                                         DEFAULT_HEALTH_CHECK_INTERVAL),
+        otel=as_bool(raw.get("otel"), path + "otel"),
+        metrics_public=metrics_opened(raw.get("metrics_public")),
+    )
+
+
+def _from_either(router, litellm, key):
+    """(value, path) of a key LiteLLM takes in router_settings or, failing that, litellm_settings."""
+    if key in router:
+        return router[key], f"router_settings.{key}"
+    return litellm.get(key), f"litellm_settings.{key}"
+
+
+def router_section(router, litellm):
+    """RouterSettings from `router_settings` (and `litellm_settings` for the keys both take)."""
+    def number(key, default, whole=False):
+        value, path = _from_either(router, litellm, key)
+        found = as_number(value, path, default, minimum=0)
+        return int(found) if whole else float(found)
+
+    strategy = router.get("routing_strategy") or "simple-shuffle"
+    if strategy not in ROUTING_STRATEGIES:
+        raise ConfigError(f"router_settings.routing_strategy: {strategy!r} is not one of "
+                          f"{', '.join(ROUTING_STRATEGIES)}")
+    path = "router_settings."
+    timeout = as_seconds(router.get("timeout"), path + "timeout", minimum=0)
+    stream_timeout = as_seconds(router.get("stream_timeout"), path + "stream_timeout", minimum=0)
+    return RouterSettings(
+        routing_strategy=strategy,
+        num_retries=number("num_retries", 0, whole=True),
+        max_retries=number("max_retries", 5, whole=True),
+        max_fallbacks=number("max_fallbacks", 5, whole=True),
+        allowed_fails=number("allowed_fails", 3, whole=True),
+        cooldown_time=number("cooldown_time", 60.0),
+        max_request_timeout=number("max_request_timeout", 600.0),
+        timeout=timeout,
+        stream_timeout=stream_timeout,
+        fallbacks=fallback_map(*_from_either(router, litellm, "fallbacks")),
+        context_window_fallbacks=fallback_map(*_from_either(router, litellm, "context_window_fallbacks")),
+        default_fallbacks=tuple(name_list(*_from_either(router, litellm, "default_fallbacks"))),
+        redis_url=as_text(router.get("redis_url"), path + "redis_url"),
+        redis_host=as_text(router.get("redis_host"), path + "redis_host"),
+        redis_port=as_port(router.get("redis_port"), path + "redis_port"),
+        redis_password=as_secret(router.get("redis_password"), path + "redis_password"),
+        local_state_path=as_text(router.get("local_state_path"), path + "local_state_path"),
+    )
+
+
+def cache_section(litellm):
+    """CacheSettings when `litellm_settings.cache` is on, else None."""
+    if not as_bool(litellm.get("cache"), "litellm_settings.cache"):
+        return None
+    params = litellm.get("cache_params") or {}
+    path = "litellm_settings.cache_params"
+    if not isinstance(params, dict):
+        raise ConfigError(f"{path}: must be a mapping")
+    kind = params.get("type") or None
+    if kind not in (None, "local", "redis"):
+        raise ConfigError(f"{path}.type: {kind!r} is not supported (local, redis)")
+    types = params.get("supported_call_types")
+    if types is not None and (not isinstance(types, list) or any(t not in CALL_TYPES for t in types)):
+        raise ConfigError(f"{path}.supported_call_types: must list names from " + ", ".join(sorted(CALL_TYPES)))
+    return CacheSettings(
+        type=kind,
+        ttl=as_seconds(params.get("ttl"), f"{path}.ttl", CACHE_DEFAULT_TTL, maximum=CACHE_MAX_SECONDS),
+        namespace=_namespace(params.get("namespace"), f"{path}.namespace"),
+        call_types=(frozenset(CALL_TYPES.values()) if types is None else frozenset(CALL_TYPES[t] for t in types)),
+        max_size_mb=as_number(params.get("max_size_mb"), f"{path}.max_size_mb", CACHE_LOCAL_MAX_MB, above=0,
+                              unit="megabytes"),
+        shared=as_bool(params.get("shared"), f"{path}.shared"),
+        url=as_text(params.get("url") or params.get("redis_url"),
+                    f"{path}.{'url' if params.get('url') else 'redis_url'}"),
+        host=as_text(params.get("host"), f"{path}.host"),
+        port=as_port(params.get("port"), f"{path}.port"),
+        password=as_secret(params.get("password"), f"{path}.password"),
+    )
+
+
+def _namespace(value, path):
+    if value is not None and not isinstance(value, str):
+        raise ConfigError(f"{path}: must be a string")
+    return value
+
+
+def litellm_section(raw, environ=None):
+    """LitellmSettings from `litellm_settings`: logging flags, callbacks (sinks checked), cache."""
+    path = "litellm_settings."
+    as_bool(raw.get("telemetry"), path + "telemetry")  # accepted for LiteLLM; nothing is ever sent
+    found = callbacks.names(raw.get("callbacks"))
+    return LitellmSettings(
+        json_logs=as_bool(raw.get("json_logs"), path + "json_logs"),
+        turn_off_message_logging=as_bool(raw.get("turn_off_message_logging"), path + "turn_off_message_logging"),
+        callback_names=tuple(name for name in found if isinstance(name, str)) if isinstance(found, list) else (),
+        callbacks=callbacks.parse(raw, environ=environ, warn=False),  # warned once, by from_dict
+        cache=cache_section(raw),
+    )
+
+
+def deployment_numbers(index, params, info):
+    """Check the numbers of one model_list entry the gateway reads beyond its schema (prices, health
+    check timeouts, context windows), in litellm_params and model_info."""
+    for section, values in (("litellm_params", params), ("model_info", info)):
+        where = f"model_list[{index}].{section}."
+        for name in ("input_cost_per_token", "output_cost_per_token"):
+            as_number(values.get(name), where + name, minimum=0, unit="USD per token")
+        as_seconds(values.get("health_check_timeout"), where + "health_check_timeout")
+        if section == "model_info":
+            for name in ("max_input_tokens", "max_output_tokens"):
+                as_number(values.get(name), where + name, minimum=0, whole=True, unit="tokens")
