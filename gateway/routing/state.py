@@ -16,6 +16,7 @@ import time
 import uuid
 
 from gateway.infra.shm import SharedTable
+from gateway.infra.shm import instance_owner
 from gateway.infra.shm import open_private
 from gateway.infra.shm import private_dir
 
@@ -39,8 +40,7 @@ def default_local_path():
     """One state file per gateway instance, keyed by the gunicorn master (the workers' parent), in
     this user's private directory on /dev/shm: the names are predictable, the directory keeps other
     users from reading them or planting links at them."""
-    owner = os.getppid() if os.environ.get("SERVER_SOFTWARE", "").startswith("gunicorn") else os.getpid()
-    return os.path.join(private_dir(_shared_base()), f"gateway-state-{owner}.sqlite")
+    return os.path.join(private_dir(_shared_base()), f"gateway-state-{instance_owner()}.sqlite")
 
 
 def remove_stale_files(base=None):
