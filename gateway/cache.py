@@ -27,6 +27,7 @@ from collections import OrderedDict
 import orjson
 
 from gateway import errors
+from gateway.infra.redis import client as redis_client
 from gateway.config.settings import ConfigError
 
 log = logging.getLogger("gateway.cache")
@@ -140,18 +141,9 @@ class RedisCache:
 
 
 def _redis_client(params, environ=os.environ):
-    import redis
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-    kwargs = {"socket_timeout": 0.25, "socket_connect_timeout": 0.25, "health_check_interval": 0,
-              "retry": Retry(NoBackoff(), 0)}
-    url = params.get("url") or params.get("redis_url")
-    if url:
-        return redis.Redis.from_url(url, **kwargs)
-    password = params.get("password") or environ.get("REDIS_PASSWORD")
-    return redis.Redis(host=params.get("host") or environ.get("REDIS_HOST") or "127.0.0.1",
-                       port=int(params.get("port") or environ.get("REDIS_PORT") or 6379),
-                       password=password or None, **kwargs)
+    """The cache's Redis: cache_params url / redis_url, else host / port / password (or REDIS_*)."""
+    return redis_client(params.get("url") or params.get("redis_url"), params.get("host"), params.get("port"),
+                        params.get("password"), environ)
 
 
 class ResponseCache:

@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 
+from gateway.infra.redis import client as redis_client
 from gateway.infra.shm import SharedTable
 from gateway.infra.shm import instance_owner
 from gateway.infra.shm import open_private
@@ -335,15 +336,15 @@ class RedisState:
 
 
 def redis_settings(router_settings, environ=os.environ):
-    """(url or None, kwargs) from router_settings or REDIS_* env vars, or None when not configured."""
+    """(url or None, connection kwargs) from router_settings or REDIS_* env vars, or None when not
+    configured."""
     url = router_settings.get("redis_url") or environ.get("REDIS_URL")
     host = router_settings.get("redis_host") or environ.get("REDIS_HOST")
     if not url and not host:
         return None
-    kwargs = {"socket_timeout": 0.25, "socket_connect_timeout": 0.25, "health_check_interval": 0}
     if url:
-        return url, kwargs
-    kwargs.update(host=host, port=int(router_settings.get("redis_port") or environ.get("REDIS_PORT") or 6379))
+        return url, {}
+    kwargs = {"host": host, "port": int(router_settings.get("redis_port") or environ.get("REDIS_PORT") or 6379)}
     password = router_settings.get("redis_password") or environ.get("REDIS_PASSWORD")
     if password:
         kwargs["password"] = password
@@ -356,13 +357,5 @@ def build_state(router_settings):
     config = redis_settings(router_settings)
     if config is None:
         return local
-    import redis  # only when configured
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
     url, kwargs = config
-    # redis-py >= 6 retries a failed command 10 times with exponential backoff: seconds of stall
-    # per call while Redis is down. Fail fast instead: RedisState falls back to local state.
-    kwargs = {**kwargs, "retry": Retry(NoBackoff(), 0)}
-    client = redis.Redis.from_url(url, **kwargs) if url else redis.Redis(**kwargs)
-    return RedisState(client, local)
+    return RedisState(redis_client(url, **kwargs), local)
