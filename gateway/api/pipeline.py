@@ -10,6 +10,7 @@ from flask import g
 from flask import request
 
 from gateway import errors
+from gateway.infra.coop import let_others_run
 from gateway.cache import HIT_HEADER
 from gateway.cache import KEY_HEADER
 from gateway.cache import replay
@@ -86,7 +87,7 @@ def serve(endpoint, path_model=None):
         meter.cache_hit = True
         # A hit does no I/O that would yield: let the worker's other connections have a turn, or
         # a client pipelining hits could hold the worker for seconds.
-        _let_others_run()
+        let_others_run()
         if stream:
             result = replay(cached)
     else:
@@ -137,14 +138,6 @@ def serve(endpoint, path_model=None):
     response = Response(payload, headers=headers, mimetype="application/json")
     response.call_on_close(meter.close)
     return response
-
-
-def _let_others_run():
-    import sys
-    monkey = sys.modules.get("gevent.monkey")
-    if monkey is not None and monkey.is_module_patched("socket"):
-        import gevent
-        gevent.sleep(0)
 
 
 def _close_quietly(meter):

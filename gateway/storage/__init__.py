@@ -10,6 +10,8 @@ import logging
 import os
 from pathlib import Path
 
+from gateway.infra.coop import patched
+
 log = logging.getLogger("gateway.storage")
 
 DEFAULT_URL = "sqlite:///gateway.sqlite"
@@ -144,8 +146,6 @@ class Database:
 
 def _cooperative_psycopg():
     """Under gevent, make psycopg2 wait cooperatively instead of blocking the worker."""
-    import sys
-    monkey = sys.modules.get("gevent.monkey")
-    if monkey is not None and monkey.is_module_patched("socket"):
+    if patched("socket"):
         from psycogreen.gevent import patch_psycopg
         patch_psycopg()

@@ -35,6 +35,8 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from gateway.infra.coop import cooperative
+
 log = logging.getLogger("gateway.telemetry.otel")
 
 EXTENSION = "gateway.telemetry.otel"  # app.extensions key of the installed Tracing
@@ -356,8 +358,7 @@ def build_exporter(protocol, endpoint, headers):
 def _cooperative_grpc():
     """grpc's C core blocks the whole gevent worker unless told to cooperate."""
     try:
-        from gevent import monkey
-        if not monkey.is_module_patched("threading"):
+        if not cooperative():
             return
         from grpc.experimental import gevent as grpc_gevent
         grpc_gevent.init_gevent()
