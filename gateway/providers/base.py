@@ -1,11 +1,11 @@
 """The provider shape: pure request building and answer parsing around one deployment."""
 
-import re
 from dataclasses import dataclass
 
 import orjson
 
 from gateway import errors
+from gateway.infra.redact import redact
 from gateway.providers import shapes
 from gateway.wire.transport import display_url
 from gateway.wire.transport import split_credentials
@@ -38,9 +38,6 @@ CONTROL_KEYS = frozenset({
 
 # Default params that make sense for embeddings; the rest (temperature, max_tokens...) do not.
 EMBEDDING_PARAMS = frozenset({"dimensions", "encoding_format", "user", "input_type"})
-
-_KEY_LIKE = re.compile(r"\b(?:sk|pk|rk|key)-[A-Za-z0-9_\-*.]{3,}")
-
 
 @dataclass(slots=True)
 class UpstreamRequest:
@@ -167,9 +164,7 @@ class Provider:
 
     def scrub(self, text):
         """Remove anything key-like, and this deployment's secrets, from upstream text."""
-        for secret in self.secrets:
-            text = text.replace(secret, "[redacted]")
-        return _KEY_LIKE.sub("[redacted]", text)
+        return redact(text, self.secrets)
 
 
 def dumps(obj):

@@ -18,11 +18,11 @@ from datetime import timezone
 from urllib.parse import urlsplit
 
 from gateway.config.settings import ConfigError
+from gateway.infra.redact import scrubber
 from gateway.telemetry.sinks import EXIT_FLUSH_SECONDS
 from gateway.telemetry.sinks import SINKS
 from gateway.telemetry.sinks import Delivery
 from gateway.telemetry.sinks import dumps
-from gateway.telemetry.sinks import scrubber
 
 log = logging.getLogger("gateway.telemetry.callbacks")
 
