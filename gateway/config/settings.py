@@ -13,6 +13,8 @@ from marshmallow import ValidationError
 from marshmallow import fields
 from marshmallow import validate
 
+from gateway.errors import ConfigError  # noqa: F401  (defined with the other errors; its old name here)
+
 log = logging.getLogger("gateway.config.settings")
 
 ENV_PREFIX = "os.environ/"
@@ -57,10 +59,6 @@ IMPLEMENTED = {
 
 
 BUDGET_MODES = (None, "soft", "strict")  # general_settings.budget_mode (None: soft)
-
-
-class ConfigError(Exception):
-    """The config file cannot be used; the message names the exact path at fault."""
 
 
 class _Mapping(Schema):
@@ -253,7 +251,7 @@ def from_dict(raw, *, source="config", environ=True):
     for section, values in (("litellm_settings", litellm), ("router_settings", router),
                             ("general_settings", general)):
         _warn_keys(section, values)
-    from gateway.telemetry.callbacks import parse as parse_callbacks
+    from gateway.telemetry.callbackconfig import parse as parse_callbacks
     parse_callbacks(litellm)  # sinks come from a fixed list; ConfigError names the entry at fault
     known_top = set(ConfigSchema().fields)
     for key in sorted(set(data) - known_top):
