@@ -129,9 +129,7 @@ def install(app, gateway):
         secrets.extend(getattr(deployment.provider, "secrets", ()))
     callbacks = Callbacks(config, secrets)
     if callbacks.deliveries:
-        gateway.observers.calls.append(callbacks.observe)
-        if callbacks.wants_text:
-            gateway.spend.keep_text = True
+        gateway.observers.add(callbacks.observe, wants_text=callbacks.wants_text)
     app.extensions["gateway_callbacks"] = callbacks
     if config.named("otel"):
         try:

@@ -67,6 +67,12 @@ class Observers:
     def __init__(self):
         self.calls = []  # fn(record)
         self.begins = {}  # name -> fn() -> value kept in record.context[name]
+        self.wants_text = False  # an observer logs the answer's text: meters keep it (SpendTracker)
+
+    def add(self, observe, wants_text=False):
+        """Tell `observe` of every call; `wants_text`: it logs the answer's text, which meters then keep."""
+        self.calls.append(observe)
+        self.wants_text = self.wants_text or bool(wants_text)
 
     @property
     def active(self):

@@ -405,18 +405,21 @@ def _number(value):
     return repr(float(value))
 
 
-def install(gateway):
-    """Count every call of this worker's app; returns the Metrics that render `/metrics`.
+def public_endpoints(settings):
+    """The routes the metrics settings open to callers without a key (the Authenticator takes them
+    at construction): `general_settings.metrics_public: true` (exactly true) opens `/metrics`."""
+    if settings.general_settings.get("metrics_public") is True:
+        return frozenset({"metrics.metrics"})
+    return frozenset()
 
-    `general_settings.metrics_public: true` (exactly true) opens the route to callers without a key.
-    """
+
+def install(gateway):
+    """Count every call of this worker's app; returns the Metrics that render `/metrics`."""
     settings = gateway.settings
     base = settings.router_settings.get("local_state_path")
     metrics = Metrics(gateway.router, MetricStore(base + ".metrics" if base else None))
-    gateway.observers.calls.append(metrics.observe)
+    gateway.observers.add(metrics.observe)
     ledger = gateway.spend.ledger if gateway.spend is not None else None
     if ledger is not None:
         ledger.on_quarantine = metrics.quarantined
-    if settings.general_settings.get("metrics_public") is True:
-        gateway.auth.opened = gateway.auth.opened | {"metrics.metrics"}
     return metrics

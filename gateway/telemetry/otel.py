@@ -414,9 +414,7 @@ def install(app, gateway=None, exporter=None):
     if getattr(app, "_before_request", None) in hooks:
         hooks.insert(0, hooks.pop(hooks.index(app._before_request)))
     gateway.observers.begins[HOOK] = tracing.begin
-    gateway.observers.calls.append(tracing.observe)
-    if tracing.log_messages and gateway.spend is not None:
-        gateway.spend.keep_text = True
+    gateway.observers.add(tracing.observe, wants_text=tracing.log_messages)
     app.extensions[EXTENSION] = tracing
     log.info("otel: tracing to %s as service %s; prompt and answer text %s", description,
              os.environ.get("OTEL_SERVICE_NAME") or "gateway",
