@@ -4,6 +4,7 @@ import hmac
 import logging
 from dataclasses import dataclass
 
+from gateway import errors
 from gateway.errors import AuthenticationError
 from gateway.errors import PermissionDeniedError
 
