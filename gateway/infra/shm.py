@@ -118,6 +118,16 @@ class SharedFile:
         finally:
             self._lock.release()
 
+    def run_locked(self, fn):
+        """fn(mmap) under the lock (as `with`, without its two Python-level calls: the gauge table
+        takes this lock on every call)."""
+        with self._lock:
+            fcntl.lockf(self.fd, fcntl.LOCK_EX)
+            try:
+                return fn(self.map)
+            finally:
+                fcntl.lockf(self.fd, fcntl.LOCK_UN)
+
     def _drop_inherited(self):
         """In a forked child: close the parent's descriptor (the child holds no lock through it) and
         its mapping, unless a view of the mapping is still in use (it is then freed with the view)."""
@@ -163,10 +173,13 @@ class SharedTable:
 
     def __init__(self, path):
         self.path = path
+        self._file = None  # this process's SharedFile of the table
 
     def _locked(self, fn):
-        with shared_file(self.path, _SIZE) as table:
-            return fn(table)
+        shared = self._file
+        if shared is None or shared.pid != PROCESS["pid"] or shared.size < _SIZE:
+            shared = self._file = shared_file(self.path, _SIZE)
+        return shared.run_locked(fn)
 
     @staticmethod
     def _find(table, h, now):
