@@ -16,6 +16,8 @@ from gateway.access.auth import Authenticator
 from gateway.access.auth import LazyKeys
 from gateway.routing.router import Router
 from gateway.config.settings import Settings
+from gateway.storage import Store
+from gateway.storage import database_url
 from gateway.wire.transport import Transport
 
 log = logging.getLogger("gateway")
@@ -47,6 +49,7 @@ class Gateway:
     spend: object = None  # gateway.spend.meter.SpendTracker
     observers: object = None  # gateway.telemetry.events.Observers: logs, metrics, callbacks, tracing
     cache: object = None  # gateway.cache.ResponseCache, or None when caching is off
+    store: object = None  # gateway.storage.Store (keys and spend), or None without a master key
 
 
 def configure_logging(debug, json_logs=False):
@@ -67,26 +70,24 @@ def configure_logging(debug, json_logs=False):
     logging.getLogger("gateway").setLevel(logging.DEBUG if debug else logging.INFO)
 
 
-def open_key_service(settings, state=None):
-    """The virtual-key store: open the database and migrate it (first use, in each worker); `state`
-    (the router's shared state) carries word of a changed key to the other workers at once."""
-    from gateway.storage import Database
-    from gateway.storage import database_url
+def open_key_service(settings, state=None, store=None):
+    """The virtual-key service over the worker's database (`store`; one of its own when None), which
+    is opened and migrated on first use; `state` (the router's shared state) carries word of a
+    changed key to the other workers at once."""
     from gateway.access.keys import KeyService
-    db = Database(database_url(settings))
-    db.migrate()
-    return KeyService(db, settings.general.default_key_duration, state)
+    store = store if store is not None else Store(database_url(settings))
+    return KeyService(store.get(), settings.general.default_key_duration, state)
 
 
-def build_spend(settings, router, keys, observers=None):
-    """Prices and budgets for every call; the ledger when the key store is open (a master key is set)
+def build_spend(settings, router, store, observers=None):
+    """Prices and budgets for every call; the ledger when there is a database (a master key is set)
     and spend logs are not turned off."""
     from gateway.spend.ledger import Ledger
     from gateway.spend.meter import SpendTracker
     general = settings.general
     ledger = None
-    if keys is not None and not general.disable_spend_logs:
-        ledger = Ledger(lambda: keys.get().db, general.spend_spool_dir, budget_mode=general.budget_mode)
+    if store is not None and not general.disable_spend_logs:
+        ledger = Ledger(store.get, general.spend_spool_dir, budget_mode=general.budget_mode)
         for deployment in router.deployments():
             if deployment.input_price is None and not deployment.provider.local:
                 log.warning("no price is known for `%s` (%s): its calls are recorded at $0; set "
@@ -106,15 +107,19 @@ def create_app(settings=None):
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
     transport = Transport(debug=settings.debug)
-    keys = LazyKeys(lambda: open_key_service(settings, router.state)) if settings.master_key else None
+    # One owner of the database (keys and the spend ledger share it), opened on first use.
+    store = Store(database_url(settings)) if settings.master_key else None
+    keys = LazyKeys(lambda: open_key_service(settings, router.state, store), store) if store is not None else None
     router = Router(settings, transport)
     from gateway.telemetry import requestlog
     from gateway.telemetry.events import Observers
+    from gateway.telemetry.metrics import public_endpoints
     observers = Observers()
-    observers.calls.append(requestlog.observe)
+    observers.add(requestlog.observe)
     from gateway.cache import build_cache
-    gateway = Gateway(settings, router, transport, Authenticator(settings.master_key, keys),
-                      build_spend(settings, router, keys, observers), observers, build_cache(settings))
+    auth = Authenticator(settings.master_key, keys, public=public_endpoints(settings))
+    gateway = Gateway(settings, router, transport, auth, build_spend(settings, router, store, observers),
+                      observers, build_cache(settings), store)
     app.extensions["gateway"] = gateway
     if settings.general.background_health_checks:
         from gateway.routing import health as healthcheck

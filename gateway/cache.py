@@ -29,6 +29,7 @@ import orjson
 from gateway import errors
 from gateway.config.sections import CACHE_LOCAL_MAX_MB as LOCAL_MAX_MB
 from gateway.config.sections import CACHE_MAX_SECONDS as MAX_SECONDS
+from gateway.infra.redis import client as redis_client
 
 log = logging.getLogger("gateway.cache")
 
@@ -133,18 +134,8 @@ class RedisCache:
 
 
 def _redis_client(params, environ=os.environ):
-    """A Redis client for CacheSettings (cache_params), REDIS_* variables filling what they leave out."""
-    import redis
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-    kwargs = {"socket_timeout": 0.25, "socket_connect_timeout": 0.25, "health_check_interval": 0,
-              "retry": Retry(NoBackoff(), 0)}
-    if params.url:
-        return redis.Redis.from_url(params.url, **kwargs)
-    password = params.password or environ.get("REDIS_PASSWORD")
-    return redis.Redis(host=params.host or environ.get("REDIS_HOST") or "127.0.0.1",
-                       port=int(params.port or environ.get("REDIS_PORT") or 6379),
-                       password=password or None, **kwargs)
+    """The cache's Redis: CacheSettings (cache_params) url, else host / port / password (or REDIS_*)."""
+    return redis_client(params.url, params.host, params.port, params.password, environ)
 
 
 class ResponseCache:

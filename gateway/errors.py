@@ -120,6 +120,20 @@ class ServiceUnavailableError(GatewayError):
     type = "service_unavailable"
 
 
+def first_error(messages):
+    """(param, message) of the first problem in a marshmallow error dict (`param` is its dotted path:
+    `messages[0].role`), for an error body's `param` and message."""
+    key = sorted(messages, key=str)[0]
+    value = messages[key]
+    while isinstance(value, dict):
+        inner = sorted(value, key=str)[0]
+        key, value = f"{key}[{inner}]" if isinstance(inner, int) else f"{key}.{inner}", value[inner]
+    text = value[0] if isinstance(value, list) and value else str(value)
+    if text == "Missing data for required field.":
+        text = "required"
+    return key, text
+
+
 # Upstream 4xx statuses map onto the same meaning here, so SDKs raise the same typed error.
 _BY_STATUS = {
     400: BadRequestError,

@@ -3,7 +3,6 @@ spent), and one policy per route. A key's per-call rules are gateway/access/rule
 
 import hmac
 import logging
-import time
 from dataclasses import dataclass
 from datetime import datetime
 from datetime import timezone
@@ -40,7 +39,6 @@ ROUTE_POLICY = {
     "spend.logs": "keys",
     "metrics.metrics": "admin",  # public with general_settings.metrics_public: true
 }
-KEY_STORE_RETRY_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -70,10 +68,10 @@ def bearer_token(headers):
 class Authenticator:
     """Checks the master key in constant time, and virtual keys through the key service."""
 
-    def __init__(self, master_key, keys=None):
+    def __init__(self, master_key, keys=None, public=()):
         self._master = master_key.encode("utf-8") if master_key else None
         self.keys = keys
-        self.opened = frozenset()  # endpoints the configuration makes public (metrics_public)
+        self.opened = frozenset(public)  # endpoints the configuration makes public (metrics_public)
 
     @property
     def enabled(self):
@@ -120,33 +118,25 @@ def check_rules(rules, now=None):
 
 
 class LazyKeys:
-    """The key service, opened (and migrated) on first use; retried if the database was down."""
+    """The key service, built on first use over the worker's database (gateway.storage.Store, which
+    answers a 503 while the database cannot be opened)."""
 
-    def __init__(self, factory):
-        self._factory = factory
+    def __init__(self, factory, store=None):
+        self._factory = factory  # -> KeyService
+        self._store = store  # the Store the service is built on (readiness reports its state)
         self._service = None
-        self._retry_at = 0.0
 
     def get(self):
         """The KeyService, or a 503 while the database cannot be reached."""
         if self._service is None:
-            if time.monotonic() < self._retry_at:
-                raise errors.ServiceUnavailableError("The key store is unavailable; retry shortly.",
-                                                     code="key_store_unavailable")
-            try:
-                self._service = self._factory()
-            except Exception as exc:  # the database is down or misconfigured: say so, keep serving
-                self._retry_at = time.monotonic() + KEY_STORE_RETRY_SECONDS
-                log.error("key store unavailable: %s", type(exc).__name__)
-                raise errors.ServiceUnavailableError("The key store is unavailable; retry shortly.",
-                                                     code="key_store_unavailable") from exc
+            self._service = self._factory()
         return self._service
 
     def describe(self):
         """For readiness (a public route): the store's kind and state, never its address."""
-        if self._service is None:
-            return "not opened yet" if time.monotonic() >= self._retry_at else "unavailable"
-        return f"{self._service.db.engine.dialect.name} connected"
+        if self._store is not None:
+            return self._store.describe()
+        return "not opened yet" if self._service is None else f"{self._service.db.engine.dialect.name} connected"
 
     def lookup(self, token):
         """KeyService.lookup through the lazily opened service (malformed keys never reach it)."""

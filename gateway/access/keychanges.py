@@ -1,7 +1,7 @@
 """How every worker learns at once that a key changed (blocked, updated, regenerated, deleted).
 
 A change counter beside the router's shared state: the workers of an instance map one 8-byte file
-next to the state file (gateway/state.py; /dev/shm), read it on every cached key lookup without a
+next to the state file (a SharedFile, gateway/infra/shm.py; /dev/shm), read it on every cached key lookup without a
 lock or a system call (a fraction of a microsecond), and a management call adds one after its
 commit. A lookup whose cache entry was made under another count reads the key again, so a call
 that starts after the management call answered sees the change, on every worker.
@@ -11,20 +11,17 @@ With Redis, the count is kept there too and each worker reads it at most every `
 Redis, other instances follow when their cache entry ends (keys.CACHE_SECONDS).
 """
 
-import fcntl
 import logging
-import mmap
-import os
 import struct
+
+from gateway.infra.shm import PROCESS
+from gateway.infra.shm import shared_file
 
 log = logging.getLogger("gateway.access.keys")
 
 _COUNTER = struct.Struct("<q")
 REDIS_NAME = "keys-changed"
 REDIS_TTL = 30 * 86400
-# This process's id, kept current across forks: os.getpid() is a system call, this a dict read.
-_PROCESS = {"pid": os.getpid()}
-os.register_at_fork(after_in_child=lambda: _PROCESS.update(pid=os.getpid()))
 
 
 class KeyChanges:
@@ -35,31 +32,17 @@ class KeyChanges:
         self.path = local.path + ".keys"
         self.remote = state if state is not local else None
         self.remote_seconds = remote_seconds
-        self._pid = None
-        self._fd = None
-        self._map = None
+        self._file = None  # this process's SharedFile of the counter
         self._broken = False
         self._remote_value = None
         self._remote_epoch = 0  # how many times the Redis count was seen to move
         self._next_check = 0.0
 
     def _open(self):
-        """The shared mapping, opened once per process (a forked worker maps the file for itself)."""
-        if self._pid != _PROCESS["pid"]:
-            if self._fd is not None:  # inherited from the parent: not ours to keep open
-                self._map.close()
-                os.close(self._fd)
-                self._fd = self._map = None
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                if os.fstat(fd).st_size < _COUNTER.size:
-                    os.ftruncate(fd, _COUNTER.size)
-                self._map = mmap.mmap(fd, _COUNTER.size)
-            except BaseException:
-                os.close(fd)
-                raise
-            self._fd, self._pid = fd, _PROCESS["pid"]
-        return self._map
+        """The shared counter file, mapped once per process (a forked worker maps it for itself)."""
+        if self._file is None or self._file.pid != PROCESS["pid"]:
+            self._file = shared_file(self.path, _COUNTER.size)
+        return self._file
 
     def _break(self, exc):
         self._broken = True
@@ -71,7 +54,10 @@ class KeyChanges:
         if self._broken:
             return 0
         try:
-            value = _COUNTER.unpack_from(self._map if self._pid == _PROCESS["pid"] else self._open())[0]
+            shared = self._file
+            if shared is None or shared.pid != PROCESS["pid"]:
+                shared = self._open()
+            value = _COUNTER.unpack_from(shared.map)[0]
         except (OSError, ValueError) as exc:
             self._break(exc)
             return 0
@@ -93,12 +79,8 @@ class KeyChanges:
         """Count one change, after its commit: in the instance at once, in Redis for the others."""
         if not self._broken:
             try:
-                table = self._open()
-                fcntl.lockf(self._fd, fcntl.LOCK_EX)
-                try:
+                with self._open() as table:
                     _COUNTER.pack_into(table, 0, _COUNTER.unpack_from(table)[0] + 1)
-                finally:
-                    fcntl.lockf(self._fd, fcntl.LOCK_UN)
             except (OSError, ValueError) as exc:
                 self._break(exc)
         if self.remote is not None:

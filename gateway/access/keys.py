@@ -25,7 +25,7 @@ from gateway.access.keyvalues import MAX_JSON_DEPTH  # noqa: F401
 from gateway.access.keyvalues import check_json
 from gateway.access.keyvalues import no_nul
 from gateway.access.keyvalues import readable
-from gateway.api.schemas import first_error
+from gateway.errors import first_error
 from gateway.config.parse import MAX_DURATION_SECONDS
 from gateway.config.parse import duration_seconds
 

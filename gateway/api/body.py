@@ -2,11 +2,11 @@
 deeper than MAX_DEPTH."""
 
 import re
-import sys
 
 import orjson
 
 from gateway.errors import BadRequestError
+from gateway.infra.coop import let_others_run
 
 # Deepest nesting a body may have (the body object itself is level 1). orjson reads up to 1024
 # levels but writes only up to 254: a body between the two would parse, then fail as a 500 when the
@@ -61,7 +61,7 @@ def strip_trailing_commas(raw):
         parts.append(raw[kept_from:comma])
         kept_from = comma + 1
         if len(parts) % _YIELD_EVERY == 0:
-            _let_others_run()
+            let_others_run()
     parts.append(raw[kept_from:])
     return b"".join(parts)
 
@@ -92,7 +92,7 @@ def _repaired(raw, exc):
         raise _invalid(exc)
     if len(raw) > REPAIR_MAX_BYTES:
         raise _invalid(exc, f" Trailing commas are forgiven only in bodies up to {REPAIR_MAX_BYTES} bytes.")
-    _let_others_run()  # the repair and the second parse do not yield: let other connections go first
+    let_others_run()  # the repair and the second parse do not yield: let other connections go first
     try:
         return orjson.loads(strip_trailing_commas(raw))
     except orjson.JSONDecodeError:
@@ -117,11 +117,3 @@ def _deeper_than(data, limit):
                     below.append(child)
         level, depth = below, depth + 1
     return False
-
-
-def _let_others_run():
-    """Yield to the worker's other greenlets, when running under gevent."""
-    monkey = sys.modules.get("gevent.monkey")
-    if monkey is not None and monkey.is_module_patched("socket"):
-        import gevent
-        gevent.sleep(0)

@@ -12,6 +12,7 @@ from flask import g
 from flask import request
 
 from gateway import errors
+from gateway.infra.coop import let_others_run
 from gateway.cache import HIT_HEADER
 from gateway.cache import KEY_HEADER
 from gateway.cache import replay
@@ -152,7 +153,7 @@ def route(gateway, call):
         meter.cache_hit = True
         # A hit does no I/O that would yield: let the worker's other connections have a turn, or
         # a client pipelining hits could hold the worker for seconds.
-        _let_others_run()
+        let_others_run()
         return replay(call.cached) if call.stream else call.cached
     try:
         call.outcome, answer = gateway.router.call(call.endpoint, call.body, call.stream, call.allowed,
@@ -220,14 +221,6 @@ def record_when_sent(response, meter):
     """The call's record (ledger row, observers), written once the last byte has gone out."""
     response.call_on_close(meter.close)
     return response
-
-
-def _let_others_run():
-    import sys
-    monkey = sys.modules.get("gevent.monkey")
-    if monkey is not None and monkey.is_module_patched("socket"):
-        import gevent
-        gevent.sleep(0)
 
 
 def _close_quietly(meter):

@@ -10,6 +10,7 @@ from marshmallow import validate
 from marshmallow import validates
 
 from gateway.errors import BadRequestError
+from gateway.errors import first_error
 
 
 def _is_int(value):
@@ -134,19 +135,6 @@ class EmbeddingRequestSchema(Schema):
 
 SCHEMAS = {"chat": ChatRequestSchema(), "completions": CompletionRequestSchema(),
            "embeddings": EmbeddingRequestSchema()}
-
-
-def first_error(messages):
-    """(param, message) of the first problem in marshmallow's error dict."""
-    key = sorted(messages, key=str)[0]
-    value = messages[key]
-    while isinstance(value, dict):
-        inner = sorted(value, key=str)[0]
-        key, value = f"{key}[{inner}]" if isinstance(inner, int) else f"{key}.{inner}", value[inner]
-    text = value[0] if isinstance(value, list) and value else str(value)
-    if text == "Missing data for required field.":
-        text = "required"
-    return key, text
 
 
 _DECLARED = {endpoint: frozenset(schema.fields) for endpoint, schema in SCHEMAS.items()}

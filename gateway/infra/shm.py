@@ -1,8 +1,11 @@
-"""A small key -> (value, expiry) table in shared memory, for gauges every worker updates per call.
+"""Shared memory for the workers of one instance: private files, their mappings, and a gauge table.
 
-An mmap'd file on /dev/shm with open addressing, guarded by an fcntl lock: a contended lock wakes the
-waiter as soon as it is released, where SQLite's busy handler sleeps a millisecond or more. Used by
-LocalState for in-flight gauges, cooldowns and latencies; sliding windows stay in SQLite.
+`SharedFile` is the one shared-memory type: a private file mapped by each process, changed under an
+fcntl lock (a contended lock wakes the waiter as soon as it is released, where SQLite's busy handler
+sleeps a millisecond or more). `shared_file` hands out one per file and process. Built on it: the
+key -> (value, expiry) `SharedTable` below (LocalState's in-flight gauges, cooldowns and latencies;
+sliding windows stay in SQLite), the metrics table (gateway/telemetry/metrics.py) and the key-change
+counter (gateway/access/keychanges.py).
 
 Every file the gateway keeps there (this table, the router state, the metrics) is private: it lives
 in a directory only its user can enter (`private_dir`) and is opened through `open_private`, which
@@ -16,11 +19,22 @@ import mmap
 import os
 import stat
 import struct
+import threading
 import time
 
 SLOTS = 16384
 _SLOT = struct.Struct("<qdd")  # key hash (0 = never used), value, expiry (unix time)
 _SIZE = SLOTS * _SLOT.size
+
+# This process's id, kept current across forks: os.getpid() is a system call, this a dict read.
+PROCESS = {"pid": os.getpid()}
+os.register_at_fork(after_in_child=lambda: PROCESS.update(pid=os.getpid()))
+
+
+def instance_owner():
+    """The pid whose lifetime an instance's files follow: the gunicorn master (the workers' parent),
+    else this process."""
+    return os.getppid() if os.environ.get("SERVER_SOFTWARE", "").startswith("gunicorn") else os.getpid()
 
 
 def private_dir(base):
@@ -65,9 +79,93 @@ def open_private(path):
     return fd
 
 
+class SharedFile:
+    """One process's read-write mapping of a private file of `size` bytes.
+
+    `with shared as table:` holds the file's fcntl lock (other processes) and a thread lock (POSIX
+    record locks do not exclude the threads of one process) and gives the mmap; reads that need no
+    lock use `.map` directly. Get one through `shared_file`, never two for one file in a process:
+    closing any descriptor of a file drops the process's lock on it.
+    """
+
+    def __init__(self, path, size):
+        fd = open_private(path)  # 0600, never through a planted link
+        try:
+            if os.fstat(fd).st_size < size:
+                os.ftruncate(fd, size)
+            self.map = mmap.mmap(fd, size)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.path = path
+        self.size = size
+        self.fd = fd
+        self.pid = PROCESS["pid"]
+        self._lock = threading.Lock()
+
+    def __enter__(self):
+        self._lock.acquire()
+        try:
+            fcntl.lockf(self.fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._lock.release()
+            raise
+        return self.map
+
+    def __exit__(self, *exc):
+        try:
+            fcntl.lockf(self.fd, fcntl.LOCK_UN)
+        finally:
+            self._lock.release()
+
+    def run_locked(self, fn):
+        """fn(mmap) under the lock (as `with`, without its two Python-level calls: the gauge table
+        takes this lock on every call)."""
+        with self._lock:
+            fcntl.lockf(self.fd, fcntl.LOCK_EX)
+            try:
+                return fn(self.map)
+            finally:
+                fcntl.lockf(self.fd, fcntl.LOCK_UN)
+
+    def _drop_inherited(self):
+        """In a forked child: close the parent's descriptor (the child holds no lock through it) and
+        its mapping, unless a view of the mapping is still in use (it is then freed with the view)."""
+        try:
+            os.close(self.fd)
+        except OSError:
+            pass
+        try:
+            self.map.close()
+        except BufferError:
+            pass
+
+
+_FILES = {}  # path -> this process's SharedFile
+_FILES_LOCK = threading.Lock()
+
+
+def shared_file(path, size):
+    """This process's SharedFile for `path`, mapped on first use (and again in a forked child)."""
+    shared = _FILES.get(path)
+    if shared is None or shared.pid != PROCESS["pid"] or shared.size < size:
+        with _FILES_LOCK:
+            shared = _FILES.get(path)
+            if shared is None or shared.pid != PROCESS["pid"] or shared.size < size:
+                if shared is not None and shared.pid != PROCESS["pid"]:
+                    shared._drop_inherited()
+                shared = _FILES[path] = SharedFile(path, size)
+    return shared
+
+
+def slot_hash(data):
+    """A 64-bit signed hash of `data` (bytes) for open addressing; never 0, which marks an empty slot."""
+    value = int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little", signed=True)
+    return value or 1
+
+
 def _hash(key):
-    value = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little", signed=True)
-    return value or 1  # 0 marks an empty slot
+    return slot_hash(key.encode())
 
 
 class SharedTable:
@@ -75,25 +173,13 @@ class SharedTable:
 
     def __init__(self, path):
         self.path = path
-        self._pid = None
-        self._fd = None
-        self._map = None
-
-    def _open(self):
-        if self._pid != os.getpid():  # a forked worker maps the file for itself
-            fd = open_private(self.path)
-            if os.fstat(fd).st_size < _SIZE:
-                os.ftruncate(fd, _SIZE)
-            self._fd, self._map, self._pid = fd, mmap.mmap(fd, _SIZE), os.getpid()
-        return self._map
+        self._file = None  # this process's SharedFile of the table
 
     def _locked(self, fn):
-        table = self._open()
-        fcntl.lockf(self._fd, fcntl.LOCK_EX)
-        try:
-            return fn(table)
-        finally:
-            fcntl.lockf(self._fd, fcntl.LOCK_UN)
+        shared = self._file
+        if shared is None or shared.pid != PROCESS["pid"] or shared.size < _SIZE:
+            shared = self._file = shared_file(self.path, _SIZE)
+        return shared.run_locked(fn)
 
     @staticmethod
     def _find(table, h, now):

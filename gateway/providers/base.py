@@ -10,12 +10,12 @@ handle they are given, so every socket/HTTP error is mapped in wire/. Keys from 
 """
 
 import os
-import re
 from dataclasses import dataclass
 
 import orjson
 
 from gateway import errors
+from gateway.infra.redact import redact
 from gateway.providers import shapes
 from gateway.wire.sdk import SdkIO
 from gateway.wire.transport import display_url
@@ -51,9 +51,6 @@ CONTROL_KEYS = frozenset({
 
 # Default params that make sense for embeddings; the rest (temperature, max_tokens...) do not.
 EMBEDDING_PARAMS = frozenset({"dimensions", "encoding_format", "user", "input_type"})
-
-_KEY_LIKE = re.compile(r"\b(?:sk|pk|rk|key)-[A-Za-z0-9_\-*.]{3,}")
-
 
 @dataclass(slots=True)
 class UpstreamRequest:
@@ -228,9 +225,7 @@ class Provider:
 
     def scrub(self, text):
         """Remove anything key-like, and this deployment's secrets, from upstream text."""
-        for secret in self.secrets:
-            text = text.replace(secret, "[redacted]")
-        return _KEY_LIKE.sub("[redacted]", text)
+        return redact(text, self.secrets)
 
 
 def dumps(obj):

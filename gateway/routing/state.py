@@ -15,7 +15,9 @@ import threading
 import time
 import uuid
 
+from gateway.infra.redis import client as redis_client
 from gateway.infra.shm import SharedTable
+from gateway.infra.shm import instance_owner
 from gateway.infra.shm import open_private
 from gateway.infra.shm import private_dir
 
@@ -39,8 +41,7 @@ def default_local_path():
     """One state file per gateway instance, keyed by the gunicorn master (the workers' parent), in
     this user's private directory on /dev/shm: the names are predictable, the directory keeps other
     users from reading them or planting links at them."""
-    owner = os.getppid() if os.environ.get("SERVER_SOFTWARE", "").startswith("gunicorn") else os.getpid()
-    return os.path.join(private_dir(_shared_base()), f"gateway-state-{owner}.sqlite")
+    return os.path.join(private_dir(_shared_base()), f"gateway-state-{instance_owner()}.sqlite")
 
 
 def remove_stale_files(base=None):
@@ -335,15 +336,15 @@ class RedisState:
 
 
 def redis_settings(router, environ=os.environ):
-    """(url or None, kwargs) from RouterSettings or REDIS_* env vars, or None when not configured."""
+    """(url or None, connection kwargs) from RouterSettings or REDIS_* env vars, or None when not
+    configured (timeouts and retries are the client factory's: gateway/infra/redis.py)."""
     url = router.redis_url or environ.get("REDIS_URL")
     host = router.redis_host or environ.get("REDIS_HOST")
     if not url and not host:
         return None
-    kwargs = {"socket_timeout": 0.25, "socket_connect_timeout": 0.25, "health_check_interval": 0}
     if url:
-        return url, kwargs
-    kwargs.update(host=host, port=int(router.redis_port or environ.get("REDIS_PORT") or 6379))
+        return url, {}
+    kwargs = {"host": host, "port": int(router.redis_port or environ.get("REDIS_PORT") or 6379)}
     password = router.redis_password or environ.get("REDIS_PASSWORD")
     if password:
         kwargs["password"] = password
@@ -356,13 +357,5 @@ def build_state(router):
     config = redis_settings(router)
     if config is None:
         return local
-    import redis  # only when configured
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
     url, kwargs = config
-    # redis-py >= 6 retries a failed command 10 times with exponential backoff: seconds of stall
-    # per call while Redis is down. Fail fast instead: RedisState falls back to local state.
-    kwargs = {**kwargs, "retry": Retry(NoBackoff(), 0)}
-    client = redis.Redis.from_url(url, **kwargs) if url else redis.Redis(**kwargs)
-    return RedisState(client, local)
+    return RedisState(redis_client(url, **kwargs), local)

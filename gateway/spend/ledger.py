@@ -20,6 +20,8 @@ from datetime import timezone
 import orjson
 
 from gateway import errors
+from gateway.infra.coop import cooperative
+from gateway.infra.coop import yield_now
 from gateway.spend.journal import LIVE_SUFFIX
 from gateway.spend.journal import QUARANTINE_FILE
 from gateway.spend.journal import SPOOL_PREFIX  # noqa: F401  (part of this module's interface)
@@ -105,7 +107,7 @@ class Ledger(JournalFiles):
         none of these worked."""
         entry = _Entry(clean_row(row), hold, _reset_seconds(rules))
         if self.asynchronous is None:
-            self.asynchronous = _cooperative()
+            self.asynchronous = cooperative()
         if self.asynchronous:
             self._inflight.pop(row["request_id"], None)
             try:
@@ -118,10 +120,10 @@ class Ledger(JournalFiles):
                 self._ensure_worker()
                 return
         self._pending.append(entry)
-        if not self._lock.locked() and _cooperative():
+        if not self._lock.locked() and cooperative():
             # Let the other greenlets whose responses are finishing now queue their rows, so one
             # commit carries them all (SQLite calls never yield, so they would queue nowhere else).
-            _yield()
+            yield_now()
         with self._lock:
             if not entry.done:  # else committed by the greenlet that held the lock
                 batch, self._pending = self._pending, []
@@ -136,7 +138,7 @@ class Ledger(JournalFiles):
         is written, the replay of its journal writes one (status `worker_died`). One small append,
         never an fsync, as for rows."""
         if self.asynchronous is None:
-            self.asynchronous = _cooperative()
+            self.asynchronous = cooperative()
         if not self.asynchronous:
             return
         try:
@@ -206,7 +208,7 @@ class Ledger(JournalFiles):
         """Rows wait up to FLUSH_DELAY so that one commit carries many (and none runs between a
         response and the connection's next request); a budget hold's settlement goes at once."""
         if self._flusher is None or self._flusher[0] != os.getpid():
-            if not _cooperative():
+            if not cooperative():
                 return  # no gevent: flush() is called by whoever drives this ledger
             import gevent
             from gevent.event import Event
@@ -525,18 +527,6 @@ def _after_fork():
 
 
 os.register_at_fork(after_in_child=_after_fork)
-
-
-def _cooperative():
-    """Whether this process runs under gevent's monkey patching (gunicorn's gevent workers)."""
-    import sys
-    monkey = sys.modules.get("gevent.monkey")
-    return monkey is not None and monkey.is_module_patched("threading")
-
-
-def _yield():
-    import gevent
-    gevent.sleep(0)
 
 
 def _short(text):

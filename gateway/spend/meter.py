@@ -305,7 +305,17 @@ class SpendTracker:
         self.state = state
         self.hold_seconds = hold_seconds
         self.observers = observers if observers is not None else Observers()
-        self.keep_text = False  # observers that log messages turn this on
+        self._keep_text = False
+
+    @property
+    def keep_text(self):
+        """Whether meters keep the answer's text: an observer logs it (Observers.wants_text), or it
+        was asked for here."""
+        return self._keep_text or self.observers.wants_text
+
+    @keep_text.setter
+    def keep_text(self, value):
+        self._keep_text = value
 
     def start(self, request_id, rules, endpoint, body, stream):
         """A Meter for a call that is about to be routed (journaled as started)."""

@@ -1,6 +1,7 @@
 """Database access: engine and sessions (SQLite by default, PostgreSQL via database_url), migrations.
 
-Opened only when something needs it (virtual keys need a master key); alembic migrations run on
+`Store` is the one owner of a worker's database, shared by the key service and the spend ledger. It
+is opened only when something needs it (virtual keys need a master key); alembic migrations run on
 open, under a lock, so several workers or instances starting at once apply them exactly once.
 """
 
@@ -8,7 +9,10 @@ import contextlib
 import fcntl
 import logging
 import os
+import time
 from pathlib import Path
+
+from gateway.infra.coop import patched
 
 log = logging.getLogger("gateway.storage")
 
@@ -19,11 +23,50 @@ _PG_LOCK_ID = 7_421_001  # pg_advisory_lock key for migrations
 # opened without importing alembic at all (~12 MB per worker).
 HEAD_REVISION = "0003_key_identity"
 VERSION_TABLE = "gateway_alembic_version"
+RETRY_SECONDS = 5.0  # after a failed open, callers get a 503 at once for this long, then it is tried again
 
 
 def database_url(settings):
     """general_settings.database_url, else DATABASE_URL, else a SQLite file in the working directory."""
     return settings.general.database_url or os.environ.get("DATABASE_URL") or DEFAULT_URL
+
+
+class Store:
+    """A worker's database, opened and migrated on first use and shared by whoever needs it (the key
+    service, the spend ledger); while it cannot be opened, a 503 (tried again after RETRY_SECONDS)."""
+
+    def __init__(self, url):
+        self.url = url
+        self._db = None
+        self._retry_at = 0.0
+
+    def get(self):
+        """The migrated Database, or ServiceUnavailableError while it cannot be opened."""
+        db = self._db
+        if db is None:
+            db = self._db = self._open()
+        return db
+
+    def _open(self):
+        from gateway import errors
+        if time.monotonic() < self._retry_at:
+            raise errors.ServiceUnavailableError("The key store is unavailable; retry shortly.",
+                                                 code="key_store_unavailable")
+        try:
+            db = Database(self.url)
+            db.migrate()
+        except Exception as exc:  # the database is down or misconfigured: say so, keep serving
+            self._retry_at = time.monotonic() + RETRY_SECONDS
+            log.error("key store unavailable: %s", type(exc).__name__)
+            raise errors.ServiceUnavailableError("The key store is unavailable; retry shortly.",
+                                                 code="key_store_unavailable") from exc
+        return db
+
+    def describe(self):
+        """For readiness (a public route): the database's kind and state, never its address."""
+        if self._db is None:
+            return "not opened yet" if time.monotonic() >= self._retry_at else "unavailable"
+        return f"{self._db.engine.dialect.name} connected"
 
 
 class Database:
@@ -144,8 +187,6 @@ class Database:
 
 def _cooperative_psycopg():
     """Under gevent, make psycopg2 wait cooperatively instead of blocking the worker."""
-    import sys
-    monkey = sys.modules.get("gevent.monkey")
-    if monkey is not None and monkey.is_module_patched("socket"):
+    if patched("socket"):
         from psycogreen.gevent import patch_psycopg
         patch_psycopg()

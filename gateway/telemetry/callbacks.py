@@ -11,14 +11,13 @@ Payloads carry the key's alias, never a key or its hash; known secrets are scrub
 import logging
 import os
 import time
-from datetime import datetime
-from datetime import timezone
 
+from gateway.infra.redact import scrubber
+from gateway.telemetry.events import iso
 from gateway.telemetry.sinks import EXIT_FLUSH_SECONDS
 from gateway.telemetry.sinks import SINKS
 from gateway.telemetry.sinks import Delivery
 from gateway.telemetry.sinks import dumps
-from gateway.telemetry.sinks import scrubber
 
 log = logging.getLogger("gateway.telemetry.callbacks")
 
@@ -31,13 +30,6 @@ _TEXT_BODY_KEYS = ("messages", "prompt", "input", "suffix")
 
 
 # -- what a sink receives ----------------------------------------------------------------------------
-
-def iso(unix):
-    """A unix time as ISO 8601 UTC with milliseconds."""
-    if unix is None:
-        return None
-    return datetime.fromtimestamp(unix, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
 
 def _clean_body(body, text):
     """The client's body without anything naming an upstream or a credential (and without the
@@ -135,9 +127,7 @@ def install(app, gateway):
         secrets.extend(getattr(deployment.provider, "secrets", ()))
     callbacks = Callbacks(config, secrets)
     if callbacks.deliveries:
-        gateway.observers.calls.append(callbacks.observe)
-        if callbacks.wants_text:
-            gateway.spend.keep_text = True
+        gateway.observers.add(callbacks.observe, wants_text=callbacks.wants_text)
     app.extensions["gateway_callbacks"] = callbacks
     if config.named("otel"):
         try:

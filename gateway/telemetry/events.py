@@ -13,6 +13,8 @@ the request's context (a tracer captures its parent span there), and their value
 import logging
 from dataclasses import dataclass
 from dataclasses import field
+from datetime import datetime
+from datetime import timezone
 
 log = logging.getLogger("gateway.telemetry.events")
 
@@ -65,6 +67,12 @@ class Observers:
     def __init__(self):
         self.calls = []  # fn(record)
         self.begins = {}  # name -> fn() -> value kept in record.context[name]
+        self.wants_text = False  # an observer logs the answer's text: meters keep it (SpendTracker)
+
+    def add(self, observe, wants_text=False):
+        """Tell `observe` of every call; `wants_text`: it logs the answer's text, which meters then keep."""
+        self.calls.append(observe)
+        self.wants_text = self.wants_text or bool(wants_text)
 
     @property
     def active(self):
@@ -88,3 +96,10 @@ class Observers:
                 observer(record)
             except Exception:  # noqa: BLE001  (an observer never fails a request)
                 log.exception("call observer %r failed", observer)
+
+
+def iso(unix):
+    """A unix time as ISO 8601 UTC with milliseconds (how sinks write a record's times)."""
+    if unix is None:
+        return None
+    return datetime.fromtimestamp(unix, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -9,7 +9,7 @@ names one in `metadata.trace_id`; like the LiteLLM proxy, `metadata` may also se
 import time
 import uuid
 
-from gateway.telemetry.callbacks import iso
+from gateway.telemetry.events import iso
 
 LEVEL_FAILED = "ERROR"
 LEVEL_OK = "DEFAULT"

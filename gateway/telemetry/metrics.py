@@ -16,25 +16,26 @@ File layout (little-endian; every offset a multiple of 8):
   index   INDEX_SLOTS x (hash of the series key, offset of its record): open addressing, no deletes
   data    records appended in order: u32 key length, u32 value count, the key (JSON
           `[metric name, [label values]]`) padded to 8 bytes, then the values as doubles
-Each process caches series key -> position of its values, so a call costs one lock (fcntl, as in
-gateway/shm.py) around a handful of float additions; the key is only encoded when a series is new.
+The file is a SharedFile (gateway/infra/shm.py). Each process caches series key -> position of its
+values, so a call costs one lock around a handful of float additions; the key is only encoded when a
+series is new.
 Histograms store one count per bucket (not cumulative) and the sum; a scrape adds them up.
 """
 
 import atexit
 import bisect
-import fcntl
-import hashlib
 import json
 import logging
 import math
-import mmap
 import os
 import struct
 import threading
 from dataclasses import dataclass
 
-from gateway.infra.shm import open_private
+from gateway.infra.shm import PROCESS
+from gateway.infra.shm import instance_owner
+from gateway.infra.shm import shared_file
+from gateway.infra.shm import slot_hash
 
 log = logging.getLogger("gateway.telemetry.metrics")
 
@@ -110,11 +111,6 @@ _BY_NAME = {m.name: m for m in METRICS}
 
 # -- the shared table ------------------------------------------------------------------------------
 
-def _owner():
-    """The pid whose lifetime the instance's files follow: the gunicorn master, else this process."""
-    return os.getppid() if os.environ.get("SERVER_SOFTWARE", "").startswith("gunicorn") else os.getpid()
-
-
 def _start_time(pid):
     """The process's start time (clock ticks since boot), 0 when unknown: tells a reused pid apart."""
     try:
@@ -124,29 +120,21 @@ def _start_time(pid):
         return 0
 
 
-def _hash(data):
-    value = int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little", signed=True)
-    return value or 1  # 0 marks an empty slot
-
-
 def _pad(n):
     return (n + 7) & ~7
 
 
 class _Mapping:
-    """One process's mapping of a metrics file (shared by every store on that path, so a store
-    that is garbage-collected never closes a descriptor and drops the process's lock)."""
+    """One process's view of a metrics file: its SharedFile (whose lock `with mapping:` holds), the
+    values as doubles, and the positions of the series this process has seen (shared by every
+    store on that path)."""
 
     def __init__(self, path, stamp):
-        fd = open_private(path)  # 0600, never through a planted link
-        if os.fstat(fd).st_size < SIZE:
-            os.ftruncate(fd, SIZE)
-        self.fd = fd
-        self.table = mmap.mmap(fd, SIZE)
+        self.file = shared_file(path, SIZE)
+        self.table = self.file.map
         self.values = memoryview(self.table).cast("d")
         self.positions = {}  # (metric name, label values) -> index of the series' first double
-        self.lock = threading.Lock()  # POSIX record locks do not exclude threads of one process
-        self.pid = os.getpid()
+        self.pid = self.file.pid
         with self:
             magic, version, _, found, end, _count = _HEADER.unpack_from(self.table, 0)
             if (magic, version, found) != (MAGIC, VERSION, stamp) or not DATA_START <= end <= SIZE:
@@ -154,19 +142,10 @@ class _Mapping:
                 _HEADER.pack_into(self.table, 0, MAGIC, VERSION, 0, stamp, DATA_START, 0)
 
     def __enter__(self):
-        self.lock.acquire()
-        try:
-            fcntl.lockf(self.fd, fcntl.LOCK_EX)
-        except BaseException:
-            self.lock.release()
-            raise
-        return self
+        return self.file.__enter__()
 
     def __exit__(self, *exc):
-        try:
-            fcntl.lockf(self.fd, fcntl.LOCK_UN)
-        finally:
-            self.lock.release()
+        return self.file.__exit__(*exc)
 
 
 _MAPPINGS = {}  # path -> _Mapping of this process
@@ -192,8 +171,8 @@ class MetricStore:
         if self._path is None:
             from gateway.routing.state import default_local_path
             self._path = default_local_path() + ".metrics"
-            self._stamp = _start_time(_owner())
-            if _owner() == os.getpid() and self._path not in _TIDY:  # no gunicorn master: tidy up at exit
+            self._stamp = _start_time(instance_owner())
+            if instance_owner() == os.getpid() and self._path not in _TIDY:  # no gunicorn master: tidy up at exit
                 _TIDY.add(self._path)
                 atexit.register(_unlink_quietly, self._path)
         return self._path
@@ -202,10 +181,10 @@ class MetricStore:
         """This process's mapping of the file (a forked worker maps it for itself)."""
         path = self.path
         mapping = _MAPPINGS.get(path)
-        if mapping is None or mapping.pid != os.getpid():
+        if mapping is None or mapping.pid != PROCESS["pid"]:
             with _MAPPINGS_LOCK:
                 mapping = _MAPPINGS.get(path)
-                if mapping is None or mapping.pid != os.getpid():
+                if mapping is None or mapping.pid != PROCESS["pid"]:
                     mapping = _MAPPINGS[path] = _Mapping(path, self._stamp)
         return mapping
 
@@ -231,7 +210,7 @@ class MetricStore:
         """The position of the series' values, found or appended (the file lock is held); None
         when the table is full."""
         data = json.dumps([key[0], list(key[1])], ensure_ascii=False, separators=(",", ":")).encode()
-        h = _hash(data)
+        h = slot_hash(data)
         start = h % INDEX_SLOTS
         for step in range(INDEX_SLOTS):
             slot = INDEX_START + ((start + step) % INDEX_SLOTS) * _SLOT.size
@@ -426,18 +405,21 @@ def _number(value):
     return repr(float(value))
 
 
-def install(gateway):
-    """Count every call of this worker's app; returns the Metrics that render `/metrics`.
+def public_endpoints(settings):
+    """The routes the metrics settings open to callers without a key (the Authenticator takes them
+    at construction): `general_settings.metrics_public: true` (a literal true) opens `/metrics`."""
+    if settings.general.metrics_public:
+        return frozenset({"metrics.metrics"})
+    return frozenset()
 
-    `general_settings.metrics_public: true` (a literal true) opens the route to callers without a key.
-    """
+
+def install(gateway):
+    """Count every call of this worker's app; returns the Metrics that render `/metrics`."""
     settings = gateway.settings
     base = settings.router.local_state_path
     metrics = Metrics(gateway.router, MetricStore(base + ".metrics" if base else None))
-    gateway.observers.calls.append(metrics.observe)
+    gateway.observers.add(metrics.observe)
     ledger = gateway.spend.ledger if gateway.spend is not None else None
     if ledger is not None:
         ledger.on_quarantine = metrics.quarantined
-    if settings.general.metrics_public:
-        gateway.auth.opened = gateway.auth.opened | {"metrics.metrics"}
     return metrics

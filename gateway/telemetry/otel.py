@@ -26,7 +26,6 @@ Nothing here imports opentelemetry until `install` runs, so a gateway without tr
 
 import logging
 import os
-import re
 from urllib.parse import parse_qsl
 from urllib.parse import quote
 from urllib.parse import unquote
@@ -34,6 +33,11 @@ from urllib.parse import urlencode
 from urllib.parse import urlsplit
 
 import orjson
+
+from gateway.infra.coop import cooperative
+from gateway.infra.redact import has_key_like
+from gateway.infra.redact import redact
+from gateway.infra.redact import sensitive_name
 
 log = logging.getLogger("gateway.telemetry.otel")
 
@@ -46,8 +50,6 @@ GRPC_PACKAGE = "opentelemetry-exporter-otlp-proto-grpc"
 PROTOCOLS = {"http/protobuf": "http/protobuf", "http": "http/protobuf", "otlp_http": "http/protobuf",
              "grpc": "grpc", "otlp_grpc": "grpc", "console": "console"}
 REDACTED = "REDACTED"
-_SENSITIVE_NAME = re.compile(r"key|token|secret|password|passwd|auth|sig|credential", re.I)
-_KEY_LIKE = re.compile(r"\b(?:sk|pk|rk|key)-[A-Za-z0-9_\-*.]{3,}")
 _URL_ATTRIBUTES = ("http.url", "url.full", "http.target")
 
 
@@ -114,14 +116,14 @@ def exporter_settings(environ=None):
 def scrub_url(url):
     """A URL (or a path with its query) with key-like strings and sensitive query values REDACTED."""
     path, sep, query = url.partition("?")
-    return _KEY_LIKE.sub(REDACTED, path) + sep + scrub_query(query)
+    return redact(path, mark=REDACTED) + sep + scrub_query(query)
 
 
 def scrub_query(query):
     """Query parameters named like secrets, or holding key-like values, with their values REDACTED."""
     if not query:
         return query
-    pairs = [(name, REDACTED if _SENSITIVE_NAME.search(name) or _KEY_LIKE.search(value) else value)
+    pairs = [(name, REDACTED if sensitive_name(name) or has_key_like(value) else value)
              for name, value in parse_qsl(query, keep_blank_values=True)]
     return urlencode(pairs, quote_via=quote, safe="")
 
@@ -341,8 +343,7 @@ def build_exporter(protocol, endpoint, headers):
 def _cooperative_grpc():
     """grpc's C core blocks the whole gevent worker unless told to cooperate."""
     try:
-        from gevent import monkey
-        if not monkey.is_module_patched("threading"):
+        if not cooperative():
             return
         from grpc.experimental import gevent as grpc_gevent
         grpc_gevent.init_gevent()
@@ -398,9 +399,7 @@ def install(app, gateway=None, exporter=None):
     if getattr(app, "_before_request", None) in hooks:
         hooks.insert(0, hooks.pop(hooks.index(app._before_request)))
     gateway.observers.begins[HOOK] = tracing.begin
-    gateway.observers.calls.append(tracing.observe)
-    if tracing.log_messages and gateway.spend is not None:
-        gateway.spend.keep_text = True
+    gateway.observers.add(tracing.observe, wants_text=tracing.log_messages)
     app.extensions[EXTENSION] = tracing
     log.info("otel: tracing to %s as service %s; prompt and answer text %s", description,
              os.environ.get("OTEL_SERVICE_NAME") or "gateway",

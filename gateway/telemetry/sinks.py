@@ -23,6 +23,8 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from gateway.infra.redact import scrubber  # noqa: F401  (re-exported: the sinks' redaction)
+
 log = logging.getLogger("gateway.telemetry.callbacks")
 
 QUEUE_BYTES = 32 * 1024 * 1024  # per sink and worker, besides the configured count
@@ -384,20 +386,3 @@ def flush_all(seconds=EXIT_FLUSH_SECONDS):
                 delivery.flush(deadline)
             except Exception:  # noqa: BLE001
                 log.exception("callback %s: flush at exit failed", delivery.name)
-
-
-def scrubber(secrets):
-    """Replace every known secret (and its JSON-escaped form) in a payload; ignores short ones."""
-    needles = set()
-    for secret in secrets:
-        if isinstance(secret, str) and len(secret) >= 6:
-            needles.add(secret.encode())
-            needles.add(orjson.dumps(secret)[1:-1])
-    needles = sorted(needles, key=len, reverse=True)
-
-    def scrub(item):
-        for needle in needles:
-            if needle in item:
-                item = item.replace(needle, b"[redacted]")
-        return item
-    return scrub

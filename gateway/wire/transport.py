@@ -14,7 +14,6 @@ import base64
 import dataclasses
 import logging
 import os
-import re
 import shlex
 import time
 from urllib.parse import unquote
@@ -29,6 +28,7 @@ from urllib3.exceptions import NewConnectionError
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
 from gateway import errors
+from gateway.infra.redact import sensitive_name
 
 log = logging.getLogger("gateway.wire.transport")
 
@@ -38,8 +38,6 @@ CONNECT_TIMEOUT = 10.0
 POOL_SIZE = 256
 # Header names that carry secrets; custom ones from `litellm_params.headers` too (X-Portkey-Api-Key...).
 _SECRET_WORDS = ("auth", "key", "token", "secret", "cookie", "signature", "password", "credential")
-# Query parameter names whose values are credentials (`?key=` for Google, `api-key=`, SAS `sig=`...).
-_SECRET_QUERY = re.compile(r"key|token|secret|sig|password|passwd|auth|credential", re.I)
 
 
 class ErrorAnswer(Exception):
@@ -107,7 +105,7 @@ def display_url(url):
 
 def _masked_param(piece):
     name, sep, _ = piece.partition("=")
-    return f"{name}=****" if sep and _SECRET_QUERY.search(unquote(name)) else piece
+    return f"{name}=****" if sep and sensitive_name(unquote(name)) else piece
 
 
 def split_credentials(url):

@@ -168,3 +168,46 @@ def test_an_own_file_left_open_to_others_is_tightened(tmp_path):
     os.chmod(path, 0o644)  # as versions before this one left it
     _use_every_file(tmp_path / "gateway-state-1.sqlite")
     assert stat.S_IMODE(os.lstat(path).st_mode) == 0o600
+
+
+# ---- the one shared-memory type (#12) ----------------------------------------------------------
+
+def _count_in_child(path, n):
+    import struct
+    shared = shm.shared_file(path, 8)
+    for _ in range(n):
+        with shared as table:
+            struct.pack_into("<q", table, 0, struct.unpack_from("<q", table)[0] + 1)
+
+
+def test_one_shared_file_per_path_and_process_and_a_forked_child_maps_its_own(tmp_path):
+    import os
+    import struct
+    path = str(tmp_path / "counter")
+    parent = shm.shared_file(path, 8)
+    assert shm.shared_file(path, 8) is parent and parent.pid == os.getpid()
+    procs = [multiprocessing.get_context("fork").Process(target=_count_in_child, args=(path, 500))
+             for _ in range(2)]
+    for p in procs:
+        p.start()
+    _count_in_child(path, 500)
+    for p in procs:
+        p.join(30)
+        assert p.exitcode == 0
+    assert shm.shared_file(path, 8) is parent  # the parent's mapping and lock are untouched
+    with parent as table:
+        assert struct.unpack_from("<q", table)[0] == 1500
+
+
+def test_the_gauge_table_the_metrics_and_the_key_changes_all_use_it(tmp_path):
+    from gateway.access.keychanges import KeyChanges
+    from gateway.routing.state import LocalState
+    from gateway.telemetry.metrics import MetricStore
+    state = LocalState(str(tmp_path / "gateway-state-1.sqlite"))
+    state.add("inflight:x", 1)
+    MetricStore(state.path + ".metrics").add([(("gateway_requests_total", ("m",)), 1, 0, 1.0)])
+    changes = KeyChanges(state, 60)
+    changes.announce()
+    assert changes.count(0.0) == 1
+    for suffix in (".kv", ".metrics", ".keys"):
+        assert isinstance(shm._FILES.get(state.path + suffix), shm.SharedFile), suffix

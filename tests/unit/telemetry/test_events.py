@@ -86,3 +86,15 @@ def test_begin_hooks_run_when_the_call_starts_and_travel_in_the_record(app, hear
     app.extensions["gateway"].observers.begins["marker"] = lambda: "captured"
     call(app)
     assert heard[0].context == {"marker": "captured"}
+
+
+def test_an_observer_that_logs_text_declares_it_and_the_spend_tracker_asks():
+    from gateway.spend.meter import SpendTracker
+    from gateway.telemetry.events import Observers
+    observers = Observers()
+    tracker = SpendTracker(None, None, 60, observers)
+    observers.add(lambda record: None)
+    assert observers.wants_text is False and tracker.keep_text is False
+    observers.add(lambda record: None, wants_text=True)
+    observers.add(lambda record: None)  # a later observer without text does not turn it off
+    assert len(observers.calls) == 3 and observers.wants_text is True and tracker.keep_text is True
