@@ -5,7 +5,7 @@ Whether a key may be used at all (blocked, expired, budget spent) is authenticat
 (gateway/access/auth.py); its budget hold is the spend meter's (gateway/spend/meter.py)."""
 
 from gateway import errors
-from gateway.spend.modeldata import estimate_tokens
+from gateway.data import estimate_tokens
 
 
 def apply_key_rules(rules, body, meter, router, hold_seconds):

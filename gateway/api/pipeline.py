@@ -21,7 +21,7 @@ from gateway.access.rules import apply_key_rules
 from gateway.routing.router import Outcome
 from gateway.api.schemas import validate_body
 from gateway.spend.meter import COST_HEADER
-from gateway.spend.meter import AddedUsageOption
+from gateway.providers.base import AddedUsageOption
 from gateway.wire.sse import DONE_EVENT
 from gateway.wire.sse import encode
 

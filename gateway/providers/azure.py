@@ -40,7 +40,7 @@ class AzureProvider(OpenAIProvider):
     def prepare_body(self, endpoint, body):
         """As OpenAI; api-versions before 2024-09-01 refuse `stream_options`, so the one the
         gateway added to bill the stream is left out there (its tokens are then estimated)."""
-        from gateway.spend.meter import AddedUsageOption
+        from gateway.providers.base import AddedUsageOption
         out = super().prepare_body(endpoint, body)
         if isinstance(out.get("stream_options"), AddedUsageOption) and self.api_version[:10] < STREAM_OPTIONS_SINCE:
             out.pop("stream_options", None)

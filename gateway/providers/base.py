@@ -52,6 +52,12 @@ CONTROL_KEYS = frozenset({
 # Default params that make sense for embeddings; the rest (temperature, max_tokens...) do not.
 EMBEDDING_PARAMS = frozenset({"dimensions", "encoding_format", "user", "input_type"})
 
+
+class AddedUsageOption(dict):
+    """`stream_options` the gateway set itself to bill a stream (the client did not ask for usage):
+    a provider whose upstream may refuse the option can drop it again."""
+
+
 @dataclass(slots=True)
 class UpstreamRequest:
     """One HTTP request to an upstream, fully built."""

@@ -10,7 +10,7 @@ import random
 import time
 
 from gateway import errors
-from gateway.spend import modeldata
+from gateway import data as modeldata
 
 log = logging.getLogger("gateway.routing.balancer")
 

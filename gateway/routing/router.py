@@ -12,13 +12,13 @@ from gateway import errors
 from gateway import providers
 from gateway.routing.balancer import Deployment
 from gateway.routing.balancer import Group
-from gateway.spend.modeldata import estimate_tokens
+from gateway.data import estimate_tokens
 from gateway.providers import adapt
 from gateway.providers.shapes import encode_embedding
 from gateway.config.parse import fallback_map
 from gateway.errors import ConfigError
-from gateway.spend.meter import DEFAULT_OUTPUT_BOUND
-from gateway.spend.meter import output_is_assumed
+from gateway.data import DEFAULT_OUTPUT_BOUND
+from gateway.data import output_is_assumed
 from gateway.routing.state import build_state
 from gateway.wire.upstream import CallContext
 

@@ -21,18 +21,16 @@ from datetime import datetime
 from datetime import timezone
 
 from gateway import errors
-from gateway.spend.modeldata import estimate_tokens
-from gateway.spend.modeldata import measure_prompt
+from gateway.data import DEFAULT_OUTPUT_BOUND  # noqa: F401  (named here too: spend's bound)
+from gateway.data import completion_bound
+from gateway.data import estimate_tokens
+from gateway.data import output_is_assumed  # noqa: F401  (named here too)
+from gateway.data import prompt_token_bound
+from gateway.providers.base import AddedUsageOption  # noqa: F401  (named here too)
 
 log = logging.getLogger("gateway.spend.meter")
 
-DEFAULT_OUTPUT_BOUND = 4096  # completion tokens assumed when neither the call nor the model bounds them
 COST_HEADER = "x-litellm-response-cost"
-
-
-class AddedUsageOption(dict):
-    """`stream_options` the gateway set itself to bill a stream (the client did not ask for usage):
-    a provider whose upstream may refuse the option can drop it again."""
 
 
 def usage_cost(deployment, prompt_tokens, completion_tokens):
@@ -40,43 +38,6 @@ def usage_cost(deployment, prompt_tokens, completion_tokens):
     if deployment is None or deployment.input_price is None:
         return 0.0
     return prompt_tokens * deployment.input_price + completion_tokens * deployment.output_price
-
-
-def prompt_token_bound(body):
-    """An upper bound of the prompt tokens a provider can bill for this body: every field that
-    reaches the upstream counts (tools, functions, schemas, token ids, images, files), a byte of
-    text at most a token (gateway/modeldata.py PromptSize.bound). Budget holds use it, where a low
-    guess would let a client overspend."""
-    return measure_prompt(body).bound()
-
-
-def _positive_int(value):
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
-
-
-def output_is_assumed(deployment, body):
-    """Whether nothing (the call's max_tokens, the model's output or context limit) bounds the
-    completion, so a hold must assume DEFAULT_OUTPUT_BOUND and the call must be capped to it."""
-    return (_positive_int(body.get("max_completion_tokens") or body.get("max_tokens")) is None
-            and not deployment.max_output_tokens and not deployment.max_input_tokens)
-
-
-def completion_bound(deployment, body, prompt_tokens):
-    """The most completion tokens a call may produce on this deployment (all its choices)."""
-    asked = _positive_int(body.get("max_completion_tokens") or body.get("max_tokens"))
-    if asked is not None:
-        out = asked
-    elif deployment.max_output_tokens:
-        out = deployment.max_output_tokens
-    elif deployment.max_input_tokens:
-        out = max(1, deployment.max_input_tokens - prompt_tokens)
-    else:
-        out = DEFAULT_OUTPUT_BOUND  # the router sends this as max_tokens on a budgeted call
-    if deployment.max_output_tokens:
-        out = min(out, deployment.max_output_tokens)
-    # `n` choices, or `best_of` candidates (completions), are each billed up to the limit.
-    choices = max(_positive_int(body.get("n")) or 1, _positive_int(body.get("best_of")) or 1)
-    return out * choices
 
 
 def worst_case_cost(deployments, endpoint, body):

@@ -34,7 +34,7 @@ _TEXT_BODY_KEYS = ("messages", "prompt", "input", "suffix")
 def _clean_body(body, text):
     """The client's body without anything naming an upstream or a credential (and without the
     message text unless it is logged)."""
-    from gateway.spend.meter import AddedUsageOption
+    from gateway.providers.base import AddedUsageOption
     out = {}
     for key, value in (body or {}).items():
         if key in _SECRET_BODY_KEYS or key.startswith("aws_") or (not text and key in _TEXT_BODY_KEYS):

@@ -38,7 +38,7 @@ import requests
 import yaml
 
 from gateway.access import keys as key_module
-from gateway.spend.modeldata import estimate_tokens
+from gateway.data import estimate_tokens
 from gateway.spend.meter import prompt_token_bound
 from tests.integration.conftest import GatewayProcess
 from tests.integration.conftest import free_port

@@ -26,7 +26,7 @@ import pytest
 import requests
 import yaml
 
-from gateway.spend import modeldata
+from gateway import data as modeldata
 from gateway.access.keys import hash_key
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.anthropic_server import plan as anthropic_plan

@@ -33,6 +33,9 @@ def test_the_router_state_and_the_cache_both_build_their_clients_here(tmp_path, 
     monkeypatch.setattr(state, "redis_client", lambda *a, **kw: built.append(("state", a, kw)) or object())
     monkeypatch.setattr(cache, "redis_client", lambda *a, **kw: built.append(("cache", a, kw)) or object())
     monkeypatch.setattr(state, "RedisState", lambda client, local: client)
-    state.build_state({"redis_host": "h", "redis_port": 1, "local_state_path": str(tmp_path / "s.sqlite")})
-    cache._redis_client({"host": "c", "port": 2}, environ={})
+    from gateway.config.sections import CacheSettings
+    from gateway.config.sections import router_section
+    state.build_state(router_section({"redis_host": "h", "redis_port": 1,
+                                      "local_state_path": str(tmp_path / "s.sqlite")}, {}))
+    cache._redis_client(CacheSettings(host="c", port=2), environ={})
     assert built == [("state", (None,), {"host": "h", "port": 1}), ("cache", (None, "c", 2, None, {}), {})]

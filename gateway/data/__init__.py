@@ -1,4 +1,6 @@
-"""The package's model table (context windows, list prices), loaded once."""
+"""Facts about models and requests, no I/O: the package's model table (context windows, list prices:
+models.json beside this file, loaded once), the token measures of a request body, and the bounds
+of what a call can be billed (budget holds)."""
 
 import functools
 import json
@@ -170,3 +172,45 @@ def estimate_tokens(body):
     """A rough prompt size (4 characters a token), counting every field that reaches the model:
     enough to see a prompt that cannot fit, and to bill a call whose upstream reported no usage."""
     return measure_prompt(body).estimate()
+
+
+# ---- bounds: what a call can be billed at most (budget holds) -----------------------------------
+
+DEFAULT_OUTPUT_BOUND = 4096  # completion tokens assumed when neither the call nor the model bounds them
+
+
+def prompt_token_bound(body):
+    """An upper bound of the prompt tokens a provider can bill for this body: every field that
+    reaches the upstream counts (tools, functions, schemas, token ids, images, files), a byte of
+    text at most a token (gateway/modeldata.py PromptSize.bound). Budget holds use it, where a low
+    guess would let a client overspend."""
+    return measure_prompt(body).bound()
+
+
+def _positive_int(value):
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def output_is_assumed(deployment, body):
+    """Whether nothing (the call's max_tokens, the model's output or context limit) bounds the
+    completion, so a hold must assume DEFAULT_OUTPUT_BOUND and the call must be capped to it."""
+    return (_positive_int(body.get("max_completion_tokens") or body.get("max_tokens")) is None
+            and not deployment.max_output_tokens and not deployment.max_input_tokens)
+
+
+def completion_bound(deployment, body, prompt_tokens):
+    """The most completion tokens a call may produce on this deployment (all its choices)."""
+    asked = _positive_int(body.get("max_completion_tokens") or body.get("max_tokens"))
+    if asked is not None:
+        out = asked
+    elif deployment.max_output_tokens:
+        out = deployment.max_output_tokens
+    elif deployment.max_input_tokens:
+        out = max(1, deployment.max_input_tokens - prompt_tokens)
+    else:
+        out = DEFAULT_OUTPUT_BOUND  # the router sends this as max_tokens on a budgeted call
+    if deployment.max_output_tokens:
+        out = min(out, deployment.max_output_tokens)
+    # `n` choices, or `best_of` candidates (completions), are each billed up to the limit.
+    choices = max(_positive_int(body.get("n")) or 1, _positive_int(body.get("best_of")) or 1)
+    return out * choices

@@ -6,7 +6,7 @@ from importlib import resources
 
 import pytest
 
-from gateway.spend import modeldata
+from gateway import data as modeldata
 from gateway.providers import CLASSES
 from gateway.spend.meter import prompt_token_bound
 
