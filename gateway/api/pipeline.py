@@ -110,9 +110,11 @@ def validate(call):
 
 
 def open_record(gateway, call):
-    """The call's meter (journaled as started); a stream asks its upstream for usage."""
+    """The call's meter, journaled as started (when a cache lookup comes first, only on a miss: see
+    route); a stream asks its upstream for usage."""
     body = call.body
-    call.meter = gateway.spend.start(call.request_id, call.rules, call.endpoint, body, call.stream)
+    call.meter = gateway.spend.start(call.request_id, call.rules, call.endpoint, body, call.stream,
+                                     journal=gateway.cache is None)
     if call.stream:
         # Bill streams exactly: ask every upstream for its usage; the chunk is dropped again
         # (Meter.watch) when the client did not ask for it.
@@ -155,6 +157,7 @@ def route(gateway, call):
         # a client pipelining hits could hold the worker for seconds.
         let_others_run()
         return replay(call.cached) if call.stream else call.cached
+    meter.begin()  # a cache miss: journaled before its upstream work (no-op when already)
     try:
         call.outcome, answer = gateway.router.call(call.endpoint, call.body, call.stream, call.allowed,
                                                    cap_output=meter.hold > 0)

@@ -11,8 +11,9 @@
   call that does not fit is still admitted when no other call of the key holds budget and some is
   left, so a key is overshot by one call at most and never refused while it has budget. The row's
   commit settles the hold to the real cost; a hold whose worker died expires.
-* Every call is journaled as it starts (`Ledger.begin`): a worker killed mid-call leaves a start
-  entry without a row, and the replay of its journal writes a `worker_died` row for it.
+* Every call is journaled as it starts, before its upstream work (`Meter.begin` -> `Ledger.begin`;
+  a cache hit is not): a worker killed mid-call leaves a start entry without a row, and the replay
+  of its journal writes a `worker_died` row for it.
 """
 
 import logging
@@ -62,7 +63,7 @@ class Meter:
     __slots__ = ("tracker", "request_id", "rules", "endpoint", "stream", "body", "started", "hold",
                  "outcome", "prompt_tokens", "completion_tokens", "estimated", "status", "cost",
                  "cache_hit", "completion_chars", "tpm_reserved", "requested", "usage", "started_unix",
-                 "first_chunk", "error", "context", "texts", "_billed", "_closed")
+                 "first_chunk", "error", "context", "texts", "_billed", "_closed", "_begun")
 
     def __init__(self, tracker, request_id, rules, endpoint, body, stream):
         self.tracker = tracker
@@ -91,6 +92,7 @@ class Meter:
         self.texts = [] if tracker.keep_text else None  # the answer's text, for message logging
         self._billed = False
         self._closed = False
+        self._begun = False
 
     # -- before the call --------------------------------------------------------------------------
 
@@ -99,8 +101,16 @@ class Meter:
         amount = worst_case_cost(deployments, self.endpoint, self.body)
         self.tracker.reserve(self.rules, self.request_id, amount)
         self.hold = amount
-        self.tracker.begin(self)  # the journal's start entry now carries the hold
+        self._begun = False
+        self.begin()  # the journal's start entry now carries the hold
         return amount
+
+    def begin(self):
+        """Journal the call's start entry once, before its upstream work, so a crash still leaves a
+        row (a cache hit, which spends nothing upstream, needs none)."""
+        if not self._begun:
+            self._begun = True
+            self.tracker.begin(self)
 
     def start_entry(self):
         """What the journal keeps of the call as it starts: enough for a row if its worker dies."""
@@ -278,10 +288,12 @@ class SpendTracker:
     def keep_text(self, value):
         self._keep_text = value
 
-    def start(self, request_id, rules, endpoint, body, stream):
-        """A Meter for a call that is about to be routed (journaled as started)."""
+    def start(self, request_id, rules, endpoint, body, stream, journal=True):
+        """A Meter for a call that is about to be routed, journaled as started (`journal`), or later
+        by Meter.begin when a cache lookup comes first."""
         meter = Meter(self, request_id, rules, endpoint, body, stream)
-        self.begin(meter)
+        if journal:
+            meter.begin()
         return meter
 
     def begin(self, meter):
