@@ -7,8 +7,6 @@ lines), a spend row, a callback record or an exported span.
 
 import base64
 import secrets
-import sqlite3
-import time
 
 import openai
 import pytest
@@ -18,26 +16,15 @@ from tests.fakes.callback_server import FakeWebhook
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.otlp_receiver import OTLPHTTPReceiver
 from tests.integration.conftest import free_port
+from tests.integration.test_secret_canary import _dump
+from tests.integration.test_secret_canary import _wait
+from tests.integration.test_secret_canary import pieces
 
 pytestmark = pytest.mark.integration
 
 HELLO = [{"role": "user", "content": "hello behind the proxy"}]
 MASTER = "sk-master-basic-auth-0123456789"
 USER = "gateway-user"
-
-
-def pieces(secret, size=8):
-    """Every `size`-character piece of a secret."""
-    return {secret[i:i + size] for i in range(len(secret) - size + 1)}
-
-
-def _wait(predicate, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def test_basic_auth_is_sent_and_never_shown(start_gateway, tmp_path):
@@ -123,12 +110,3 @@ def test_basic_auth_is_sent_and_never_shown(start_gateway, tmp_path):
                 at = text.find(found[0])
                 leaks.append(f"{name} in {where}: ...{text[max(0, at - 120):at + 30]!r}")
     assert not leaks, "\n".join(leaks)
-
-
-def _dump(path):
-    """The gateway's whole SQLite database as SQL text."""
-    connection = sqlite3.connect(path)
-    try:
-        return "\n".join(connection.iterdump())
-    finally:
-        connection.close()
