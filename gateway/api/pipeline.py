@@ -1,9 +1,11 @@
 """The steps of one OpenAI call (chat, completions, embeddings), in the order they run: parse,
 validate, open the record (the meter), key rules, cache plan, budget hold, route, render (plain or
-SSE), and the record written once the response has been sent."""
+SSE). A whole answer's row is written as it is rendered, a stream's once its last byte has gone out;
+the observers hear of the call after that."""
 
 import logging
 import time
+from functools import partial
 
 import orjson
 from flask import Response
@@ -84,12 +86,13 @@ def serve(endpoint, path_model=None):
         if call.release:
             call.release()
         call.meter.abandon(exc)
+        gateway.observers.tell(call.meter)
         raise
     answer = route(gateway, call)
     headers = answer_headers(call)
     if call.stream:
-        return render_stream(call, answer, headers)
-    return render_answer(call, answer, headers)
+        return render_stream(gateway, call, answer, headers)
+    return render_answer(gateway, call, answer, headers)
 
 
 def parse(gateway, endpoint, path_model):
@@ -166,6 +169,7 @@ def route(gateway, call):
             call.release()
         meter.fail(exc, getattr(exc, "outcome", None))
         _close_quietly(meter)
+        gateway.observers.tell(meter)
         raise
     return answer
 
@@ -179,8 +183,9 @@ def answer_headers(call):
     return headers
 
 
-def render_stream(call, stream, headers):
-    """The stream as SSE, its taps (cache recorder, meter) on; the record written after the last byte."""
+def render_stream(gateway, call, stream, headers):
+    """The stream as SSE, its taps (cache recorder, meter) on; the row written and the observers told
+    after the last byte."""
     meter = call.meter
     if call.plan is not None and call.cached is None:
         stream = call.plan.tap(stream)
@@ -195,43 +200,47 @@ def render_stream(call, stream, headers):
     response.call_on_close(stream.close)
     if call.release:
         response.call_on_close(call.release)
-    return record_when_sent(response, meter)
+    response.call_on_close(partial(_close_quietly, meter))  # the row, then the observers
+    return tell_when_sent(gateway, response, meter)
 
 
-def render_answer(call, answer, headers):
-    """The answer as JSON, billed (cost header) and stored in the cache; the record written once sent."""
+def render_answer(gateway, call, answer, headers):
+    """The answer as JSON, billed and its row written before it goes out (the cost header is the
+    row's cost), stored in the cache; the observers told once it has been sent."""
     meter = call.meter
     if call.release:
         call.release()
-    headers[COST_HEADER] = f"{meter.bill_answer(call.outcome, answer):.10g}"
     try:
-        payload = orjson.dumps(answer)
-    except (orjson.JSONEncodeError, TypeError) as exc:
+        payload, failure = orjson.dumps(answer), None
+    except (orjson.JSONEncodeError, TypeError):
         # An answer that cannot be passed on (nested past orjson's 255 levels): the upstream's
         # fault, a 502; its tokens were spent, so the row keeps their cost, as an error.
-        meter.status = "error"
-        meter.error = errors.UpstreamError("The upstream's answer could not be passed on: it is not "
-                                           "valid JSON for a client (nested too deeply).",
-                                           code="upstream_invalid_answer")
-        _close_quietly(meter)
-        raise meter.error from exc
+        payload, failure = None, errors.UpstreamError(
+            "The upstream's answer could not be passed on: it is not valid JSON for a client "
+            "(nested too deeply).", code="upstream_invalid_answer")
+    headers[COST_HEADER] = f"{meter.settle(call.outcome, answer, failure):.10g}"
+    if failure is not None:
+        gateway.observers.tell(meter)
+        raise failure
     if call.plan is not None and call.cached is None:
         call.plan.store(answer)
-    return record_when_sent(Response(payload, headers=headers, mimetype="application/json"), meter)
+    return tell_when_sent(gateway, Response(payload, headers=headers, mimetype="application/json"), meter)
 
 
-def record_when_sent(response, meter):
-    """The call's record (ledger row, observers), written once the last byte has gone out."""
-    response.call_on_close(meter.close)
+def tell_when_sent(gateway, response, meter):
+    """The observers (log line, metrics, callbacks, traces) hear of the call once its last byte has
+    gone out; a stream's row is written just before (registered first)."""
+    response.call_on_close(partial(gateway.observers.tell, meter))
     return response
 
 
 def _close_quietly(meter):
-    """Write a failed call's row without hiding the failure itself."""
+    """Write a call's row; a failure to is logged, and hides neither the call's own failure nor the
+    observers' record."""
     try:
         meter.close()
     except Exception:  # noqa: BLE001
-        log.exception("could not record a failed call's spend row")
+        log.exception("could not record a call's spend row")
 
 
 def outcome_headers(outcome):

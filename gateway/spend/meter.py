@@ -1,7 +1,8 @@
 """Spend: usage -> USD, one ledger row per request, and hard budgets held before the call.
 
 * A `Meter` follows one request: the budget hold taken before routing, the usage the upstream
-  reported (or an estimate, marked as such), and the row written when the response has been sent.
+  reported (or an estimate, marked as such), and the row: written before a whole answer goes out
+  (`settle`), or after a stream's last byte.
 * The `Ledger` (gateway/ledger.py) makes rows durable: a per-worker journal first, then batched
   commits; rows wait out a database outage in the journal and are replayed, each request id once.
 * Budgets: a key with `max_budget` reserves the worst case of the call (prompt bound + max_tokens,
@@ -212,41 +213,27 @@ class Meter:
             self.bill(self.outcome, self.usage)
         self.tracker.finish(self)
 
+    def settle(self, outcome, answer, failure=None):
+        """Bill a whole (non-stream) answer and write its row before the answer goes out: the
+        cost is the one the client's header shows, and a call the client saw answered has its
+        row. `failure`: the answer cannot be passed on (its tokens were spent: billed, as an
+        error). A row that cannot be written is logged, never kept from the client."""
+        cost = self.bill_answer(outcome, answer)
+        if failure is not None:
+            self.status, self.error = "error", failure
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001
+            log.exception("could not record a call's spend row")
+        return cost
+
     def abandon(self, error=None):
         """Refused before routing (a limit, the budget, an unknown model): no row, only the
-        per-key token window is given back (observers still hear of it)."""
+        per-key token window is given back (observers still hear of it: Observers.tell)."""
         if not self._closed:
             self._closed = True
             self.status, self.error = "error", error
             self.tracker.finish(self, record=False)
-
-    def call_record(self):
-        """The CallRecord observers get (gateway/telemetry/events.py)."""
-        from gateway.telemetry.events import CallRecord
-        outcome, rules, error = self.outcome, self.rules, self.error
-        deployment = outcome.deployment if outcome is not None else None
-        provider = deployment.provider if deployment is not None else None
-        ended = time.time()
-        attempts = [dict(a) for a in outcome.attempts] if outcome is not None else []
-        if attempts and attempts[-1]["ended"] is None:
-            attempts[-1]["ended"] = ended  # a stream's attempt lasts as long as the stream
-        return CallRecord(
-            request_id=self.request_id, endpoint=self.endpoint, status=self.status, stream=self.stream,
-            started=self.started_unix, ended=ended,
-            model_group=outcome.group if outcome else (self.requested if isinstance(self.requested, str) else None),
-            deployment_id=deployment.id if deployment else None, provider=provider.name if provider else None,
-            model=provider.model if provider else None, api_base=provider.api_base if provider else None,
-            key_hash=rules.hash if rules else None, key_alias=rules.alias if rules else None,
-            user_id=rules.user_id if rules else None, team_id=rules.team_id if rules else None,
-            prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens, cost=self.cost,
-            estimated=self.estimated, cache_hit=self.cache_hit,
-            retries=outcome.retries if outcome else 0, fallbacks=outcome.fallbacks if outcome else 0,
-            first_token_seconds=(self.first_chunk - self.started_unix) if self.first_chunk else None,
-            http_status=getattr(error, "status", 500) if error is not None else 200,
-            error_type=type(error).__name__ if error is not None else None,
-            error_message=getattr(error, "message", None) if error is not None else None,
-            attempts=attempts, context=self.context, request=self.body,
-            response_text="".join(self.texts) if self.texts is not None else None)
 
     def row(self):
         """The ledger row."""
@@ -268,7 +255,10 @@ class Meter:
 
 
 class SpendTracker:
-    """Per worker: prices, holds and the ledger; `ledger` is None when spend is not recorded."""
+    """Per worker: prices, holds and the ledger; `ledger` is None when spend is not recorded.
+
+    `observers` (gateway/telemetry/events.py) are asked only what meters must keep for them (their
+    begin hooks' context, the answer's text); the call pipeline tells them of each call."""
 
     def __init__(self, ledger, state, hold_seconds, observers=None):
         from gateway.telemetry.events import Observers
@@ -320,12 +310,8 @@ class SpendTracker:
                                   meter.prompt_tokens + meter.completion_tokens - meter.tpm_reserved)
             except Exception:  # noqa: BLE001  (a window is state, never worth failing a request)
                 log.warning("could not settle the token window of a key", exc_info=True)
-        try:
-            if self.ledger is not None:
-                if record:
-                    self.ledger.write(meter.row(), meter.hold, rules)
-                else:
-                    self.ledger.cancel(meter.request_id)
-        finally:
-            if self.observers.active:
-                self.observers.emit(meter.call_record())
+        if self.ledger is not None:
+            if record:
+                self.ledger.write(meter.row(), meter.hold, rules)
+            else:
+                self.ledger.cancel(meter.request_id)

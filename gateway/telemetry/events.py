@@ -1,8 +1,9 @@
 """What happened to each call, told once to everyone who listens: the request log line, metrics,
 callbacks and tracing.
 
-`CallRecord` is built when a call's row is settled (gateway/spend.py `Meter.close`), after the
-response has gone out; `Observers.emit` hands it to each observer in turn. An observer must be quick
+`CallRecord` is built from a call's meter (gateway/spend/meter.py) once the response has gone out
+(the call pipeline registers `Observers.tell` on the response's close, after the row is written);
+`Observers.emit` hands it to each observer in turn. An observer must be quick
 and must not raise (a failing observer is logged and skipped): slow work (HTTP sinks) belongs on a
 background queue of its own. The record lists each upstream attempt (deployment, times, error), so
 a tracer can draw one span per attempt after the fact; `begin` hooks run when the call starts, in
@@ -11,6 +12,7 @@ the request's context (a tracer captures its parent span there), and their value
 """
 
 import logging
+import time
 from dataclasses import dataclass
 from dataclasses import field
 from datetime import datetime
@@ -89,6 +91,11 @@ class Observers:
                 log.exception("begin hook %s failed", name)
         return context
 
+    def tell(self, meter):
+        """Tell every observer of a finished call (nothing is built when nobody listens)."""
+        if self.calls:
+            self.emit(record_of(meter))
+
     def emit(self, record):
         """Tell every call observer; one that raises is logged and skipped."""
         for observer in self.calls:
@@ -96,6 +103,35 @@ class Observers:
                 observer(record)
             except Exception:  # noqa: BLE001  (an observer never fails a request)
                 log.exception("call observer %r failed", observer)
+
+
+def record_of(meter):
+    """The CallRecord of a finished call's meter (gateway/spend/meter.py Meter), read from its fields."""
+    outcome, rules, error = meter.outcome, meter.rules, meter.error
+    deployment = outcome.deployment if outcome is not None else None
+    provider = deployment.provider if deployment is not None else None
+    ended = time.time()
+    attempts = [dict(a) for a in outcome.attempts] if outcome is not None else []
+    if attempts and attempts[-1]["ended"] is None:
+        attempts[-1]["ended"] = ended  # a stream's attempt lasts as long as the stream
+    requested = meter.requested
+    return CallRecord(
+        request_id=meter.request_id, endpoint=meter.endpoint, status=meter.status, stream=meter.stream,
+        started=meter.started_unix, ended=ended,
+        model_group=outcome.group if outcome else (requested if isinstance(requested, str) else None),
+        deployment_id=deployment.id if deployment else None, provider=provider.name if provider else None,
+        model=provider.model if provider else None, api_base=provider.api_base if provider else None,
+        key_hash=rules.hash if rules else None, key_alias=rules.alias if rules else None,
+        user_id=rules.user_id if rules else None, team_id=rules.team_id if rules else None,
+        prompt_tokens=meter.prompt_tokens, completion_tokens=meter.completion_tokens, cost=meter.cost,
+        estimated=meter.estimated, cache_hit=meter.cache_hit,
+        retries=outcome.retries if outcome else 0, fallbacks=outcome.fallbacks if outcome else 0,
+        first_token_seconds=(meter.first_chunk - meter.started_unix) if meter.first_chunk else None,
+        http_status=getattr(error, "status", 500) if error is not None else 200,
+        error_type=type(error).__name__ if error is not None else None,
+        error_message=getattr(error, "message", None) if error is not None else None,
+        attempts=attempts, context=meter.context, request=meter.body,
+        response_text="".join(meter.texts) if meter.texts is not None else None)
 
 
 def iso(unix):

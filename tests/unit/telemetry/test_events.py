@@ -98,3 +98,54 @@ def test_an_observer_that_logs_text_declares_it_and_the_spend_tracker_asks():
     observers.add(lambda record: None, wants_text=True)
     observers.add(lambda record: None)  # a later observer without text does not turn it off
     assert len(observers.calls) == 3 and observers.wants_text is True and tracker.keep_text is True
+
+
+@pytest.fixture
+def ledger_app(tmp_path):
+    settings = from_dict({
+        "model_list": [{"model_name": "m", "litellm_params": {"model": "demo/x", "input_cost_per_token": 0.5,
+                                                               "output_cost_per_token": 1.0}}],
+        "general_settings": {"master_key": MASTER, "database_url": f"sqlite:///{tmp_path / 'g.sqlite'}",
+                             "spend_spool_dir": str(tmp_path / "spool")}})
+    app = create_app(settings)
+    yield app
+    app.extensions["gateway"].store.get().engine.dispose()
+
+
+def _rows(app):
+    from gateway.storage.models import SpendRow
+    with app.extensions["gateway"].store.get().session() as session:
+        return [(r.request_id, r.cost, r.status) for r in session.query(SpendRow)]
+
+
+def test_a_whole_answers_row_is_written_before_it_goes_out_and_observers_hear_after(ledger_app):
+    records = []
+    ledger_app.extensions["gateway"].observers.calls.append(records.append)
+    resp = ledger_app.test_client().post("/v1/chat/completions", headers={"Authorization": f"Bearer {MASTER}"},
+                                         json={"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+    # The response exists but has not been sent (closed) yet: its row is there, with the header's cost.
+    rows = _rows(ledger_app)
+    assert rows == [(resp.headers["x-request-id"], float(resp.headers["x-litellm-response-cost"]), "success")]
+    assert records == []
+    resp.get_data()
+    resp.close()
+    assert [r.request_id for r in records] == [rows[0][0]] and records[0].cost == rows[0][1]
+
+
+def test_a_row_that_cannot_be_written_is_logged_and_observers_still_hear(ledger_app, caplog):
+    records = []
+    gateway = ledger_app.extensions["gateway"]
+    gateway.observers.calls.append(records.append)
+
+    def broken(*args, **kwargs):
+        raise OSError("disk gone")
+    gateway.spend.ledger.write = broken
+    client = ledger_app.test_client()
+    with caplog.at_level(logging.ERROR, logger="gateway"):
+        for stream in (False, True):
+            resp = client.post("/v1/chat/completions", headers={"Authorization": f"Bearer {MASTER}"},
+                               json={"model": "m", "stream": stream, "messages": [{"role": "user", "content": "hi"}]})
+            assert resp.status_code == 200 and resp.get_data()
+            resp.close()
+    assert [r.stream for r in records] == [False, True]
+    assert caplog.text.count("could not record a call's spend row") == 2
