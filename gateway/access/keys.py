@@ -103,6 +103,18 @@ _EDITABLE = ("models", "aliases", "config", "max_budget", "budget_duration", "tp
 
 
 @dataclass(frozen=True)
+class Level:
+    """A level above a key whose limits every call of the key also counts against: its user, its
+    team, its organization (gateway/access/rules.py applies them with the key's own)."""
+
+    kind: str  # user, team, organization, end_user
+    id: str
+    rpm_limit: int | None = None
+    tpm_limit: int | None = None
+    max_parallel_requests: int | None = None
+
+
+@dataclass(frozen=True)
 class KeyRules:
     """What the hot path needs to know about a key, as cached."""
 
@@ -124,6 +136,7 @@ class KeyRules:
     key_id: int | None = None  # the key's identity (gateway_keys.id): stays the same across /key/regenerate
 
     limits_id: str | None = None  # what per-key limits are counted under (limit_identity)
+    levels: tuple = ()  # Level: the key's user, team, organization with their limits
 
     @property
     def identity(self):

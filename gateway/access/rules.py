@@ -1,5 +1,6 @@
 """A virtual key's per-call rules, applied by the call pipeline before any upstream work: aliases,
-the models it may use (fallbacks included), and its rpm / tpm / parallel-request limits.
+the models it may use (fallbacks included), and the rpm / tpm / parallel-request limits of the key
+and of every level above it (user, team, organization).
 
 Whether a key may be used at all (blocked, expired, budget spent) is authentication's question
 (gateway/access/auth.py); its budget hold is the spend meter's (gateway/spend/meter.py)."""
@@ -21,28 +22,80 @@ def apply_key_rules(rules, body, meter, router, hold_seconds):
     allowed = router.allowed_groups(rules.models)
     if allowed is not None:
         _check_models(rules, body, requested, allowed, router)
-    state = router.state
-    if rules.rpm_limit is not None:
-        allowed_now, wait = (False, 60.0) if rules.rpm_limit <= 0 else state.admit(
-            f"key-rpm:{rules.identity}", rules.rpm_limit)
+    limits = Limits(router.state, meter.request_id, hold_seconds)
+    try:
+        for holder in _holders(rules):
+            limits.apply(holder, body, meter)
+    except BaseException:
+        limits.undo()
+        raise
+    return limits.release if limits.slots else None, allowed
+
+
+def _holders(rules):
+    """Who a call's limits are counted under: the key (by its identity, kept across regenerate),
+    then each level above it."""
+    yield ("key", rules.identity, rules.rpm_limit, rules.tpm_limit, rules.max_parallel_requests)
+    for level in rules.levels:
+        yield (level.kind, level.id, level.rpm_limit, level.tpm_limit, level.max_parallel_requests)
+
+
+class Limits:
+    """One call's admission against the rpm / tpm / parallel limits of its key and the levels above
+    it, exact across workers and instances (the router's shared state). A call refused at one level
+    takes back what the levels before it counted, so a refused call never uses up another's room."""
+
+    def __init__(self, state, member, hold_seconds):
+        self.state = state
+        self.member = member  # the call's request id: its parallel slots are named by it
+        self.hold_seconds = hold_seconds  # a slot expires with the call's longest life
+        self.counted = []  # (window, amount) added so far
+        self.slots = []  # parallel slots taken
+        self._released = False
+
+    def apply(self, holder, body, meter):
+        kind, name, rpm, tpm, parallel = holder
+        who = "This key's" if kind == "key" else f"The {kind.replace('_', ' ')} `{str(name)[:100]}`'s"
+        if rpm is not None:
+            self._admit(f"{kind}-rpm:{name}", rpm, 1, f"{who} limit of {rpm} requests per minute is reached.")
+        if tpm is not None:
+            # Hold the prompt estimate plus max_tokens in the token window; settled to the real
+            # usage when the call ends (SpendTracker.finish).
+            asked = body.get("max_completion_tokens") or body.get("max_tokens")
+            amount = max(1, estimate_tokens(body) + (asked if isinstance(asked, int) and asked > 0 else 0))
+            window = f"{kind}-tpm:{name}"
+            self._admit(window, tpm, amount, f"{who} limit of {tpm} tokens per minute is reached "
+                                             f"(this call needs about {amount}).")
+            meter.tpm_reserved = amount
+            meter.tpm_windows += (window,)
+        if parallel is not None:
+            gauge = f"{kind}-parallel:{name}"
+            if parallel <= 0 or not self.state.acquire(gauge, parallel, self.member, self.hold_seconds):
+                raise errors.RateLimitError(f"{who} limit of {parallel} parallel requests is reached.",
+                                            headers={"Retry-After": "1"})
+            self.slots.append(gauge)
+
+    def _admit(self, window, limit, amount, message):
+        allowed_now, wait = (False, 60.0) if limit <= 0 else self.state.admit(window, limit, amount)
         if not allowed_now:
-            raise errors.RateLimitError(f"This key's limit of {rules.rpm_limit} requests per minute is reached.",
-                                        headers={"Retry-After": str(max(1, round(wait)))})
-    if rules.tpm_limit is not None:
-        # Hold the prompt estimate plus max_tokens in the key's token window; settled to the
-        # real usage when the call ends.
-        asked = body.get("max_completion_tokens") or body.get("max_tokens")
-        amount = max(1, estimate_tokens(body) + (asked if isinstance(asked, int) and asked > 0 else 0))
-        allowed_now, wait = (False, 60.0) if rules.tpm_limit <= 0 else state.admit(
-            f"key-tpm:{rules.identity}", rules.tpm_limit, amount)
-        if not allowed_now:
-            raise errors.RateLimitError(
-                f"This key's limit of {rules.tpm_limit} tokens per minute is reached "
-                f"(this call needs about {amount}).", headers={"Retry-After": str(max(1, round(wait)))})
-        meter.tpm_reserved = amount
-    if rules.max_parallel_requests is not None:
-        return _parallel_slot(rules, state, meter.request_id, hold_seconds), allowed
-    return None, allowed
+            raise errors.RateLimitError(message, headers={"Retry-After": str(max(1, round(wait)))})
+        self.counted.append((window, amount))
+
+    def undo(self):
+        """The call was refused: take back what was counted and give back the slots taken."""
+        for window, amount in self.counted:
+            try:
+                self.state.record(window, -amount)
+            except Exception:  # noqa: BLE001  (a window is state, never worth a second error)
+                pass
+        self.release()
+
+    def release(self):
+        """Give the call's parallel slots back (once: a stream closes through two paths)."""
+        if not self._released:
+            self._released = True
+            for gauge in self.slots:
+                self.state.release(gauge, self.member)
 
 
 def _check_models(rules, body, requested, allowed, router):
@@ -62,25 +115,6 @@ def _check_models(rules, body, requested, allowed, router):
         for name in _named_fallbacks(body.get(param)):
             if router.aliases.get(name, name) not in allowed:
                 raise _not_allowed(name, rules, param)
-
-
-def _parallel_slot(rules, state, member, hold_seconds):
-    """Take one of the key's parallel slots for the call; the function that gives it back (once).
-
-    A slot expires with the call's longest life: a worker that dies mid-call cannot hold one for good."""
-    key = f"key-parallel:{rules.identity}"
-    if rules.max_parallel_requests <= 0 or not state.acquire(key, rules.max_parallel_requests, member,
-                                                             hold_seconds):
-        raise errors.RateLimitError(
-            f"This key's limit of {rules.max_parallel_requests} parallel requests is reached.",
-            headers={"Retry-After": "1"})
-    released = []
-
-    def release():
-        if not released:  # a stream closes through two paths; count it once
-            released.append(True)
-            state.release(key, member)
-    return release
 
 
 def _named_fallbacks(value):

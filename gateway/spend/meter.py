@@ -63,7 +63,7 @@ class Meter:
 
     __slots__ = ("tracker", "request_id", "rules", "endpoint", "stream", "body", "started", "hold",
                  "outcome", "prompt_tokens", "completion_tokens", "estimated", "status", "cost",
-                 "cache_hit", "completion_chars", "tpm_reserved", "requested", "usage", "started_unix",
+                 "cache_hit", "completion_chars", "tpm_reserved", "tpm_windows", "requested", "usage", "started_unix",
                  "first_chunk", "error", "context", "texts", "_billed", "_closed", "_begun")
 
     def __init__(self, tracker, request_id, rules, endpoint, body, stream):
@@ -83,7 +83,8 @@ class Meter:
         self.cost = 0.0
         self.cache_hit = False
         self.completion_chars = 0
-        self.tpm_reserved = 0
+        self.tpm_reserved = 0  # tokens held in each of the tpm windows below (access/rules.py)
+        self.tpm_windows = ()
         self.requested = body.get("model")
         self.usage = {}
         self.started_unix = time.time()
@@ -302,14 +303,15 @@ class SpendTracker:
                 f"in flight: ${max(0.0, balance.reserved):.6g}, this call may cost up to ${amount:.6g}.")
 
     def finish(self, meter, record=True):
-        """Settle the per-key token window and write the row."""
+        """Settle the token windows (the key's and its levels') and write the row."""
         rules = meter.rules
-        if rules is not None and rules.tpm_limit and meter.tpm_reserved:
-            try:
-                self.state.record(f"key-tpm:{rules.identity}",
-                                  meter.prompt_tokens + meter.completion_tokens - meter.tpm_reserved)
-            except Exception:  # noqa: BLE001  (a window is state, never worth failing a request)
-                log.warning("could not settle the token window of a key", exc_info=True)
+        if meter.tpm_reserved:
+            used = meter.prompt_tokens + meter.completion_tokens - meter.tpm_reserved
+            for window in meter.tpm_windows:
+                try:
+                    self.state.record(window, used)
+                except Exception:  # noqa: BLE001  (a window is state, never worth failing a request)
+                    log.warning("could not settle a token window", exc_info=True)
         if self.ledger is not None:
             if record:
                 self.ledger.write(meter.row(), meter.hold, rules)
