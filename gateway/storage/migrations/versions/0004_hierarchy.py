@@ -3,9 +3,14 @@
 Revision ID: 0004_hierarchy
 Revises: 0003_key_identity
 
-Only tables and indexes are added: gateway_keys keeps every row (its user_id / team_id columns are
-the links; a key whose team or user has no row yet works as before).
+Only tables and indexes are added: gateway_keys keeps every row. Its user_id / team_id columns are
+the links; every team and user a stored key names gets its row here (no budget, no limit, every
+model; users as internal_user), so those keys work as before, and a key whose team or user row is
+missing later on is one whose team or user was deleted.
 """
+
+from datetime import datetime
+from datetime import timezone
 
 import sqlalchemy as sa
 from alembic import op
@@ -92,6 +97,25 @@ def upgrade():
     )
     op.create_index("ix_gateway_keys_team_id", "gateway_keys", ["team_id"])
     op.create_index("ix_gateway_keys_user_id", "gateway_keys", ["user_id"])
+    _backfill()
+
+
+def _backfill():
+    """A row for every team and user the stored keys name."""
+    keys = sa.table("gateway_keys", sa.column("team_id", sa.String), sa.column("user_id", sa.String))
+    connection = op.get_bind()
+    now = datetime.now(timezone.utc)
+    for name, extra in (("team_id", {}), ("user_id", {"user_role": "internal_user"})):
+        column = keys.c[name]
+        ids = sorted(connection.execute(sa.select(column).where(column.is_not(None)).distinct()).scalars())
+        table = sa.table("gateway_teams" if name == "team_id" else "gateway_users",
+                         sa.column(name, sa.String), sa.column("metadata", sa.JSON),
+                         sa.column("created_at", sa.DateTime(timezone=True)),
+                         sa.column("updated_at", sa.DateTime(timezone=True)),
+                         *[sa.column(c, sa.String) for c in extra])
+        rows = [{name: value, "metadata": {}, "created_at": now, "updated_at": now, **extra} for value in ids]
+        for start in range(0, len(rows), 1000):
+            op.bulk_insert(table, rows[start:start + 1000])
 
 
 def downgrade():
