@@ -14,8 +14,12 @@ from gateway.errors import PermissionDeniedError
 log = logging.getLogger("gateway.access.auth")
 
 # Every route has exactly one policy; a route missing here is refused (and a test fails).
-#   public: no key; api: master or virtual key; self: master, or a virtual key about itself;
-#   admin: master key (open when no master key is set); keys: master key, and a master key must be set.
+#   public: no key; api: master or virtual key; admin: a proxy admin (open when no master key is set);
+#   keys: a proxy admin, and a master key must be set (management writes); read: a proxy admin or a
+#   proxy admin viewer (info and list routes); self: any key, the view answering only about the
+#   caller itself (its key, its user) unless the caller's role sees everything (ADMIN_ROLES).
+# Who is a proxy admin: the master key, and a virtual key whose user has the role proxy_admin. A
+# virtual key acts with its user's role (POLICY_ROLES); a key without a user has none.
 ROUTE_POLICY = {
     "health.liveliness": "public",
     "health.readiness": "public",
@@ -32,13 +36,49 @@ ROUTE_POLICY = {
     "keys.info": "self",
     "keys.update": "keys",
     "keys.delete": "keys",
-    "keys.list_keys": "keys",
+    "keys.list_keys": "read",
     "keys.regenerate": "keys",
     "keys.block": "keys",
     "keys.unblock": "keys",
-    "spend.logs": "keys",
+    "spend.logs": "read",
     "metrics.metrics": "admin",  # public with general_settings.metrics_public: true
+    "users.new": "keys",
+    "users.info": "self",
+    "users.update": "keys",
+    "users.delete": "keys",
+    "users.list_users": "read",
+    "teams.new": "keys",
+    "teams.info": "read",
+    "teams.update": "keys",
+    "teams.delete": "keys",
+    "teams.list_teams": "read",
+    "teams.member_add": "keys",
+    "teams.member_delete": "keys",
+    "teams.member_update": "keys",
+    "teams.block": "keys",
+    "teams.unblock": "keys",
+    "organizations.new": "keys",
+    "organizations.info": "read",
+    "organizations.update": "keys",
+    "organizations.delete": "keys",
+    "organizations.list_organizations": "read",
+    "organizations.member_add": "keys",
+    "customers.new": "keys",
+    "customers.info": "read",
+    "customers.update": "keys",
+    "customers.delete": "keys",
+    "customers.list_customers": "read",
+    "customers.block": "keys",
+    "customers.unblock": "keys",
 }
+
+# The roles each policy admits beyond "api" and "self" (which admit every key).
+POLICY_ROLES = {
+    "admin": frozenset({"proxy_admin"}),
+    "keys": frozenset({"proxy_admin"}),
+    "read": frozenset({"proxy_admin", "proxy_admin_viewer"}),
+}
+ADMIN_ROLES = frozenset({"proxy_admin", "proxy_admin_viewer"})  # may read about anyone on "self" routes
 
 
 @dataclass(frozen=True)
@@ -47,6 +87,18 @@ class Caller:
 
     kind: str
     rules: object = None
+
+    @property
+    def role(self):
+        """The caller's role: the master key is a proxy admin; a virtual key has its user's role."""
+        if self.kind == "master":
+            return "proxy_admin"
+        return getattr(self.rules, "user_role", None) if self.kind == "key" else None
+
+    @property
+    def sees_all(self):
+        """Whether "self" routes answer this caller about anyone (proxy admins and their viewers)."""
+        return self.role in ADMIN_ROLES
 
 
 ANONYMOUS = Caller("anonymous")
@@ -84,7 +136,7 @@ class Authenticator:
         if policy == "public":
             return ANONYMOUS
         if self._master is None:
-            if policy in ("keys", "self"):
+            if policy in ("keys", "self", "read"):
                 raise PermissionDeniedError("Virtual keys need general_settings.master_key to be set.",
                                             code="no_master_key")
             return ANONYMOUS
@@ -98,17 +150,33 @@ class Authenticator:
         if rules is None:
             raise AuthenticationError("Invalid API key. Check the key you are sending to the gateway.")
         check_rules(rules)
-        if policy in ("api", "self"):
-            return Caller("key", rules)
-        raise PermissionDeniedError("A virtual key cannot call this route; it needs the master key.",
-                                    code="master_key_required")
+        caller = Caller("key", rules)
+        if policy in ("api", "self") or caller.role in POLICY_ROLES.get(policy, ()):
+            return caller
+        if caller.role is None:
+            raise PermissionDeniedError("A virtual key cannot call this route; it needs the master key.",
+                                        code="master_key_required")
+        raise PermissionDeniedError(f"The role {caller.role} may not call this route.", code="role_not_allowed")
+
+
+_BLOCKED = {
+    "key": "This key is blocked.",
+    "team": "This key's team is blocked.",
+    "organization": "This key's organization is blocked.",
+    "user": "This key's user is blocked.",
+    "team_deleted": "This key's team was deleted.",
+    "organization_deleted": "This key's organization was deleted.",
+    "user_deleted": "This key's user was deleted.",
+}
 
 
 def check_rules(rules, now=None):
     """Refuse an expired, blocked or over-budget key before any upstream work."""
     now = now or datetime.now(timezone.utc)
     if rules.blocked:
-        raise errors.PermissionDeniedError("This key is blocked.", code="key_blocked")
+        level = getattr(rules, "blocked_by", None) or "key"
+        code = level if level.endswith("_deleted") else f"{level}_blocked"  # key_blocked, team_blocked, ...
+        raise errors.PermissionDeniedError(_BLOCKED.get(level, "This key is blocked."), code=code)
     if rules.expires is not None and rules.expires <= now:
         raise errors.AuthenticationError(f"This key expired at {rules.expires.isoformat()}.", code="key_expired")
     period_over = rules.budget_reset_at is not None and rules.budget_reset_at <= now
@@ -137,6 +205,15 @@ class LazyKeys:
         if self._store is not None:
             return self._store.describe()
         return "not opened yet" if self._service is None else f"{self._service.db.engine.dialect.name} connected"
+
+    def hierarchy(self):
+        """The organizations / teams / users / end users service, over the same database."""
+        service = self.get()
+        found = getattr(self, "_hierarchy", None)
+        if found is None or found.keys is not service:
+            from gateway.access.hierarchy import Hierarchy
+            found = self._hierarchy = Hierarchy(service)
+        return found
 
     def lookup(self, token):
         """KeyService.lookup through the lazily opened service (malformed keys never reach it)."""

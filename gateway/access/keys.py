@@ -25,6 +25,10 @@ from gateway.access.keyvalues import MAX_JSON_DEPTH  # noqa: F401
 from gateway.access.keyvalues import check_json
 from gateway.access.keyvalues import no_nul
 from gateway.access.keyvalues import readable
+from gateway.access.levels import blocked_by
+from gateway.access.levels import effective_models
+from gateway.access.levels import ensure_user
+from gateway.access.levels import require_team
 from gateway.errors import first_error
 from gateway.config.parse import MAX_DURATION_SECONDS
 from gateway.config.parse import duration_seconds
@@ -136,6 +140,9 @@ class KeyRules:
     key_id: int | None = None  # the key's identity (gateway_keys.id): stays the same across /key/regenerate
 
     limits_id: str | None = None  # what per-key limits are counted under (limit_identity)
+    user_role: str | None = None  # the role of the user that owns the key (None: no user)
+    organization_id: str | None = None  # the organization of the key's team
+    blocked_by: str | None = None  # which level blocks it: key, team, organization, user, team_deleted, ...
     levels: tuple = ()  # Level: the key's user, team, organization with their limits
 
     @property
@@ -196,23 +203,50 @@ def _iso(value):
     return _aware(value).isoformat() if value is not None else None
 
 
-def _rules(row):
-    """The cached rules of a row; a stored value of the wrong shape allows nothing rather than all."""
+def _rules(row, team=None, organization=None, user=None):
+    """The cached rules of a row, within its team's, organization's and user's (`models` inherited,
+    `blocked` by any of them); a stored value of the wrong shape allows nothing rather than all."""
     if row.models is not None and not readable("models", row.models)[0]:
         log.warning("key %s: stored models are not a list of names; the key may use no model", row.key_hash)
         models = ()
     else:
         # LiteLLM reads an empty list as "every model", as /key/info shows such keys.
         models = tuple(row.models) if row.models else None
+    models = effective_models(models, team, organization, user)
+    stopped = blocked_by(row.blocked, row.team_id, team, organization, row.user_id, user)
     aliases = row.aliases or {}
     if not readable("aliases", aliases)[0]:
         log.warning("key %s: stored aliases are not names; they are ignored", row.key_hash)
         aliases = {}
     return KeyRules(row.key_hash, row.key_alias, models,
-                    dict(aliases), _aware(row.expires), row.blocked, row.max_budget, row.spend,
+                    dict(aliases), _aware(row.expires), stopped is not None, row.max_budget, row.spend,
                     row.rpm_limit, row.max_parallel_requests, row.tpm_limit, row.budget_duration,
                     row.user_id, row.team_id, _aware(row.budget_reset_at), row.id,
-                    limit_identity(row.id, _aware(row.created_at)))
+                    limit_identity(row.id, _aware(row.created_at)),
+                    user.user_role if user is not None else None,
+                    team.organization_id if team is not None else None, stopped)
+
+
+_LOOKUP = []
+
+
+def _lookup_statement():
+    """One query for a key and what it inherits: its team, the team's organization, its user (outer
+    joins on their primary keys: a key outside a team or without a user has None there). Built once."""
+    if not _LOOKUP:
+        from sqlalchemy import bindparam
+        from sqlalchemy import select
+
+        from gateway.storage.models import Organization
+        from gateway.storage.models import Team
+        from gateway.storage.models import User
+        from gateway.storage.models import VirtualKey
+        _LOOKUP.append(select(VirtualKey, Team, Organization, User)
+                       .outerjoin(Team, Team.team_id == VirtualKey.team_id)
+                       .outerjoin(Organization, Organization.organization_id == Team.organization_id)
+                       .outerjoin(User, User.user_id == VirtualKey.user_id)
+                       .where(VirtualKey.key_hash == bindparam("digest")))
+    return _LOOKUP[0]
 
 
 class KeyService:
@@ -240,11 +274,10 @@ class KeyService:
         cached = self._cache.get(digest)
         if cached is not None and cached[0] > now and cached[2] == seen:
             return cached[1]
-        from gateway.storage.models import VirtualKey
         try:
             with self.db.session() as session:
-                row = session.query(VirtualKey).filter(VirtualKey.key_hash == digest).one_or_none()
-                rules = None if row is None else _rules(row)
+                found = session.execute(_lookup_statement(), {"digest": digest}).one_or_none()
+                rules = None if found is None else _rules(*found)
         except Exception as exc:  # noqa: BLE001  (the database is down or restarting)
             if cached is not None:
                 # Keep serving the key as last seen (its spend is spooled meanwhile); look again soon.
@@ -265,6 +298,18 @@ class KeyService:
     def forget(self, digest):
         """Drop a key from this worker's cache."""
         self._cache.pop(digest, None)
+
+    def changed_all(self):
+        """After a change of what keys inherit (a team, user or organization) is committed: every
+        worker (and instance) looks every key up again."""
+        self._cache.clear()
+        if self.changes is not None:
+            self.changes.announce()
+
+    @staticmethod
+    def describe(row):
+        """A stored key's public facts (/key/info's `info`), never the key."""
+        return _info(row)
 
     def _changed(self, *digests):
         """After a change is committed: forget here, and tell every other worker (and instance)."""
@@ -294,6 +339,7 @@ class KeyService:
         row.reserved = 0.0
         row.budget_reset_at = _budget_reset_at(data.get("budget_duration"))
         with self.db.session() as session:
+            _owners(session, data)
             session.add(row)
             session.flush()
             answer = _info(row)
@@ -348,6 +394,7 @@ class KeyService:
         if "budget_duration" in data:  # a new period starts now
             values["budget_reset_at"] = _budget_reset_at(data["budget_duration"])
         with self.db.session() as session:
+            _owners(session, values)
             answer = _info(self._change(session, digest, values))
         self._changed(digest)
         return answer
@@ -393,6 +440,14 @@ class KeyService:
             answer = _info(self._change(session, digest, {"blocked": blocked}))
         self._changed(digest)
         return answer
+
+
+def _owners(session, values):
+    """As LiteLLM: a key's team must exist (404), and a user_id not seen before becomes a user."""
+    if values.get("team_id") is not None:
+        require_team(session, values["team_id"])
+    if values.get("user_id") is not None:
+        ensure_user(session, values["user_id"])
 
 
 def _not_found():

@@ -30,19 +30,25 @@ def generate():
 
 @bp.get("/key/info")
 def info():
-    """A key's facts and spend: the master key sees any key, a virtual key only itself."""
+    """A key's facts and spend: a proxy admin (or viewer) sees any key, a user the keys it owns, a
+    key without a user only itself."""
     key = request.args.get("key")
     caller = g.caller
-    if caller.kind == "key":
+    if caller.kind == "key" and not caller.sees_all:
         if key and key != caller.rules.hash and hash_key(key) != caller.rules.hash:
             # As LiteLLM: a key that does not exist is a 404 (nothing a caller could not learn by
-            # calling with it), another existing key a 403.
-            _service().info(key)
-            raise errors.PermissionDeniedError("A virtual key can only read its own info.",
-                                               code="not_your_key")
+            # calling with it), another existing key a 403, unless it belongs to the caller's user.
+            other = _service().info(key)
+            owner = caller.rules.user_id if caller.role is not None else None
+            if owner is None or other["user_id"] != owner:
+                raise errors.PermissionDeniedError("A virtual key can only read its own info.",
+                                                   code="not_your_key")
+            return json_response({"key": other["token"], "info": other})
         key = caller.rules.hash
     if not key:
-        raise errors.BadRequestError("`key` is required.", param="key")
+        if caller.kind != "key":
+            raise errors.BadRequestError("`key` is required.", param="key")
+        key = caller.rules.hash
     info = _service().info(key)
     # The key is named by its hash: an answer never carries a key (it is shown once, by generate).
     return json_response({"key": info["token"], "info": info})

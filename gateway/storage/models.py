@@ -1,4 +1,5 @@
-"""SQLAlchemy models: virtual keys (stored as hashes, never the key itself), the spend ledger and budget holds."""
+"""SQLAlchemy models: virtual keys (stored as hashes, never the key itself), the spend ledger and budget
+holds, and the management hierarchy (organizations, teams, users, memberships, end users)."""
 
 from datetime import datetime
 from datetime import timezone
@@ -10,6 +11,8 @@ from sqlalchemy import Float
 from sqlalchemy import Index
 from sqlalchemy import Integer
 from sqlalchemy import String
+from sqlalchemy import UniqueConstraint
+from sqlalchemy import func
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.orm import Mapped
 from sqlalchemy.orm import mapped_column
@@ -33,8 +36,8 @@ class VirtualKey(Base):
     key_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
     key_hint: Mapped[str] = mapped_column(String(16))  # "sk-...wxyz": enough to tell keys apart
     key_alias: Mapped[str | None] = mapped_column(String(255), nullable=True)
-    user_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
-    team_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    user_id: Mapped[str | None] = mapped_column(String(255), nullable=True, index=True)  # its owner
+    team_id: Mapped[str | None] = mapped_column(String(255), nullable=True, index=True)
     models: Mapped[list | None] = mapped_column(JSON, nullable=True)  # None: every model
     aliases: Mapped[dict] = mapped_column(JSON, default=dict)
     config: Mapped[dict] = mapped_column(JSON, default=dict)
@@ -96,3 +99,92 @@ class BudgetHold(Base):
     key_hash: Mapped[str] = mapped_column(String(64), index=True)
     amount: Mapped[float] = mapped_column(Float)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class _Level:
+    """What every level of the hierarchy has (as gateway_keys does): allowed models, a budget and its
+    period, spend and the holds of calls in flight, rate limits, metadata, a block, and timestamps."""
+
+    models: Mapped[list | None] = mapped_column(JSON, nullable=True)  # None or []: all the level above allows
+    max_budget: Mapped[float | None] = mapped_column(Float, nullable=True)
+    budget_duration: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    budget_reset_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    spend: Mapped[float] = mapped_column(Float, default=0.0)  # since the last budget reset
+    reserved: Mapped[float] = mapped_column(Float, default=0.0)  # sum of the live budget holds
+    holds: Mapped[int] = mapped_column(Integer, default=0)  # how many of them
+    tpm_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    rpm_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_parallel_requests: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    meta: Mapped[dict] = mapped_column("metadata", JSON, default=dict)
+    blocked: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class Organization(_Level, Base):
+    """The top level: owns teams; its models and block bound every key of its teams."""
+
+    __tablename__ = "gateway_organizations"
+
+    organization_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    organization_alias: Mapped[str | None] = mapped_column(String(255), nullable=True)
+
+
+class Team(_Level, Base):
+    """A team: members with roles, keys made with its team_id, at most one organization."""
+
+    __tablename__ = "gateway_teams"
+
+    team_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    team_alias: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    organization_id: Mapped[str | None] = mapped_column(String(255), nullable=True, index=True)
+
+
+class User(_Level, Base):
+    """An internal user: a role on the proxy, keys it owns, teams it is a member of."""
+
+    __tablename__ = "gateway_users"
+
+    user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    user_email: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    user_alias: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    user_role: Mapped[str] = mapped_column(String(32), default="internal_user")
+
+
+# One user per email, whatever its case (LiteLLM compares emails case-insensitively).
+Index("ix_gateway_users_email", func.lower(User.user_email), unique=True)
+
+
+class TeamMember(Base):
+    """A user's membership of a team, with its role there (`admin` or `user`)."""
+
+    __tablename__ = "gateway_team_members"
+    __table_args__ = (UniqueConstraint("team_id", "user_id", name="uq_gateway_team_members"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    team_id: Mapped[str] = mapped_column(String(255), index=True)
+    user_id: Mapped[str] = mapped_column(String(255), index=True)
+    role: Mapped[str] = mapped_column(String(16), default="user")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class OrganizationMember(Base):
+    """A user's membership of an organization, with its role there (`org_admin`, `internal_user`, ...)."""
+
+    __tablename__ = "gateway_organization_members"
+    __table_args__ = (UniqueConstraint("organization_id", "user_id", name="uq_gateway_organization_members"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    organization_id: Mapped[str] = mapped_column(String(255), index=True)
+    user_id: Mapped[str] = mapped_column(String(255), index=True)
+    user_role: Mapped[str] = mapped_column(String(32), default="internal_user")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class EndUser(_Level, Base):
+    """An end user (LiteLLM's customer): the `user` field of a call."""
+
+    __tablename__ = "gateway_end_users"
+
+    user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    alias: Mapped[str | None] = mapped_column(String(255), nullable=True)

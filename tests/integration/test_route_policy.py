@@ -1,6 +1,8 @@
-"""Who may call what: every route of the live app x {no key, virtual key, another virtual key,
-master key}, checked against gateway.auth.ROUTE_POLICY; a route without a policy fails here; and
-hostile Authorization headers get a fast 401 from a real gunicorn gateway on both databases.
+"""Who may call what: every route of the live app x {no key, master key, a proxy_admin user's key, a
+proxy_admin_viewer's key, an internal user's key, another tenant's (team's) internal user's key, a
+key without a user}, checked against gateway.auth.ROUTE_POLICY and its roles; a route without a
+policy fails here; and hostile Authorization headers get a fast 401 from a real gunicorn gateway on
+both databases.
 
 The matrix runs in-process (Flask test client, SQLite in tmp_path) for speed. PostgreSQL is
 required when CI=true; elsewhere its test is skipped with the reason.
@@ -9,6 +11,7 @@ required when CI=true; elsewhere its test is skipped with the reason.
 import contextlib
 import os
 import time
+import uuid
 
 import pytest
 import requests
@@ -23,8 +26,11 @@ pytestmark = pytest.mark.integration
 MASTER = "sk-1234"
 from tests.pg import schema as pg_schema
 IN_CI = os.environ.get("CI", "").lower() in ("true", "1")
-POLICIES = {"public", "api", "self", "admin", "keys"}
-CALLERS = ("no key", "virtual key", "another virtual key", "master key")
+POLICIES = {"public", "api", "self", "admin", "keys", "read"}
+CALLERS = ("no key", "master key", "proxy admin", "viewer", "internal user", "other tenant", "virtual key",
+           "another virtual key")
+ROLE_OF = {"master key": "proxy_admin", "proxy admin": "proxy_admin", "viewer": "proxy_admin_viewer",
+           "internal user": "internal_user", "other tenant": "internal_user"}
 HELLO = [{"role": "user", "content": "hello"}]
 
 
@@ -82,9 +88,17 @@ def test_sensitive_routes_keep_their_policies():
     """Opening a route is a deliberate change: the public set and the key routes are pinned."""
     assert {e for e, p in ROUTE_POLICY.items() if p == "public"} == {"health.liveliness", "health.readiness"}
     assert ROUTE_POLICY["health.health"] == "admin"
-    assert ROUTE_POLICY["keys.info"] == "self"
-    assert {p for e, p in ROUTE_POLICY.items() if e.startswith("keys.") and e != "keys.info"} == {"keys"}
-    assert ROUTE_POLICY["spend.logs"] == "keys"
+    assert ROUTE_POLICY["keys.info"] == "self" and ROUTE_POLICY["users.info"] == "self"
+    assert ROUTE_POLICY["keys.list_keys"] == "read"  # proxy admins and their viewers
+    assert {p for e, p in ROUTE_POLICY.items() if e.startswith("keys.") and e not in ("keys.info", "keys.list_keys")
+            } == {"keys"}
+    assert ROUTE_POLICY["spend.logs"] == "read"
+    # Every management route that writes is for proxy admins only; reads for them and their viewers.
+    for endpoint, policy in ROUTE_POLICY.items():
+        if endpoint.split(".")[0] in ("users", "teams", "organizations", "customers"):
+            reading = endpoint.split(".")[1] in ("info", "list_users", "list_teams", "list_organizations",
+                                                 "list_customers")
+            assert policy in (("read", "self") if reading else ("keys",)), endpoint
     assert ROUTE_POLICY["metrics.metrics"] == "admin"  # opened only by general_settings.metrics_public
 
 
@@ -94,8 +108,43 @@ def _throwaway(client):
     return client.post("/key/generate", json={}, headers=bearer(MASTER)).get_json()["key"]
 
 
-def _recipe(client, endpoint, own_key):
-    """(query, JSON body) for a call to endpoint that the master key may make successfully."""
+def _made(client, path, body, field):
+    resp = client.post(path, json=body, headers=bearer(MASTER))
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    return resp.get_json()[field]
+
+
+def _new_id():
+    return f"x-{uuid.uuid4().hex[:10]}"
+
+
+def _user(client):
+    return _made(client, "/user/new", {"user_id": _new_id(), "auto_create_key": False}, "user_id")
+
+
+def _team(client, member=None):
+    body = {"team_id": _new_id()}
+    if member:
+        body["members_with_roles"] = [{"role": "user", "user_id": member}]
+    return _made(client, "/team/new", body, "team_id")
+
+
+def _org(client):
+    return _made(client, "/organization/new", {"organization_id": _new_id()}, "organization_id")
+
+
+def _customer(client):
+    return _made(client, "/customer/new", {"user_id": _new_id()}, "user_id")
+
+
+def _membership(client):
+    user = _user(client)
+    return {"team_id": _team(client, member=user), "user_id": user}
+
+
+def _recipe(client, endpoint, subject):
+    """(query, JSON body) for a call to endpoint that the master key may make successfully; `subject`
+    is the internal user's key and user id (what "self" routes are asked about)."""
     recipes = {
         "chat": lambda: (None, {"model": "demo", "messages": HELLO}),
         "completions": lambda: (None, {"model": "demo", "prompt": "hello"}),
@@ -103,19 +152,51 @@ def _recipe(client, endpoint, own_key):
         "models": lambda: (None, None),
         "health": lambda: (None, None),
         "keys.generate": lambda: (None, {"duration": "1h"}),
-        "keys.info": lambda: ({"key": own_key}, None),
+        "keys.info": lambda: ({"key": subject["key"]}, None),
         "keys.list_keys": lambda: (None, None),
         "keys.update": lambda: (None, {"key": _throwaway(client), "metadata": {"m": 1}}),
         "keys.delete": lambda: (None, {"keys": [_throwaway(client)]}),
         "keys.regenerate": lambda: (None, {"key": _throwaway(client)}),
         "keys.block": lambda: (None, {"key": _throwaway(client)}),
         "keys.unblock": lambda: (None, {"key": _throwaway(client)}),
-        "spend.logs": lambda: ({"api_key": own_key, "limit": 5}, None),
+        "spend.logs": lambda: ({"api_key": subject["key"], "limit": 5}, None),
         "metrics": lambda: (None, None),
+        "users.new": lambda: (None, {"auto_create_key": False}),
+        "users.info": lambda: ({"user_id": subject["user_id"]}, None),
+        "users.update": lambda: (None, {"user_id": _user(client), "user_alias": "x"}),
+        "users.delete": lambda: (None, {"user_ids": [_user(client)]}),
+        "users.list_users": lambda: (None, None),
+        "teams.new": lambda: (None, {}),
+        "teams.info": lambda: ({"team_id": "team-a"}, None),
+        "teams.update": lambda: (None, {"team_id": _team(client), "team_alias": "x"}),
+        "teams.delete": lambda: (None, {"team_ids": [_team(client)]}),
+        "teams.list_teams": lambda: (None, None),
+        "teams.member_add": lambda: (None, {"team_id": _team(client), "member": {"user_id": _new_id()}}),
+        "teams.member_delete": lambda: (None, _membership(client)),
+        "teams.member_update": lambda: (None, {**_membership(client), "role": "admin"}),
+        "teams.block": lambda: (None, {"team_id": _team(client)}),
+        "teams.unblock": lambda: (None, {"team_id": _team(client)}),
+        "organizations.new": lambda: (None, {"organization_alias": "o"}),
+        "organizations.info": lambda: ({"organization_id": _org(client)}, None),
+        "organizations.update": lambda: (None, {"organization_id": _org(client), "max_budget": 1}),
+        "organizations.delete": lambda: (None, {"organization_ids": [_org(client)]}),
+        "organizations.list_organizations": lambda: (None, None),
+        "organizations.member_add": lambda: (None, {"organization_id": _org(client),
+                                                    "member": {"user_id": _new_id(), "role": "internal_user"}}),
+        "customers.new": lambda: (None, {"user_id": _new_id()}),
+        "customers.info": lambda: ({"end_user_id": _customer(client)}, None),
+        "customers.update": lambda: (None, {"user_id": _customer(client), "alias": "x"}),
+        "customers.delete": lambda: (None, {"user_ids": [_customer(client)]}),
+        "customers.list_customers": lambda: (None, None),
+        "customers.block": lambda: (None, {"user_ids": [_customer(client)]}),
+        "customers.unblock": lambda: (None, {"user_ids": [_customer(client)]}),
     }
     make = recipes.get(endpoint) or recipes.get(endpoint.split(".")[0])
     assert make is not None, f"no request recipe for {endpoint}: add one to this test"
     return make()
+
+
+ALLOWED = {"admin": {"proxy_admin"}, "keys": {"proxy_admin"}, "read": {"proxy_admin", "proxy_admin_viewer"}}
 
 
 def expected(policy, caller):
@@ -126,28 +207,45 @@ def expected(policy, caller):
         return 401, "missing_api_key"
     if policy == "api":
         return "2xx", None
-    if policy == "self":
-        return {"virtual key": (200, None), "another virtual key": (403, None), "master key": (200, None)}[caller]
-    if caller == "master key":
+    role = ROLE_OF.get(caller)
+    if policy == "self":  # asked about the internal user: itself, proxy admins and viewers may read it
+        return (200, None) if caller == "internal user" or role in ALLOWED["read"] else (403, None)
+    if role in ALLOWED[policy]:
         return "2xx", None
-    return 403, "master_key_required"  # admin and keys routes refuse virtual keys
+    return 403, "master_key_required" if role is None else "role_not_allowed"
 
 
-def test_route_matrix(app, client):
-    key_a = client.post("/key/generate", json={"key_alias": "a"}, headers=bearer(MASTER)).get_json()["key"]
-    key_b = client.post("/key/generate", json={"key_alias": "b"}, headers=bearer(MASTER)).get_json()["key"]
-    tokens = {"no key": None, "virtual key": key_a, "another virtual key": key_b, "master key": MASTER}
+@pytest.fixture
+def tenants(client):
+    """The callers' keys: users with every role (the internal users in two teams) and plain keys."""
+    for team in ("team-a", "team-b"):
+        client.post("/team/new", json={"team_id": team}, headers=bearer(MASTER))
+    tokens = {"no key": None, "master key": MASTER}
+    for caller, user_id, team in (("proxy admin", "root", None), ("viewer", "auditor", None),
+                                  ("internal user", "alice", "team-a"), ("other tenant", "bob", "team-b")):
+        body = {"user_id": user_id, "user_role": ROLE_OF[caller], "teams": [team] if team else []}
+        resp = client.post("/user/new", json=body, headers=bearer(MASTER))
+        assert resp.status_code == 200, resp.get_data(as_text=True)
+        tokens[caller] = resp.get_json()["key"]
+    tokens["virtual key"] = client.post("/key/generate", json={"key_alias": "a"}, headers=bearer(MASTER)).get_json()["key"]
+    tokens["another virtual key"] = client.post("/key/generate", json={"key_alias": "b"},
+                                                headers=bearer(MASTER)).get_json()["key"]
+    return tokens
+
+
+def test_route_matrix(app, client, tenants):
+    subject = {"key": tenants["internal user"], "user_id": "alice"}
     rules = [rule for rule in app.url_map.iter_rules() if rule.endpoint != "static"]
     assert len(rules) >= len(ROUTE_POLICY)
-    wrong, cells = [], 0
+    wrong, cells, granted = [], 0, []
     for rule in rules:
         path = rule.rule.replace("<path:model>", "demo")
         policy = ROUTE_POLICY[rule.endpoint]
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
             for caller in CALLERS:
-                query, body = _recipe(client, rule.endpoint, key_a)
+                query, body = _recipe(client, rule.endpoint, subject)
                 resp = client.open(path, method=method, query_string=query, json=body,
-                                   headers=bearer(tokens[caller]))
+                                   headers=bearer(tenants[caller]))
                 cells += 1
                 status, code = expected(policy, caller)
                 ok = 200 <= resp.status_code < 300 if status == "2xx" else resp.status_code == status
@@ -156,11 +254,33 @@ def test_route_matrix(app, client):
                 if not ok or (code is not None and got_code != code):
                     wrong.append(f"{method} {rule.rule} [{policy}] as {caller}: {resp.status_code} {got_code}, "
                                  f"expected {status} {code or ''}")
+                if resp.status_code < 300:
+                    granted.append((rule.endpoint, caller))
     assert not wrong, "\n".join(wrong)
-    assert cells >= 4 * len(ROUTE_POLICY)
-    # The keys the matrix used are intact (the mutating cells used throwaway keys).
-    assert client.get("/models", headers=bearer(key_a)).status_code == 200
-    assert client.get("/models", headers=bearer(key_b)).status_code == 200
+    assert cells >= len(CALLERS) * len(ROUTE_POLICY)
+    # Viewers read but never write; users without an admin role write nothing of the hierarchy.
+    writes = {e for e, p in ROUTE_POLICY.items() if p in ("keys", "admin")}
+    assert not [cell for cell in granted if cell[0] in writes and cell[1] not in ("master key", "proxy admin")]
+    # The keys the matrix used are intact (the mutating cells used throwaway keys and objects).
+    for caller in CALLERS[1:]:
+        assert client.get("/models", headers=bearer(tenants[caller])).status_code == 200, caller
+
+
+def test_an_internal_user_reads_only_itself_and_its_own_keys(client, tenants):
+    alice, bob = tenants["internal user"], tenants["other tenant"]
+    own = client.get("/user/info", headers=bearer(alice)).get_json()  # no user_id: the caller's own
+    assert own["user_id"] == "alice" and own["user_info"]["user_role"] == "internal_user"
+    assert client.get("/user/info", query_string={"user_id": "bob"}, headers=bearer(alice)).status_code == 403
+    second = client.post("/key/generate", json={"user_id": "alice"}, headers=bearer(MASTER)).get_json()
+    assert client.get("/key/info", query_string={"key": second["token"]}, headers=bearer(alice)).status_code == 200
+    assert client.get("/key/info", query_string={"key": second["token"]}, headers=bearer(bob)).status_code == 403
+    assert client.get("/user/info", headers=bearer(tenants["virtual key"])).status_code == 403
+    # Nobody but a proxy admin writes a role, least of all its own (LiteLLM CVE-2026-47101).
+    for token in (alice, tenants["viewer"]):
+        resp = client.post("/user/update", json={"user_id": "alice", "user_role": "proxy_admin"},
+                           headers=bearer(token))
+        assert resp.status_code == 403
+    assert client.get("/user/info", headers=bearer(alice)).get_json()["user_info"]["user_role"] == "internal_user"
 
 
 def test_key_info_answers_only_about_the_caller(client):
@@ -185,9 +305,11 @@ def test_without_a_master_key_calls_are_open_and_key_routes_closed(monkeypatch, 
         policy = ROUTE_POLICY[rule.endpoint]
         path = rule.rule.replace("<path:model>", "demo")
         method = sorted(rule.methods - {"HEAD", "OPTIONS"})[0]
-        query, body = _recipe(client, rule.endpoint, "sk-" + "x" * 43) if policy != "keys" else (None, {})
+        closed = policy in ("keys", "self", "read")
+        query, body = _recipe(client, rule.endpoint, {"key": "sk-" + "x" * 43, "user_id": "u"}) if not closed \
+            else (None, {})
         resp = client.open(path, method=method, query_string=query, json=body)
-        if policy in ("keys", "self"):
+        if closed:
             assert resp.status_code == 403 and resp.get_json()["error"]["code"] == "no_master_key", rule.rule
         else:
             assert resp.status_code == 200, (rule.rule, resp.get_data(as_text=True)[:300])

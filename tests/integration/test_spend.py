@@ -362,6 +362,7 @@ def calls_either_side(gw, before, after):
 
 def test_spend_logs_filters(gw):
     user = f"user-{uuid.uuid4().hex[:8]}"
+    gw.admin("POST", "/team/new", json={"team_id": "team-a"})  # a key's team must exist (LiteLLM: 404 otherwise)
     alpha = gw.generate(key_alias="alpha", user_id=user, team_id="team-a")
     beta = gw.generate(key_alias="beta")
     (first,), middle, (claude, last, other) = calls_either_side(

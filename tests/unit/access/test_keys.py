@@ -286,6 +286,8 @@ def test_info_reports_the_same_expiry_as_generate_with_its_utc_offset(service):
 
 
 def test_generate_stores_every_field(service):
+    from gateway.access.hierarchy import Hierarchy
+    Hierarchy(service).new_team({"team_id": "t1"})  # a key's team must exist (LiteLLM: 404 otherwise)
     body = {"models": ["gpt-3.5-turbo", "gpt-4", "claude-2"], "aliases": {"gpt-3.5-turbo": "gpt-4"},
             "config": {"temperature": 0.2}, "metadata": {"user": "ishaan@berri.ai"}, "max_budget": 10.5,
             "budget_duration": "30d", "tpm_limit": 1000, "rpm_limit": 10, "max_parallel_requests": 2,
