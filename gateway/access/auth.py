@@ -215,6 +215,10 @@ class LazyKeys:
             found = self._hierarchy = Hierarchy(service)
         return found
 
+    def end_user(self, user_id):
+        """KeyService.end_user through the lazily opened service."""
+        return self.get().end_user(user_id)
+
     def lookup(self, token):
         """KeyService.lookup through the lazily opened service (malformed keys never reach it)."""
         from gateway.access.keys import looks_like_key

@@ -66,11 +66,14 @@ class KeyChanges:
         return value + self._remote_epoch
 
     def _check_remote(self, now):
-        self._next_check = now + self.remote_seconds
+        # The next check is due only once this one has its answer: a call that comes while the GET
+        # is in flight (another greenlet) asks too, rather than going on with the count from before.
         try:
             value = self.remote.get_many([REDIS_NAME])[0]  # the local count while Redis is down
         except Exception:  # noqa: BLE001  (state, never worth failing a call: look again later)
+            self._next_check = now + self.remote_seconds
             return
+        self._next_check = now + self.remote_seconds
         if value != self._remote_value:
             self._remote_value = value
             self._remote_epoch += 1

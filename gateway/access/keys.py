@@ -108,14 +108,38 @@ _EDITABLE = ("models", "aliases", "config", "max_budget", "budget_duration", "tp
 
 @dataclass(frozen=True)
 class Level:
-    """A level above a key whose limits every call of the key also counts against: its user, its
-    team, its organization (gateway/access/rules.py applies them with the key's own)."""
+    """A level above a key whose limits and budget every call of the key also counts against: its
+    user, its team, its organization, the call's end user (gateway/access/rules.py applies the
+    limits with the key's own; the spend ledger holds the budgets in one transaction)."""
 
     kind: str  # user, team, organization, end_user
     id: str
     rpm_limit: int | None = None
     tpm_limit: int | None = None
     max_parallel_requests: int | None = None
+    max_budget: float | None = None
+    budget_duration: str | None = None
+
+    @property
+    def bounds(self):
+        """Whether the level limits or budgets calls at all (levels that do not are left out)."""
+        return (self.rpm_limit is not None or self.tpm_limit is not None
+                or self.max_parallel_requests is not None or self.max_budget is not None)
+
+
+def levels_of(**found):
+    """The Levels (in the order user, team, organization, end_user) of the rows found, only those
+    that limit or budget calls: `kind=(id, row)`; a row is None when that level is absent."""
+    levels = []
+    for kind in ("user", "team", "organization", "end_user"):
+        ident, row = found.get(kind, (None, None))
+        if row is None:
+            continue
+        level = Level(kind, ident, row.rpm_limit, row.tpm_limit, row.max_parallel_requests, row.max_budget,
+                      row.budget_duration)
+        if level.bounds:
+            levels.append(level)
+    return tuple(levels)
 
 
 @dataclass(frozen=True)
@@ -224,7 +248,9 @@ def _rules(row, team=None, organization=None, user=None):
                     row.user_id, row.team_id, _aware(row.budget_reset_at), row.id,
                     limit_identity(row.id, _aware(row.created_at)),
                     user.user_role if user is not None else None,
-                    team.organization_id if team is not None else None, stopped)
+                    team.organization_id if team is not None else None, stopped,
+                    levels_of(user=(row.user_id, user), team=(row.team_id, team),
+                              organization=(team.organization_id if team is not None else None, organization)))
 
 
 _LOOKUP = []
@@ -294,6 +320,35 @@ class KeyService:
                 self._cache.clear()
             self._cache[digest] = (time.monotonic() + ttl, rules, seen)  # from when the answer came back
         return rules
+
+    def end_user(self, user_id):
+        """(blocked, Level or None) of the end user a call names in its `user` field: whether it is
+        blocked, and its limits and budget when it has any. Cached as keys are (an unknown end user
+        too), and looked up again after any change of the hierarchy."""
+        now = time.monotonic()
+        seen = self.changes.count(now) if self.changes is not None else 0
+        name = ("end_user", user_id)
+        cached = self._cache.get(name)
+        if cached is not None and cached[0] > now and cached[2] == seen:
+            return cached[1]
+        from gateway.storage.models import EndUser
+        try:
+            with self.db.session() as session:
+                row = session.get(EndUser, user_id)
+                found = (False, None) if row is None else (
+                    bool(row.blocked), (levels_of(end_user=(user_id, row)) or (None,))[0])
+        except Exception as exc:  # noqa: BLE001  (the database is down or restarting)
+            if cached is not None:
+                return cached[1]
+            log.error("end user lookup failed: %s", type(exc).__name__)
+            raise errors.ServiceUnavailableError("The key store is unavailable; retry shortly.",
+                                                 code="key_store_unavailable",
+                                                 headers={"Retry-After": "2"}) from exc
+        with self._lock:
+            if len(self._cache) > 100_000:
+                self._cache.clear()
+            self._cache[name] = (time.monotonic() + CACHE_SECONDS, found, seen)
+        return found
 
     def forget(self, digest):
         """Drop a key from this worker's cache."""

@@ -9,22 +9,36 @@ from gateway import errors
 from gateway.data import estimate_tokens
 
 
-def apply_key_rules(rules, body, meter, router, hold_seconds):
-    """Apply the key's aliases, allowed models and limits to one call's body.
+def apply_key_rules(rules, body, meter, router, hold_seconds, keys=None):
+    """Apply the key's aliases, allowed models and limits to one call's body, with the limits of the
+    levels above it and of the call's end user (`meter.end_user`, looked up through `keys`, the
+    key service: a blocked end user is refused, one with limits or a budget joins `meter.levels`).
+    `rules` is None for the master key.
 
-    Returns (release, allowed): what gives the call's parallel slot back (or None), and the groups
+    Returns (release, allowed): what gives the call's parallel slots back (or None), and the groups
     the call may reach (None: every group), which the router holds its fallbacks to. A parallel
     slot expires after `hold_seconds`, the call's longest life."""
-    requested = body.get("model")
-    if isinstance(requested, str) and requested in rules.aliases:
-        body["model"] = requested = rules.aliases[requested]
-        meter.requested = requested
-    allowed = router.allowed_groups(rules.models)
-    if allowed is not None:
-        _check_models(rules, body, requested, allowed, router)
+    if meter.end_user is not None and keys is not None:
+        blocked, level = keys.end_user(meter.end_user)
+        if blocked:
+            raise errors.PermissionDeniedError(f"The end user `{meter.end_user[:100]}` is blocked.",
+                                               param="user", code="end_user_blocked")
+        if level is not None:
+            meter.levels = meter.levels + (level,)
+    allowed = None
+    if rules is not None:
+        requested = body.get("model")
+        if isinstance(requested, str) and requested in rules.aliases:
+            body["model"] = requested = rules.aliases[requested]
+            meter.requested = requested
+        allowed = router.allowed_groups(rules.models)
+        if allowed is not None:
+            _check_models(rules, body, requested, allowed, router)
+    if rules is None and not meter.levels:
+        return None, None
     limits = Limits(router.state, meter.request_id, hold_seconds)
     try:
-        for holder in _holders(rules):
+        for holder in _holders(rules, meter.levels):
             limits.apply(holder, body, meter)
     except BaseException:
         limits.undo()
@@ -32,11 +46,12 @@ def apply_key_rules(rules, body, meter, router, hold_seconds):
     return limits.release if limits.slots else None, allowed
 
 
-def _holders(rules):
+def _holders(rules, levels):
     """Who a call's limits are counted under: the key (by its identity, kept across regenerate),
-    then each level above it."""
-    yield ("key", rules.identity, rules.rpm_limit, rules.tpm_limit, rules.max_parallel_requests)
-    for level in rules.levels:
+    then each level above it, then the end user."""
+    if rules is not None:
+        yield ("key", rules.identity, rules.rpm_limit, rules.tpm_limit, rules.max_parallel_requests)
+    for level in levels:
         yield (level.kind, level.id, level.rpm_limit, level.tpm_limit, level.max_parallel_requests)
 
 

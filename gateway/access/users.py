@@ -222,7 +222,9 @@ class UsersMixin:
                     raise _customer_exists(user_id)
                 session.add(row)
                 session.flush()
-                return self._customer_info(row)
+                info = self._customer_info(row)
+        self.keys.changed_all()  # calls naming this end user look it up again
+        return info
 
     def customer_info(self, user_id):
         """/customer/info?end_user_id=: one end user."""
@@ -240,7 +242,9 @@ class UsersMixin:
                 row.alias = data["alias"]
             _assign(row, levels.level_values(data, creating=False))
             session.flush()
-            return self._customer_info(row)
+            info = self._customer_info(row)
+        self.keys.changed_all()
+        return info
 
     def delete_customers(self, ids):
         """/customer/delete: remove end users (all or none); their spend rows stay."""
@@ -249,6 +253,7 @@ class UsersMixin:
             for user_id in ids:
                 self._customer(session, user_id, "user_ids")
             count = session.query(m.EndUser).filter(m.EndUser.user_id.in_(ids)).delete(synchronize_session=False)
+        self.keys.changed_all()
         return {"deleted_customers": count, "message": f"Successfully deleted customers with ids: {ids}"}
 
     def list_customers(self):
@@ -268,6 +273,7 @@ class UsersMixin:
                 self._customer(session, user_id, "user_ids").blocked = blocked
             session.flush()
             rows = [self._customer_info(session.get(m.EndUser, user_id)) for user_id in ids]
+        self.keys.changed_all()
         return {"blocked_users" if blocked else "unblocked_users": rows}
 
 

@@ -128,10 +128,11 @@ def open_record(gateway, call):
 
 
 def key_rules(gateway, call):
-    """A virtual key's aliases, allowed models and limits (gateway/access/rules.py)."""
-    if call.rules is not None:
+    """A virtual key's aliases, allowed models and limits, its levels' limits, and the end user's
+    block and limits (gateway/access/rules.py)."""
+    if call.rules is not None or call.meter.end_user is not None:
         call.release, call.allowed = apply_key_rules(call.rules, call.body, call.meter, gateway.router,
-                                                     gateway.spend.hold_seconds)
+                                                     gateway.spend.hold_seconds, gateway.auth.keys)
 
 
 def cache_plan(gateway, call):
@@ -144,9 +145,9 @@ def cache_plan(gateway, call):
 
 
 def budget_hold(gateway, call):
-    """Hold the call's worst case against a key's budget (keys with max_budget, cache misses only)."""
-    rules = call.rules
-    if call.cached is None and rules is not None and rules.max_budget is not None:
+    """Hold the call's worst case against every budget it must fit: its key's, its user's, team's,
+    organization's and end user's (cache misses only)."""
+    if call.cached is None and call.meter.budgeted:
         call.meter.reserve(gateway.router.reachable(call.body, call.allowed))
 
 

@@ -33,6 +33,7 @@ from gateway.spend.statements import describe
 from gateway.spend.statements import died_row
 from gateway.spend.statements import insert_new
 from gateway.spend.statements import key_of
+from gateway.spend.statements import level_targets
 from gateway.spend.statements import placeholder_row
 from gateway.spend.statements import public
 from gateway.spend.statements import refused
@@ -61,6 +62,14 @@ class _Entry:
         self.row, self.hold, self.reset = row, hold, reset
         self.done, self.error = False, None
 
+
+
+class _Refused(Exception):
+    """A budget refused a hold: the transaction that took the others is rolled back."""
+
+    def __init__(self, target, balance):
+        super().__init__(target)
+        self.target, self.balance = target, balance
 
 
 class Ledger(JournalFiles):
@@ -102,10 +111,10 @@ class Ledger(JournalFiles):
 
     # -- writing ----------------------------------------------------------------------------------
 
-    def write(self, row, hold=0.0, rules=None):
+    def write(self, row, hold=0.0, rules=None, levels=()):
         """Make one row durable before returning (journaled, committed or spooled); raises if
-        none of these worked."""
-        entry = _Entry(clean_row(row), hold, _reset_seconds(rules))
+        none of these worked. `rules` and `levels` give the budget periods its cost lands in."""
+        entry = _Entry(clean_row(row), hold, _periods(rules, levels))
         if self.asynchronous is None:
             self.asynchronous = cooperative()
         if self.asynchronous:
@@ -297,24 +306,28 @@ class Ledger(JournalFiles):
             else:
                 connection.execute(sql.insert_rows, [e.row for e in batch])
                 fresh = batch
-            per_key = {}
+            per_target = {}
             for entry in fresh:
-                key = key_of(entry.row)
-                if key is None:
-                    continue
-                if entry.reset and key not in per_key:
-                    _reset_if_due(connection, key, entry.reset)
-                per_key[key] = per_key.get(key, 0.0) + entry.row["cost"]
-            for kind in ("id", "hash"):
-                spent = [{"k": k, "c": cost} for (by, k), cost in per_key.items() if cost and by == kind]
-                if spent:
-                    connection.execute(sql.add_spend[kind], spent)
+                row = entry.row
+                for target, period in _period_targets(entry):
+                    if target not in per_target:
+                        _reset_if_due(connection, target, period)  # the cost lands in the new period
+                key = key_of(row)
+                for target in ([key] if key is not None else []) + level_targets(row):
+                    per_target[target] = per_target.get(target, 0.0) + row["cost"]
+            by_kind = {}
+            for (kind, who), cost in per_target.items():
+                if cost:
+                    by_kind.setdefault(kind, []).append({"k": who, "c": cost})
+            for kind, spent in by_kind.items():
+                connection.execute(sql.add_spend[kind], spent)
             for entry in batch:
                 row, hold = entry.row, entry.hold
-                key = key_of(row)
-                if hold and key is not None:
-                    if connection.execute(sql.drop_hold, {"r": row["request_id"]}).rowcount:
-                        _release(connection, key, hold)
+                if hold:
+                    held = connection.execute(sql.drop_hold, {"r": row["request_id"]}).first()
+                    if held is not None:
+                        for target in _held_targets(held.levels, row):
+                            _release(connection, target, hold)
 
     def _quarantine(self, db, entry, exc):
         """A row the database refuses: kept whole in the quarantine file (one log line, a count),
@@ -335,60 +348,89 @@ class Ledger(JournalFiles):
 
     # -- budget holds -----------------------------------------------------------------------------
 
-    def hold(self, rules, request_id, amount, seconds):
-        """Reserve `amount` of the key's budget atomically, the key named by its id: (True, None)
-        when admitted, else (False, Balance). A key deleted since it was cached is refused (401)."""
+    def hold(self, rules, request_id, amount, seconds, levels=()):
+        """Reserve `amount` of every budget the call must fit (the key's when it has one, and each
+        level's with `max_budget`) in one transaction: all or none. (True, None) when admitted,
+        else (False, Balance) of the first budget that refused. A key deleted since it was cached
+        is refused (401)."""
         sql = _sql()
+        targets = []  # (target, budget period seconds or None, whose)
         key = key_of(rules)
-        kind, who = key
-        reset = _reset_seconds(rules)
+        if rules is not None and rules.max_budget is not None and key is not None:
+            targets.append((key, _reset_seconds(rules.budget_duration), "Key"))
+        for level in levels:
+            if level.max_budget is not None:
+                whose = f"{level.kind.replace('_', ' ').capitalize()} `{str(level.id)[:100]}`"
+                targets.append(((level.kind, level.id), _reset_seconds(level.budget_duration), whose))
+        if not targets:
+            return True, None
         counted = 1 if amount > 0 else 0  # a hold of nothing holds no budget
         try:
             db = self._open_db()
             for attempt in (1, 2):
-                with db.engine.begin() as connection:
-                    if reset:
-                        _reset_if_due(connection, key, reset)
-                    if connection.execute(sql.take[kind, self.soft], {"k": who, "a": amount, "n": counted}).rowcount:
-                        if counted:
-                            connection.execute(sql.add_hold, {
-                                "request_id": request_id, "key_id": rules.key_id if kind == "id" else None,
-                                "key_hash": rules.hash, "amount": amount,
-                                "expires_at": _now() + timedelta(seconds=seconds)})
-                        return True, None
-                    found = connection.execute(sql.budget[kind], {"k": who}).first()
-                if attempt == 1 and found is not None and self.sweep(db, key):
+                refusal = self._take(db, sql, targets, request_id, amount, counted, seconds, rules)
+                if refusal is None:
+                    return True, None
+                target, found = refusal
+                if attempt == 1 and found is not None and self.sweep(db, target):
                     continue  # a dead worker's hold just expired: try once more
-                if found is None:
-                    raise errors.AuthenticationError("This key has been deleted.", code="key_deleted")
-                if found.max_budget is None:
-                    return True, None  # its budget was removed since the key was cached
-                return False, Balance(found.max_budget, found.spend, found.reserved)
+                return False, found
         except errors.GatewayError:
             raise
         except Exception as exc:  # noqa: BLE001
             log.error("budget hold failed: %s", type(exc).__name__)
             raise errors.ServiceUnavailableError(
-                "The budget store is unavailable, so a call with a budgeted key cannot be admitted; "
+                "The budget store is unavailable, so a call with a budget cannot be admitted; "
                 "retry shortly.", code="budget_store_unavailable", headers={"Retry-After": "2"}) from exc
         return False, Balance(0.0, 0.0, 0.0)
 
-    def sweep(self, db, key=None):
-        """Release expired holds (their worker died mid-call); returns how many. `key`: only that
-        key's, as key_of names it."""
+    def _take(self, db, sql, targets, request_id, amount, counted, seconds, rules):
+        """One transaction: take the amount from every target, or from none. None when admitted,
+        else (target, Balance) of the target that refused."""
+        held = []
+        try:
+            with db.engine.begin() as connection:
+                for target, period, whose in targets:
+                    kind, who = target
+                    if period:
+                        _reset_if_due(connection, target, period)
+                    if connection.execute(sql.take[kind, self.soft], {"k": who, "a": amount, "n": counted}).rowcount:
+                        held.append(target)
+                        continue
+                    found = connection.execute(sql.budget[kind], {"k": who}).first()
+                    if found is None and kind in ("id", "hash"):
+                        raise errors.AuthenticationError("This key has been deleted.", code="key_deleted")
+                    if found is None or found.max_budget is None:
+                        continue  # the level or its budget is gone since it was cached: nothing to hold
+                    raise _Refused(target, Balance(found.max_budget, found.spend, found.reserved, whose))
+                if counted and held:
+                    connection.execute(sql.add_hold, {
+                        "request_id": request_id, "key_id": rules.key_id if rules is not None else None,
+                        "key_hash": rules.hash if rules is not None else None, "amount": amount,
+                        "levels": [list(target) for target in held],
+                        "expires_at": _now() + timedelta(seconds=seconds)})
+        except _Refused as refusal:  # rolled back: none of the budgets holds anything for the call
+            return refusal.target, refusal.balance
+        return None
+
+    def sweep(self, db, target=None):
+        """Release expired holds (their worker died mid-call); returns how many. `target`: only
+        holds of that key (as key_of names it) or level ((kind, id))."""
         from sqlalchemy import select
 
         from gateway.storage.models import BudgetHold
         holds = BudgetHold.__table__
         query = (select(holds.c.request_id, holds.c.key_id, holds.c.key_hash, holds.c.amount)
                  .where(holds.c.expires_at < _now()))
-        if key is not None:
-            query = query.where((holds.c.key_id if key[0] == "id" else holds.c.key_hash) == key[1])
+        if target is not None and target[0] in ("id", "hash"):
+            query = query.where((holds.c.key_id if target[0] == "id" else holds.c.key_hash) == target[1])
         released = 0
         with db.engine.begin() as connection:
             for request_id, key_id, digest, amount in connection.execute(query.limit(500)).all():
-                if connection.execute(_sql().drop_hold, {"r": request_id}).rowcount:
-                    _release(connection, ("id", key_id) if key_id is not None else ("hash", digest), amount)
+                held = connection.execute(_sql().drop_hold, {"r": request_id}).first()
+                if held is not None:
+                    for each in _held_targets(held.levels, {"key_id": key_id, "key_hash": digest}):
+                        _release(connection, each, amount)
                     released += 1
         if released:
             log.warning("released %d expired budget hold(s)", released)
@@ -540,13 +582,49 @@ def _release(connection, key, amount):
     connection.execute(_sql().release[kind], {"k": who, "a": amount, "n": 1 if amount > 0 else 0})
 
 
-def _reset_seconds(rules):
-    """The key's budget period in seconds, or None."""
-    if rules is None or not rules.budget_duration:
+def _held_targets(levels, row):
+    """The budgets a hold row held: its `levels` list, or (written before levels existed) its key."""
+    if levels:
+        return [tuple(target) for target in levels if isinstance(target, (list, tuple)) and len(target) == 2]
+    key = key_of(row)
+    return [key] if key is not None else []
+
+
+def _periods(rules, levels):
+    """The budget periods a call's cost lands in, as journaled: [[kind, id, seconds], ...] for its
+    key and each level that has a budget_duration (None when none has)."""
+    periods = []
+    key = key_of(rules)
+    seconds = _reset_seconds(rules.budget_duration) if rules is not None else None
+    if key is not None and seconds:
+        periods.append([key[0], key[1], seconds])
+    for level in levels:
+        seconds = _reset_seconds(level.budget_duration)
+        if seconds:
+            periods.append([level.kind, level.id, seconds])
+    return periods or None
+
+
+def _period_targets(entry):
+    """((kind, id), seconds) of each budget period an entry's cost lands in; a journal written before
+    levels existed holds the key's seconds alone."""
+    reset = entry.reset
+    if isinstance(reset, (int, float)) and not isinstance(reset, bool):
+        key = key_of(entry.row)
+        return [(key, reset)] if key is not None and reset > 0 else []
+    if isinstance(reset, list):
+        return [((item[0], item[1]), item[2]) for item in reset
+                if isinstance(item, list) and len(item) == 3 and isinstance(item[2], (int, float)) and item[2] > 0]
+    return []
+
+
+def _reset_seconds(budget_duration):
+    """A budget period in seconds, or None."""
+    if not budget_duration:
         return None
     from gateway.access.keys import parse_duration
     try:
-        delta = parse_duration(rules.budget_duration)
+        delta = parse_duration(budget_duration)
     except errors.GatewayError:
         return None
     return delta.total_seconds() if delta else None

@@ -63,7 +63,7 @@ class Meter:
 
     __slots__ = ("tracker", "request_id", "rules", "endpoint", "stream", "body", "started", "hold",
                  "outcome", "prompt_tokens", "completion_tokens", "estimated", "status", "cost",
-                 "cache_hit", "completion_chars", "tpm_reserved", "tpm_windows", "requested", "usage", "started_unix",
+                 "cache_hit", "completion_chars", "tpm_reserved", "tpm_windows", "levels", "end_user", "requested", "usage", "started_unix",
                  "first_chunk", "error", "context", "texts", "_billed", "_closed", "_begun")
 
     def __init__(self, tracker, request_id, rules, endpoint, body, stream):
@@ -85,6 +85,9 @@ class Meter:
         self.completion_chars = 0
         self.tpm_reserved = 0  # tokens held in each of the tpm windows below (access/rules.py)
         self.tpm_windows = ()
+        self.levels = getattr(rules, "levels", ())  # + the end user's (access/rules.py)
+        user = body.get("user")
+        self.end_user = user if isinstance(user, str) and user else None  # the call's end user
         self.requested = body.get("model")
         self.usage = {}
         self.started_unix = time.time()
@@ -98,10 +101,20 @@ class Meter:
 
     # -- before the call --------------------------------------------------------------------------
 
+    @property
+    def budgeted(self):
+        """Whether the call must fit a budget: its key's or a level's."""
+        if self.rules is not None and self.rules.max_budget is not None:
+            return True
+        for level in self.levels:
+            if level.max_budget is not None:
+                return True
+        return False
+
     def reserve(self, deployments):
         """Hold the call's worst case against the key's budget (keys with max_budget only)."""
         amount = worst_case_cost(deployments, self.endpoint, self.body)
-        self.tracker.reserve(self.rules, self.request_id, amount)
+        self.tracker.reserve(self.rules, self.request_id, amount, self.levels)
         self.hold = amount
         self._begun = False
         self.begin()  # the journal's start entry now carries the hold
@@ -120,6 +133,7 @@ class Meter:
         return {"request_id": self.request_id, "key_id": rules.key_id if rules else None,
                 "key_hash": rules.hash if rules else None, "key_alias": rules.alias if rules else None,
                 "user_id": rules.user_id if rules else None, "team_id": rules.team_id if rules else None,
+                "organization_id": rules.organization_id if rules else None, "end_user": self.end_user,
                 "call_type": self.endpoint,
                 "model_group": self.requested[:255] if isinstance(self.requested, str) else None,
                 "stream": self.stream, "start_time": self.started}
@@ -243,6 +257,7 @@ class Meter:
         return {"request_id": self.request_id, "key_id": rules.key_id if rules else None,
                 "key_hash": rules.hash if rules else None, "key_alias": rules.alias if rules else None,
                 "user_id": rules.user_id if rules else None, "team_id": rules.team_id if rules else None,
+                "organization_id": rules.organization_id if rules else None, "end_user": self.end_user,
                 "call_type": self.endpoint,
                 "model_group": outcome.served_group if outcome else (self.requested[:255] if isinstance(
                     self.requested, str) else None),
@@ -292,15 +307,17 @@ class SpendTracker:
         if self.ledger is not None:
             self.ledger.begin(meter.start_entry(), meter.hold)
 
-    def reserve(self, rules, request_id, amount):
-        """Hold `amount` of the key's budget, or refuse the call (429) before any upstream work."""
+    def reserve(self, rules, request_id, amount, levels=()):
+        """Hold `amount` of every budget the call must fit (its key's, its levels'), or refuse the
+        call (429) before any upstream work, naming the budget that does not fit."""
         if self.ledger is None:
             raise errors.ServiceUnavailableError("Budgets need the key store.", code="key_store_unavailable")
-        admitted, balance = self.ledger.hold(rules, request_id, amount, self.hold_seconds)
+        admitted, balance = self.ledger.hold(rules, request_id, amount, self.hold_seconds, levels)
         if not admitted:
             raise errors.BudgetExceededError(
-                f"Budget has been exceeded! Key budget: ${balance.budget:.6g}, spent: ${balance.spent:.6g}, "
-                f"in flight: ${max(0.0, balance.reserved):.6g}, this call may cost up to ${amount:.6g}.")
+                f"Budget has been exceeded! {balance.whose} budget: ${balance.budget:.6g}, spent: "
+                f"${balance.spent:.6g}, in flight: ${max(0.0, balance.reserved):.6g}, this call may cost up "
+                f"to ${amount:.6g}.")
 
     def finish(self, meter, record=True):
         """Settle the token windows (the key's and its levels') and write the row."""
@@ -314,6 +331,6 @@ class SpendTracker:
                     log.warning("could not settle a token window", exc_info=True)
         if self.ledger is not None:
             if record:
-                self.ledger.write(meter.row(), meter.hold, rules)
+                self.ledger.write(meter.row(), meter.hold, rules, meter.levels)
             else:
                 self.ledger.cancel(meter.request_id)

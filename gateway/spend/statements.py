@@ -14,12 +14,12 @@ INT_MAX = 2 ** 31 - 1  # the token columns are 32-bit integers on PostgreSQL
 # Text columns of a row and how long each may be (filled from the table on first use).
 _TEXT_LIMITS = []
 _INT_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")
-_OPTIONAL = ("key_id", "key_hash", "key_alias", "user_id", "team_id", "model_group", "deployment_id",
-             "provider", "model")
+_OPTIONAL = ("key_id", "key_hash", "key_alias", "user_id", "team_id", "organization_id", "end_user",
+             "model_group", "deployment_id", "provider", "model")
 
 
-class Balance(namedtuple("Balance", "budget spent reserved")):
-    """A key's budget as a refused hold found it (USD)."""
+class Balance(namedtuple("Balance", "budget spent reserved whose", defaults=("Key",))):
+    """A budget as a refused hold found it (USD), and whose it is ("Key", "Team `t1`", ...)."""
 
     @property
     def left(self):
@@ -123,11 +123,18 @@ def key_of(row_or_rules):
     return ("hash", digest) if digest is not None else None
 
 
+def level_targets(row):
+    """The levels above a row's key that its cost rolls up to: [(kind, id)] for each one named."""
+    return [(kind, row.get("end_user" if kind == "end_user" else f"{kind}_id")) for kind in LEVEL_KINDS
+            if row.get("end_user" if kind == "end_user" else f"{kind}_id") is not None]
+
+
 def died_row(start, ended):
     """The row of a call whose worker died before writing it: what its start entry told, status
     `worker_died`, no tokens, cost 0 (the usage died with the worker), estimated."""
     row = {name: start.get(name) for name in ("request_id", "key_id", "key_hash", "key_alias", "user_id",
-                                              "team_id", "call_type", "model_group", "stream")}
+                                              "team_id", "organization_id", "end_user", "call_type",
+                                              "model_group", "stream")}
     started = start.get("start_time")
     started = datetime.fromisoformat(started) if isinstance(started, str) else started
     if not isinstance(started, datetime):
@@ -151,7 +158,8 @@ def placeholder_row(row):
     cost = float(cost) if isinstance(cost, (int, float)) and math.isfinite(cost) and cost >= 0 else 0.0
     return clean_row({
         "request_id": str(row.get("request_id")), "key_id": key_id, "key_hash": digest, "key_alias": None,
-        "user_id": None, "team_id": None, "call_type": call_type, "model_group": None,
+        "user_id": None, "team_id": None, "organization_id": None, "end_user": None, "call_type": call_type,
+        "model_group": None,
         "deployment_id": None, "provider": None, "model": None, "prompt_tokens": 0, "completion_tokens": 0,
         "total_tokens": 0, "cost": cost, "estimated": True, "cache_hit": False, "stream": False,
         "status": "quarantined", "start_time": started, "end_time": ended})
@@ -176,9 +184,15 @@ def insert_new(connection, db, row):
     return connection.execute(statement).rowcount == 1
 
 
+# Where budgets live: keys by id or by hash, and every level of the hierarchy by its id. A budget
+# target is (kind, id); `key_of` names keys, `level_targets` the levels above them.
+LEVEL_KINDS = ("user", "team", "organization", "end_user")
+
+
 class Statements:
     """The ledger's statements, built once (SQLAlchemy Core, every value a bound parameter). Those
-    on a key come in two forms, by id and by hash (`kind`), with the key as parameter `k`."""
+    on a budget come in one form per kind of target (a key by id or by hash, a user, team,
+    organization or end user by its id), with the target's id as parameter `k`."""
 
     def __init__(self):
         from sqlalchemy import bindparam
@@ -190,31 +204,42 @@ class Statements:
         from sqlalchemy import update
 
         from gateway.storage.models import BudgetHold
+        from gateway.storage.models import EndUser
+        from gateway.storage.models import Organization
         from gateway.storage.models import SpendRow
+        from gateway.storage.models import Team
+        from gateway.storage.models import User
         from gateway.storage.models import VirtualKey
         keys, holds = VirtualKey.__table__, BudgetHold.__table__
         self.insert_rows = insert(SpendRow.__table__)
-        self.drop_hold = delete(holds).where(holds.c.request_id == bindparam("r"))
+        # A settled or expired hold is deleted, saying which budgets it held (None: its key's only,
+        # as holds were written before levels existed).
+        self.drop_hold = delete(holds).where(holds.c.request_id == bindparam("r")).returning(holds.c.levels)
         self.add_hold = insert(holds)
         self.add_spend, self.release, self.take, self.budget, self.reset = {}, {}, {}, {}, {}
-        for kind, this_key in (("id", keys.c.id == bindparam("k")), ("hash", keys.c.key_hash == bindparam("k"))):
-            self.add_spend[kind] = update(keys).where(this_key).values(spend=keys.c.spend + bindparam("c"))
-            self.release[kind] = update(keys).where(this_key).values(
-                reserved=keys.c.reserved - bindparam("a"),
-                holds=case((keys.c.holds >= bindparam("n"), keys.c.holds - bindparam("n")), else_=0))
+        targets = [("id", keys, keys.c.id), ("hash", keys, keys.c.key_hash)]
+        for kind, model in zip(LEVEL_KINDS, (User, Team, Organization, EndUser)):
+            table = model.__table__
+            targets.append((kind, table, table.c.organization_id if kind == "organization" else
+                            table.c.team_id if kind == "team" else table.c.user_id))
+        for kind, table, column in targets:
+            c, this = table.c, column == bindparam("k")
+            self.add_spend[kind] = update(table).where(this).values(spend=c.spend + bindparam("c"))
+            self.release[kind] = update(table).where(this).values(
+                reserved=c.reserved - bindparam("a"),
+                holds=case((c.holds >= bindparam("n"), c.holds - bindparam("n")), else_=0))
             # strict: the call's worst case must fit beside the spend and every hold in flight.
-            fits = keys.c.spend + keys.c.reserved + bindparam("a") <= keys.c.max_budget
-            # soft: ... or, when no other call of the key holds budget and some is left, it may
-            # overshoot by this one call. Both in the one conditional UPDATE: a concurrent call
-            # re-checks the row as the first left it, so only one can be the one past the budget.
-            alone = (keys.c.holds == 0) & (keys.c.spend < keys.c.max_budget)
-            held = dict(reserved=keys.c.reserved + bindparam("a"), holds=keys.c.holds + bindparam("n"))
+            fits = c.spend + c.reserved + bindparam("a") <= c.max_budget
+            # soft: ... or, when no other call holds this budget and some is left, it may overshoot
+            # by this one call. Both in the one conditional UPDATE: a concurrent call re-checks the
+            # row as the first left it, so only one can be the one past the budget.
+            alone = (c.holds == 0) & (c.spend < c.max_budget)
+            held = dict(reserved=c.reserved + bindparam("a"), holds=c.holds + bindparam("n"))
             for soft, admitted in ((False, fits), (True, or_(fits, alone))):
-                self.take[kind, soft] = (update(keys).where(this_key, keys.c.max_budget.is_not(None), admitted)
-                                         .values(**held))
-            self.budget[kind] = select(keys.c.spend, keys.c.reserved, keys.c.max_budget).where(this_key)
-            self.reset[kind] = (update(keys).where(this_key, keys.c.budget_reset_at.is_not(None),
-                                                   keys.c.budget_reset_at <= bindparam("now"))
+                self.take[kind, soft] = update(table).where(this, c.max_budget.is_not(None), admitted).values(**held)
+            self.budget[kind] = select(c.spend, c.reserved, c.max_budget).where(this)
+            self.reset[kind] = (update(table).where(this, c.budget_reset_at.is_not(None),
+                                                    c.budget_reset_at <= bindparam("now"))
                                 .values(spend=0.0, budget_reset_at=bindparam("next")))
 
 

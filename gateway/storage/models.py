@@ -62,7 +62,11 @@ class SpendRow(Base):
 
     __tablename__ = "gateway_spend"
     __table_args__ = (Index("ix_gateway_spend_key_start", "key_hash", "start_time"),
-                      Index("ix_gateway_spend_key_id_start", "key_id", "start_time"))
+                      Index("ix_gateway_spend_key_id_start", "key_id", "start_time"),
+                      Index("ix_gateway_spend_team_start", "team_id", "start_time"),
+                      Index("ix_gateway_spend_user_start", "user_id", "start_time"),
+                      Index("ix_gateway_spend_org_start", "organization_id", "start_time"),
+                      Index("ix_gateway_spend_end_user_start", "end_user", "start_time"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     request_id: Mapped[str] = mapped_column(String(64), unique=True)
@@ -72,6 +76,8 @@ class SpendRow(Base):
     key_alias: Mapped[str | None] = mapped_column(String(255), nullable=True)
     user_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
     team_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    organization_id: Mapped[str | None] = mapped_column(String(255), nullable=True)  # the team's
+    end_user: Mapped[str | None] = mapped_column(String(255), nullable=True)  # the call's `user` field
     call_type: Mapped[str] = mapped_column(String(32))
     model_group: Mapped[str | None] = mapped_column(String(255), nullable=True)
     deployment_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
@@ -90,14 +96,17 @@ class SpendRow(Base):
 
 
 class BudgetHold(Base):
-    """The worst-case cost of a call in flight for a key with a budget; settled or expired."""
+    """The worst-case cost of a call in flight, held against every budget it must fit (its key's and
+    the levels' above it); settled or expired."""
 
     __tablename__ = "gateway_budget_holds"
 
     request_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     key_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)  # the key held against
-    key_hash: Mapped[str] = mapped_column(String(64), index=True)
+    key_hash: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)  # None: master key
     amount: Mapped[float] = mapped_column(Float)
+    # Every level above the key held too: [[kind, id], ...] (user, team, organization, end_user).
+    levels: Mapped[list | None] = mapped_column(JSON, nullable=True)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
 
 

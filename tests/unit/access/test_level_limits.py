@@ -29,8 +29,9 @@ def _router(state):
     return types.SimpleNamespace(state=state, allowed_groups=lambda models: None)
 
 
-def _meter(n):
-    return types.SimpleNamespace(request_id=f"req-{n}", requested="m", tpm_reserved=0, tpm_windows=())
+def _meter(n, rules):
+    return types.SimpleNamespace(request_id=f"req-{n}", requested="m", tpm_reserved=0, tpm_windows=(),
+                                 levels=rules.levels, end_user=None)
 
 
 def _rules(name, *levels, **own):
@@ -39,7 +40,7 @@ def _rules(name, *levels, **own):
 
 
 def _call(state, rules, n):
-    meter = _meter(n)
+    meter = _meter(n, rules)
     release, _ = apply_key_rules(rules, dict(BODY), meter, _router(state), 60)
     return release, meter
 
