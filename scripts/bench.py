@@ -19,7 +19,10 @@ What it does, all on 127.0.0.1 and all started/stopped by this script:
   config (models ``bench`` and ``bench-stream`` pointing at nginx, priced so
   every call is billed), called with the master key (``gateway``), with a
   virtual key (``gateway-key``) and with a virtual key that has a budget
-  (``gateway-budget``: every call holds and settles its worst case); each
+  (``gateway-budget``: every call holds and settles its worst case), with
+  a key of a user in a team of an organization (``gateway-team``: no
+  budgets; ``gateway-levels``: a budget on the key, user, team and
+  organization, every one held and settled by every call); each
   gateway row writes its spend ledger to its own SQLite file; plus any
   ``--variant NAME=config.yaml`` (``{UPSTREAM}`` and ``{MASTER_KEY}`` in that
   file are replaced); ``cache-hit`` and ``cache-miss`` run it with the
@@ -59,11 +62,22 @@ UPSTREAM_KEY = "sk-bench-upstream"
 CONCURRENCIES = (1, 16, 64)
 MODES = ("non-stream", "stream")
 MODEL_FOR_MODE = {"non-stream": "bench", "stream": "bench-stream"}
-BUILTIN_TARGETS = ("direct", "floor", "gateway", "gateway-key", "gateway-budget", "cache-hit", "cache-miss",
-                   "otel")
+BUILTIN_TARGETS = ("direct", "floor", "gateway", "gateway-key", "gateway-budget", "gateway-team",
+                   "gateway-levels", "cache-hit", "cache-miss", "otel")
 # What each keyed row's virtual key is generated with (POST /key/generate).
 KEY_TARGETS = {"gateway-key": {"duration": "never"},
-               "gateway-budget": {"duration": "never", "max_budget": 1e9}}
+               "gateway-budget": {"duration": "never", "max_budget": 1e9},
+               # a key of a user in a team of an organization: no budgets, then budgets at every level
+               "gateway-team": {"duration": "never", "team_id": "bench-team", "user_id": "bench-user"},
+               "gateway-levels": {"duration": "never", "team_id": "bench-team", "user_id": "bench-user",
+                                  "max_budget": 1e9}}
+# What the hierarchy rows make before their key (POST path, body); budgets only for gateway-levels.
+HIERARCHY = [("/organization/new", {"organization_id": "bench-org", "organization_alias": "bench"}),
+             ("/team/new", {"team_id": "bench-team", "organization_id": "bench-org"}),
+             ("/user/new", {"user_id": "bench-user", "teams": ["bench-team"], "auto_create_key": False})]
+LEVEL_BUDGETS = [("/organization/update", {"organization_id": "bench-org", "max_budget": 1e9}),
+                 ("/team/update", {"team_id": "bench-team", "max_budget": 1e9}),
+                 ("/user/update", {"user_id": "bench-user", "max_budget": 1e9})]
 # Rows with the in-process response cache on: every request the same (hits after the first per
 # worker) or every request different (a miss and a store each time).
 CACHE_TARGETS = {"cache-hit": False, "cache-miss": True}
@@ -554,8 +568,15 @@ class Bench:
 
     # -- load --------------------------------------------------------------
 
-    def virtual_key(self, base, rules):
-        """A virtual key generated on the gateway at `base` (its rules from KEY_TARGETS)."""
+    def virtual_key(self, base, rules, budgets=False):
+        """A virtual key generated on the gateway at `base` (its rules from KEY_TARGETS); one with a
+        team_id gets its organization, team and user first (with budgets when `budgets`)."""
+        if rules.get("team_id"):
+            for path, body in HIERARCHY + (LEVEL_BUDGETS if budgets else []):
+                resp = self.http.post(base + path, json=body, timeout=10,
+                                      headers={"Authorization": "Bearer " + MASTER_KEY})
+                if resp.status_code != 200:
+                    raise StartError("%s answered %d: %s" % (path, resp.status_code, resp.text[:200]), "")
         resp = self.http.post(base + "/key/generate", json=rules, timeout=10,
                               headers={"Authorization": "Bearer " + MASTER_KEY})
         if resp.status_code != 200:
@@ -620,7 +641,7 @@ class Bench:
                 url = base + "/v1/chat/completions"
                 try:
                     if target in KEY_TARGETS:
-                        key = self.virtual_key(base, KEY_TARGETS[target])
+                        key = self.virtual_key(base, KEY_TARGETS[target], budgets=target == "gateway-levels")
                         self.measure(target, srv, {"non-stream": url, "stream": url}, key,
                                      self.write_lua(target, key))
                     elif target in CACHE_TARGETS:
@@ -735,7 +756,8 @@ def parse_args(argv=None):
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="targets: direct (nginx itself), floor (scripts/bench_floor.py), gateway\n"
                "(generated config, master key), gateway-key (a virtual key), gateway-budget\n"
-               "(a virtual key with a budget), cache-hit / cache-miss (in-process response\n"
+               "(a virtual key with a budget), gateway-team / gateway-levels (a key of a user\n"
+               "in a team of an organization; budgets at every level), cache-hit / cache-miss (in-process response\n"
                "cache on; the same body each time, or a different one), otel (tracing on,\n"
                "spans exported to the nginx upstream), and each --variant NAME.\n"
                "Stream rows' ratio is against the floor's NON-stream c=64 RPS.",
@@ -766,6 +788,7 @@ def parse_args(argv=None):
 
     targets = [("direct", "direct", None), ("floor", "floor", None), ("gateway", "gateway", None),
                ("gateway-key", "gateway", None), ("gateway-budget", "gateway", None),
+               ("gateway-team", "gateway", None), ("gateway-levels", "gateway", None),
                ("cache-hit", "gateway", None), ("cache-miss", "gateway", None), ("otel", "gateway", None)]
     for spec in args.variant:
         name, sep, path = spec.partition("=")
