@@ -79,10 +79,10 @@ class Scope:
         return self.own is not None and user_id == self.own
 
     def manages_team(self, team_id):
-        return self.all or (team_id is not None and team_id in self.admin_teams)
+        return self.all or (isinstance(team_id, str) and team_id in self.admin_teams)
 
     def sees_team(self, team_id):
-        return self.manages_team(team_id) or (team_id is not None and team_id in self.member_teams)
+        return self.manages_team(team_id) or (isinstance(team_id, str) and team_id in self.member_teams)
 
     def sees_key(self, info):
         """A key's facts (`info`: /key/info's shape): its owner, and an admin of its team."""
@@ -186,7 +186,7 @@ def check_key_write(scope, db, body, current=None):
     if moved and team_id is None:
         raise denied("Only a proxy admin can take a key out of its team.", "team_id", "team_not_allowed")
     if (current is None or moved) and team_id is not None and not (
-            scope.manages_team(team_id) or (not moved and team_id in scope.member_teams and scope.owns(user_id))):
+            scope.manages_team(team_id) or (not moved and team_id in scope.member_teams)):
         raise denied("You can only put keys in a team you administer (or your own keys in your teams).",
                      "team_id", "team_not_allowed")
     new_owner = current is None or ("user_id" in body and user_id != current.get("user_id"))
@@ -231,7 +231,7 @@ def check_team_update(scope, body):
 def check_team_admin(scope, body):
     """Member changes of a team: a proxy admin, or an admin of that team."""
     check_no_grants(scope, body)
-    if not scope.manages_team(body.get("team_id")):
+    if not scope.manages_team(body.get("team_id") if isinstance(body, dict) else None):
         raise denied("Only a proxy admin or an admin of this team can manage its members.", "team_id",
                      "not_team_admin")
 

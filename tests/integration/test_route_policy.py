@@ -319,7 +319,8 @@ def make_tenants(client):
                                                                                       "user_id": user_id}},
                                headers=bearer(MASTER))
             assert resp.status_code == 200, resp.get_data(as_text=True)
-    tokens["virtual key"] = client.post("/key/generate", json={"key_alias": "a"}, headers=bearer(MASTER)).get_json()["key"]
+    tokens["virtual key"] = client.post("/key/generate", json={"key_alias": "a"},
+                                        headers=bearer(MASTER)).get_json()["key"]
     tokens["another virtual key"] = client.post("/key/generate", json={"key_alias": "b"},
                                                 headers=bearer(MASTER)).get_json()["key"]
     return tokens
