@@ -8,6 +8,7 @@ from datetime import datetime
 from datetime import timezone
 
 from gateway import errors
+from gateway.access.policy import may_enter
 from gateway.errors import AuthenticationError
 from gateway.errors import PermissionDeniedError
 
@@ -17,7 +18,11 @@ log = logging.getLogger("gateway.access.auth")
 #   public: no key; api: master or virtual key; admin: a proxy admin (open when no master key is set);
 #   keys: a proxy admin, and a master key must be set (management writes); read: a proxy admin or a
 #   proxy admin viewer (info and list routes); self: any key, the view answering only about the
-#   caller itself (its key, its user) unless the caller's role sees everything (ADMIN_ROLES).
+#   caller itself (its key, its user) unless the caller's role sees everything (ADMIN_ROLES);
+#   scoped: a proxy admin, and the other roles as gateway/access/policy.py's ACCESS table says
+#   (internal users their own keys and spend, team admins their team's members and keys, team
+#   members their own keys in the team, viewers read), the view narrowing the answer to the
+#   caller's scope and refusing writes outside it field by field (policy.check_key_write).
 # Who is a proxy admin: the master key, and a virtual key whose user has the role proxy_admin. A
 # virtual key acts with its user's role (POLICY_ROLES); a key without a user has none.
 ROUTE_POLICY = {
@@ -32,29 +37,29 @@ ROUTE_POLICY = {
     "embeddings.embeddings_for": "api",
     "models.list_models": "api",
     "models.get_model": "api",
-    "keys.generate": "keys",
+    "keys.generate": "scoped",
     "keys.info": "self",
-    "keys.update": "keys",
-    "keys.delete": "keys",
-    "keys.list_keys": "read",
-    "keys.regenerate": "keys",
-    "keys.block": "keys",
-    "keys.unblock": "keys",
-    "spend.logs": "read",
+    "keys.update": "scoped",
+    "keys.delete": "scoped",
+    "keys.list_keys": "scoped",
+    "keys.regenerate": "scoped",
+    "keys.block": "scoped",
+    "keys.unblock": "scoped",
+    "spend.logs": "scoped",
     "metrics.metrics": "admin",  # public with general_settings.metrics_public: true
     "users.new": "keys",
     "users.info": "self",
     "users.update": "keys",
     "users.delete": "keys",
-    "users.list_users": "read",
+    "users.list_users": "scoped",
     "teams.new": "keys",
-    "teams.info": "read",
-    "teams.update": "keys",
+    "teams.info": "scoped",
+    "teams.update": "scoped",
     "teams.delete": "keys",
-    "teams.list_teams": "read",
-    "teams.member_add": "keys",
-    "teams.member_delete": "keys",
-    "teams.member_update": "keys",
+    "teams.list_teams": "scoped",
+    "teams.member_add": "scoped",
+    "teams.member_delete": "scoped",
+    "teams.member_update": "scoped",
     "teams.block": "keys",
     "teams.unblock": "keys",
     "organizations.new": "keys",
@@ -136,7 +141,7 @@ class Authenticator:
         if policy == "public":
             return ANONYMOUS
         if self._master is None:
-            if policy in ("keys", "self", "read"):
+            if policy in ("keys", "self", "read", "scoped"):
                 raise PermissionDeniedError("Virtual keys need general_settings.master_key to be set.",
                                             code="no_master_key")
             return ANONYMOUS
@@ -152,6 +157,8 @@ class Authenticator:
         check_rules(rules)
         caller = Caller("key", rules)
         if policy in ("api", "self") or caller.role in POLICY_ROLES.get(policy, ()):
+            return caller
+        if policy == "scoped" and may_enter(endpoint, caller.role):
             return caller
         if caller.role is None:
             raise PermissionDeniedError("A virtual key cannot call this route; it needs the master key.",

@@ -362,6 +362,11 @@ class KeyService:
             self.changes.announce()
 
     @staticmethod
+    def validate(data):
+        """A /key/generate or /key/update body checked (400 naming the first bad field), as stored."""
+        return _validated(data)
+
+    @staticmethod
     def describe(row):
         """A stored key's public facts (/key/info's `info`), never the key."""
         return _info(row)
@@ -471,11 +476,19 @@ class KeyService:
         self._changed(*digests)
         return digests
 
-    def list(self):
-        """/key/list: every key's facts (no key itself)."""
+    def list(self, owner=None, team_ids=None):
+        """/key/list: every key's facts (no key itself); with `owner` or `team_ids` given, only the
+        keys that user owns or those teams hold (what a caller that does not see everything sees)."""
+        from sqlalchemy import false
+        from sqlalchemy import or_
+
         from gateway.storage.models import VirtualKey
         with self.db.session() as session:
-            return [_info(row) for row in session.query(VirtualKey).order_by(VirtualKey.id)]
+            query = session.query(VirtualKey)
+            if owner is not None or team_ids is not None:
+                query = query.filter(or_(VirtualKey.user_id == owner if owner is not None else false(),
+                                         VirtualKey.team_id.in_(sorted(team_ids or ()))))
+            return [_info(row) for row in query.order_by(VirtualKey.id)]
 
     def regenerate(self, key_or_hash):
         """/key/regenerate: same rules, a new key; the old one stops working (404 for a second

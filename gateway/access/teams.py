@@ -246,11 +246,13 @@ class TeamsMixin:
         self.keys.changed_all()
         return {"deleted_teams": ids}
 
-    def list_teams(self, organization_id=None):
-        """/team/list: every team (of one organization when it is named)."""
+    def list_teams(self, organization_id=None, team_ids=None):
+        """/team/list: every team (of one organization when it is named; among `team_ids` when given)."""
         m = _models()
         with self.db.session() as session:
             query = session.query(m.Team)
+            if team_ids is not None:
+                query = query.filter(m.Team.team_id.in_(sorted(team_ids)))
             if organization_id:
                 query = query.filter(m.Team.organization_id == organization_id)
             return [self._team_info(session, row) for row in query.order_by(m.Team.created_at, m.Team.team_id)]

@@ -179,8 +179,9 @@ class UsersMixin:
         self.keys.changed_all()
         return {"deleted_users": ids}
 
-    def list_users(self, page=1, page_size=25, role=None):
-        """/user/list: a page of users (LiteLLM's `page`, `page_size`, `role` filter)."""
+    def list_users(self, page=1, page_size=25, role=None, user_ids=None):
+        """/user/list: a page of users (LiteLLM's `page`, `page_size`, `role` filter; among `user_ids`
+        when given)."""
         page = _positive(page, "page", 1, 10**9)
         page_size = _positive(page_size, "page_size", 1, PAGE_SIZE_MAX)
         if role is not None and role not in levels.ROLES:
@@ -188,6 +189,8 @@ class UsersMixin:
         m = _models()
         with self.db.session() as session:
             query = session.query(m.User)
+            if user_ids is not None:
+                query = query.filter(m.User.user_id.in_(sorted(user_ids)))
             if role is not None:
                 query = query.filter(m.User.user_role == role)
             total = query.count()

@@ -9,7 +9,9 @@ from gateway import errors
 from gateway.api.pipeline import json_response
 from gateway.api.pipeline import read_body
 from gateway.api.body import parse_body
+from gateway.access import policy
 from gateway.access.keys import hash_key
+from gateway.api.hierarchy_views import scope as _scope
 
 bp = Blueprint("keys", __name__)
 
@@ -22,10 +24,26 @@ def _body():
     return parse_body(read_body(current_app.extensions["gateway"].settings.max_body_bytes))
 
 
+def _checked(body, current=None):
+    """The body of a key write, refused field by field unless the caller may make it."""
+    scope = _scope()
+    if scope.all:
+        return body
+    return policy.check_key_write(scope, _service().db, _service().validate(body), current)
+
+
+def _mine(key):
+    """The facts of an existing key the caller may write (404 for none, 403 for another's)."""
+    scope = _scope()
+    if scope.all:
+        return
+    policy.check_key_write(scope, _service().db, {}, _service().info(key))
+
+
 @bp.post("/key/generate")
 def generate():
     """A new key (shown once), with models, duration, aliases, limits and metadata."""
-    return json_response(_service().generate(_body()))
+    return json_response(_service().generate(_checked(_body())))
 
 
 @bp.get("/key/info")
@@ -39,8 +57,7 @@ def info():
             # As LiteLLM: a key that does not exist is a 404 (nothing a caller could not learn by
             # calling with it), another existing key a 403, unless it belongs to the caller's user.
             other = _service().info(key)
-            owner = caller.rules.user_id if caller.role is not None else None
-            if owner is None or other["user_id"] != owner:
+            if caller.role is None or not _scope().sees_key(other):
                 raise errors.PermissionDeniedError("A virtual key can only read its own info.",
                                                    code="not_your_key")
             return json_response({"key": other["token"], "info": other})
@@ -57,34 +74,53 @@ def info():
 @bp.post("/key/update")
 def update():
     """Change a key's models, aliases, limits, duration, metadata..."""
-    return json_response(_service().update(_body()))
+    body = _body()
+    if _scope().all:
+        return json_response(_service().update(body))
+    body = _service().validate(body)
+    current = _service().info(body.get("key"))
+    return json_response(_service().update(_checked(body, current)))
 
 
 @bp.post("/key/delete")
 def delete():
     """Delete keys: {"keys": [...]}."""
-    return json_response({"deleted_keys": _service().delete(_body().get("keys"))})
+    keys = _body().get("keys")
+    if isinstance(keys, list):
+        for key in keys:
+            _mine(key)
+    return json_response({"deleted_keys": _service().delete(keys)})
 
 
 @bp.get("/key/list")
 def list_keys():
-    """Every key's facts (never a key itself)."""
-    return json_response({"keys": _service().list()})
+    """Every key's facts (never a key itself): for a caller that does not see everything, its own
+    keys and those of the teams it administers."""
+    scope = _scope()
+    if scope.all:
+        return json_response({"keys": _service().list()})
+    return json_response({"keys": _service().list(owner=scope.own, team_ids=scope.admin_teams)})
 
 
 @bp.post("/key/regenerate")
 def regenerate():
     """A new key for the same rules; the old key stops working."""
-    return json_response(_service().regenerate(_body().get("key")))
+    key = _body().get("key")
+    _mine(key)
+    return json_response(_service().regenerate(key))
 
 
 @bp.post("/key/block")
 def block():
     """Refuse every call with the key until unblocked."""
-    return json_response(_service().set_blocked(_body().get("key"), True))
+    key = _body().get("key")
+    _mine(key)
+    return json_response(_service().set_blocked(key, True))
 
 
 @bp.post("/key/unblock")
 def unblock():
     """Accept the key again."""
-    return json_response(_service().set_blocked(_body().get("key"), False))
+    key = _body().get("key")
+    _mine(key)
+    return json_response(_service().set_blocked(key, False))

@@ -47,7 +47,8 @@ def _text(*names):
 @bp.get("/spend/logs")
 def logs():
     """Rows newest first; filters: api_key (a key or its hash), start_date, end_date, model,
-    request_id, user_id; limit (default 1000)."""
+    request_id, user_id; limit (default 1000). A caller that does not see everything (an internal
+    user) gets the rows of its own keys only."""
     gateway = current_app.extensions["gateway"]
     ledger = gateway.spend.ledger
     if ledger is None:
@@ -55,6 +56,12 @@ def logs():
                                    code="spend_logs_disabled")
     key = _text("api_key", "key")
     model, request_id, user_id = _text("model"), _text("request_id"), _text("user_id")
+    from gateway.api.hierarchy_views import scope
+    seen = scope()
+    if not seen.all:  # an internal user reads the rows of its own keys, whatever it asks
+        if seen.own is None:
+            raise errors.PermissionDeniedError("This key belongs to no user.", code="not_your_user")
+        user_id = seen.own
     digest = None
     if key:
         digest = key if len(key) == 64 and all(c in "0123456789abcdef" for c in key) else hash_key(key)

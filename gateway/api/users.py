@@ -7,6 +7,8 @@ from flask import request
 from gateway import errors
 from gateway.api.hierarchy_views import body
 from gateway.api.hierarchy_views import hierarchy
+from gateway.api.hierarchy_views import scope
+from gateway.access import policy
 from gateway.api.pipeline import json_response
 from gateway.access.levels import id_list
 
@@ -48,6 +50,10 @@ def delete():
 
 @bp.get("/user/list")
 def list_users():
-    """A page of users (`page`, `page_size`, `role`)."""
+    """A page of users (`page`, `page_size`, `role`): for a caller that does not see everything, itself
+    and the members of the teams it administers."""
     args = request.args
-    return json_response(hierarchy().list_users(args.get("page", 1), args.get("page_size", 25), args.get("role")))
+    seen = scope()
+    users = None if seen.all else policy.visible_users(hierarchy().db, seen)
+    return json_response(hierarchy().list_users(args.get("page", 1), args.get("page_size", 25), args.get("role"),
+                                                user_ids=users))

@@ -394,8 +394,13 @@ def test_spend_logs_filters(gw):
 
     for bad in ({"limit": 0}, {"limit": "all"}, {"start_date": "yesterday"}, {"end_date": "2024-13-01"}):
         assert gw.admin("GET", "/spend/logs", params=bad).status_code == 400, bad
-    for token, status in ((alpha, 403), (MASTER, 200)):
+    for token, status in ((beta, 403), (MASTER, 200)):  # beta: a key without a user
         assert gw.admin("GET", "/spend/logs", token=token, params={"api_key": alpha}).status_code == status
+    # alpha's user (an internal user) reads the rows of its own keys, whatever it asks (issue #13).
+    for params in ({"api_key": alpha}, {"api_key": beta}, {"user_id": "someone-else"}):
+        own = gw.admin("GET", "/spend/logs", token=alpha, params=params)
+        assert own.status_code == 200 and {r["user"] for r in own.json()} <= {user}, params
+    assert ids(gw.admin("GET", "/spend/logs", token=alpha, params={}).json()) == newest_first
 
 
 @pytest.mark.parametrize("hours", [2, -5])
