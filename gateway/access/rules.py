@@ -34,8 +34,9 @@ def apply_key_rules(rules, body, meter, router, hold_seconds, keys=None):
         allowed = router.allowed_groups(rules.models)
         if allowed is not None:
             _check_models(rules, body, requested, allowed, router)
-    if rules is None and not meter.levels:
-        return None, None
+    if not meter.levels and (rules is None or (rules.rpm_limit is None and rules.tpm_limit is None
+                                               and rules.max_parallel_requests is None)):
+        return None, allowed  # nothing limits the call
     limits = Limits(router.state, meter.request_id, hold_seconds)
     try:
         for holder in _holders(rules, meter.levels):

@@ -170,3 +170,36 @@ def test_a_blocked_end_user_is_refused_and_unblocked_served(cluster):
     time.sleep(key_module.REMOTE_CHECK_SECONDS + 0.2)
     served = fire(cluster.urls, key, [body] * 8)
     assert [a.status for a in served] == [200] * 8, outcome(served)
+
+
+def test_a_team_budget_period_starts_over_once_across_instances_and_loses_no_spend(cluster, fake_openai):
+    """Calls on both instances when a team's period ends: the period starts over exactly once (a
+    second reset would erase spend of the new period, none would keep the old one's) and the new
+    period holds the cost of every call made in it."""
+    from datetime import datetime
+
+    from tests.integration.test_budget import BUDGET_PERIOD
+    from tests.integration.test_budget import parse_time
+    _admin(cluster, "/team/new", {"team_id": "reset-team", "max_budget": 1000 * worst_case(),
+                                  "budget_duration": BUDGET_PERIOD})
+    keys = [_admin(cluster, "/key/generate", {"team_id": "reset-team"})["key"] for _ in range(2)]
+
+    def team():
+        info = _get(cluster, "/team/info", team_id="reset-team")["team_info"]
+        return info["spend"], info["reserved"]
+    period_ends = parse_time(_get(cluster, "/team/info", team_id="reset-team")["team_info"]["budget_reset_at"])
+    before = [a for key in keys for a in fire(cluster.urls, key, [chat_body("priced")] * 2)]
+    assert [a.status for a in before] == [200] * 4, outcome(before)
+    assert datetime.now(period_ends.tzinfo) < period_ends, "too slow: the period ended during the first calls"
+    assert _settled(team)[0] == pytest.approx(4 * real_cost())
+
+    time.sleep(max(0.0, (period_ends - datetime.now(period_ends.tzinfo)).total_seconds()) + 0.2)
+    after = [a for key in keys for a in fire(cluster.urls, key, [chat_body("priced")] * 10)]
+    assert [a.status for a in after] == [200] * 20, outcome(after)
+    spend, reserved = _settled(team)
+    info = _get(cluster, "/team/info", team_id="reset-team")["team_info"]
+    new_end = parse_time(info["budget_reset_at"])
+    assert datetime.now(new_end.tzinfo) < new_end, "too slow: the new period ended during the test"
+    assert spend == pytest.approx(20 * real_cost())  # the old period's 4 calls are gone, none of the new 20
+    assert reserved == pytest.approx(0.0, abs=EPSILON)
+    assert _ledger(cluster, "team_id", "reset-team")[0] == 24  # every row is kept
