@@ -22,14 +22,13 @@ from gateway.access.keychanges import KeyChanges
 from gateway.access.keyvalues import LIMIT_MAX
 from gateway.access.keyvalues import MAX_JSON_BYTES  # noqa: F401  (the bounds, named where keys are)
 from gateway.access.keyvalues import MAX_JSON_DEPTH  # noqa: F401
-from gateway.access.keyvalues import check_json
 from gateway.access.keyvalues import no_nul
 from gateway.access.keyvalues import readable
 from gateway.access.levels import blocked_by
 from gateway.access.levels import effective_models
 from gateway.access.levels import ensure_user
+from gateway.access.levels import validated
 from gateway.access.levels import require_team
-from gateway.errors import first_error
 from gateway.config.parse import MAX_DURATION_SECONDS
 from gateway.config.parse import duration_seconds
 
@@ -184,16 +183,7 @@ def limit_identity(key_id, created_at):
 
 
 def _validated(data):
-    if not isinstance(data, dict):
-        raise errors.BadRequestError("The request body must be a JSON object.")
-    problems = _SCHEMA.validate(data)
-    if problems:
-        param, text = first_error(problems)
-        raise errors.BadRequestError(f"Invalid request: {param}: {text}", param=re.split(r"[.\[]", param)[0])
-    for name in ("metadata", "config", "aliases", "models"):
-        if data.get(name) is not None:
-            check_json(name, data[name])
-    return data
+    return validated(_SCHEMA, data, ("metadata", "config", "aliases", "models"))
 
 
 def _info(row):

@@ -75,18 +75,27 @@ class OrgMemberSchema(MemberSchema):
 _LEVEL_FIELDS = ("models", "max_budget", "budget_duration", "tpm_limit", "rpm_limit", "max_parallel_requests")
 
 
-def validated(schema, data):
-    """The body checked by `schema` (400 naming the first bad field), its JSON fields bounded."""
+def validated(schema, data, json_fields=("metadata", "models")):
+    """The body checked by `schema` (400 naming the first bad field), its JSON fields bounded (the
+    one check of a management body: keys' and every level's)."""
     if not isinstance(data, dict):
         raise errors.BadRequestError("The request body must be a JSON object.")
     problems = schema.validate(data)
     if problems:
         param, text = first_error(problems)
         raise errors.BadRequestError(f"Invalid request: {param}: {text}", param=re.split(r"[.\[]", param)[0])
-    for name in ("metadata", "models"):
+    for name in json_fields:
         if data.get(name) is not None:
             check_json(name, data[name])
     return data
+
+
+def row_or_404(session, model, ident, what, param):
+    """The row of `model` with primary key `ident`, or a 404 naming `what` and the `param` asked with."""
+    row = session.get(model, ident)
+    if row is None:
+        raise not_found(what, param, ident)
+    return row
 
 
 def loaded(schema, data):

@@ -11,7 +11,6 @@ from gateway.access import levels
 from gateway.access.levels import LevelSchema
 from gateway.access.levels import identifier
 from gateway.access.levels import level_info
-from gateway.access.levels import not_found
 
 
 class OrganizationSchema(LevelSchema):
@@ -63,10 +62,7 @@ class TeamsMixin:
     # -- organizations --------------------------------------------------------------------------
 
     def _organization(self, session, organization_id, param="organization_id"):
-        row = session.get(_models().Organization, organization_id)
-        if row is None:
-            raise not_found("Organization", param, organization_id)
-        return row
+        return levels.row_or_404(session, _models().Organization, organization_id, "Organization", param)
 
     def _organization_info(self, session, row):
         m = _models()
@@ -164,10 +160,7 @@ class TeamsMixin:
     # -- teams ----------------------------------------------------------------------------------
 
     def _team(self, session, team_id, param="team_id"):
-        row = session.get(_models().Team, team_id)
-        if row is None:
-            raise not_found("Team", param, team_id)
-        return row
+        return levels.row_or_404(session, _models().Team, team_id, "Team", param)
 
     def _team_info(self, session, row):
         m = _models()

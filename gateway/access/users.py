@@ -63,10 +63,7 @@ class UsersMixin:
     # -- users ----------------------------------------------------------------------------------
 
     def _user(self, session, user_id, param="user_id"):
-        row = session.get(_models().User, user_id)
-        if row is None:
-            raise not_found("User", param, user_id)
-        return row
+        return levels.row_or_404(session, _models().User, user_id, "User", param)
 
     def _user_by_email(self, session, email):
         from sqlalchemy import func
@@ -202,10 +199,7 @@ class UsersMixin:
     # -- end users ------------------------------------------------------------------------------
 
     def _customer(self, session, user_id, param="user_id"):
-        row = session.get(_models().EndUser, user_id)
-        if row is None:
-            raise not_found("End user", param, user_id)
-        return row
+        return levels.row_or_404(session, _models().EndUser, user_id, "End user", param)
 
     @staticmethod
     def _customer_info(row):
