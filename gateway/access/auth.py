@@ -41,6 +41,11 @@ ROUTE_POLICY = {
     "keys.block": "keys",
     "keys.unblock": "keys",
     "spend.logs": "read",
+    "reports.spend_report": "read",
+    "reports.spend_keys": "read",
+    "reports.spend_models": "read",
+    "reports.spend_teams": "read",
+    "reports.spend_end_users": "read",
     "metrics.metrics": "admin",  # public with general_settings.metrics_public: true
     "users.new": "keys",
     "users.info": "self",

@@ -93,6 +93,8 @@ def test_sensitive_routes_keep_their_policies():
     assert {p for e, p in ROUTE_POLICY.items() if e.startswith("keys.") and e not in ("keys.info", "keys.list_keys")
             } == {"keys"}
     assert ROUTE_POLICY["spend.logs"] == "read"
+    # LiteLLM's global spend reports are about everyone: proxy admins and their viewers only.
+    assert {p for e, p in ROUTE_POLICY.items() if e.startswith("reports.")} == {"read"}
     # Every management route that writes is for proxy admins only; reads for them and their viewers.
     for endpoint, policy in ROUTE_POLICY.items():
         if endpoint.split(".")[0] in ("users", "teams", "organizations", "customers"):
@@ -160,6 +162,8 @@ def _recipe(client, endpoint, subject):
         "keys.block": lambda: (None, {"key": _throwaway(client)}),
         "keys.unblock": lambda: (None, {"key": _throwaway(client)}),
         "spend.logs": lambda: ({"api_key": subject["key"], "limit": 5}, None),
+        "reports.spend_report": lambda: ({"start_date": "2024-01-01", "end_date": "2099-12-31"}, None),
+        "reports": lambda: (None, None),
         "metrics": lambda: (None, None),
         "users.new": lambda: (None, {"auto_create_key": False}),
         "users.info": lambda: ({"user_id": subject["user_id"]}, None),
