@@ -153,14 +153,15 @@ def _by_day(rows, group_key, entry, collection):
     return answer
 
 
-def _daily(db, columns, terms):
-    """Spend and tokens per (UTC day, *columns, model, key hash) within `terms`."""
+def _daily(db, columns, terms, teams=True):
+    """Spend and tokens per (UTC day, *columns, model, key hash) within `terms` (`teams`: the rows'
+    teams joined, for their aliases)."""
     day = utc_day(SpendRow.start_time).label("day")
     keys = [day, *columns, SpendRow.model.label("model"), SpendRow.key_hash.label("api_key")]
-    query = (select(*keys, _sum(SpendRow.cost).label("spend"), _sum(SpendRow.total_tokens).label("tokens"))
-             .select_from(SpendRow).outerjoin(Team, Team.team_id == SpendRow.team_id)
-             .where(*terms).group_by(*keys))
-    return _rows(db, query)
+    query = select(*keys, _sum(SpendRow.cost).label("spend"), _sum(SpendRow.total_tokens).label("tokens"))
+    if teams:
+        query = query.select_from(SpendRow).outerjoin(Team, Team.team_id == SpendRow.team_id)
+    return _rows(db, query.where(*terms).group_by(*keys))
 
 
 def report_by_team(db, start, end, **filters):
@@ -177,7 +178,8 @@ def report_by_team(db, start, end, **filters):
 def report_by_customer(db, start, end, **filters):
     """/global/spend/report?group_by=customer: each UTC day, each end user's (the call's `user`)
     spend and its (model, key) breakdown."""
-    rows = _daily(db, [SpendRow.end_user.label("customer")], _conditions(start=start, end=end, **filters))
+    rows = _daily(db, [SpendRow.end_user.label("customer")], _conditions(start=start, end=end, **filters),
+                  teams=False)
     return _by_day(rows, lambda row: row.customer, lambda row: {"customer": row.customer}, "customers")
 
 

@@ -147,7 +147,8 @@ def test_reports_equal_the_ledger_rows(start_gateway, fake_openai, database, tmp
             assert sorted(r["request_id"] for r in got) == sorted(r["request_id"] for r in want) and want, params
 
         today = datetime.now(timezone.utc).date()
-        span = {"start_date": (today - timedelta(days=1)).isoformat(), "end_date": (today + timedelta(days=1)).isoformat()}
+        span = {"start_date": (today - timedelta(days=1)).isoformat(),
+                "end_date": (today + timedelta(days=1)).isoformat()}
         by_day = defaultdict(list)
         for row in rows:
             by_day[datetime.fromisoformat(row["startTime"]).astimezone(timezone.utc).date()].append(row)
