@@ -133,12 +133,13 @@ def create_app(settings=None):
     from gateway.api import metrics as metric_routes
     from gateway.api import models
     from gateway.api import spend
+    from gateway.api import reports
     from gateway.api import customers
     from gateway.api import organizations
     from gateway.api import teams
     from gateway.api import users
-    for module in (chat, completions, embeddings, models, health, key_routes, spend, metric_routes, users, teams,
-                   organizations, customers):
+    for module in (chat, completions, embeddings, models, health, key_routes, spend, reports, metric_routes, users,
+                   teams, organizations, customers):
         app.register_blueprint(module.bp)
     from gateway.telemetry.metrics import install as install_metrics
     app.extensions["metrics"] = install_metrics(gateway)  # counts every call; renders /metrics

@@ -46,6 +46,11 @@ ROUTE_POLICY = {
     "keys.block": "scoped",
     "keys.unblock": "scoped",
     "spend.logs": "scoped",
+    "reports.spend_report": "read",
+    "reports.spend_keys": "read",
+    "reports.spend_models": "read",
+    "reports.spend_teams": "read",
+    "reports.spend_end_users": "read",
     "metrics.metrics": "admin",  # public with general_settings.metrics_public: true
     "users.new": "keys",
     "users.info": "self",

@@ -1,4 +1,6 @@
-"""GET /spend/logs: the spend ledger, one row per request, for the master key."""
+"""GET /spend/logs: the spend ledger, one row per request (proxy admins and their viewers see every
+row, other users the rows of their own keys); and
+the query-parameter readers the spend report routes (gateway/api/reports.py) share with it."""
 
 from datetime import datetime
 from datetime import time as day_time
@@ -14,13 +16,13 @@ from gateway.access.keys import hash_key
 
 bp = Blueprint("spend", __name__)
 MAX_ROWS = 10_000
+MAX_TEXT = 1024  # longest text filter (ids and names are at most 255 characters; a key or its hash less)
 
 
-def _when(name, end=False):
-    """An ISO date or datetime query parameter (a bare date covers its whole day)."""
-    value = request.args.get(name)
-    if not value:
-        return None
+def parse_when(name, value, end=False):
+    """An ISO date or datetime (a bare date covers its whole day), as an aware UTC datetime."""
+    if not isinstance(value, str):
+        raise errors.BadRequestError(f"`{name}` must be a date (2024-01-31) or an ISO 8601 time.", param=name)
     try:
         if len(value) == 10:
             day = datetime.strptime(value, "%Y-%m-%d").date()
@@ -33,51 +35,90 @@ def _when(name, end=False):
                                      "between years 1 and 9999 in UTC.", param=name) from None
 
 
-def _text(*names):
-    """A text filter (under the first of its names that is set): PostgreSQL refuses a NUL in text."""
+def when(name, end=False):
+    """An ISO date or datetime query parameter, or None when it is not given."""
+    value = request.args.get(name)
+    return parse_when(name, value, end) if value else None
+
+
+def check_text(name, value):
+    """A text filter as given, refused (400 naming it) when PostgreSQL could not take it (a NUL) or
+    it is longer than any stored value could be."""
+    if not isinstance(value, str):
+        raise errors.BadRequestError(f"`{name}` must be a string.", param=name)
+    if "\x00" in value:
+        raise errors.BadRequestError(f"`{name}` must not contain NUL characters.", param=name)
+    if len(value) > MAX_TEXT:
+        raise errors.BadRequestError(f"`{name}` must be at most {MAX_TEXT} characters.", param=name)
+    return value
+
+
+def text(*names):
+    """A text filter (under the first of its names that is set), or None."""
     for name in names:
         value = request.args.get(name)
         if value:
-            if "\x00" in value:
-                raise errors.BadRequestError(f"`{name}` must not contain NUL characters.", param=name)
-            return value
+            return check_text(name, value)
     return None
+
+
+def key_digest(key):
+    """A key's hash from the key itself or its hash (64 lowercase hex digits, as answers show it)."""
+    return key if len(key) == 64 and all(c in "0123456789abcdef" for c in key) else hash_key(key)
+
+
+def whole_number(name, default, largest):
+    """A query parameter that must be a whole number from 1 to `largest` (`default` when absent)."""
+    value = request.args.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if not 1 <= number <= largest:
+        raise errors.BadRequestError(f"`{name}` must be a whole number from 1 to {largest}.", param=name)
+    return number
+
+
+def spend_db():
+    """The database the ledger writes to: a 404 when spend logs are turned off, a 503 while it is down."""
+    gateway = current_app.extensions["gateway"]
+    if gateway.spend.ledger is None:
+        raise errors.NotFoundError("Spend logs are turned off (general_settings.disable_spend_logs).",
+                                   code="spend_logs_disabled")
+    gateway.auth.keys.get()  # 503 while the database cannot be opened
+    return gateway.store.get()
+
+
+def read(query, *args, **kwargs):
+    """Run a report query; a database error is a 503 the client may retry."""
+    from sqlalchemy.exc import SQLAlchemyError
+    try:
+        return query(*args, **kwargs)
+    except SQLAlchemyError as exc:
+        raise errors.ServiceUnavailableError("The spend store is unavailable; retry shortly.",
+                                             code="key_store_unavailable", headers={"Retry-After": "2"}) from exc
 
 
 @bp.get("/spend/logs")
 def logs():
     """Rows newest first; filters: api_key (a key or its hash), start_date, end_date, model,
-    request_id, user_id; limit (default 1000). A caller that does not see everything (an internal
-    user) gets the rows of its own keys only."""
-    gateway = current_app.extensions["gateway"]
-    ledger = gateway.spend.ledger
-    if ledger is None:
-        raise errors.NotFoundError("Spend logs are turned off (general_settings.disable_spend_logs).",
-                                   code="spend_logs_disabled")
-    key = _text("api_key", "key")
-    model, request_id, user_id = _text("model"), _text("request_id"), _text("user_id")
+    request_id, user_id, team_id, organization_id, end_user (or customer_id, end_user_id); limit
+    (default 1000). A caller that does not see everything (an internal user) gets the rows of its own
+    keys only, whatever it asks."""
+    from gateway.spend import reports
+    key = text("api_key", "key")
+    filters = {"key_hash": key_digest(key) if key else None, "model": text("model"),
+               "request_id": text("request_id"), "user_id": text("user_id"), "team_id": text("team_id"),
+               "organization_id": text("organization_id"),
+               "end_user": text("end_user", "customer_id", "end_user_id")}
+    limit = whole_number("limit", 1000, MAX_ROWS)
+    start, end = when("start_date"), when("end_date", end=True)
     from gateway.api.hierarchy_views import scope
     seen = scope()
-    if not seen.all:  # an internal user reads the rows of its own keys, whatever it asks
+    if not seen.all:
         if seen.own is None:
             raise errors.PermissionDeniedError("This key belongs to no user.", code="not_your_user")
-        user_id = seen.own
-    digest = None
-    if key:
-        digest = key if len(key) == 64 and all(c in "0123456789abcdef" for c in key) else hash_key(key)
-    try:
-        limit = int(request.args.get("limit", 1000))
-    except ValueError:
-        limit = -1
-    if not 1 <= limit <= MAX_ROWS:
-        raise errors.BadRequestError(f"`limit` must be a whole number from 1 to {MAX_ROWS}.", param="limit")
-    start, end = _when("start_date"), _when("end_date", end=True)
-    gateway.auth.keys.get()  # 503 while the database cannot be opened
-    from sqlalchemy.exc import SQLAlchemyError
-    try:
-        rows = ledger.logs(key_hash=digest, start=start, end=end, model=model, request_id=request_id,
-                           user_id=user_id, limit=limit)
-    except SQLAlchemyError as exc:
-        raise errors.ServiceUnavailableError("The spend store is unavailable; retry shortly.",
-                                             code="key_store_unavailable", headers={"Retry-After": "2"}) from exc
-    return json_response(rows)
+        filters["user_id"] = seen.own
+    return json_response(read(reports.logs, spend_db(), limit=limit, start=start, end=end, **filters))

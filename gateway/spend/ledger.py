@@ -35,7 +35,6 @@ from gateway.spend.statements import insert_new
 from gateway.spend.statements import key_of
 from gateway.spend.statements import level_targets
 from gateway.spend.statements import placeholder_row
-from gateway.spend.statements import public
 from gateway.spend.statements import refused
 from gateway.spend.statements import revive
 from gateway.spend.statements import sql as _sql
@@ -533,34 +532,11 @@ class Ledger(JournalFiles):
 
     # -- reading ----------------------------------------------------------------------------------
 
-    def logs(self, key_hash=None, start=None, end=None, model=None, request_id=None, user_id=None, limit=1000,
-             key_id=None):
-        """Rows, newest first, filtered. `key_hash` finds the rows of the key it names now, before
-        any /key/regenerate included (by its id), and the rows made with that hash."""
-        from sqlalchemy import or_
-        from sqlalchemy import select
-
-        from gateway.storage.models import SpendRow
-        from gateway.storage.models import VirtualKey
-        query = select(SpendRow)
-        if key_hash is not None:
-            owner = select(VirtualKey.id).where(VirtualKey.key_hash == key_hash).scalar_subquery()
-            query = query.where(or_(SpendRow.key_id == owner, SpendRow.key_hash == key_hash))
-        if key_id is not None:
-            query = query.where(SpendRow.key_id == key_id)
-        if start is not None:
-            query = query.where(SpendRow.start_time >= start)
-        if end is not None:
-            query = query.where(SpendRow.start_time <= end)
-        if model is not None:
-            query = query.where(or_(SpendRow.model_group == model, SpendRow.model == model))
-        if request_id is not None:
-            query = query.where(SpendRow.request_id == request_id)
-        if user_id is not None:
-            query = query.where(SpendRow.user_id == user_id)
-        query = query.order_by(SpendRow.start_time.desc(), SpendRow.id.desc()).limit(limit)
-        with self._open_db().session() as session:
-            return [public(row) for row in session.scalars(query)]
+    def logs(self, limit=1000, **filters):
+        """Rows, newest first, filtered (the query is gateway.spend.reports.logs: `key_hash` finds the
+        rows of the key it names now, before any /key/regenerate included, and the rows made with it)."""
+        from gateway.spend import reports
+        return reports.logs(self._open_db(), limit=limit, **filters)
 
 
 def _after_fork():

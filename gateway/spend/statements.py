@@ -260,7 +260,8 @@ def public(row):
             return None
         return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat()
     return {"request_id": row.request_id, "api_key": row.key_hash, "key_alias": row.key_alias,
-            "user": row.user_id, "team_id": row.team_id, "call_type": row.call_type,
+            "user": row.user_id, "team_id": row.team_id, "organization_id": row.organization_id,
+            "end_user": row.end_user, "call_type": row.call_type,
             "model_group": row.model_group, "model_id": row.deployment_id, "custom_llm_provider": row.provider,
             "model": row.model, "prompt_tokens": row.prompt_tokens, "completion_tokens": row.completion_tokens,
             "total_tokens": row.total_tokens, "spend": row.cost, "estimated": row.estimated,

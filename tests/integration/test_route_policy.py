@@ -96,6 +96,8 @@ def test_sensitive_routes_keep_their_policies():
     assert scoped | {"keys.info", "users.info"} == set(ACCESS)  # the one table covers every scoped route
     # Users, organizations and end users are written by proxy admins only; teams made, deleted and
     # blocked by them only; organizations and end users read by them and their viewers.
+    # LiteLLM's global spend reports are about everyone: proxy admins and their viewers only.
+    assert {p for e, p in ROUTE_POLICY.items() if e.startswith("reports.")} == {"read"}
     for endpoint, policy in ROUTE_POLICY.items():
         if endpoint in scoped or endpoint.split(".")[0] not in ("users", "teams", "organizations", "customers"):
             continue
@@ -128,7 +130,8 @@ CALLERS = ("no key", "master key", *PEOPLE, "virtual key", "another virtual key"
 SELF = object()  # a key's owner that is the caller itself (a key made without a user_id)
 LISTS = {"keys.list_keys", "users.list_users", "teams.list_teams", "spend.logs"}  # filtered for non-admins
 READS = {e for e in ROUTE_POLICY if e.split(".")[1] in ("info", "list_keys", "list_users", "list_teams",
-                                                        "list_organizations", "list_customers", "logs")}
+                                                        "list_organizations", "list_customers", "logs")
+         or e.startswith("reports.")}
 
 
 def _throwaway(client, owner=None, team=None):
@@ -218,6 +221,8 @@ def _recipes(client, endpoint):
         "health": lambda: (None, None),
         "keys.list_keys": lambda: (None, None),
         "spend.logs": lambda: ({"limit": 5}, None),
+        "reports.spend_report": lambda: ({"start_date": "2024-01-01", "end_date": "2099-12-31"}, None),
+        "reports": lambda: (None, None),
         "metrics": lambda: (None, None),
         "users.new": lambda: (None, {"auto_create_key": False}),
         "users.update": lambda: (None, {"user_id": _user(client), "user_alias": "x"}),

@@ -34,6 +34,11 @@ SPEND_QUERIES = [
     ({"start_date": "0001-01-01T00:00:00+14:00"}, "start_date"),
     ({"end_date": "9999-12-31T23:59:59-14:00"}, "end_date"),
     ({"start_date": "2024-01-01\x00"}, "start_date"),
+    ({"team_id": "t\x00"}, "team_id"),
+    ({"organization_id": "\x00"}, "organization_id"),
+    ({"end_user": "e\x00"}, "end_user"),
+    ({"customer_id": "\x00"}, "customer_id"),
+    ({"team_id": "t" * 1025}, "team_id"),
 ]
 
 
