@@ -87,6 +87,8 @@ litellm_settings:
   cache_params: {type: local, ttl: 3600}
 """
 WORKERS = 2
+# --pin: the servers run one worker on CPU 1, wrk and nginx on CPU 0 (set in main()).
+PIN = {"server": [], "load": []}
 
 # --------------------------------------------------------------------------
 # Static upstream payloads (valid OpenAI shapes: the gateway parses them).
@@ -437,7 +439,7 @@ def parse_wrk(out):
 
 def run_wrk(wrk, url, lua, conns, duration, timeout):
     threads = 1 if conns == 1 else 2
-    argv = [wrk, "-t%d" % threads, "-c%d" % conns, "-d%gs" % duration,
+    argv = PIN["load"] + [wrk, "-t%d" % threads, "-c%d" % conns, "-d%gs" % duration,
             "--timeout", "%gs" % timeout, "--latency", "-s", lua, url]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=duration + timeout + 60)
     res = parse_wrk(proc.stdout)
@@ -512,7 +514,7 @@ class Bench:
                 completion=nginx_string(json.dumps(COMPLETION, separators=(",", ":"))),
                 stream=nginx_string(sse_body()),
             ))
-        srv = self.start("nginx", [nginx, "-p", self.tmp, "-e", os.path.join(self.tmp, "nginx-error.log"), "-c", conf])
+        srv = self.start("nginx", PIN["load"] + [nginx, "-p", self.tmp, "-e", os.path.join(self.tmp, "nginx-error.log"), "-c", conf])
         url = self.upstream + "/v1/chat/completions"
         srv.wait_ready(lambda: self.http.post(url, data="{}", timeout=2).status_code == 200,
                        self.args.ready_timeout)
@@ -521,7 +523,7 @@ class Bench:
     def start_floor(self):
         port = free_port()
         env = dict(os.environ, BENCH_UPSTREAM=self.upstream, BENCH_UPSTREAM_KEY=UPSTREAM_KEY)
-        argv = [sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", str(WORKERS),
+        argv = PIN["server"] + [sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", str(WORKERS),
                 "--worker-connections", "1000", "--chdir", os.path.join(ROOT, "scripts"),
                 "-b", "127.0.0.1:%d" % port, "--log-level", "warning", "bench_floor:app"]
         srv = self.start("floor", argv, env=env, cwd=ROOT)
@@ -554,6 +556,7 @@ class Bench:
         base = [exe] if exe else [sys.executable, "-m", "gateway.cli"]
         argv = base + ["--config", cfg, "--host", "127.0.0.1", "--port", str(port),
                        "--num_workers", str(WORKERS)]
+        argv = PIN["server"] + argv
         # each gateway row has a key store and spend ledger of its own
         env = dict(os.environ, DATABASE_URL="sqlite:///%s" % os.path.join(
             self.tmp, "gateway-%s.sqlite" % re.sub(r"[^\w.-]", "_", name)))
@@ -773,6 +776,9 @@ def parse_args(argv=None):
     p.add_argument("--variant", action="append", default=[], metavar="NAME=CONFIG.yaml",
                    help="extra gateway row started with this config ({UPSTREAM} and {MASTER_KEY} "
                         "are replaced); repeatable; 'gateway=PATH' replaces the default config")
+    p.add_argument("--pin", action="store_true",
+                   help="one server worker pinned to CPU 1, wrk and nginx to CPU 0 (taskset): steadier "
+                        "CPU-per-call numbers for comparing two trees on a 2-core machine")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
     p.add_argument("--ready-timeout", type=float, default=60.0,
                    help="seconds to wait for each server to be ready (default 60)")
@@ -785,6 +791,10 @@ def parse_args(argv=None):
         args.warmup = 1.0 if args.quick else 2.0
     if args.duration <= 0:
         p.error("--duration must be > 0")
+    if args.pin:
+        global WORKERS
+        WORKERS = 1
+        PIN["server"], PIN["load"] = ["taskset", "-c", "1"], ["taskset", "-c", "0"]
 
     targets = [("direct", "direct", None), ("floor", "floor", None), ("gateway", "gateway", None),
                ("gateway-key", "gateway", None), ("gateway-budget", "gateway", None),
@@ -858,8 +868,9 @@ def main(argv=None):
     line = ("machine: nproc=%(nproc)s, cpu=%(cpu)s, kernel=%(kernel)s, python %(python)s, "
             "nginx %(nginx)s, %(wrk)s, %(date)s" % info)
     print(line)
-    print("wrk: %g s per run, c=%s, POST /v1/chat/completions, 2 gunicorn gevent workers per server"
-          % (args.duration, "/".join(map(str, CONCURRENCIES))))
+    print("wrk: %g s per run, c=%s, POST /v1/chat/completions, %d gunicorn gevent worker(s) per server%s"
+          % (args.duration, "/".join(map(str, CONCURRENCIES)), WORKERS,
+             " (pinned: servers on CPU 1, wrk and nginx on CPU 0)" if args.pin else ""))
     print()
     print(table(bench.rows))
     if args.json:
