@@ -43,6 +43,7 @@ def apply_key_rules(rules, body, meter, router, hold_seconds, keys=None):
             limits.apply(holder, body, meter)
     except BaseException:
         limits.undo()
+        meter.tpm_reserved, meter.tpm_windows = 0, ()  # given back: nothing for the meter to settle
         raise
     return limits.release if limits.slots else None, allowed
 

@@ -33,6 +33,7 @@ from gateway.spend.statements import describe
 from gateway.spend.statements import died_row
 from gateway.spend.statements import insert_new
 from gateway.spend.statements import key_of
+from gateway.spend.statements import LEVEL_KINDS
 from gateway.spend.statements import level_targets
 from gateway.spend.statements import placeholder_row
 from gateway.spend.statements import refused
@@ -46,6 +47,7 @@ FLUSH_DELAY = 0.02  # seconds journaled rows wait for more rows to share their c
 SWEEP_SECONDS = 30.0
 BATCH = 500  # rows per transaction in a replay
 _LEDGERS = weakref.WeakSet()  # this process's ledgers, for the fork hook
+TARGET_KINDS = frozenset(("id", "hash") + LEVEL_KINDS)  # what a budget can be named by (statements.py)
 
 
 def _now():
@@ -561,7 +563,8 @@ def _release(connection, key, amount):
 def _held_targets(levels, row):
     """The budgets a hold row held: its `levels` list, or (written before levels existed) its key."""
     if levels:
-        return [tuple(target) for target in levels if isinstance(target, (list, tuple)) and len(target) == 2]
+        return [tuple(target) for target in levels
+                if isinstance(target, (list, tuple)) and len(target) == 2 and target[0] in TARGET_KINDS]
     key = key_of(row)
     return [key] if key is not None else []
 
@@ -590,7 +593,8 @@ def _period_targets(entry):
         return [(key, reset)] if key is not None and reset > 0 else []
     if isinstance(reset, list):
         return [((item[0], item[1]), item[2]) for item in reset
-                if isinstance(item, list) and len(item) == 3 and isinstance(item[2], (int, float)) and item[2] > 0]
+                if isinstance(item, list) and len(item) == 3 and item[0] in TARGET_KINDS
+                and isinstance(item[2], (int, float)) and item[2] > 0]
     return []
 
 

@@ -95,3 +95,16 @@ def test_every_tpm_window_is_settled_to_the_calls_real_usage(state):
     apply_key_rules(rules, meter.body, meter, _router(state), 60)
     meter.settle(None, {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4}})
     assert state.window("key-tpm:key-settle") == 7 and state.window("team-tpm:t-settle") == 7
+
+
+def test_a_refused_calls_windows_are_given_back_once_when_its_meter_is_abandoned(state):
+    from gateway.spend.meter import Meter
+    from gateway.spend.meter import SpendTracker
+    tracker = SpendTracker(None, state, 60)
+    team = Level("team", "t-once", max_parallel_requests=0)  # refuses after the tpm windows counted
+    rules = _rules("once", Level("user", "u-once", tpm_limit=10_000), team, tpm=10_000)
+    meter = Meter(tracker, "req-once", rules, "chat", dict(BODY), False)
+    with pytest.raises(errors.RateLimitError) as refused:
+        apply_key_rules(rules, meter.body, meter, _router(state), 60)
+    meter.abandon(refused.value)  # as the pipeline does with a refused call
+    assert state.window("key-tpm:key-once") == 0 and state.window("user-tpm:u-once") == 0
