@@ -121,14 +121,16 @@ class Level:
 
     @property
     def bounds(self):
-        """Whether the level limits or budgets calls at all (levels that do not are left out)."""
+        """Whether the level limits or budgets calls, or has a budget period for its spend to start
+        over in (levels that have none of these are left out)."""
         return (self.rpm_limit is not None or self.tpm_limit is not None
-                or self.max_parallel_requests is not None or self.max_budget is not None)
+                or self.max_parallel_requests is not None or self.max_budget is not None
+                or self.budget_duration is not None)
 
 
 def levels_of(**found):
     """The Levels (in the order user, team, organization, end_user) of the rows found, only those
-    that limit or budget calls: `kind=(id, row)`; a row is None when that level is absent."""
+    that limit or budget calls or have a budget period: `kind=(id, row)`; None when absent."""
     levels = []
     for kind in ("user", "team", "organization", "end_user"):
         ident, row = found.get(kind, (None, None))
