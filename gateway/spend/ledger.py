@@ -4,8 +4,9 @@ Under gevent (the gateway's workers) a call's row is appended to this process's 
 call's greenlet moves on and a flusher greenlet commits the rows in batches; elsewhere rows are
 committed before `write()` returns. While the database is down the journal keeps them, and they are
 replayed, each request id once. A row the database refuses (bad data) is quarantined, never retried
-forever. Budget holds are one conditional UPDATE each (gateway/spend.py says what is held and why).
-The statements and row checks live in gateway/ledger_db.py.
+forever. Budget holds take every budget a call must fit in one transaction (gateway/spend/budgets.py;
+gateway/spend/meter.py says what is held and why). The statements and row checks live in
+gateway/spend/statements.py.
 """
 
 import logging
@@ -14,7 +15,6 @@ import threading
 import time
 import weakref
 from datetime import datetime
-from datetime import timedelta
 from datetime import timezone
 
 import orjson
@@ -22,6 +22,7 @@ import orjson
 from gateway import errors
 from gateway.infra.coop import cooperative
 from gateway.infra.coop import yield_now
+from gateway.spend import budgets
 from gateway.spend.journal import LIVE_SUFFIX
 from gateway.spend.journal import QUARANTINE_FILE
 from gateway.spend.journal import SPOOL_PREFIX  # noqa: F401  (part of this module's interface)
@@ -33,7 +34,6 @@ from gateway.spend.statements import describe
 from gateway.spend.statements import died_row
 from gateway.spend.statements import insert_new
 from gateway.spend.statements import key_of
-from gateway.spend.statements import LEVEL_KINDS
 from gateway.spend.statements import level_targets
 from gateway.spend.statements import placeholder_row
 from gateway.spend.statements import refused
@@ -47,7 +47,6 @@ FLUSH_DELAY = 0.02  # seconds journaled rows wait for more rows to share their c
 SWEEP_SECONDS = 30.0
 BATCH = 500  # rows per transaction in a replay
 _LEDGERS = weakref.WeakSet()  # this process's ledgers, for the fork hook
-TARGET_KINDS = frozenset(("id", "hash") + LEVEL_KINDS)  # what a budget can be named by (statements.py)
 
 
 def _now():
@@ -63,14 +62,6 @@ class _Entry:
         self.row, self.hold, self.reset = row, hold, reset
         self.done, self.error = False, None
 
-
-
-class _Refused(Exception):
-    """A budget refused a hold: the transaction that took the others is rolled back."""
-
-    def __init__(self, target, balance):
-        super().__init__(target)
-        self.target, self.balance = target, balance
 
 
 class Ledger(JournalFiles):
@@ -115,7 +106,7 @@ class Ledger(JournalFiles):
     def write(self, row, hold=0.0, rules=None, levels=()):
         """Make one row durable before returning (journaled, committed or spooled); raises if
         none of these worked. `rules` and `levels` give the budget periods its cost lands in."""
-        entry = _Entry(clean_row(row), hold, _periods(rules, levels))
+        entry = _Entry(clean_row(row), hold, budgets.periods(rules, levels))
         if self.asynchronous is None:
             self.asynchronous = cooperative()
         if self.asynchronous:
@@ -310,9 +301,9 @@ class Ledger(JournalFiles):
             per_target = {}
             for entry in fresh:
                 row = entry.row
-                for target, period in _period_targets(entry):
+                for target, period in budgets.period_targets(entry):
                     if target not in per_target:
-                        _reset_if_due(connection, target, period)  # the cost lands in the new period
+                        budgets.reset_if_due(connection, target, period)  # the cost lands in the new period
                 key = key_of(row)
                 for target in ([key] if key is not None else []) + level_targets(row):
                     per_target[target] = per_target.get(target, 0.0) + row["cost"]
@@ -327,8 +318,8 @@ class Ledger(JournalFiles):
                 if hold:
                     held = connection.execute(sql.drop_hold, {"r": row["request_id"]}).first()
                     if held is not None:
-                        for target in _held_targets(held.levels, row):
-                            _release(connection, target, hold)
+                        for target in budgets.held_targets(held.levels, row):
+                            budgets.release(connection, target, hold)
 
     def _quarantine(self, db, entry, exc):
         """A row the database refuses: kept whole in the quarantine file (one log line, a count),
@@ -351,25 +342,16 @@ class Ledger(JournalFiles):
 
     def hold(self, rules, request_id, amount, seconds, levels=()):
         """Reserve `amount` of every budget the call must fit (the key's when it has one, and each
-        level's with `max_budget`) in one transaction: all or none. (True, None) when admitted,
-        else (False, Balance) of the first budget that refused. A key deleted since it was cached
-        is refused (401)."""
-        sql = _sql()
-        targets = []  # (target, budget period seconds or None, whose)
-        key = key_of(rules)
-        if rules is not None and rules.max_budget is not None and key is not None:
-            targets.append((key, _reset_seconds(rules.budget_duration), "Key"))
-        for level in levels:
-            if level.max_budget is not None:
-                whose = f"{level.kind.replace('_', ' ').capitalize()} `{str(level.id)[:100]}`"
-                targets.append(((level.kind, level.id), _reset_seconds(level.budget_duration), whose))
+        level's with `max_budget`) in one transaction: all or none (gateway/spend/budgets.py).
+        (True, None) when admitted, else (False, Balance) of the first budget that refused. A key
+        deleted since it was cached is refused (401)."""
+        targets = budgets.targets_of(rules, levels)
         if not targets:
             return True, None
-        counted = 1 if amount > 0 else 0  # a hold of nothing holds no budget
         try:
             db = self._open_db()
             for attempt in (1, 2):
-                refusal = self._take(db, sql, targets, request_id, amount, counted, seconds, rules)
+                refusal = budgets.take(db, self.soft, targets, request_id, amount, seconds, rules)
                 if refusal is None:
                     return True, None
                 target, found = refusal
@@ -385,57 +367,10 @@ class Ledger(JournalFiles):
                 "retry shortly.", code="budget_store_unavailable", headers={"Retry-After": "2"}) from exc
         return False, Balance(0.0, 0.0, 0.0)
 
-    def _take(self, db, sql, targets, request_id, amount, counted, seconds, rules):
-        """One transaction: take the amount from every target, or from none. None when admitted,
-        else (target, Balance) of the target that refused."""
-        held = []
-        try:
-            with db.engine.begin() as connection:
-                for target, period, whose in targets:
-                    kind, who = target
-                    if period:
-                        _reset_if_due(connection, target, period)
-                    if connection.execute(sql.take[kind, self.soft], {"k": who, "a": amount, "n": counted}).rowcount:
-                        held.append(target)
-                        continue
-                    found = connection.execute(sql.budget[kind], {"k": who}).first()
-                    if found is None and kind in ("id", "hash"):
-                        raise errors.AuthenticationError("This key has been deleted.", code="key_deleted")
-                    if found is None or found.max_budget is None:
-                        continue  # the level or its budget is gone since it was cached: nothing to hold
-                    raise _Refused(target, Balance(found.max_budget, found.spend, found.reserved, whose))
-                if counted and held:
-                    connection.execute(sql.add_hold, {
-                        "request_id": request_id, "key_id": rules.key_id if rules is not None else None,
-                        "key_hash": rules.hash if rules is not None else None, "amount": amount,
-                        "levels": [list(target) for target in held],
-                        "expires_at": _now() + timedelta(seconds=seconds)})
-        except _Refused as refusal:  # rolled back: none of the budgets holds anything for the call
-            return refusal.target, refusal.balance
-        return None
-
     def sweep(self, db, target=None):
         """Release expired holds (their worker died mid-call); returns how many. `target`: only
         holds of that key (as key_of names it) or level ((kind, id))."""
-        from sqlalchemy import select
-
-        from gateway.storage.models import BudgetHold
-        holds = BudgetHold.__table__
-        query = (select(holds.c.request_id, holds.c.key_id, holds.c.key_hash, holds.c.amount)
-                 .where(holds.c.expires_at < _now()))
-        if target is not None and target[0] in ("id", "hash"):
-            query = query.where((holds.c.key_id if target[0] == "id" else holds.c.key_hash) == target[1])
-        released = 0
-        with db.engine.begin() as connection:
-            for request_id, key_id, digest, amount in connection.execute(query.limit(500)).all():
-                held = connection.execute(_sql().drop_hold, {"r": request_id}).first()
-                if held is not None:
-                    for each in _held_targets(held.levels, {"key_id": key_id, "key_hash": digest}):
-                        _release(connection, each, amount)
-                    released += 1
-        if released:
-            log.warning("released %d expired budget hold(s)", released)
-        return released
+        return budgets.sweep(db, target)
 
     def _commit_file(self, db, path, dead=False):
         """Commit every row of a journal file, each request id once; lines that are no entry are
@@ -552,66 +487,3 @@ os.register_at_fork(after_in_child=_after_fork)
 def _short(text):
     """Client-influenced text for a log line: one line, bounded."""
     return repr(text)[:80]
-
-
-def _release(connection, key, amount):
-    """Give a settled or expired hold back to its key."""
-    kind, who = key
-    connection.execute(_sql().release[kind], {"k": who, "a": amount, "n": 1 if amount > 0 else 0})
-
-
-def _held_targets(levels, row):
-    """The budgets a hold row held: its `levels` list, or (written before levels existed) its key."""
-    if levels:
-        return [tuple(target) for target in levels
-                if isinstance(target, (list, tuple)) and len(target) == 2 and target[0] in TARGET_KINDS]
-    key = key_of(row)
-    return [key] if key is not None else []
-
-
-def _periods(rules, levels):
-    """The budget periods a call's cost lands in, as journaled: [[kind, id, seconds], ...] for its
-    key and each level that has a budget_duration (None when none has)."""
-    periods = []
-    key = key_of(rules)
-    seconds = _reset_seconds(rules.budget_duration) if rules is not None else None
-    if key is not None and seconds:
-        periods.append([key[0], key[1], seconds])
-    for level in levels:
-        seconds = _reset_seconds(level.budget_duration)
-        if seconds:
-            periods.append([level.kind, level.id, seconds])
-    return periods or None
-
-
-def _period_targets(entry):
-    """((kind, id), seconds) of each budget period an entry's cost lands in; a journal written before
-    levels existed holds the key's seconds alone."""
-    reset = entry.reset
-    if isinstance(reset, (int, float)) and not isinstance(reset, bool):
-        key = key_of(entry.row)
-        return [(key, reset)] if key is not None and reset > 0 else []
-    if isinstance(reset, list):
-        return [((item[0], item[1]), item[2]) for item in reset
-                if isinstance(item, list) and len(item) == 3 and item[0] in TARGET_KINDS
-                and isinstance(item[2], (int, float)) and item[2] > 0]
-    return []
-
-
-def _reset_seconds(budget_duration):
-    """A budget period in seconds, or None."""
-    if not budget_duration:
-        return None
-    from gateway.access.keys import parse_duration
-    try:
-        delta = parse_duration(budget_duration)
-    except errors.GatewayError:
-        return None
-    return delta.total_seconds() if delta else None
-
-
-def _reset_if_due(connection, key, seconds):
-    """Start a new budget period when the current one is over (once, whichever worker sees it)."""
-    now = _now()
-    kind, who = key
-    connection.execute(_sql().reset[kind], {"k": who, "now": now, "next": now + timedelta(seconds=seconds)})
