@@ -67,6 +67,19 @@ def _settled(read, timeout=20):
         time.sleep(0.1)
 
 
+def _assert_level_spend_is_its_rows(cluster, path, params, column, admitted, nested=None):
+    """Once settled, the level's spend (from its info route) equals its ledger rows: one per
+    admitted call, each at the real cost."""
+    def read():
+        info = _get(cluster, path, **params)
+        info = info[nested] if nested else info
+        return info["spend"], info.get("reserved", 0.0)
+    spend, _ = _settled(read)
+    rows, cost = _ledger(cluster, column, next(iter(params.values())))
+    assert rows == len(admitted) and spend == pytest.approx(cost) == pytest.approx(len(admitted) * real_cost())
+    return spend
+
+
 @pytest.fixture
 def cluster(launch, upstream, shared_redis):  # noqa: F811
     return launch("postgresql", instances=2, general={"budget_mode": "strict"}, router_settings=redis_router())
@@ -112,12 +125,8 @@ def test_a_team_budget_holds_across_its_users_keys_and_two_instances(cluster, fa
     answers = _race_concurrently(cluster, keys, chat_body("priced-slow"))
     admitted = _check_race(answers, "Team `race-team`", fake_openai)
 
-    def team():
-        info = _get(cluster, "/team/info", team_id="race-team")["team_info"]
-        return info["spend"], info.get("reserved", 0.0)
-    spend, _ = _settled(team)
-    rows, cost = _ledger(cluster, "team_id", "race-team")
-    assert rows == len(admitted) and spend == pytest.approx(cost) == pytest.approx(len(admitted) * real_cost())
+    spend = _assert_level_spend_is_its_rows(cluster, "/team/info", {"team_id": "race-team"}, "team_id",
+                                            admitted, nested="team_info")
     assert spend <= budget
     for user in ("race-u1", "race-u2"):  # the users' spend is theirs: it adds up to the team's
         assert _get(cluster, "/user/info", user_id=user)["user_info"]["spend"] == pytest.approx(
@@ -135,12 +144,8 @@ def test_an_organization_budget_holds_across_two_teams(cluster, fake_openai):
     answers = _race_concurrently(cluster, keys, chat_body("priced-slow"))
     admitted = _check_race(answers, "Organization `race-org`", fake_openai)
 
-    def org():
-        info = _get(cluster, "/organization/info", organization_id="race-org")
-        return info["spend"], info.get("reserved", 0.0)
-    spend, _ = _settled(org)
-    rows, cost = _ledger(cluster, "organization_id", "race-org")
-    assert rows == len(admitted) and spend == pytest.approx(cost) == pytest.approx(len(admitted) * real_cost())
+    _assert_level_spend_is_its_rows(cluster, "/organization/info", {"organization_id": "race-org"},
+                                    "organization_id", admitted)
 
 
 def test_an_end_user_budget_holds_across_two_keys(cluster, fake_openai):
@@ -150,12 +155,8 @@ def test_an_end_user_budget_holds_across_two_keys(cluster, fake_openai):
     answers = _race_concurrently(cluster, keys, {**chat_body("priced-slow"), "user": "race-end-user"})
     admitted = _check_race(answers, "End user `race-end-user`", fake_openai)
 
-    def end_user():
-        info = _get(cluster, "/customer/info", end_user_id="race-end-user")
-        return info["spend"], info.get("reserved", 0.0)
-    spend, _ = _settled(end_user)
-    rows, cost = _ledger(cluster, "end_user", "race-end-user")
-    assert rows == len(admitted) and spend == pytest.approx(cost) == pytest.approx(len(admitted) * real_cost())
+    _assert_level_spend_is_its_rows(cluster, "/customer/info", {"end_user_id": "race-end-user"}, "end_user",
+                                    admitted)
 
 
 def test_a_blocked_end_user_is_refused_and_unblocked_served(cluster):
