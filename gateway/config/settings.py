@@ -62,7 +62,7 @@ IMPLEMENTED = {
     "general_settings": {"master_key", "max_request_size_mb", "background_health_checks",
                          "health_check_interval", "database_url", "default_key_duration",
                          "disable_spend_logs", "spend_spool_dir", "budget_hold_seconds", "otel",
-                         "metrics_public", "budget_mode"},
+                         "metrics_public", "budget_mode", "allow_mock_response"},
 }
 
 

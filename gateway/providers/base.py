@@ -121,6 +121,10 @@ class Provider:
         self.defaults = {k: v for k, v in params.items() if forwarded(k) and v is not None}
         self.embedding_defaults = {k: v for k, v in self.defaults.items() if k in EMBEDDING_PARAMS}
         self.timeout = params.get("timeout")
+        mock = params.get("mock_response")
+        if mock is not None and not isinstance(mock, str):
+            raise errors.ConfigError(f"model_list[{config.index}].litellm_params.mock_response: must be text")
+        self.mock_response = mock  # this deployment answers with it, never calling its upstream
         self.secrets = tuple(s for s in secrets if s)
         self.api_base = None
 
@@ -175,6 +179,16 @@ class Provider:
                 out[key] = value
         out["model"] = self.model
         return out
+
+    def serve(self, ctx, endpoint, body, stream):
+        """The router's entry: a mock answer (the body's `mock_response`, else the deployment's; see
+        providers/mock.py) without any upstream I/O, else `execute`."""
+        mock = body.get("mock_response")
+        mock = self.mock_response if mock is None else mock
+        if mock is not None:
+            from gateway.providers import mock as mocks
+            return mocks.answer(self, endpoint, body, stream, mock)
+        return self.execute(ctx, endpoint, body, stream)
 
     def execute(self, ctx, endpoint, body, stream):
         """Run the call, the shared flow: the body prepared once and the request built from it here,
