@@ -182,7 +182,8 @@ def test_num_retries_header_retries_like_the_body_field(app, upstream):
 def test_timeout_header_bounds_the_call(app, upstream):
     upstream.slow_seconds = 3.0
     started = time.monotonic()
-    resp, data = post(app.test_client(), {"model": "slow", "messages": HI}, headers={**ADMIN, "x-litellm-timeout": "0.3"})
+    resp, data = post(app.test_client(), {"model": "slow", "messages": HI},
+                      headers={**ADMIN, "x-litellm-timeout": "0.3"})
     took = time.monotonic() - started
     assert resp.status_code in (408, 504), data
     assert took < 2.5, took

@@ -82,7 +82,8 @@ def _mock_allowed(value):
     from gateway.access.auth import Caller
     from gateway.api.controls import check_mock
     from gateway.errors import PermissionDeniedError
-    settings = from_dict({"model_list": DEMO, "general_settings": {"master_key": "sk-m-1", "allow_mock_response": value}})
+    settings = from_dict({"model_list": DEMO,
+                          "general_settings": {"master_key": "sk-m-1", "allow_mock_response": value}})
     try:
         check_mock({"mock_response": "x"}, Caller("key"), settings)
     except PermissionDeniedError:
