@@ -143,6 +143,9 @@ def create_app(settings=None):
         app.register_blueprint(module.bp)
     from gateway.telemetry.metrics import install as install_metrics
     app.extensions["metrics"] = install_metrics(gateway)  # counts every call; renders /metrics
+    if settings.litellm.callbacks.prometheus:  # LiteLLM's metric names too, from the same series
+        from gateway.telemetry.litellm_metrics import LiteLLMNames
+        app.extensions["metrics"].extra = LiteLLMNames(router)
 
     @app.before_request
     def _begin():

@@ -41,8 +41,8 @@ _NAMESPACE = re.compile(r"[A-Za-z0-9._:/-]{0,128}")
 NOT_IN_KEY = frozenset({
     "stream", "stream_options", "caching", "cache", "metadata", "user", "request_timeout", "timeout",
     "num_retries", "fallbacks", "context_window_fallbacks", "api_key", "api_base", "base_url",
-    "api_version", "extra_headers", "mock_response", "litellm_logging_obj", "proxy_server_request",
-})
+    "api_version", "extra_headers", "litellm_logging_obj", "proxy_server_request",
+})  # `mock_response` changes the answer: a mock answer is never served to a call without it
 HIT_HEADER = "x-cache"
 KEY_HEADER = "x-litellm-cache-key"
 

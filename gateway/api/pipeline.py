@@ -19,6 +19,8 @@ from gateway.cache import HIT_HEADER
 from gateway.cache import KEY_HEADER
 from gateway.cache import replay
 from gateway.api.body import parse_body
+from gateway.api.controls import apply_headers
+from gateway.api.controls import check_mock
 from gateway.access.rules import apply_key_rules
 from gateway.routing.router import Outcome
 from gateway.api.schemas import validate_body
@@ -101,6 +103,8 @@ def parse(gateway, endpoint, path_model):
     if path_model is not None:
         body["model"] = path_model
     caller = g.get("caller")
+    check_mock(body, caller, gateway.settings)
+    apply_headers(body, request.headers)
     return Call(g.request_id, endpoint, body, caller.rules if caller is not None else None)
 
 

@@ -1,5 +1,14 @@
-"""litellm_settings' callbacks and callback_settings checked into SinkSpecs (names from a fixed list)."""
+"""litellm_settings' callbacks and callback_settings checked into SinkSpecs (names from a fixed list).
 
+Names are never imported: a name is one of our sinks (ALLOWED), `prometheus` (LiteLLM's metric names
+on /metrics), a callback LiteLLM documents that this gateway does not implement (logged once at load
+and ignored, so LiteLLM's config files start unchanged), or a LiteLLM custom-callback module path
+(`module.instance`: logged once, never loaded). Any other name is logged and ignored too, except one
+that looks like a typo of a sink we implement: that stops start-up, since a silently dropped
+`langfuse` would lose every call's log.
+"""
+
+import difflib
 import logging
 import os
 from dataclasses import dataclass
@@ -14,6 +23,22 @@ log = logging.getLogger("gateway.config.callbacks")
 
 KEYS = ("success_callback", "failure_callback", "callbacks")
 ALLOWED = ("jsonl", "langfuse", "otel", "webhook")
+PROMETHEUS = "prometheus"  # not a sink: renders LiteLLM's metric names on /metrics too
+IMPLEMENTED = ALLOWED + (PROMETHEUS,)
+# Callback names LiteLLM documents (its custom-logger names and its string callbacks) that this
+# gateway does not implement: accepted, logged once, ignored.
+LITELLM_NAMES = frozenset({
+    "agentops", "aispend", "anthropic_cache_control_hook", "argilla", "arize", "arize_phoenix", "athina",
+    "aws_sqs", "azure_sentinel", "azure_storage", "berrispend", "bitbucket", "braintrust", "clickhouse",
+    "cloudzero", "custom_callback_api", "datadog", "datadog_llm_observability", "datadog_metrics", "deepeval",
+    "dotprompt", "dynamic_rate_limiter", "dynamic_rate_limiter_v3", "dynamodb", "email", "focus", "galileo",
+    "gcs_bucket", "gcs_pubsub", "generic", "generic_api", "gitlab", "greenscale", "helicone", "humanloop",
+    "lago", "langfuse_otel", "langsmith", "langtrace", "levo", "literalai", "litellm_agent", "lite_debugger",
+    "llmonitor", "logfire", "lunary", "mavvrik", "mlflow", "newrelic", "openmeter", "opik", "pagerduty",
+    "posthog", "prometheus_system", "promptlayer", "resend_email", "s3", "s3_v2", "sendgrid_email", "sentry",
+    "slack", "smtp_email", "supabase", "traceloop", "vantage", "vector_store_pre_call_hook", "wandb",
+    "weave_otel", "weights_biases",
+})
 LANGFUSE_CLOUD = "https://cloud.langfuse.com"
 
 # Per sink: (option names, default batch size, batch byte cap). Common options come on top.
@@ -51,6 +76,7 @@ class CallbackConfig:
     """Every sink the config names, in the order first named."""
 
     sinks: tuple = ()
+    prometheus: bool = False  # `prometheus` named: /metrics also carries LiteLLM's metric names
 
     def named(self, name):
         """Whether the config names this sink."""
@@ -85,8 +111,27 @@ def names(value):
     return value
 
 
+def _typo_of(name):
+    """The sink we implement that `name` looks like a typo of, or None."""
+    close = difflib.get_close_matches(name.lower(), IMPLEMENTED, n=1, cutoff=0.75)
+    return close[0] if close else None
+
+
+def kind(name):
+    """What a callback name is: `ours`, `litellm` (LiteLLM has it, we do not), `module` (a LiteLLM
+    custom-callback import path), `typo` (close to one of ours) or `unknown`."""
+    if name in IMPLEMENTED:
+        return "ours"
+    if name in LITELLM_NAMES:
+        return "litellm"
+    if "." in name and all(part.isidentifier() for part in name.split(".")):
+        return "module"
+    return "typo" if _typo_of(name) else "unknown"
+
+
 def _named(litellm):
-    """{name: [on_success, on_failure, first path]} from the three callback keys."""
+    """{name: [on_success, on_failure, first path]} for our sinks (and `prometheus`) from the three
+    callback keys; other names are skipped (warn_unknown logs them once)."""
     named, problems = {}, []
     for key in KEYS:
         value = names(litellm.get(key))
@@ -97,10 +142,14 @@ def _named(litellm):
             continue
         for i, name in enumerate(value):
             path = f"litellm_settings.{key}[{i}]"
-            if not isinstance(name, str) or name not in ALLOWED:
-                shown = repr(name) if isinstance(name, str) else type(name).__name__
-                problems.append(f"{path}: unknown callback {shown}; allowed: {_allowed_text()} (callbacks "
-                                "are chosen from this list, never imported from a module path)")
+            if not isinstance(name, str):
+                problems.append(f"{path}: must be a callback name, not {type(name).__name__}")
+                continue
+            found = kind(name)
+            if found == "typo":
+                problems.append(f"{path}: unknown callback {name!r}; did you mean {_typo_of(name)!r}? "
+                                f"(this gateway's callbacks: {_allowed_text()}, prometheus)")
+            if found != "ours":
                 continue
             entry = named.setdefault(name, [False, False, path])
             entry[0] |= key in ("success_callback", "callbacks")
@@ -144,8 +193,27 @@ def _sink_options(name, raw, where, environ):
 
 
 def warn_unknown(litellm):
-    """Warn once, at load, about callback_settings entries for sinks this gateway does not have."""
-    settings = (litellm or {}).get("callback_settings")
+    """Warn once, at load, about callback names this gateway ignores and callback_settings entries
+    for sinks it does not have."""
+    litellm = litellm or {}
+    seen = set()
+    for key in KEYS:
+        value = names(litellm.get(key))
+        for name in value if isinstance(value, list) else ():
+            if not isinstance(name, str) or name in seen:
+                continue
+            seen.add(name)
+            found = kind(name)
+            if found == "litellm":
+                log.warning("litellm_settings.%s: the LiteLLM callback %r is not implemented in this gateway; "
+                            "ignored", key, name)
+            elif found == "module":
+                log.warning("litellm_settings.%s: %r names a Python module; custom callbacks are never "
+                            "imported here; ignored", key, name[:200])
+            elif found == "unknown":
+                log.warning("litellm_settings.%s: %r is not a callback this gateway or LiteLLM knows; ignored",
+                            key, name[:200])
+    settings = litellm.get("callback_settings")
     for name in settings if isinstance(settings, dict) else ():
         if name not in ALLOWED:
             log.warning("litellm_settings.callback_settings.%s: not a callback this gateway has (%s); ignored",
@@ -165,6 +233,8 @@ def parse(litellm, environ=None, warn=True):
         warn_unknown(litellm)
     sinks = []
     for name, (on_success, on_failure, where) in named.items():
+        if name == PROMETHEUS:
+            continue
         raw = settings.get(name) or {}
         base = f"litellm_settings.callback_settings.{name}"
         if not isinstance(raw, dict):
@@ -186,4 +256,4 @@ def parse(litellm, environ=None, warn=True):
             timeout=float(_positive(raw.get("timeout", TIMEOUT), f"{base}.timeout", False)),
             max_attempts=_positive(raw.get("max_attempts", MAX_ATTEMPTS), f"{base}.max_attempts", True),
             options=_sink_options(name, raw, where, environ)))
-    return CallbackConfig(tuple(sinks))
+    return CallbackConfig(tuple(sinks), prometheus=PROMETHEUS in named)

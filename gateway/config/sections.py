@@ -47,6 +47,7 @@ class GeneralSettings:
     health_check_interval: float = DEFAULT_HEALTH_CHECK_INTERVAL
     otel: bool = False
     metrics_public: bool = False  # opens /metrics only for a literal `true` (see general_section)
+    allow_mock_response: bool = False  # any caller may send `mock_response` (else proxy admins only)
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,7 @@ def general_section(raw):
                                          DEFAULT_HEALTH_CHECK_INTERVAL),
         otel=as_bool(raw.get("otel"), path + "otel"),
         metrics_public=metrics_opened(raw.get("metrics_public")),
+        allow_mock_response=as_bool(raw.get("allow_mock_response"), path + "allow_mock_response"),
     )
 
 

@@ -14,6 +14,7 @@ from marshmallow import fields
 from marshmallow import validate
 
 from gateway.config import callbacks
+from gateway.config import params
 from gateway.config import sections
 from gateway.config.parse import ENV_PREFIX
 from gateway.config.parse import as_bool
@@ -61,7 +62,7 @@ IMPLEMENTED = {
     "general_settings": {"master_key", "max_request_size_mb", "background_health_checks",
                          "health_check_interval", "database_url", "default_key_duration",
                          "disable_spend_logs", "spend_spool_dir", "budget_hold_seconds", "otel",
-                         "metrics_public", "budget_mode"},
+                         "metrics_public", "budget_mode", "allow_mock_response"},
 }
 
 
@@ -261,6 +262,7 @@ def from_dict(raw, *, source="config", environ=True):
         for i, d in enumerate(data["model_list"]))
     for deployment in deployments:
         sections.deployment_numbers(deployment.index, deployment.params, deployment.model_info)
+    params.warn(deployments)
     master_key = os.environ.get("GATEWAY_MASTER_KEY") or general.get("master_key")
     if master_key is not None and (not isinstance(master_key, str) or not master_key):
         raise ConfigError("general_settings.master_key: must be a non-empty string")

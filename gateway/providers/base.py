@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import orjson
 
 from gateway import errors
+from gateway.config.params import forwarded
 from gateway.infra.redact import redact
 from gateway.providers import shapes
 from gateway.wire.sdk import SdkIO
@@ -24,22 +25,6 @@ from gateway.wire.upstream import HttpIO
 from gateway.wire.upstream import http_call
 
 ENDPOINTS = ("chat", "completions", "embeddings")
-
-# litellm_params keys that configure the connection or the router; never sent upstream as parameters.
-CONNECTION_KEYS = frozenset({
-    "model", "api_base", "base_url", "api_key", "api_version", "azure_ad_token", "organization",
-    "timeout", "stream_timeout", "headers", "extra_headers", "rpm", "tpm", "weight", "order",
-    "max_retries", "input_cost_per_token", "output_cost_per_token", "custom_llm_provider",
-    "aws_access_key_id", "aws_secret_access_key", "aws_session_token", "aws_region_name",
-    "aws_profile_name", "vertex_project", "vertex_location", "vertex_credentials",
-    "initial_prompt_value", "roles", "final_prompt_value", "bos_token", "eos_token",
-    "chat_template", "health_check_timeout", "tags", "region_name", "api_type",
-    "litellm_credential_name", "mock_response", "use_in_pass_through", "deployment_id",
-    "drop_params", "additional_drop_params", "num_retries", "merge_reasoning_content_in_choices",
-    "aws_bedrock_runtime_endpoint", "aws_role_name", "aws_session_name", "aws_external_id",
-    "aws_sts_endpoint", "aws_web_identity_token", "aws_sagemaker_allow_zero_temp", "hf_model_name",
-    "model_id", "use_chat_api", "prompt_template", "supports_system_prompt", "stream_timeout",
-})
 
 # Body keys that steer the gateway itself (LiteLLM's per-request controls) or must never come from a
 # client (where to send the call, with which key); stripped before translation.
@@ -131,9 +116,15 @@ class Provider:
         self.config = config
         self.model = upstream_model
         params = config.params
-        self.defaults = {k: v for k, v in params.items() if k not in CONNECTION_KEYS and v is not None}
+        # Request parameters only: connection keys and LiteLLM's own settings (mock_timeout, tags,
+        # ...) never become body fields (gateway/config/params.py says which is which).
+        self.defaults = {k: v for k, v in params.items() if forwarded(k) and v is not None}
         self.embedding_defaults = {k: v for k, v in self.defaults.items() if k in EMBEDDING_PARAMS}
         self.timeout = params.get("timeout")
+        mock = params.get("mock_response")
+        if mock is not None and not isinstance(mock, str):
+            raise errors.ConfigError(f"model_list[{config.index}].litellm_params.mock_response: must be text")
+        self.mock_response = mock  # this deployment answers with it, never calling its upstream
         self.secrets = tuple(s for s in secrets if s)
         self.api_base = None
 
@@ -188,6 +179,16 @@ class Provider:
                 out[key] = value
         out["model"] = self.model
         return out
+
+    def serve(self, ctx, endpoint, body, stream):
+        """The router's entry: a mock answer (the body's `mock_response`, else the deployment's; see
+        providers/mock.py) without any upstream I/O, else `execute`."""
+        mock = body.get("mock_response")
+        mock = self.mock_response if mock is None else mock
+        if mock is not None:
+            from gateway.providers import mock as mocks
+            return mocks.answer(self, endpoint, body, stream, mock)
+        return self.execute(ctx, endpoint, body, stream)
 
     def execute(self, ctx, endpoint, body, stream):
         """Run the call, the shared flow: the body prepared once and the request built from it here,

@@ -320,7 +320,7 @@ class Router:
         return stream.at_close(settle)
 
     def run(self, provider, name, endpoint, body, stream, timeout=None):
-        """Capability checks and shared adaptation around the provider's own execute()."""
+        """Capability checks and shared adaptation around the provider's serve() (its execute(), or a mock answer)."""
         settings = self.settings
         if not provider.supports(endpoint, stream):
             what = "streaming" if stream and provider.supports(endpoint, False) else endpoint
@@ -342,7 +342,7 @@ class Router:
             # between chunks; never longer than what is left of the call's own timeout
             limit = min(float(stream_timeout), timeout) if timeout else float(stream_timeout)
         ctx = CallContext(self.transport, limit, settings.drop_params)
-        answer = provider.execute(ctx, endpoint, body, stream)
+        answer = provider.serve(ctx, endpoint, body, stream)
         if stream:
             return answer.map(adapt.tool_chunk_to_function_call) if legacy_functions else answer
         if endpoint == "embeddings" and not provider.native_encoding and body.get("encoding_format"):

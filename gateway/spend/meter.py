@@ -42,6 +42,13 @@ def usage_cost(deployment, prompt_tokens, completion_tokens):
     return prompt_tokens * deployment.input_price + completion_tokens * deployment.output_price
 
 
+def _mocked(body, deployment):
+    """Whether the call was answered by `mock_response` (the body's or the deployment's): $0."""
+    if body.get("mock_response") is not None:
+        return True
+    return deployment is not None and getattr(deployment.provider, "mock_response", None) is not None
+
+
 def worst_case_cost(deployments, endpoint, body):
     """The most a call can cost on any of the deployments it may reach."""
     prompt = prompt_token_bound(body)
@@ -158,7 +165,8 @@ class Meter:
                 completion, self.estimated = (self.completion_chars + 3) // 4, True
         self.prompt_tokens, self.completion_tokens = max(0, prompt), max(0, completion)
         deployment = outcome.deployment if outcome is not None else None
-        self.cost = 0.0 if self.cache_hit else usage_cost(deployment, self.prompt_tokens, self.completion_tokens)
+        free = self.cache_hit or _mocked(self.body, deployment)
+        self.cost = 0.0 if free else usage_cost(deployment, self.prompt_tokens, self.completion_tokens)
         return self.cost
 
     def bill_answer(self, outcome, answer):

@@ -289,6 +289,7 @@ class Metrics:
     def __init__(self, router, store):
         self.router = router
         self.store = store
+        self.extra = None  # more families rendered from the same series (LiteLLM's names), or None
 
     def group(self, name):
         """A label for a group name: configured groups and aliases only (never client text)."""
@@ -357,19 +358,26 @@ class Metrics:
                 series.setdefault(name, []).append((labels, values))
         for name, rows in self.gauges().items():
             series.setdefault(name, []).extend((labels, [value]) for labels, value in rows)
-        return render(series)
+        text = render(series)
+        if self.extra is not None:
+            text += render(self.extra(series), self.extra.metrics)
+        return text
 
 
-def render(series):
-    """Text exposition of {metric name: [(label values, values)]} in the order of METRICS."""
+def render(series, metrics=METRICS):
+    """Text exposition of {metric name: [(label values, values)]} in the order of `metrics`. A
+    counter whose name does not end in `_total` is written as `<name>_total`, as prometheus_client
+    writes it (LiteLLM's counters are scraped under those names)."""
     lines = []
-    for metric in METRICS:
-        lines.append(f"# HELP {metric.name} {_escape_help(metric.help)}")
-        lines.append(f"# TYPE {metric.name} {metric.kind}")
+    for metric in metrics:
+        shown = metric.name + "_total" if metric.kind == "counter" and not metric.name.endswith("_total") \
+            else metric.name
+        lines.append(f"# HELP {shown} {_escape_help(metric.help)}")
+        lines.append(f"# TYPE {shown} {metric.kind}")
         for labels, values in sorted(series.get(metric.name, ()), key=lambda row: row[0]):
             pairs = [f'{n}="{_escape(v)}"' for n, v in zip(metric.labels, labels)]
             if metric.kind != "histogram":
-                lines.append(f"{metric.name}{_braces(pairs)} {_number(values[0])}")
+                lines.append(f"{shown}{_braces(pairs)} {_number(values[0])}")
                 continue
             cumulative = 0.0
             for bound, count in zip(metric.buckets + (math.inf,), values):

@@ -235,10 +235,10 @@ def test_pending_events_are_flushed_when_the_worker_exits(start_gateway, fake_op
 
 
 @pytest.mark.parametrize("litellm, path", [
-    ({"success_callback": ["custom_callbacks.proxy_handler_instance"]}, "litellm_settings.success_callback[0]"),
+    ({"success_callback": ["langfuze"]}, "litellm_settings.success_callback[0]"),
     ({"callbacks": ["otel", "webhook"]}, "litellm_settings.callbacks[1]"),
 ])
-def test_an_unknown_callback_or_a_missing_setting_stops_start_up(start_gateway, fake_openai, litellm, path):
+def test_a_typo_of_our_callback_or_a_missing_setting_stops_start_up(start_gateway, fake_openai, litellm, path):
     gw = start_gateway(openai_config(fake_openai, **litellm), env=SINK_ENV, ready=False)
     assert gw.proc.wait(timeout=30) == 2
     assert f"{path}: " in gw.log()

@@ -73,7 +73,22 @@ def _readers(tmp_path, app_effect):
         "general_settings.disable_spend_logs": lambda v: not app_effect({"disable_spend_logs": v})["spend_logs"],
         "general_settings.background_health_checks":
             lambda v: app_effect({"background_health_checks": v})["health_checks"],
+        "general_settings.allow_mock_response": lambda v: _mock_allowed(v),
     }
+
+
+def _mock_allowed(value):
+    """Whether a virtual key (not an admin) may send mock_response under this setting."""
+    from gateway.access.auth import Caller
+    from gateway.api.controls import check_mock
+    from gateway.errors import PermissionDeniedError
+    settings = from_dict({"model_list": DEMO,
+                          "general_settings": {"master_key": "sk-m-1", "allow_mock_response": value}})
+    try:
+        check_mock({"mock_response": "x"}, Caller("key"), settings)
+    except PermissionDeniedError:
+        return False
+    return True
 
 
 BOOLEAN_KEYS = ["litellm_settings.drop_params", "litellm_settings.set_verbose",
@@ -81,7 +96,7 @@ BOOLEAN_KEYS = ["litellm_settings.drop_params", "litellm_settings.set_verbose",
                 "litellm_settings.turn_off_message_logging", "litellm_settings.cache",
                 "litellm_settings.cache_params.shared", "litellm_settings.callback_settings.jsonl.message_logging",
                 "general_settings.otel", "general_settings.disable_spend_logs",
-                "general_settings.background_health_checks"]
+                "general_settings.background_health_checks", "general_settings.allow_mock_response"]
 
 
 @pytest.mark.parametrize("key", BOOLEAN_KEYS)
@@ -160,6 +175,7 @@ BAD = [
     ({"general_settings": {"budget_hold_seconds": -1}}, "general_settings.budget_hold_seconds"),
     ({"general_settings": {"otel": "maybe"}}, "general_settings.otel"),
     ({"general_settings": {"metrics_public": "maybe"}}, "general_settings.metrics_public"),
+    ({"general_settings": {"allow_mock_response": "maybe"}}, "general_settings.allow_mock_response"),
     ({"general_settings": {"budget_mode": "hard"}}, "general_settings.budget_mode"),
     ({"litellm_settings": {"drop_params": "maybe"}}, "litellm_settings.drop_params"),
     ({"litellm_settings": {"set_verbose": "maybe"}}, "litellm_settings.set_verbose"),
@@ -174,8 +190,8 @@ BAD = [
     ({"litellm_settings": {"cooldown_time": "soon"}}, "litellm_settings.cooldown_time"),
     ({"litellm_settings": {"cache": "maybe"}}, "litellm_settings.cache"),
     ({"litellm_settings": {"cache": True, "cache_params": "redis"}}, "litellm_settings.cache_params"),
-    ({"litellm_settings": {"success_callback": ["nope"]}}, "litellm_settings.success_callback[0]"),
-    ({"litellm_settings": {"failure_callback": "nope"}}, "litellm_settings.failure_callback[0]"),
+    ({"litellm_settings": {"success_callback": ["langfuze"]}}, "litellm_settings.success_callback[0]"),
+    ({"litellm_settings": {"failure_callback": "webhok"}}, "litellm_settings.failure_callback[0]"),
     ({"litellm_settings": {"callbacks": {"otel": True}}}, "litellm_settings.callbacks"),
     ({"litellm_settings": {"json_logs": "maybe"}}, "litellm_settings.json_logs"),
     ({"litellm_settings": {"turn_off_message_logging": "maybe"}}, "litellm_settings.turn_off_message_logging"),

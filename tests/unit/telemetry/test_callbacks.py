@@ -68,19 +68,48 @@ def record(**kw):
 
 # -- the allowlist and config errors -------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["custom_callbacks.proxy_handler_instance", "prometheus", "Langfuse", 3])
-def test_unknown_names_and_import_paths_stop_start_up_naming_the_entry(name):
+@pytest.mark.parametrize("name", ["Langfuse", "langfuze", "webhok", "jsonll", "prometeus"])
+def test_a_typo_of_a_callback_we_implement_stops_start_up_naming_the_entry(name):
     with pytest.raises(ConfigError) as info:
         from_dict(config(success_callback=[name]))
     message = str(info.value)
-    assert message.startswith("litellm_settings.success_callback[0]: unknown callback")
-    for allowed in ("jsonl", "langfuse", "otel", "webhook"):
+    assert message.startswith(f"litellm_settings.success_callback[0]: unknown callback {name!r}; did you mean")
+    for allowed in ("jsonl", "langfuse", "otel", "webhook", "prometheus"):
         assert allowed in message
+
+
+def test_a_callback_name_must_be_text():
+    with pytest.raises(ConfigError, match=r"^litellm_settings.success_callback\[0\]: must be a callback name"):
+        from_dict(config(success_callback=[3]))
+
+
+@pytest.mark.parametrize("name, said", [
+    ("langsmith", "LiteLLM callback 'langsmith' is not implemented"),
+    ("s3", "LiteLLM callback 's3' is not implemented"),
+    ("datadog", "LiteLLM callback 'datadog' is not implemented"),
+    ("langfuse_otel", "LiteLLM callback 'langfuse_otel' is not implemented"),
+    ("custom_callbacks.proxy_handler_instance", "names a Python module; custom callbacks are never imported"),
+    ("my_company_audit_logger", "is not a callback this gateway or LiteLLM knows"),
+])
+def test_other_names_are_logged_once_and_ignored(caplog, tmp_path, name, said):
+    caplog.set_level(logging.WARNING, logger="gateway.config.callbacks")
+    settings = from_dict(config(success_callback=[name, "jsonl"], failure_callback=[name], callbacks=name,
+                                callback_settings={"jsonl": {"path": str(tmp_path / "calls.jsonl")}}))
+    assert [s.name for s in settings.litellm.callbacks.sinks] == ["jsonl"]
+    assert not settings.litellm.callbacks.prometheus
+    assert sum(said in r.getMessage() for r in caplog.records) == 1
+
+
+def test_prometheus_turns_on_litellm_metric_names_and_is_not_a_sink():
+    for key in ("success_callback", "failure_callback", "callbacks"):
+        found = parse({key: ["prometheus"]})
+        assert found.prometheus and found.sinks == ()
+    assert not parse({"callbacks": ["otel"]}).prometheus
 
 
 def test_every_bad_entry_is_named_with_its_key_and_index():
     with pytest.raises(ConfigError) as info:
-        from_dict(config(failure_callback=["otel", "my.module"], callbacks=["s3"]))
+        from_dict(config(failure_callback=["otel", "langfuze"], callbacks=["webhok", "s3"]))
     lines = str(info.value).splitlines()
     assert [line.split(":")[0] for line in lines] == ["litellm_settings.failure_callback[1]",
                                                       "litellm_settings.callbacks[0]"]
