@@ -1,5 +1,6 @@
 """The config's sections as frozen, typed dataclasses, each built once from its checked YAML mapping."""
 
+import os
 from dataclasses import dataclass
 from dataclasses import field
 
@@ -47,6 +48,7 @@ class GeneralSettings:
     health_check_interval: float = DEFAULT_HEALTH_CHECK_INTERVAL
     otel: bool = False
     metrics_public: bool = False  # opens /metrics only for a literal `true` (see general_section)
+    store_model_in_db: bool = False  # /model/new and friends; models served from the database too
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,13 @@ def metrics_opened(value):
     return as_bool(value, "general_settings.metrics_public") and value is True
 
 
+def store_model_in_db(raw, environ=os.environ):
+    """general_settings.store_model_in_db, else LiteLLM's STORE_MODEL_IN_DB environment variable."""
+    if raw.get("store_model_in_db") is not None:
+        return as_bool(raw.get("store_model_in_db"), "general_settings.store_model_in_db")
+    return as_bool(environ.get("STORE_MODEL_IN_DB"), "STORE_MODEL_IN_DB")
+
+
 def general_section(raw):
     """GeneralSettings from the `general_settings` mapping; ConfigError names the key at fault."""
     path = "general_settings."
@@ -132,6 +141,7 @@ def general_section(raw):
                                          DEFAULT_HEALTH_CHECK_INTERVAL),
         otel=as_bool(raw.get("otel"), path + "otel"),
         metrics_public=metrics_opened(raw.get("metrics_public")),
+        store_model_in_db=store_model_in_db(raw),
     )
 
 

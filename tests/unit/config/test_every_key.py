@@ -161,6 +161,8 @@ BAD = [
     ({"general_settings": {"otel": "maybe"}}, "general_settings.otel"),
     ({"general_settings": {"metrics_public": "maybe"}}, "general_settings.metrics_public"),
     ({"general_settings": {"budget_mode": "hard"}}, "general_settings.budget_mode"),
+    ({"general_settings": {"store_model_in_db": "maybe"}}, "general_settings.store_model_in_db"),
+    ({"general_settings": {"store_model_in_db": True}}, "general_settings.store_model_in_db"),  # no master key
     ({"litellm_settings": {"drop_params": "maybe"}}, "litellm_settings.drop_params"),
     ({"litellm_settings": {"set_verbose": "maybe"}}, "litellm_settings.set_verbose"),
     ({"litellm_settings": {"request_timeout": "soon"}}, "litellm_settings.request_timeout"),
