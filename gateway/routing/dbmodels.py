@@ -85,7 +85,7 @@ class ModelStore:
         info.pop("db_model", None)
         with self.db().session() as session:
             if model_id in taken or session.get(StoredModel, model_id) is not None:
-                raise errors.BadRequestError(f"A model with id `{model_id[:MAX_ID]}` exists already.",
+                raise errors.BadRequestError(f"model_info.id: a model with id `{model_id[:MAX_ID]}` exists already.",
                                              param="model_info.id", code="model_exists")
             row = StoredModel(id=model_id, model_name=entry["model_name"],
                               litellm_params=self.box.seal(entry["litellm_params"]), model_info=info,
