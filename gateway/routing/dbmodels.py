@@ -9,6 +9,7 @@ the database; a worker that sees either move reloads the rows and rebuilds its g
 """
 
 import logging
+import os
 import threading
 import time
 import uuid
@@ -257,6 +258,7 @@ class ModelSync:
             return
         self.router.reload(self.base + tuple(configs))
         self._seen, self._version, self._next_poll = seen, version, now + POLL_SECONDS
+        log.info("worker %d serves %d database model(s) (change %s)", os.getpid(), len(configs), version)
 
     def announce(self):
         """After a committed change: this worker reloads at its next call, every other one too."""
