@@ -50,6 +50,7 @@ class Gateway:
     observers: object = None  # gateway.telemetry.events.Observers: logs, metrics, callbacks, tracing
     cache: object = None  # gateway.cache.ResponseCache, or None when caching is off
     store: object = None  # gateway.storage.Store (keys and spend), or None without a master key
+    models: object = None  # gateway.routing.dbmodels.ModelSync with store_model_in_db, else None
 
 
 def configure_logging(debug, json_logs=False):
@@ -120,6 +121,10 @@ def create_app(settings=None):
     auth = Authenticator(settings.master_key, keys, public=public_endpoints(settings))
     gateway = Gateway(settings, router, transport, auth, build_spend(settings, router, store, observers),
                       observers, build_cache(settings), store)
+    if settings.general.store_model_in_db:  # a master key is set (checked at load), so is the store
+        from gateway.routing.dbmodels import ModelStore
+        from gateway.routing.dbmodels import ModelSync
+        gateway.models = ModelSync(router, ModelStore(store.get, settings.master_key), settings.deployments)
     app.extensions["gateway"] = gateway
     if settings.general.background_health_checks:
         from gateway.routing import health as healthcheck
@@ -132,6 +137,7 @@ def create_app(settings=None):
     from gateway.api import keys as key_routes
     from gateway.api import metrics as metric_routes
     from gateway.api import models
+    from gateway.api import model_admin
     from gateway.api import spend
     from gateway.api import reports
     from gateway.api import customers
@@ -139,7 +145,7 @@ def create_app(settings=None):
     from gateway.api import teams
     from gateway.api import users
     for module in (chat, completions, embeddings, models, health, key_routes, spend, reports, metric_routes, users,
-                   teams, organizations, customers):
+                   teams, organizations, customers, model_admin):
         app.register_blueprint(module.bp)
     from gateway.telemetry.metrics import install as install_metrics
     app.extensions["metrics"] = install_metrics(gateway)  # counts every call; renders /metrics
@@ -147,11 +153,15 @@ def create_app(settings=None):
         from gateway.telemetry.litellm_metrics import LiteLLMNames
         app.extensions["metrics"].extra = LiteLLMNames(router)
 
+    model_sync = gateway.models
+
     @app.before_request
     def _begin():
         g.request_id = new_request_id()
         if request.endpoint is not None:  # unknown routes fall through to the 404 handler
             g.caller = gateway.auth.authorize(request.endpoint, request.headers)
+            if model_sync is not None:
+                model_sync.sync()  # the database's models as they are now (one shared-memory read)
 
     @app.after_request
     def _tag(response):

@@ -80,6 +80,10 @@ ROUTE_POLICY = {
     "customers.list_customers": "read",
     "customers.block": "keys",
     "customers.unblock": "keys",
+    "model_admin.new": "keys",
+    "model_admin.update": "keys",
+    "model_admin.patch": "keys",
+    "model_admin.delete": "keys",
 }
 
 # The roles each policy admits beyond "api" and "self" (which admit every key).

@@ -1,94 +1,17 @@
 """How every worker learns at once that a key changed (blocked, updated, regenerated, deleted).
 
-A change counter beside the router's shared state: the workers of an instance map one 8-byte file
-next to the state file (a SharedFile, gateway/infra/shm.py; /dev/shm), read it on every cached key lookup without a
-lock or a system call (a fraction of a microsecond), and a management call adds one after its
-commit. A lookup whose cache entry was made under another count reads the key again, so a call
-that starts after the management call answered sees the change, on every worker.
-
-With Redis, the count is kept there too and each worker reads it at most every `remote_seconds`
-(one GET, amortized over the calls in between): other instances follow within that time. Without
-Redis, other instances follow when their cache entry ends (keys.CACHE_SECONDS).
+The shared change counter of gateway/infra/changes.py, for keys: read on every cached key lookup,
+added to after a management call's commit. With Redis, other instances follow within
+`remote_seconds`; without Redis, when their cache entry ends (keys.CACHE_SECONDS).
 """
 
-import logging
-import struct
+from gateway.infra.changes import ChangeCounter
 
-from gateway.infra.shm import PROCESS
-from gateway.infra.shm import shared_file
-
-log = logging.getLogger("gateway.access.keys")
-
-_COUNTER = struct.Struct("<q")
 REDIS_NAME = "keys-changed"
-REDIS_TTL = 30 * 86400
 
 
-class KeyChanges:
+class KeyChanges(ChangeCounter):
     """The count of key changes an instance (and, with Redis, every instance) has made."""
 
     def __init__(self, state, remote_seconds):
-        local = getattr(state, "fallback", state)  # a RedisState keeps the instance's LocalState here
-        self.path = local.path + ".keys"
-        self.remote = state if state is not local else None
-        self.remote_seconds = remote_seconds
-        self._file = None  # this process's SharedFile of the counter
-        self._broken = False
-        self._remote_value = None
-        self._remote_epoch = 0  # how many times the Redis count was seen to move
-        self._next_check = 0.0
-
-    def _open(self):
-        """The shared counter file, mapped once per process (a forked worker maps it for itself)."""
-        if self._file is None or self._file.pid != PROCESS["pid"]:
-            self._file = shared_file(self.path, _COUNTER.size)
-        return self._file
-
-    def _break(self, exc):
-        self._broken = True
-        log.warning("key changes cannot be shared between workers (%s: %s); a changed key is noticed "
-                    "by the other workers when their cached copy ends", type(exc).__name__, exc)
-
-    def count(self, now):
-        """The number of changes so far (the hot path calls it on every lookup: keep it cheap)."""
-        if self._broken:
-            return 0
-        try:
-            shared = self._file
-            if shared is None or shared.pid != PROCESS["pid"]:
-                shared = self._open()
-            value = _COUNTER.unpack_from(shared.map)[0]
-        except (OSError, ValueError) as exc:
-            self._break(exc)
-            return 0
-        if self.remote is not None and now >= self._next_check:
-            self._check_remote(now)
-        return value + self._remote_epoch
-
-    def _check_remote(self, now):
-        # The next check is due only once this one has its answer: a call that comes while the GET
-        # is in flight (another greenlet) asks too, rather than going on with the count from before.
-        try:
-            value = self.remote.get_many([REDIS_NAME])[0]  # the local count while Redis is down
-        except Exception:  # noqa: BLE001  (state, never worth failing a call: look again later)
-            self._next_check = now + self.remote_seconds
-            return
-        self._next_check = now + self.remote_seconds
-        if value != self._remote_value:
-            self._remote_value = value
-            self._remote_epoch += 1
-
-    def announce(self):
-        """Count one change, after its commit: in the instance at once, in Redis for the others."""
-        if not self._broken:
-            try:
-                with self._open() as table:
-                    _COUNTER.pack_into(table, 0, _COUNTER.unpack_from(table)[0] + 1)
-            except (OSError, ValueError) as exc:
-                self._break(exc)
-        if self.remote is not None:
-            try:
-                self.remote.add(REDIS_NAME, 1, ttl=REDIS_TTL)
-            except Exception as exc:  # noqa: BLE001
-                log.warning("could not count a key change in Redis (%s); other instances notice it when "
-                            "their cached copy ends", type(exc).__name__)
+        super().__init__(state, remote_seconds, suffix=".keys", redis_name=REDIS_NAME, what="key")

@@ -1,5 +1,6 @@
 """The config's sections as frozen, typed dataclasses, each built once from its checked YAML mapping."""
 
+import os
 from dataclasses import dataclass
 from dataclasses import field
 
@@ -48,6 +49,7 @@ class GeneralSettings:
     otel: bool = False
     metrics_public: bool = False  # opens /metrics only for a literal `true` (see general_section)
     allow_mock_response: bool = False  # any caller may send `mock_response` (else proxy admins only)
+    store_model_in_db: bool = False  # /model/new and friends; models served from the database too
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,13 @@ def metrics_opened(value):
     return as_bool(value, "general_settings.metrics_public") and value is True
 
 
+def store_model_in_db(raw, environ=os.environ):
+    """general_settings.store_model_in_db, else LiteLLM's STORE_MODEL_IN_DB environment variable."""
+    if raw.get("store_model_in_db") is not None:
+        return as_bool(raw.get("store_model_in_db"), "general_settings.store_model_in_db")
+    return as_bool(environ.get("STORE_MODEL_IN_DB"), "STORE_MODEL_IN_DB")
+
+
 def general_section(raw):
     """GeneralSettings from the `general_settings` mapping; ConfigError names the key at fault."""
     path = "general_settings."
@@ -134,6 +143,7 @@ def general_section(raw):
         otel=as_bool(raw.get("otel"), path + "otel"),
         metrics_public=metrics_opened(raw.get("metrics_public")),
         allow_mock_response=as_bool(raw.get("allow_mock_response"), path + "allow_mock_response"),
+        store_model_in_db=store_model_in_db(raw),
     )
 
 

@@ -42,7 +42,7 @@ PLANNED = {
         "allowed_fails_policy", "provider_budget_config", "disable_cooldowns",
     },
     "general_settings": {
-        "alerting", "proxy_batch_write_at", "store_model_in_db",
+        "alerting", "proxy_batch_write_at",
         "database_connection_pool_limit", "allow_user_auth", "custom_auth",
         "infer_model_from_keys", "public_routes", "allowed_routes", "enforce_user_param",
         "max_parallel_requests", "global_max_parallel_requests",
@@ -62,7 +62,8 @@ IMPLEMENTED = {
     "general_settings": {"master_key", "max_request_size_mb", "background_health_checks",
                          "health_check_interval", "database_url", "default_key_duration",
                          "disable_spend_logs", "spend_spool_dir", "budget_hold_seconds", "otel",
-                         "metrics_public", "budget_mode", "allow_mock_response"},
+                         "metrics_public", "budget_mode", "allow_mock_response",
+                         "store_model_in_db"},
 }
 
 
@@ -191,6 +192,24 @@ def _flatten_errors(errors, parts=()):
     return lines
 
 
+def check_deployment(entry, index):
+    """One model_list entry (a mapping, `os.environ/` references resolved) checked as the config file's
+    are, as a DeploymentConfig; ConfigError lines name the field (`litellm_params.rpm: ...`, the
+    numbers' as `model_list[index].litellm_params...`). /model/new checks its bodies with it."""
+    if not isinstance(entry, dict):
+        raise ConfigError("(top level): must be a mapping with model_name and litellm_params")
+    try:
+        data = DeploymentSchema().load(resolve_env(entry))
+    except ValidationError as exc:
+        raise ConfigError("\n".join(sorted(_flatten_errors(exc.messages)))) from None
+    config = DeploymentConfig(model_name=data["model_name"],
+                              params={**{k: data[k] for k in ("rpm", "tpm") if data.get(k) is not None},
+                                      **data["litellm_params"]},
+                              model_info=dict(data.get("model_info") or {}), index=index)
+    sections.deployment_numbers(index, config.params, config.model_info)
+    return config
+
+
 def _warn_keys(section, values):
     """Warn once about keys a later version implements, and about unknown keys."""
     for key in sorted(values or {}):
@@ -266,6 +285,10 @@ def from_dict(raw, *, source="config", environ=True):
     master_key = os.environ.get("GATEWAY_MASTER_KEY") or general.get("master_key")
     if master_key is not None and (not isinstance(master_key, str) or not master_key):
         raise ConfigError("general_settings.master_key: must be a non-empty string")
+    if sections.store_model_in_db(general) and master_key is None:
+        raise ConfigError("general_settings.store_model_in_db: needs general_settings.master_key (or "
+                          "GATEWAY_MASTER_KEY): only the proxy admin may add models, and the database "
+                          "models' provider keys are encrypted with a key derived from it by default")
     return Settings(
         deployments=deployments,
         master_key=master_key,

@@ -5,7 +5,7 @@ fcntl lock (a contended lock wakes the waiter as soon as it is released, where S
 sleeps a millisecond or more). `shared_file` hands out one per file and process. Built on it: the
 key -> (value, expiry) `SharedTable` below (LocalState's in-flight gauges, cooldowns and latencies;
 sliding windows stay in SQLite), the metrics table (gateway/telemetry/metrics.py) and the key-change
-counter (gateway/access/keychanges.py).
+counter (gateway/infra/changes.py).
 
 Every file the gateway keeps there (this table, the router state, the metrics) is private: it lives
 in a directory only its user can enter (`private_dir`) and is opened through `open_private`, which

@@ -1,5 +1,6 @@
 """Model groups and the call loop: name resolution, retries with backoff, timeouts and fallbacks."""
 
+import json
 import logging
 import random
 import time
@@ -48,6 +49,13 @@ class Outcome:
         return self.answered or self.group
 
 
+def _fingerprint(config):
+    """What makes a deployment the same one across a reload: its group, parameters and info, and the
+    place in the file of a file's deployment (two equal entries are two deployments)."""
+    place = None if (config.model_info or {}).get("db_model") else config.index
+    return json.dumps([config.model_name, config.params, config.model_info, place], sort_keys=True, default=str)
+
+
 def _retryable(error):
     """429, 5xx, timeouts and connection failures are worth another try; other 4xx are not."""
     return isinstance(error, (errors.UpstreamError, errors.RateLimitError, errors.ServiceUnavailableError))
@@ -70,19 +78,43 @@ class Router:
         self.cw_fallbacks = routing.context_window_fallbacks
         self.default_fallbacks = list(routing.default_fallbacks)
         self.state = build_state(routing)
-        built = {}
-        for config in settings.deployments:
-            try:
-                provider = providers.build(config)
-            except providers.UnsupportedProviderError as exc:
-                log.warning("%s; this deployment is not served", exc)
-                continue
-            built.setdefault(config.model_name, []).append(Deployment(provider))
-        self.groups = {name: Group(name, deps, routing.routing_strategy, self.state, routing.cooldown_time,
-                                   routing.allowed_fails) for name, deps in built.items()}
-        self.names = list(self.groups)
-        self.aliases = {a: g for a, g in settings.group_aliases.items() if g in self.groups}
+        self.groups, self.names, self.aliases = self._build_groups(settings.deployments)
         self._allowed = {}  # a key's models -> the groups it may reach (allowed_groups)
+
+    def _build_groups(self, configs, reuse=None):
+        """(groups, names, aliases) for a list of DeploymentConfig. `reuse` maps a config's
+        fingerprint to the Deployment already serving it, kept as it is (and so its provider object);
+        its cooldowns and limits live in the shared state under its id either way. A config of the
+        file naming an unknown provider is skipped with a warning (a database model, which was
+        checked when it was added, only when this version lost the provider)."""
+        routing = self.settings.router
+        built = {}
+        for config in configs:
+            deployment = reuse.pop(_fingerprint(config), None) if reuse else None
+            if deployment is None:
+                try:
+                    deployment = Deployment(providers.build(config))
+                except providers.UnsupportedProviderError as exc:
+                    log.warning("%s; this deployment is not served", exc)
+                    continue
+                except ConfigError as exc:
+                    if not (config.model_info or {}).get("db_model"):
+                        raise
+                    log.warning("database model %s is not served: %s", config.model_info.get("id"), exc)
+                    continue
+            built.setdefault(config.model_name, []).append(deployment)
+        groups = {name: Group(name, deps, routing.routing_strategy, self.state, routing.cooldown_time,
+                              routing.allowed_fails) for name, deps in built.items()}
+        aliases = {a: g for a, g in self.settings.group_aliases.items() if g in groups}
+        return groups, list(groups), aliases
+
+    def reload(self, configs):
+        """Serve `configs` (the file's deployments and the database's) from now on: deployments whose
+        config did not change are kept; the groups are swapped in one step (no call sees half)."""
+        reuse = {_fingerprint(d.provider.config): d for d in self.deployments()}
+        groups, names, aliases = self._build_groups(configs, reuse)
+        # No yield between these assignments: every greenlet sees the old set or the new one.
+        self.groups, self.names, self.aliases, self._allowed = groups, names, aliases, {}
 
     def allowed_groups(self, models):
         """The groups a caller limited to `models` may reach (None: every group): the names it

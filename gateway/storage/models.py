@@ -197,3 +197,29 @@ class EndUser(_Level, Base):
 
     user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     alias: Mapped[str | None] = mapped_column(String(255), nullable=True)
+
+
+class StoredModel(Base):
+    """A deployment added through /model/new (general_settings.store_model_in_db): served beside the
+    config file's. Secret litellm_params values are stored encrypted (gateway/infra/secrets.py)."""
+
+    __tablename__ = "gateway_models"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)  # its model_info.id
+    model_name: Mapped[str] = mapped_column(String(255), index=True)
+    litellm_params: Mapped[dict] = mapped_column(JSON, default=dict)
+    model_info: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    updated_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class ChangeCount(Base):
+    """How many times a kind of stored thing changed (`models`): raised in the transaction of every
+    change, so an instance without Redis notices one (deletions included) by reading one row."""
+
+    __tablename__ = "gateway_change_counts"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)

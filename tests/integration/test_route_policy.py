@@ -172,6 +172,18 @@ def _customer(client):
     return _made(client, "/customer/new", {"user_id": _new_id()}, "user_id")
 
 
+def _db_model(client, model_id=None):
+    """A model stored in the database (store_model_in_db), new unless `model_id` names one."""
+    body = {"model_name": _new_id(), "litellm_params": {"model": "demo/echo"},
+            "model_info": {"id": model_id or _new_id()}}
+    made = client.post("/model/new", json=body, headers=bearer(MASTER))
+    assert made.status_code == 200 or (model_id and made.status_code == 400), made.get_data(as_text=True)
+    return body["model_info"]["id"]
+
+
+MATRIX_MODEL = "route-matrix-model"  # the stored model PATCH /model/<id>/update changes
+
+
 def _member_of_a(client):
     """A new user, a member of team-a (what member_delete / member_update act on)."""
     user = _new_id()
@@ -252,6 +264,11 @@ def _recipes(client, endpoint):
         "customers.list_customers": lambda: (None, None),
         "customers.block": lambda: (None, {"user_ids": [_customer(client)]}),
         "customers.unblock": lambda: (None, {"user_ids": [_customer(client)]}),
+        "model_admin.new": lambda: (None, {"model_name": _new_id(), "litellm_params": {"model": "demo/echo"}}),
+        "model_admin.update": lambda: (None, {"model_info": {"id": _db_model(client, MATRIX_MODEL)},
+                                              "litellm_params": {"rpm": 100}}),
+        "model_admin.patch": lambda: (None, {"litellm_params": {"rpm": 50}}),
+        "model_admin.delete": lambda: (None, {"id": _db_model(client)}),
     }
     make = recipes.get(endpoint) or recipes.get(group)
     assert make is not None, f"no request recipe for {endpoint}: add one to this test"
@@ -371,9 +388,10 @@ class HttpClient:
 
 @pytest.fixture
 def http(start_gateway, tmp_path):
-    """A real gunicorn + gevent gateway (2 workers) on SQLite, called with `requests`."""
+    """A real gunicorn + gevent gateway (2 workers) on SQLite, called with `requests` (models in
+    the database on, so the model management routes answer their callers)."""
     config = {"model_list": [{"model_name": "demo", "litellm_params": {"model": "demo/echo"}}],
-              "general_settings": {"master_key": MASTER}}
+              "general_settings": {"master_key": MASTER, "store_model_in_db": True}}
     gw = start_gateway(config, args=["--num_workers", "2"],
                        env={"DATABASE_URL": f"sqlite:///{tmp_path / 'keys.sqlite'}"})
     return HttpClient(gw.url)
@@ -390,6 +408,8 @@ def test_route_matrix(app, http):
     wrong, cells, granted = [], 0, []
     for rule in rules:
         path = rule.rule.replace("<path:model>", "demo")
+        if "<path:model_id>" in path:
+            path = path.replace("<path:model_id>", _db_model(client, MATRIX_MODEL))
         policy = ROUTE_POLICY[rule.endpoint]
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
             for caller in CALLERS:

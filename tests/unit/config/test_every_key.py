@@ -177,6 +177,8 @@ BAD = [
     ({"general_settings": {"metrics_public": "maybe"}}, "general_settings.metrics_public"),
     ({"general_settings": {"allow_mock_response": "maybe"}}, "general_settings.allow_mock_response"),
     ({"general_settings": {"budget_mode": "hard"}}, "general_settings.budget_mode"),
+    ({"general_settings": {"store_model_in_db": "maybe"}}, "general_settings.store_model_in_db"),
+    ({"general_settings": {"store_model_in_db": True}}, "general_settings.store_model_in_db"),  # no master key
     ({"litellm_settings": {"drop_params": "maybe"}}, "litellm_settings.drop_params"),
     ({"litellm_settings": {"set_verbose": "maybe"}}, "litellm_settings.set_verbose"),
     ({"litellm_settings": {"request_timeout": "soon"}}, "litellm_settings.request_timeout"),
