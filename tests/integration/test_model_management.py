@@ -114,7 +114,7 @@ def test_a_database_model_is_served_and_its_key_appears_nowhere(tmp_path):
 def _rounds_until(gw, model, status, deadline, rounds=3, calls=8):
     """Seconds until `rounds` back-to-back rounds of `calls` concurrent calls (new connections, so both
     workers get some) all answer `status`, measured from now to the start of the first of them."""
-    started, good, first = time.monotonic(), 0, None
+    started, good, first, answers = time.monotonic(), 0, None, []
     with ThreadPoolExecutor(calls) as pool:
         while time.monotonic() < deadline:
             began = time.monotonic()
@@ -127,7 +127,7 @@ def _rounds_until(gw, model, status, deadline, rounds=3, calls=8):
             else:
                 good = 0
             time.sleep(0.05)
-    raise AssertionError(f"`{model}` did not answer {status} on every call in time")
+    raise AssertionError(f"`{model}` did not answer {status} on every call in time (last round: {answers})")
 
 
 def _workers_serving(gw, count):
