@@ -261,6 +261,8 @@ def from_dict(raw, *, source="config", environ=True):
         for i, d in enumerate(data["model_list"]))
     for deployment in deployments:
         sections.deployment_numbers(deployment.index, deployment.params, deployment.model_info)
+        sections.deployment_routing(deployment.index, deployment.model_name, deployment.params,
+                                    deployment.model_info)
     master_key = os.environ.get("GATEWAY_MASTER_KEY") or general.get("master_key")
     if master_key is not None and (not isinstance(master_key, str) or not master_key):
         raise ConfigError("general_settings.master_key: must be a non-empty string")
