@@ -197,11 +197,13 @@ class Router:
             if any(m in ALL_MODELS for m in models):
                 found = None
             else:
+                # An access group holds groups: a wildcard group in it reaches the names that
+                # wildcard serves (not those a more specific one takes); a pattern the caller
+                # holds itself reaches every name it matches.
+                members = set().union(*(self.access_groups.get(m, ()) for m in models))
                 names = set(models) | {self.aliases[m] for m in models if m in self.aliases}
-                for m in models:
-                    names |= self.access_groups.get(m, frozenset())
-                found = Reach(names, [n for n in names if is_pattern(n)],
-                              [n for n in names if is_pattern(n) and any(n == p.name for p, _ in self.patterns)],
+                found = Reach(names | {m for m in members if not is_pattern(m)},
+                              [m for m in models if is_pattern(m)], [m for m in members if is_pattern(m)],
                               self.pattern_of)
             if len(self._allowed) > 10_000:
                 self._allowed.clear()
