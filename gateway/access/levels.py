@@ -207,9 +207,9 @@ def _expanded(names, access_groups):
 
 def narrowed(inner, outer, access_groups=None):
     """What two models lists both allow, as one list: the names and wildcards of each that the other
-    allows (`anthropic/*` within `*-haiku`-free lists: `anthropic/claude-3` stays when `anthropic/*`
-    is on the other side). Access groups are expanded through `access_groups` (name -> members or
-    None); plain names lists give their plain intersection, in `inner`'s order."""
+    allows (`anthropic/claude-3` on one side stays when `anthropic/*` is on the other; two wildcards
+    that only overlap give nothing: never more than both allow). Access groups are expanded through
+    `access_groups` (name -> members or None); plain lists give their intersection, in `inner`'s order."""
     inner, outer = _expanded(inner, access_groups), _expanded(outer, access_groups)
     kept = [m for m in inner if admits(outer, m)] + [m for m in outer if admits(inner, m)]
     return tuple(dict.fromkeys(kept))
