@@ -71,13 +71,14 @@ def configure_logging(debug, json_logs=False):
     logging.getLogger("gateway").setLevel(logging.DEBUG if debug else logging.INFO)
 
 
-def open_key_service(settings, state=None, store=None):
+def open_key_service(settings, state=None, store=None, router=None):
     """The virtual-key service over the worker's database (`store`; one of its own when None), which
     is opened and migrated on first use; `state` (the router's shared state) carries word of a
-    changed key to the other workers at once."""
+    changed key to the other workers at once; `router` names the access groups."""
     from gateway.access.keys import KeyService
     store = store if store is not None else Store(database_url(settings))
-    return KeyService(store.get(), settings.general.default_key_duration, state)
+    return KeyService(store.get(), settings.general.default_key_duration, state,
+                      router.access_group_members if router is not None else None)
 
 
 def build_spend(settings, router, store, observers=None):
@@ -110,7 +111,7 @@ def create_app(settings=None):
     transport = Transport(debug=settings.debug)
     # One owner of the database (keys and the spend ledger share it), opened on first use.
     store = Store(database_url(settings)) if settings.master_key else None
-    keys = LazyKeys(lambda: open_key_service(settings, router.state, store), store) if store is not None else None
+    keys = LazyKeys(lambda: open_key_service(settings, router.state, store, router), store) if store is not None else None
     router = Router(settings, transport)
     from gateway.telemetry import requestlog
     from gateway.telemetry.events import Observers

@@ -219,16 +219,17 @@ def _iso(value):
     return _aware(value).isoformat() if value is not None else None
 
 
-def _rules(row, team=None, organization=None, user=None):
+def _rules(row, team=None, organization=None, user=None, access_groups=None):
     """The cached rules of a row, within its team's, organization's and user's (`models` inherited,
-    `blocked` by any of them); a stored value of the wrong shape allows nothing rather than all."""
+    `blocked` by any of them); a stored value of the wrong shape allows nothing rather than all.
+    `access_groups` (name -> its models, or None) lets levels that name access groups be combined."""
     if row.models is not None and not readable("models", row.models)[0]:
         log.warning("key %s: stored models are not a list of names; the key may use no model", row.key_hash)
         models = ()
     else:
         # LiteLLM reads an empty list as "every model", as /key/info shows such keys.
         models = tuple(row.models) if row.models else None
-    models = effective_models(models, team, organization, user)
+    models = effective_models(models, team, organization, user, access_groups)
     stopped = blocked_by(row.blocked, row.team_id, team, organization, row.user_id, user)
     aliases = row.aliases or {}
     if not readable("aliases", aliases)[0]:
@@ -270,9 +271,12 @@ def _lookup_statement():
 class KeyService:
     """Create, read, change and check virtual keys."""
 
-    def __init__(self, db, default_duration="1h", state=None):
+    def __init__(self, db, default_duration="1h", state=None, access_groups=None):
         self.db = db
         self.default_duration = default_duration
+        # The router's access groups (name -> its models, or None), to combine a key's models with
+        # its team's when either names an access group (access/levels.py effective_models).
+        self.access_groups = access_groups
         self._cache = {}
         self._lock = threading.Lock()
         # The router's shared state carries the change signal (None: only the cache's lifetime).
@@ -295,7 +299,7 @@ class KeyService:
         try:
             with self.db.session() as session:
                 found = session.execute(_lookup_statement(), {"digest": digest}).one_or_none()
-                rules = None if found is None else _rules(*found)
+                rules = None if found is None else _rules(*found, access_groups=self.access_groups)
         except Exception as exc:  # noqa: BLE001  (the database is down or restarting)
             if cached is not None:
                 # Keep serving the key as last seen (its spend is spooled meanwhile); look again soon.

@@ -20,6 +20,9 @@ from gateway.access.keyvalues import readable
 from gateway.config.parse import MAX_DURATION_SECONDS
 from gateway.config.parse import duration_seconds
 from gateway.errors import first_error
+from gateway.routing.patterns import ALL_MODELS
+from gateway.routing.patterns import ALL_TEAM_MODELS
+from gateway.routing.patterns import admits
 
 ROLES = ("proxy_admin", "proxy_admin_viewer", "internal_user", "internal_user_viewer")
 ADMIN_ROLES = ("proxy_admin", "proxy_admin_viewer")  # see everything
@@ -180,29 +183,56 @@ def id_list(data, name):
 # ---- what a key inherits --------------------------------------------------------------------------
 
 def _names(models):
-    """A level's models as a tuple, or None for "all the level above allows" (null or [])."""
+    """A level's models as a tuple, or None for "all the level above allows" (null, [], or a list
+    holding `*`, `all-proxy-models` or `all-team-models`: no limit of the level's own)."""
     if not models:
         return None
     if not readable("models", models)[0]:
         return ()  # a stored value of the wrong shape allows nothing rather than all
+    if any(m in ALL_MODELS or m == ALL_TEAM_MODELS for m in models):
+        return None
     return tuple(models)
 
 
-def effective_models(key_models, team, organization, user):
+def _expanded(names, access_groups):
+    """A models list with each access group replaced by its members (model names and wildcards)."""
+    if access_groups is None:
+        return names
+    found = []
+    for name in names:
+        members = access_groups(name)
+        found.extend(sorted(members) if members is not None else (name,))
+    return tuple(dict.fromkeys(found))
+
+
+def narrowed(inner, outer, access_groups=None):
+    """What two models lists both allow, as one list: the names and wildcards of each that the other
+    allows (`anthropic/claude-3` on one side stays when `anthropic/*` is on the other; two wildcards
+    that only overlap give nothing: never more than both allow). Access groups are expanded through
+    `access_groups` (name -> members or None); plain lists give their intersection, in `inner`'s order."""
+    inner, outer = _expanded(inner, access_groups), _expanded(outer, access_groups)
+    kept = [m for m in inner if admits(outer, m)] + [m for m in outer if admits(inner, m)]
+    return tuple(dict.fromkeys(kept))
+
+
+def effective_models(key_models, team, organization, user, access_groups=None):
     """A key's models within its team's within its organization's (and, for a key outside any team,
-    within its user's): None is every model, () none. Each empty level allows what the one above does."""
+    within its user's): None is every model, () none. Each empty level allows what the one above does,
+    as does a key's `all-team-models`; `*` and `all-proxy-models` set no limit of the level's own."""
     levels = [organization, team] if team is not None else [user]
     allowed = None
     for level in levels:
         names = _names(level.models) if level is not None else None
         if names is not None:
-            allowed = names if allowed is None else tuple(m for m in allowed if m in names)
+            allowed = names if allowed is None else narrowed(allowed, names, access_groups)
     own = key_models
+    if own and any(m in ALL_MODELS or m == ALL_TEAM_MODELS for m in own):
+        own = None
     if own is None:
         return allowed
     if allowed is None:
         return own
-    return tuple(m for m in own if m in allowed)
+    return narrowed(own, allowed, access_groups)
 
 
 def blocked_by(key_blocked, team_id, team, organization, user_id, user):

@@ -18,6 +18,9 @@ from collections import namedtuple
 from dataclasses import dataclass
 
 from gateway import errors
+from gateway.routing.patterns import ALL_MODELS
+from gateway.routing.patterns import ALL_TEAM_MODELS
+from gateway.routing.patterns import admits
 
 Grant = namedtuple("Grant", "write viewer user team_admin team_member")
 
@@ -161,7 +164,21 @@ def check_no_grants(scope, body):
                 raise denied(f"Only a proxy admin can set `{name}`.", name, "field_not_allowed")
 
 
-def check_key_write(scope, db, body, current=None):
+def within(name, allowed, access_groups=None):
+    """Whether granting `name` (a model, wildcard, access group or special name) gives nothing beyond
+    the models list `allowed`: `all-team-models` is the levels' own; `*` / `all-proxy-models` is
+    everything; an access group is within when each of its models is."""
+    from gateway.access.levels import narrowed
+    if name == ALL_TEAM_MODELS or name in allowed:
+        return True
+    if name in ALL_MODELS:
+        return False
+    members = access_groups(name) if access_groups is not None else None
+    expanded = narrowed(allowed, allowed, access_groups)
+    return all(admits(expanded, m) for m in (sorted(members) if members is not None else (name,)))
+
+
+def check_key_write(scope, db, body, current=None, access_groups=None):
     """Refuse (403 naming the field) a key write `scope` may not make; answer the body to store.
 
     `current` is the key's facts for an update (None for /key/generate). A caller that is not a
@@ -169,7 +186,8 @@ def check_key_write(scope, db, body, current=None):
     it administers (or, for its own key, a team it is a member of), never moves a key out of a team
     or into one it does not administer; names as owner only itself (or, as a team admin, a member of
     the team); sets no budget or limit above its user's, team's or organization's; and grants no
-    model outside what those levels allow. A key it makes without a `user_id` is its own."""
+    model outside what those levels allow (`access_groups`: name -> its models, or None, so wildcards
+    and access groups are understood). A key it makes without a `user_id` is its own."""
     if scope.all:
         return body
     from gateway.access.levels import effective_models
@@ -205,8 +223,8 @@ def check_key_write(scope, db, body, current=None):
                              "organization allows; only a proxy admin can raise it.", name, "limit_above_bound")
         models = body.get("models")
         if isinstance(models, list) and models:
-            allowed = effective_models(None, team, organization, user)
-            outside = [m for m in models if allowed is not None and m not in allowed]
+            allowed = effective_models(None, team, organization, user, access_groups)
+            outside = [m for m in models if allowed is not None and not within(m, allowed, access_groups)]
             if outside:
                 raise denied(f"`models` names {str(outside[0])[:200]!r}, outside what the key's team, "
                              "organization or user allows; only a proxy admin can grant it.", "models",

@@ -120,7 +120,7 @@ def _check_models(rules, body, requested, allowed, router):
     try:
         group = router.resolve(requested)
     except errors.NotFoundError:
-        if requested not in rules.models:
+        if requested not in allowed:
             raise _not_allowed(requested, rules, "model") from None
         # Name only what the key may see, never the gateway's other models.
         raise errors.NotFoundError(f"The model `{str(requested)[:200]}` does not exist on this gateway.",

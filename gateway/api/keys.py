@@ -29,7 +29,8 @@ def _checked(body, current=None):
     scope = _scope()
     if scope.all:
         return body
-    return policy.check_key_write(scope, _service().db, _service().validate(body), current)
+    service = _service()
+    return policy.check_key_write(scope, service.db, service.validate(body), current, service.access_groups)
 
 
 def _mine(key):

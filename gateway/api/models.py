@@ -18,15 +18,30 @@ def _entry(name):
 
 
 def visible_models(router, caller):
-    """The names the caller may call: every group and router alias, or for a virtual key with a
-    `models` list the ones it allows (an alias whose group it allows included). A key's own
+    """The names the caller may call: every group, router alias and wildcard model_name (`*`,
+    `anthropic/*`: listed as LiteLLM lists them, never sent upstream as such), or for a virtual key
+    with a `models` list the ones it allows (an alias whose group it allows included). A key's own
     `aliases` are not listed, as in LiteLLM: they are names for these models, not models."""
-    names = router.names + sorted(router.aliases)
-    rules = caller.rules if caller is not None else None
-    if rules is None or rules.models is None:
+    names = router.names + sorted(router.aliases) + [pattern.name for pattern, _ in router.patterns]
+    allowed = _allowed(router, caller)
+    if allowed is None:
         return names
-    allowed = rules.models
     return [n for n in names if n in allowed or router.aliases.get(n) in allowed]
+
+
+def _allowed(router, caller):
+    rules = caller.rules if caller is not None else None
+    return router.allowed_groups(rules.models) if rules is not None else None
+
+
+def _visible(router, caller, model):
+    """Whether one name is the caller's to see: listed, or a name a wildcard serves that it may use."""
+    if model in visible_models(router, caller):
+        return True
+    if router.pattern_of(model) is None:
+        return False
+    allowed = _allowed(router, caller)
+    return allowed is None or model in allowed
 
 
 @bp.get("/models")
@@ -41,7 +56,7 @@ def list_models():
 @bp.get("/v1/models/<path:model>")
 def get_model(model):
     """One model, or 404 as OpenAI answers (also for a model the caller's key may not use)."""
-    if model not in visible_models(current_app.extensions["gateway"].router, g.get("caller")):
+    if not _visible(current_app.extensions["gateway"].router, g.get("caller"), model):
         raise errors.NotFoundError(f"The model `{model[:200]}` does not exist on this gateway.",
                                    param="model", code="model_not_found")
     return json_response(_entry(model))

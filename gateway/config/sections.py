@@ -250,3 +250,20 @@ def deployment_numbers(index, params, info):
         if section == "model_info":
             for name in ("max_input_tokens", "max_output_tokens"):
                 as_number(values.get(name), where + name, minimum=0, whole=True, unit="tokens")
+
+
+def deployment_routing(index, model_name, params, info):
+    """Check what routing reads of one model_list entry beyond numbers: `model_info.access_groups`
+    is a list of names, and a wildcard entry can never send a `*` upstream (its model has as many
+    `*` as its model_name, each taking the text the name's matched, or none: one fixed model)."""
+    where = f"model_list[{index}]"
+    groups = (info or {}).get("access_groups")
+    if groups is not None and (not isinstance(groups, list) or not all(
+            isinstance(g, str) and g and len(g) <= 255 for g in groups)):
+        raise ConfigError(f"{where}.model_info.access_groups: must be a list of names (strings)")
+    model = params.get("model")
+    stars = model.count("*") if isinstance(model, str) else 0
+    if stars and stars != model_name.count("*"):
+        raise ConfigError(f"{where}.litellm_params.model: {model!r} has {stars} `*` but model_name "
+                          f"{model_name!r} has {model_name.count('*')}: a `*` the requested name does not "
+                          "fill would be sent upstream; give it one `*` per `*` of model_name (or none)")

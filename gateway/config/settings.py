@@ -202,11 +202,18 @@ def check_deployment(entry, index):
         data = DeploymentSchema().load(resolve_env(entry))
     except ValidationError as exc:
         raise ConfigError("\n".join(sorted(_flatten_errors(exc.messages)))) from None
+    return _deployment(data, index)
+
+
+def _deployment(data, index):
+    """A loaded model_list entry as a DeploymentConfig, its numbers and its wildcard/access-group
+    fields checked (ConfigError names `model_list[index]...`)."""
     config = DeploymentConfig(model_name=data["model_name"],
                               params={**{k: data[k] for k in ("rpm", "tpm") if data.get(k) is not None},
                                       **data["litellm_params"]},
                               model_info=dict(data.get("model_info") or {}), index=index)
     sections.deployment_numbers(index, config.params, config.model_info)
+    sections.deployment_routing(index, config.model_name, config.params, config.model_info)
     return config
 
 
@@ -273,14 +280,7 @@ def from_dict(raw, *, source="config", environ=True):
     for key in sorted(set(data) - known_top):
         log.warning("%s is not a top-level key this gateway knows; ignored", key)
 
-    deployments = tuple(
-        DeploymentConfig(model_name=d["model_name"],
-                         params={**{k: d[k] for k in ("rpm", "tpm") if d.get(k) is not None},
-                                 **d["litellm_params"]},
-                         model_info=dict(d.get("model_info") or {}), index=i)
-        for i, d in enumerate(data["model_list"]))
-    for deployment in deployments:
-        sections.deployment_numbers(deployment.index, deployment.params, deployment.model_info)
+    deployments = tuple(_deployment(d, i) for i, d in enumerate(data["model_list"]))
     params.warn(deployments)
     master_key = os.environ.get("GATEWAY_MASTER_KEY") or general.get("master_key")
     if master_key is not None and (not isinstance(master_key, str) or not master_key):

@@ -24,15 +24,17 @@ LATENCY_EXPLORE = 0.1  # share of calls sent to a random deployment to keep late
 
 
 class Deployment:
-    """A provider object plus the routing facts of its `litellm_params` / `model_info`."""
+    """A provider object plus the routing facts of its `litellm_params` / `model_info`.
 
-    def __init__(self, provider):
+    `ident`: the id of the wildcard deployment a concrete one is made from (gateway/routing/router.py),
+    so its rpm/tpm windows, cooldowns and latency are the wildcard deployment's, whatever the name."""
+
+    def __init__(self, provider, ident=None):
         self.provider = provider
         config = provider.config
         params = config.params
         info = config.model_info or {}
-        self.id = str(info.get("id") or hashlib.sha1(
-            f"{config.index}|{config.model_name}|{config.model}|{provider.api_base}".encode()).hexdigest()[:12])
+        self.id = ident or deployment_id(config, provider.api_base)
         self.rpm = params.get("rpm")
         self.tpm = params.get("tpm")
         self.weight = params.get("weight")
@@ -50,6 +52,13 @@ class Deployment:
     def limited(self):
         """Whether calls must be counted against rpm/tpm (a limit of 0 takes no call; None: no limit)."""
         return self.rpm is not None or self.tpm is not None
+
+
+def deployment_id(config, api_base):
+    """A deployment's id: its `model_info.id`, else a digest of where it sits in the config."""
+    info = config.model_info or {}
+    return str(info.get("id") or hashlib.sha1(
+        f"{config.index}|{config.model_name}|{config.model}|{api_base}".encode()).hexdigest()[:12])
 
 
 class Group:
@@ -70,6 +79,7 @@ class Group:
         self.tracks_inflight = strategy == "least-busy"
         self.tracks_latency = strategy == "latency-based-routing"
         self.tracks_usage = strategy.startswith("usage-based") or any(d.tpm is not None for d in deployments)
+        self.pattern = None  # the wildcard model_name a concrete group was made from (Router)
         self._cool_cache = (0.0, {})
 
     def _weights(self):

@@ -6,6 +6,7 @@ import random
 import time
 from dataclasses import dataclass
 from dataclasses import field
+from dataclasses import replace
 
 import gevent
 
@@ -13,9 +14,18 @@ from gateway import errors
 from gateway import providers
 from gateway.routing.balancer import Deployment
 from gateway.routing.balancer import Group
+from gateway.routing.balancer import deployment_id
+from gateway.routing.patterns import ALL_MODELS
+from gateway.routing.patterns import Pattern
+from gateway.routing.patterns import Reach
+from gateway.routing.patterns import fill
+from gateway.routing.patterns import is_pattern
+from gateway.routing.patterns import servable
+from gateway.routing.patterns import specificity
 from gateway.data import estimate_tokens
 from gateway.providers import adapt
 from gateway.providers.shapes import encode_embedding
+from gateway.config import sections
 from gateway.config.parse import fallback_map
 from gateway.errors import ConfigError
 from gateway.data import DEFAULT_OUTPUT_BOUND
@@ -27,6 +37,22 @@ log = logging.getLogger("gateway.routing.router")
 
 BACKOFF_BASE = 0.5
 BACKOFF_MAX = 8.0
+MAX_CONCRETE_GROUPS = 4096  # names served by wildcards whose groups are kept (then made again)
+SECRET_PARAMS = ("api_key", "aws_secret_access_key", "aws_session_token", "vertex_credentials")
+
+
+def _template_secrets(config):
+    """The credentials of a wildcard deployment (None: it cannot be served). One whose provider its
+    model fixes (`openai/*`) is built once with a stand-in name, so a bad provider or parameter fails
+    at load as an exact one does; `*` alone takes the provider from each requested name."""
+    if config.model.split("/", 1)[0] == "*":
+        return [v for k, v in config.params.items() if k in SECRET_PARAMS and isinstance(v, str) and v]
+    try:
+        provider = providers.build(replace(config, params={**config.params, "model": fill(config.model, ["x"] * 8)}))
+    except providers.UnsupportedProviderError as exc:
+        log.warning("%s; this deployment is not served", exc)
+        return None
+    return list(provider.secrets)
 
 
 @dataclass
@@ -78,18 +104,33 @@ class Router:
         self.cw_fallbacks = routing.context_window_fallbacks
         self.default_fallbacks = list(routing.default_fallbacks)
         self.state = build_state(routing)
-        self.groups, self.names, self.aliases = self._build_groups(settings.deployments)
-        self._allowed = {}  # a key's models -> the groups it may reach (allowed_groups)
+        self._install(self._build_groups(settings.deployments))
 
     def _build_groups(self, configs, reuse=None):
-        """(groups, names, aliases) for a list of DeploymentConfig. `reuse` maps a config's
-        fingerprint to the Deployment already serving it, kept as it is (and so its provider object);
-        its cooldowns and limits live in the shared state under its id either way. A config of the
-        file naming an unknown provider is skipped with a warning (a database model, which was
-        checked when it was added, only when this version lost the provider)."""
-        routing = self.settings.router
-        built = {}
+        """What a deployment list serves: {groups (exact names), patterns (wildcard names, most
+        specific first, each with its deployments' configs), access_groups, secrets}. `reuse` maps a
+        config's fingerprint to the Deployment already serving it, kept as it is (its cooldowns and
+        limits live in the shared state under its id either way). A file's entry naming an unknown
+        provider is skipped with a warning; a database model that no longer builds (it was checked
+        when it was added) is skipped with a warning too, never failing the reload."""
+        built, templates, members, secrets = {}, {}, {}, []
         for config in configs:
+            db_model = bool((config.model_info or {}).get("db_model"))
+            try:
+                sections.deployment_routing(config.index, config.model_name, config.params, config.model_info)
+            except ConfigError as exc:
+                if not db_model:
+                    raise
+                log.warning("database model %s is not served: %s", config.model_info.get("id"), exc)
+                continue
+            for access_group in (config.model_info or {}).get("access_groups") or ():
+                members.setdefault(access_group, set()).add(config.model_name)
+            if is_pattern(config.model_name):
+                found = _template_secrets(config)
+                if found is not None:
+                    templates.setdefault(config.model_name, []).append(config)
+                    secrets.extend(found)
+                continue
             deployment = reuse.pop(_fingerprint(config), None) if reuse else None
             if deployment is None:
                 try:
@@ -98,55 +139,146 @@ class Router:
                     log.warning("%s; this deployment is not served", exc)
                     continue
                 except ConfigError as exc:
-                    if not (config.model_info or {}).get("db_model"):
+                    if not db_model:
                         raise
                     log.warning("database model %s is not served: %s", config.model_info.get("id"), exc)
                     continue
             built.setdefault(config.model_name, []).append(deployment)
-        groups = {name: Group(name, deps, routing.routing_strategy, self.state, routing.cooldown_time,
-                              routing.allowed_fails) for name, deps in built.items()}
-        aliases = {a: g for a, g in self.settings.group_aliases.items() if g in groups}
-        return groups, list(groups), aliases
+        return {"groups": {name: self._group(name, deps) for name, deps in built.items()},
+                "patterns": [(Pattern(name), templates[name]) for name in sorted(templates, key=specificity)],
+                "access_groups": {name: frozenset(found) for name, found in members.items()},
+                "secrets": secrets}
+
+    def _install(self, built):
+        """Serve what `_build_groups` made. No yield between these assignments: every greenlet sees
+        the old set or the new one."""
+        self.groups, self.patterns = built["groups"], built["patterns"]
+        self.names = list(self.groups)
+        self.access_groups, self._template_secrets = built["access_groups"], built["secrets"]
+        self._concrete = {}  # requested name -> its Group, made from the wildcard that serves it
+        self.aliases = {a: g for a, g in self.settings.group_aliases.items()
+                        if g in self.groups or self._pattern_for(g) is not None}
+        self._allowed = {}  # a key's models -> the groups it may reach (allowed_groups)
 
     def reload(self, configs):
         """Serve `configs` (the file's deployments and the database's) from now on: deployments whose
         config did not change are kept; the groups are swapped in one step (no call sees half)."""
         reuse = {_fingerprint(d.provider.config): d for d in self.deployments()}
-        groups, names, aliases = self._build_groups(configs, reuse)
-        # No yield between these assignments: every greenlet sees the old set or the new one.
-        self.groups, self.names, self.aliases, self._allowed = groups, names, aliases, {}
+        self._install(self._build_groups(configs, reuse))
+
+    def _group(self, name, deployments):
+        routing = self.settings.router
+        return Group(name, deployments, routing.routing_strategy, self.state, routing.cooldown_time,
+                     routing.allowed_fails)
+
+    def _pattern_for(self, name):
+        """(Pattern, configs, segments) of the most specific wildcard serving `name`, or None."""
+        if not self.patterns or not servable(name):
+            return None
+        for pattern, configs in self.patterns:
+            segments = pattern.segments(name)
+            if segments is not None:
+                return pattern, configs, segments
+        return None
+
+    def group(self, name):
+        """The Group serving a resolved name: an exact group, or the concrete group a wildcard makes
+        for it (made once, then cached; the cache is bounded). KeyError when nothing serves it."""
+        found = self.groups.get(name) or self._concrete.get(name)
+        if found is not None:
+            return found
+        matched = self._pattern_for(name)
+        if matched is None:
+            raise KeyError(name)
+        pattern, configs, segments = matched
+        deployments, problems = [], []
+        for config in configs:
+            concrete = replace(config, params={**config.params, "model": fill(config.model, segments)})
+            try:
+                provider = providers.build(concrete)
+            except ConfigError as exc:
+                problems.append(str(exc).split(": ", 1)[-1])
+                continue
+            deployments.append(Deployment(provider, ident=deployment_id(config, config.params.get("api_base"))))
+        if not deployments:
+            raise errors.NotFoundError(f"The model `{name[:200]}` cannot be served by `{pattern.name}`: "
+                                       f"{problems[0]}", param="model", code="model_not_found")
+        found = self._group(name, deployments)
+        found.pattern = pattern.name
+        if len(self._concrete) >= MAX_CONCRETE_GROUPS:
+            self._concrete.clear()
+        self._concrete[name] = found
+        return found
+
+    def _serves(self, name):
+        """Whether a group name is served here (exact, or by a wildcard)."""
+        return name in self.groups or self._pattern_for(name) is not None
+
+    def pattern_of(self, name):
+        """The wildcard model_name serving `name` (None for an exact group or a name nothing serves)."""
+        if name in self.groups:
+            return None
+        found = self._concrete.get(name)
+        if found is not None:
+            return found.pattern
+        matched = self._pattern_for(name)
+        return matched[0].name if matched is not None else None
 
     def allowed_groups(self, models):
-        """The groups a caller limited to `models` may reach (None: every group): the names it
-        holds, and the groups those names alias. Fallbacks and aliases never widen it."""
+        """What a caller limited to `models` may reach (None: every group), as a container of group
+        names (patterns/Reach): the names it holds, the groups those names alias, the members of the
+        access groups it names, names matching the patterns it holds. Fallbacks and aliases never widen it."""
         if models is None:
             return None
         found = self._allowed.get(models)
         if found is None:
-            found = frozenset([m for m in models if m in self.groups]
-                              + [self.aliases[m] for m in models if m in self.aliases])
+            if any(m in ALL_MODELS for m in models):
+                found = None
+            else:
+                # An access group holds groups: a wildcard group in it reaches the names that
+                # wildcard serves (not those a more specific one takes); a pattern the caller
+                # holds itself reaches every name it matches.
+                members = set().union(*(self.access_groups.get(m, ()) for m in models))
+                names = set(models) | {self.aliases[m] for m in models if m in self.aliases}
+                found = Reach(names | {m for m in members if not is_pattern(m)},
+                              [m for m in models if is_pattern(m)], [m for m in members if is_pattern(m)],
+                              self.pattern_of)
             if len(self._allowed) > 10_000:
                 self._allowed.clear()
             self._allowed[models] = found
         return found
 
+    def access_group_members(self, name):
+        """The model names (groups and wildcard names) of an access group, or None for a name that is
+        not one (for access/levels.py, which combines a key's models with its team's)."""
+        return self.access_groups.get(name)
+
+    def secrets(self):
+        """The credentials of every deployment (exact and wildcard), for scrubbing what is sent on."""
+        return [s for d in self.deployments() for s in getattr(d.provider, "secrets", ())] + self._template_secrets
+
     def deployments(self):
-        """Every deployment of every group."""
+        """Every deployment of every exact group (a wildcard's are made per name: `group`)."""
         return [d for group in self.groups.values() for d in group.deployments]
 
     def resolve(self, requested):
-        """The group name a request's `model` means (first model when absent)."""
-        if not self.names:
+        """The group name a request's `model` means (first model when absent); a name a wildcard
+        serves is its own group name (`group` makes its group)."""
+        if not self.names and not self.patterns:
             raise errors.ServiceUnavailableError("No models are configured on this gateway.", code="no_models")
-        if self.settings.catch_all or not requested:
+        if (self.settings.catch_all or not requested) and self.names:
             return self.names[0]
+        if not requested:
+            raise errors.BadRequestError("`model` is required.", param="model")
         if not isinstance(requested, str):
             raise errors.BadRequestError("`model` must be a string.", param="model")
         if requested in self.groups:
             return requested
         if requested in self.aliases:
             return self.aliases[requested]
-        available = ", ".join(self.names + sorted(self.aliases))
+        if self.patterns and (requested in self._concrete or self._pattern_for(requested) is not None):
+            return requested
+        available = ", ".join(self.names + sorted(self.aliases) + [p.name for p, _ in self.patterns])
         raise errors.NotFoundError(
             f"The model `{requested[:200]}` does not exist on this gateway. Available models: {available}",
             param="model", code="model_not_found")
@@ -188,7 +320,7 @@ class Router:
         chain = []
         for n in names:
             group = self.aliases.get(n, n)
-            if group in self.groups and group != name and group not in chain and (
+            if group != name and group not in chain and self._serves(group) and (
                     allowed is None or group in allowed):
                 chain.append(group)
         return chain[:self.max_fallbacks]
@@ -203,7 +335,7 @@ class Router:
                 names += [n for n in self._chain(names[i], table, per_request.get(key), allowed)
                           if n not in names]
             i += 1
-        return [d for n in names for d in self.groups[n].deployments]
+        return [d for n in names for d in self.group(n).deployments]
 
     def call(self, endpoint, body, stream, allowed=None, cap_output=False):
         """Run one call with retries and fallbacks: (Outcome, answer dict or ChunkStream).
@@ -249,7 +381,7 @@ class Router:
 
     def _call_group(self, name, endpoint, body, stream, retries, timeout, deadline, outcome, cap_output=False):
         """Try one group up to 1 + retries times, possibly on different deployments."""
-        group = self.groups[name]
+        group = self.group(name)
         fits = self._check_context(group, body)
         tried = []
         for attempt in range(retries + 1):

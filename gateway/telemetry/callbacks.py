@@ -123,8 +123,7 @@ def install(app, gateway):
     if not config.sinks:
         return None
     secrets = [gateway.settings.master_key]
-    for deployment in gateway.router.deployments():
-        secrets.extend(getattr(deployment.provider, "secrets", ()))
+    secrets.extend(gateway.router.secrets())
     callbacks = Callbacks(config, secrets)
     if callbacks.deliveries:
         gateway.observers.add(callbacks.observe, wants_text=callbacks.wants_text)

@@ -292,11 +292,14 @@ class Metrics:
         self.extra = None  # more families rendered from the same series (LiteLLM's names), or None
 
     def group(self, name):
-        """A label for a group name: configured groups and aliases only (never client text)."""
+        """A label for a group name: configured groups, aliases and wildcard names only (never client
+        text: a name a wildcard serves is counted under the wildcard's model_name)."""
         groups = self.router.groups
         if name in groups:
             return name
-        return self.router.aliases.get(name, UNKNOWN_GROUP) if isinstance(name, str) else UNKNOWN_GROUP
+        if not isinstance(name, str):
+            return UNKNOWN_GROUP
+        return self.router.aliases.get(name) or self.router.pattern_of(name) or UNKNOWN_GROUP
 
     def observe(self, record):
         """Count one CallRecord (an observer: gateway/telemetry/events.py)."""

@@ -20,10 +20,14 @@ from gateway.config.settings import from_dict
 MASTER = "sk-master-metrics-0123456789"
 
 
-def fake_router(*names, aliases=None, cooling=None):
+def fake_router(*names, aliases=None, cooling=None, patterns=()):
+    """`patterns`: wildcard names; a name serves under the first whose prefix (before `*`) it has."""
     cooling = {} if cooling is None else cooling
     groups = {n: types.SimpleNamespace(cooling=lambda n=n: cooling.get(n, {})) for n in names}
-    return types.SimpleNamespace(groups=groups, aliases=aliases or {})
+
+    def pattern_of(name):
+        return next((p for p in patterns if name.startswith(p.split("*")[0])), None)
+    return types.SimpleNamespace(groups=groups, aliases=aliases or {}, pattern_of=pattern_of)
 
 
 def record(group="gpt", status="success", http_status=200, latency=0.2, stream=False, first=None, **extra):
@@ -141,7 +145,8 @@ def test_label_values_are_escaped(store):
 
 
 def test_only_configured_groups_become_labels(store):
-    m = Metrics(fake_router("gpt", aliases={"gpt-4": "gpt"}), store)
+    m = Metrics(fake_router("gpt", aliases={"gpt-4": "gpt"}, patterns=("anthropic/*",)), store)
+    m.observe(record(group="anthropic/claude-3-opus"))  # a name a wildcard serves: counted under it
     secret = "sk-" + "S" * 43
     m.observe(record(group=secret, status="error", http_status=404, deployment_id=None, provider=None))
     m.observe(record(group=None, status="error", http_status=400, deployment_id=None, provider=None))
@@ -152,6 +157,8 @@ def test_only_configured_groups_become_labels(store):
     samples, _ = parse(text)
     assert value(samples, "gateway_requests_total", model_group=metrics.UNKNOWN_GROUP) == 2
     assert value(samples, "gateway_requests_total", model_group="gpt", code="403", deployment="") == 1
+    assert value(samples, "gateway_requests_total", model_group="anthropic/*") == 1
+    assert "claude-3-opus" not in text
 
 
 def test_numbers_are_rendered_exactly():
