@@ -146,7 +146,10 @@ def test_a_change_on_one_instance_reaches_every_worker_of_another_within_5s(tmp_
         added = requests.post(first.url + "/model/new", headers=ADMIN, timeout=10, json={
             "model_name": "db-demo", "litellm_params": {"model": "demo/echo"}, "model_info": {"id": "m1"}})
         assert added.status_code == 200, added.text
-        took = _rounds_until(second, "db-demo", 200, time.monotonic() + 15)
+        try:
+            took = _rounds_until(second, "db-demo", 200, time.monotonic() + 15)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\ninstance B's log ends with:\n{second.log()[-6000:]}") from None
         assert took <= WINDOW, f"instance B served the new model after {took:.2f} s"
         assert len(_workers_serving(second, 1)) == 2, second.log()
 
