@@ -1,5 +1,8 @@
 """Load the LiteLLM-style YAML config, check every value once, and freeze it into one Settings object."""
 
+import functools
+import hashlib
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -14,11 +17,13 @@ from marshmallow import fields
 from marshmallow import validate
 
 from gateway.config import callbacks
+from gateway.config import public
 from gateway.config import sections
 from gateway.config.parse import ENV_PREFIX
 from gateway.config.parse import as_bool
 from gateway.config.parse import as_seconds
 from gateway.config.parse import as_size_mb
+from gateway.config.parse import env_references
 from gateway.config.parse import key_path
 from gateway.config.parse import resolve_env
 from gateway.errors import ConfigError  # noqa: F401  (callers and tests import it from here too)
@@ -126,11 +131,28 @@ class DeploymentConfig:
     params: dict
     model_info: dict
     index: int
+    # Paths from the model_list entry (`("litellm_params", "api_key")`) of the values that came from
+    # `os.environ/` references: the model info routes never show them (gateway/config/public.py).
+    env_refs: frozenset = frozenset()
 
     @property
     def model(self):
         """The provider model string, e.g. `azure/my-deployment`."""
         return self.params["model"]
+
+    @functools.cached_property
+    def id(self):
+        """The deployment's id (`x-litellm-model-id`, /model/info, shared routing state):
+        `model_info.id` when configured (database models carry theirs there), else a sha256 of its
+        place in the list, its name and its params with every secret left out (an id is public:
+        no key is hashed into it). The place keeps apart deployments that differ only in a key."""
+        given = self.model_info.get("id") if isinstance(self.model_info, dict) else None
+        if isinstance(given, (str, int)) and not isinstance(given, bool) and str(given):
+            return str(given)
+        params, _info = public.public_config(self.params, None, self.env_refs)
+        text = json.dumps({"index": self.index, "model_name": self.model_name, "litellm_params": params},
+                          sort_keys=True, default=str)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -225,6 +247,20 @@ def _aliases(router):
     return resolved
 
 
+def _deployment_env_refs(raw):
+    """{model_list index: paths within the entry of its `os.environ/` values}; the older form's
+    limits beside litellm_params count as litellm_params (where DeploymentConfig keeps them)."""
+    found = {}
+    for path in env_references(raw.get("model_list")):
+        if len(path) < 2:
+            continue
+        index, inner = path[0], path[1:]
+        if inner[0] in ("rpm", "tpm"):
+            inner = ("litellm_params",) + inner
+        found.setdefault(index, set()).add(inner)
+    return found
+
+
 def from_dict(raw, *, source="config", environ=True):
     """Check a parsed config mapping, every value of it, and build Settings; ConfigError names the path."""
     if raw is None:
@@ -253,11 +289,13 @@ def from_dict(raw, *, source="config", environ=True):
     for key in sorted(set(data) - known_top):
         log.warning("%s is not a top-level key this gateway knows; ignored", key)
 
+    env_refs = _deployment_env_refs(raw)
     deployments = tuple(
         DeploymentConfig(model_name=d["model_name"],
                          params={**{k: d[k] for k in ("rpm", "tpm") if d.get(k) is not None},
                                  **d["litellm_params"]},
-                         model_info=dict(d.get("model_info") or {}), index=i)
+                         model_info=dict(d.get("model_info") or {}), index=i,
+                         env_refs=frozenset(env_refs.get(i, ())))
         for i, d in enumerate(data["model_list"]))
     for deployment in deployments:
         sections.deployment_numbers(deployment.index, deployment.params, deployment.model_info)

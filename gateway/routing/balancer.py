@@ -4,7 +4,6 @@ Shared state (gateway/state.py) is touched only for what a group's configuration
 one deployment, no limits and simple-shuffle never reads or writes it.
 """
 
-import hashlib
 import logging
 import random
 import time
@@ -31,8 +30,7 @@ class Deployment:
         config = provider.config
         params = config.params
         info = config.model_info or {}
-        self.id = str(info.get("id") or hashlib.sha1(
-            f"{config.index}|{config.model_name}|{config.model}|{provider.api_base}".encode()).hexdigest()[:12])
+        self.id = config.id  # model_info.id, else a hash without secrets: what /model/info shows
         self.rpm = params.get("rpm")
         self.tpm = params.get("tpm")
         self.weight = params.get("weight")
