@@ -248,16 +248,11 @@ def _aliases(router):
 
 
 def _deployment_env_refs(raw):
-    """{model_list index: paths within the entry of its `os.environ/` values}; the older form's
-    limits beside litellm_params count as litellm_params (where DeploymentConfig keeps them)."""
+    """{model_list index: paths within the entry of its `os.environ/` values}."""
     found = {}
     for path in env_references(raw.get("model_list")):
-        if len(path) < 2:
-            continue
-        index, inner = path[0], path[1:]
-        if inner[0] in ("rpm", "tpm"):
-            inner = ("litellm_params",) + inner
-        found.setdefault(index, set()).add(inner)
+        if len(path) >= 2:
+            found.setdefault(path[0], set()).add(path[1:])
     return found
 
 
