@@ -11,6 +11,11 @@ SUPPORTS = ("supports_function_calling", "supports_parallel_function_calling", "
             "supports_vision", "supports_system_messages", "supports_response_schema")
 
 
+# Facts a deployment's configuration may set (model_info, or litellm_params for the prices).
+_FROM_CONFIG = ("mode", "max_tokens", "max_input_tokens", "max_output_tokens", "input_cost_per_token",
+                "output_cost_per_token", *SUPPORTS)
+
+
 def mode(deployment):
     """chat, embedding, or the deployment's configured `model_info.mode`."""
     provider = deployment.provider
@@ -47,7 +52,7 @@ def deployment_info(deployment):
     config = deployment.provider.config
     params, configured = public_config(config.params, config.model_info, config.env_refs)
     facts = deployment.facts
-    groups = (config.model_info or {}).get("access_groups")
+    groups = configured.get("access_groups")
     info = {
         "id": deployment.id,
         "db_model": (config.model_info or {}).get("db_model") is True,
@@ -61,6 +66,9 @@ def deployment_info(deployment):
         **supports(deployment),
         "access_groups": list(groups) if isinstance(groups, list) else [],
     }
+    for key in _FROM_CONFIG:  # a fact whose configured value came from the environment is not shown
+        if ("model_info", key) in config.env_refs or ("litellm_params", key) in config.env_refs:
+            info[key] = None
     for key, value in configured.items():  # the rest of the configured model_info, as given
         info.setdefault(key, value)
     return {"model_name": config.model_name, "litellm_params": params, "model_info": info}

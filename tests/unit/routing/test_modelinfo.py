@@ -88,6 +88,16 @@ def test_a_group_of_mapping_providers_lists_the_params_every_deployment_maps():
                 {"model_name": "c", "litellm_params": {"model": "cohere/command-r", "api_key": "co-a",
                                                        "api_base": BASE}}])
     params = modelinfo.group_info(r.groups["c"])["supported_openai_params"]
-    deployments = r.groups["c"].deployments
-    assert params == sorted(set(deployments[0].provider.supported_params) & set(deployments[1].provider.supported_params))
+    anthropic, cohere = (d.provider.supported_params for d in r.groups["c"].deployments)
+    assert params == sorted(set(anthropic) & set(cohere)) and set(params) != set(anthropic) | set(cohere)
     assert "temperature" in params and "tools" in params
+
+
+def test_facts_configured_from_the_environment_are_not_shown(monkeypatch):
+    monkeypatch.setenv("MODELINFO_SECRETISH", "424242")
+    r = router([dep("g", "openai/gpt-4o", info={"max_tokens": "os.environ/MODELINFO_SECRETISH",
+                                                "mode": "os.environ/MODELINFO_SECRETISH",
+                                                "access_groups": ["os.environ/MODELINFO_SECRETISH", "beta"]})])
+    info = modelinfo.deployment_info(r.deployments()[0])["model_info"]
+    assert "424242" not in repr(info)
+    assert info["max_tokens"] is None and info["mode"] is None and info["access_groups"] == ["beta"]
