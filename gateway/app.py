@@ -137,6 +137,7 @@ def create_app(settings=None):
     from gateway.api import health
     from gateway.api import keys as key_routes
     from gateway.api import metrics as metric_routes
+    from gateway.api import model_info
     from gateway.api import models
     from gateway.api import model_admin
     from gateway.api import spend
@@ -145,8 +146,8 @@ def create_app(settings=None):
     from gateway.api import organizations
     from gateway.api import teams
     from gateway.api import users
-    for module in (chat, completions, embeddings, models, health, key_routes, spend, reports, metric_routes, users,
-                   teams, organizations, customers, model_admin):
+    for module in (chat, completions, embeddings, models, model_info, health, key_routes, spend, reports,
+                   metric_routes, users, teams, organizations, customers, model_admin):
         app.register_blueprint(module.bp)
     from gateway.telemetry.metrics import install as install_metrics
     app.extensions["metrics"] = install_metrics(gateway)  # counts every call; renders /metrics

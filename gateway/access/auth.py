@@ -37,6 +37,9 @@ ROUTE_POLICY = {
     "embeddings.embeddings_for": "api",
     "models.list_models": "api",
     "models.get_model": "api",
+    "model_info.model_info": "api",  # answered for the groups the caller may use
+    "model_info.model_group_info": "api",
+    "model_info.routes": "admin",
     "keys.generate": "scoped",
     "keys.info": "self",
     "keys.update": "scoped",

@@ -1,4 +1,5 @@
-"""GET /models: the model names this gateway serves (groups and aliases) that the caller may use."""
+"""GET /models: the model names this gateway serves (groups and aliases) that the caller may use;
+which names and groups a caller may see (also for gateway/api/model_info.py)."""
 
 import time
 
@@ -42,6 +43,15 @@ def _visible(router, caller, model):
         return False
     allowed = _allowed(router, caller)
     return allowed is None or model in allowed
+
+
+def visible_groups(router, caller):
+    """The groups the caller may see facts of (model info): every group for the master key, proxy
+    admins (and their viewers) and open gateways; for any other key the groups its `models` let it
+    call, exactly as the router decides that (Router.allowed_groups), in config order."""
+    rules = caller.rules if caller is not None and not caller.sees_all else None
+    allowed = router.allowed_groups(rules.models) if rules is not None else None
+    return [name for name in router.groups if allowed is None or name in allowed]
 
 
 @bp.get("/models")

@@ -58,6 +58,16 @@ def resolve_env(tree, environ=None):
     return resolved
 
 
+def env_references(tree, parts=()):
+    """The key paths (tuples) of every `os.environ/NAME` string in a config tree: which values came
+    from the environment, so a view of the config (model info) can leave them out."""
+    if isinstance(tree, dict):
+        return {path for k, v in tree.items() for path in env_references(v, parts + (k,))}
+    if isinstance(tree, list):
+        return {path for i, v in enumerate(tree) for path in env_references(v, parts + (i,))}
+    return {parts} if isinstance(tree, str) and tree.startswith(ENV_PREFIX) else set()
+
+
 def as_bool(value, path, default=False):
     """true/false, or the text true/1/on or false/0/no/off in any case; None is the default."""
     if value is None:

@@ -1,5 +1,8 @@
 """Load the LiteLLM-style YAML config, check every value once, and freeze it into one Settings object."""
 
+import functools
+import hashlib
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -15,11 +18,13 @@ from marshmallow import validate
 
 from gateway.config import callbacks
 from gateway.config import params
+from gateway.config import public
 from gateway.config import sections
 from gateway.config.parse import ENV_PREFIX
 from gateway.config.parse import as_bool
 from gateway.config.parse import as_seconds
 from gateway.config.parse import as_size_mb
+from gateway.config.parse import env_references
 from gateway.config.parse import key_path
 from gateway.config.parse import resolve_env
 from gateway.errors import ConfigError  # noqa: F401  (callers and tests import it from here too)
@@ -128,11 +133,28 @@ class DeploymentConfig:
     params: dict
     model_info: dict
     index: int
+    # Paths from the model_list entry (`("litellm_params", "api_key")`) of the values that came from
+    # `os.environ/` references: the model info routes never show them (gateway/config/public.py).
+    env_refs: frozenset = frozenset()
 
     @property
     def model(self):
         """The provider model string, e.g. `azure/my-deployment`."""
         return self.params["model"]
+
+    @functools.cached_property
+    def id(self):
+        """The deployment's id (`x-litellm-model-id`, /model/info, shared routing state):
+        `model_info.id` when configured (database models carry theirs there), else a sha256 of its
+        place in the list, its name and its params with every secret left out (an id is public:
+        no key is hashed into it). The place keeps apart deployments that differ only in a key."""
+        given = self.model_info.get("id") if isinstance(self.model_info, dict) else None
+        if isinstance(given, (str, int)) and not isinstance(given, bool) and str(given):
+            return str(given)
+        params, _info = public.public_config(self.params, None, self.env_refs)
+        text = json.dumps({"index": self.index, "model_name": self.model_name, "litellm_params": params},
+                          sort_keys=True, default=str)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -205,13 +227,15 @@ def check_deployment(entry, index):
     return _deployment(data, index)
 
 
-def _deployment(data, index):
+def _deployment(data, index, env_refs=()):
     """A loaded model_list entry as a DeploymentConfig, its numbers and its wildcard/access-group
-    fields checked (ConfigError names `model_list[index]...`)."""
+    fields checked (ConfigError names `model_list[index]...`); `env_refs`: the params the file gave
+    as `os.environ/` references (never shown by /model/info)."""
     config = DeploymentConfig(model_name=data["model_name"],
                               params={**{k: data[k] for k in ("rpm", "tpm") if data.get(k) is not None},
                                       **data["litellm_params"]},
-                              model_info=dict(data.get("model_info") or {}), index=index)
+                              model_info=dict(data.get("model_info") or {}), index=index,
+                              env_refs=frozenset(env_refs))
     sections.deployment_numbers(index, config.params, config.model_info)
     sections.deployment_routing(index, config.model_name, config.params, config.model_info)
     return config
@@ -252,6 +276,15 @@ def _aliases(router):
     return resolved
 
 
+def _deployment_env_refs(raw):
+    """{model_list index: paths within the entry of its `os.environ/` values}."""
+    found = {}
+    for path in env_references(raw.get("model_list")):
+        if len(path) >= 2:
+            found.setdefault(path[0], set()).add(path[1:])
+    return found
+
+
 def from_dict(raw, *, source="config", environ=True):
     """Check a parsed config mapping, every value of it, and build Settings; ConfigError names the path."""
     if raw is None:
@@ -280,7 +313,8 @@ def from_dict(raw, *, source="config", environ=True):
     for key in sorted(set(data) - known_top):
         log.warning("%s is not a top-level key this gateway knows; ignored", key)
 
-    deployments = tuple(_deployment(d, i) for i, d in enumerate(data["model_list"]))
+    env_refs = _deployment_env_refs(raw)
+    deployments = tuple(_deployment(d, i, env_refs.get(i, ())) for i, d in enumerate(data["model_list"]))
     params.warn(deployments)
     master_key = os.environ.get("GATEWAY_MASTER_KEY") or general.get("master_key")
     if master_key is not None and (not isinstance(master_key, str) or not master_key):

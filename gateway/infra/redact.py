@@ -1,10 +1,14 @@
 """Redaction: secrets and key-like strings kept out of everything the gateway shows or sends on.
 
 One place for what looks like a credential: upstream error text (providers), span attributes and
-URLs (tracing), query parameters in displayed addresses (transport), callback payloads (sinks).
+URLs (tracing), displayed addresses (display_url: transport, providers, model info), callback payloads
+(sinks).
 """
 
 import re
+from urllib.parse import unquote
+from urllib.parse import urlsplit
+from urllib.parse import urlunsplit
 
 import orjson
 
@@ -49,3 +53,25 @@ def scrubber(secrets):
                 item = item.replace(needle, mark)
         return item
     return scrub
+
+
+def display_url(url):
+    """An upstream address as humans may see it (headers, errors, /health, logs, callbacks, spans,
+    debug curl lines): scheme://host[:port]/path, never a `user:password@` part, and the values of
+    query parameters named like credentials (`?key=`, `api-key=`, `sig=`) masked."""
+    if not url or not isinstance(url, str):
+        return url
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # an unparseable address is shown as nothing rather than as itself
+        return "[invalid url]"
+    netloc = parts.netloc.rpartition("@")[2]
+    query = "&".join(_masked_param(p) for p in parts.query.split("&")) if parts.query else ""
+    if netloc == parts.netloc and query == parts.query and not parts.fragment:
+        return url
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def _masked_param(piece):
+    name, sep, _ = piece.partition("=")
+    return f"{name}=****" if sep and sensitive_name(unquote(name)) else piece

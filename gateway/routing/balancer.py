@@ -4,7 +4,6 @@ Shared state (gateway/state.py) is touched only for what a group's configuration
 one deployment, no limits and simple-shuffle never reads or writes it.
 """
 
-import hashlib
 import logging
 import random
 import time
@@ -34,7 +33,7 @@ class Deployment:
         config = provider.config
         params = config.params
         info = config.model_info or {}
-        self.id = ident or deployment_id(config, provider.api_base)
+        self.id = ident or config.id  # model_info.id, else a hash without secrets: what /model/info shows
         self.rpm = params.get("rpm")
         self.tpm = params.get("tpm")
         self.weight = params.get("weight")
@@ -52,13 +51,6 @@ class Deployment:
     def limited(self):
         """Whether calls must be counted against rpm/tpm (a limit of 0 takes no call; None: no limit)."""
         return self.rpm is not None or self.tpm is not None
-
-
-def deployment_id(config, api_base):
-    """A deployment's id: its `model_info.id`, else a digest of where it sits in the config."""
-    info = config.model_info or {}
-    return str(info.get("id") or hashlib.sha1(
-        f"{config.index}|{config.model_name}|{config.model}|{api_base}".encode()).hexdigest()[:12])
 
 
 class Group:

@@ -14,7 +14,6 @@ from gateway import errors
 from gateway import providers
 from gateway.routing.balancer import Deployment
 from gateway.routing.balancer import Group
-from gateway.routing.balancer import deployment_id
 from gateway.routing.patterns import ALL_MODELS
 from gateway.routing.patterns import Pattern
 from gateway.routing.patterns import Reach
@@ -199,7 +198,7 @@ class Router:
             except ConfigError as exc:
                 problems.append(str(exc).split(": ", 1)[-1])
                 continue
-            deployments.append(Deployment(provider, ident=deployment_id(config, config.params.get("api_base"))))
+            deployments.append(Deployment(provider, ident=config.id))
         if not deployments:
             raise errors.NotFoundError(f"The model `{name[:200]}` cannot be served by `{pattern.name}`: "
                                        f"{problems[0]}", param="model", code="model_not_found")

@@ -28,7 +28,7 @@ from urllib3.exceptions import NewConnectionError
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
 from gateway import errors
-from gateway.infra.redact import sensitive_name
+from gateway.infra.redact import display_url
 
 log = logging.getLogger("gateway.wire.transport")
 
@@ -84,28 +84,6 @@ def is_secret_header(name):
     """Whether a header's value must never be shown."""
     lowered = name.lower()
     return any(word in lowered for word in _SECRET_WORDS)
-
-
-def display_url(url):
-    """An upstream address as humans may see it (headers, errors, /health, logs, callbacks, spans,
-    debug curl lines): scheme://host[:port]/path, never a `user:password@` part, and the values of
-    query parameters named like credentials (`?key=`, `api-key=`, `sig=`) masked."""
-    if not url or not isinstance(url, str):
-        return url
-    try:
-        parts = urlsplit(url)
-    except ValueError:  # an unparseable address is shown as nothing rather than as itself
-        return "[invalid url]"
-    netloc = parts.netloc.rpartition("@")[2]
-    query = "&".join(_masked_param(p) for p in parts.query.split("&")) if parts.query else ""
-    if netloc == parts.netloc and query == parts.query and not parts.fragment:
-        return url
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
-
-
-def _masked_param(piece):
-    name, sep, _ = piece.partition("=")
-    return f"{name}=****" if sep and sensitive_name(unquote(name)) else piece
 
 
 def split_credentials(url):

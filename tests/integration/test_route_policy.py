@@ -110,6 +110,9 @@ def test_sensitive_routes_keep_their_policies():
         if grant.write:
             assert not may_enter(endpoint, "proxy_admin_viewer") and not may_enter(endpoint, "internal_user_viewer")
     assert ROUTE_POLICY["metrics.metrics"] == "admin"  # opened only by general_settings.metrics_public
+    # Model facts are for any key (the view narrows them to its models); the route list is an admin's.
+    assert ROUTE_POLICY["model_info.model_info"] == ROUTE_POLICY["model_info.model_group_info"] == "api"
+    assert ROUTE_POLICY["model_info.routes"] == "admin"
 
 
 # ---- the matrix ------------------------------------------------------------------------------------
@@ -230,6 +233,7 @@ def _recipes(client, endpoint):
         "completions": lambda: (None, {"model": "demo", "prompt": "hello"}),
         "embeddings": lambda: (None, {"model": "demo", "input": "hello"}),
         "models": lambda: (None, None),
+        "model_info": lambda: (None, None),
         "health": lambda: (None, None),
         "keys.list_keys": lambda: (None, None),
         "spend.logs": lambda: ({"limit": 5}, None),
