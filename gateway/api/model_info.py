@@ -16,8 +16,10 @@ HIDDEN_METHODS = frozenset({"HEAD", "OPTIONS"})
 
 
 def _visible(router):
-    """The caller's groups, by name, in config order."""
-    return [router.groups[name] for name in visible_groups(router, g.get("caller"))]
+    """The caller's groups in config order, as (name, Group or None, wildcard configs)."""
+    patterns = {pattern.name: configs for pattern, configs in router.patterns}
+    return [(name, router.groups.get(name), patterns.get(name, ()))
+            for name in visible_groups(router, g.get("caller"))]
 
 
 def _not_found(what, value, param):
@@ -33,8 +35,11 @@ def model_info():
     """Every deployment the caller may use (or the one `litellm_model_id` names), LiteLLM's shape."""
     router = current_app.extensions["gateway"].router
     wanted = request.args.get("litellm_model_id")
-    data = [modelinfo.deployment_info(d) for group in _visible(router) for d in group.deployments
-            if wanted is None or d.id == wanted]
+    data = []
+    for _name, group, configs in _visible(router):
+        found = ([modelinfo.deployment_info(d) for d in group.deployments] if group is not None
+                 else [modelinfo.pattern_info(c) for c in configs])
+        data.extend(e for e in found if wanted is None or e["model_info"]["id"] == wanted)
     if wanted is not None and not data:
         raise _not_found("model with id", wanted, "litellm_model_id")
     return json_response({"data": data})
@@ -46,7 +51,8 @@ def model_group_info():
     """Every group the caller may use (or the one `model_group` names): providers, limits, prices."""
     router = current_app.extensions["gateway"].router
     wanted = request.args.get("model_group")
-    data = [modelinfo.group_info(group) for group in _visible(router) if wanted is None or group.name == wanted]
+    data = [modelinfo.group_info(group) if group is not None else modelinfo.pattern_group_info(name, configs)
+            for name, group, configs in _visible(router) if wanted is None or name == wanted]
     if wanted is not None and not data:
         raise _not_found("model group", wanted, "model_group")
     return json_response({"data": data})

@@ -46,12 +46,13 @@ def _visible(router, caller, model):
 
 
 def visible_groups(router, caller):
-    """The groups the caller may see facts of (model info): every group for the master key, proxy
+    """The groups (and wildcard model_names) the caller may see facts of (model info): every one for the master key, proxy
     admins (and their viewers) and open gateways; for any other key the groups its `models` let it
     call, exactly as the router decides that (Router.allowed_groups), in config order."""
     rules = caller.rules if caller is not None and not caller.sees_all else None
     allowed = router.allowed_groups(rules.models) if rules is not None else None
-    return [name for name in router.groups if allowed is None or name in allowed]
+    names = list(router.groups) + [pattern.name for pattern, _ in router.patterns]
+    return [name for name in names if allowed is None or name in allowed]
 
 
 @bp.get("/models")

@@ -224,7 +224,7 @@ def check_deployment(entry, index):
         data = DeploymentSchema().load(resolve_env(entry))
     except ValidationError as exc:
         raise ConfigError("\n".join(sorted(_flatten_errors(exc.messages)))) from None
-    return _deployment(data, index)
+    return _deployment(data, index, env_references(entry))
 
 
 def _deployment(data, index, env_refs=()):

@@ -16,6 +16,7 @@ import uuid
 
 from gateway import errors
 from gateway import providers
+from gateway.config.parse import env_references
 from gateway.config.parse import resolve_env
 from gateway.config.settings import DeploymentConfig
 from gateway.config.settings import check_deployment
@@ -167,7 +168,8 @@ class ModelStore:
         configs = []
         for row in rows:
             try:
-                params = resolve_env(self.box.open(row.litellm_params))
+                stored = self.box.open(row.litellm_params)
+                params = resolve_env(stored)
             except SecretError:
                 log.warning("database model %s is not served: its secrets cannot be decrypted with this salt "
                             "key (GATEWAY_SALT_KEY / LITELLM_SALT_KEY changed?)", row.id)
@@ -177,7 +179,9 @@ class ModelStore:
                 continue
             configs.append(DeploymentConfig(model_name=row.model_name, params=params,
                                             model_info={**(row.model_info or {}), "id": row.id, "db_model": True},
-                                            index=first_index + len(configs)))
+                                            index=first_index + len(configs),
+                                            env_refs=frozenset(("litellm_params",) + path
+                                                               for path in env_references(stored))))
         return version, configs
 
 

@@ -114,3 +114,38 @@ def group_info(group):
         entry[name] = None if all(v is None for v in values) else all(v is True for v in values)
     entry["supported_openai_params"] = _group_params(deployments)
     return entry
+
+
+def pattern_info(config):
+    """One /model/info entry for a wildcard deployment (`*`, `anthropic/*`): what its configuration
+    says (no secret), its provider when its model fixes one; the model facts belong to each name it
+    serves, so they are null unless the entry's model_info states them."""
+    params, configured = public_config(config.params, config.model_info, config.env_refs)
+    prefix = config.model.split("/", 1)[0] if "/" in config.model else None
+    groups = configured.get("access_groups")
+    info = {"id": config.id, "db_model": (config.model_info or {}).get("db_model") is True,
+            "litellm_provider": prefix if prefix not in (None, "*") else None}
+    for key in _FROM_CONFIG:  # stated facts only, and none that came from the environment
+        hidden = ("model_info", key) in config.env_refs or ("litellm_params", key) in config.env_refs
+        info[key] = None if hidden else configured.get(key, params.get(key))
+    info["mode"] = info["mode"] if isinstance(info["mode"], str) else "chat"
+    info["access_groups"] = list(groups) if isinstance(groups, list) else []
+    for key, value in configured.items():
+        info.setdefault(key, value)
+    return {"model_name": config.model_name, "litellm_params": params, "model_info": info}
+
+
+def pattern_group_info(name, configs):
+    """One /model_group/info entry for a wildcard model_name: its providers and configured limits."""
+    entries = [pattern_info(c) for c in configs]
+    limits = {key: [c.params.get(key) for c in configs if isinstance(c.params.get(key), int)]
+              for key in ("tpm", "rpm")}
+    entry = {"model_group": name,
+             "providers": sorted({e["model_info"]["litellm_provider"] or "*" for e in entries}),
+             "max_input_tokens": None, "max_output_tokens": None, "input_cost_per_token": None,
+             "output_cost_per_token": None, "mode": entries[0]["model_info"]["mode"] if entries else None,
+             "tpm": sum(limits["tpm"]) if limits["tpm"] else None,
+             "rpm": sum(limits["rpm"]) if limits["rpm"] else None}
+    entry.update({flag: None for flag in SUPPORTS})
+    entry["supported_openai_params"] = None
+    return entry

@@ -149,3 +149,40 @@ def test_routes_lists_every_route_for_admins_only(client):
     assert refused.status_code == 403 and refused.get_json()["error"]["code"] == "master_key_required"
     assert client.get("/routes").status_code == 401
     assert json.dumps(routes).count("/model_group/info") == 2  # with and without /v1
+
+
+def test_wildcard_entries_are_listed_without_secrets_and_filtered_by_key(tmp_path, monkeypatch):
+    """A `*` and an `anthropic/*` entry appear in /model/info and /model_group/info under their own
+    model_name (never a model sent upstream), with no key; a key limited to `anthropic/*` sees only
+    that entry, and its id picks it out."""
+    monkeypatch.setenv("MODELINFO_CANARY", ENV_CANARY)
+    settings = from_dict({
+        "model_list": [
+            {"model_name": "*", "litellm_params": {"model": "openai/*", "api_key": KEY_CANARY}},
+            {"model_name": "anthropic/*", "litellm_params": {"model": "anthropic/*", "rpm": 7,
+                                                             "api_key": "os.environ/MODELINFO_CANARY"},
+             "model_info": {"access_groups": ["beta"]}},
+            {"model_name": "exact", "litellm_params": {"model": "demo/echo"}}],
+        "router_settings": {"local_state_path": str(tmp_path / "state.sqlite")},
+        "general_settings": {"master_key": MASTER, "spend_spool_dir": str(tmp_path / "spool")}},
+        source="test_model_info", environ=False)
+    client = create_app(settings).test_client()
+    everything = client.get("/model/info", headers=bearer(MASTER))
+    text = everything.get_data(as_text=True)
+    assert KEY_CANARY not in text and ENV_CANARY not in text
+    by_name = {e["model_name"]: e for e in everything.get_json()["data"]}
+    assert set(by_name) == {"*", "anthropic/*", "exact"}
+    assert by_name["anthropic/*"]["model_info"]["litellm_provider"] == "anthropic"
+    assert by_name["anthropic/*"]["model_info"]["access_groups"] == ["beta"]
+    assert by_name["*"]["litellm_params"] == {"model": "openai/*"}
+    groups = {e["model_group"]: e for e in client.get("/model_group/info", headers=bearer(MASTER)).get_json()["data"]}
+    assert groups["anthropic/*"]["rpm"] == 7 and groups["anthropic/*"]["providers"] == ["anthropic"]
+
+    key = key_for(client, models=["anthropic/*"])
+    limited = client.get("/model/info", headers=bearer(key)).get_json()["data"]
+    assert [e["model_name"] for e in limited] == ["anthropic/*"]
+    wanted = by_name["anthropic/*"]["model_info"]["id"]
+    one = client.get(f"/v2/model/info?litellm_model_id={wanted}", headers=bearer(key)).get_json()["data"]
+    assert [e["model_name"] for e in one] == ["anthropic/*"]
+    hidden = by_name["*"]["model_info"]["id"]
+    assert client.get(f"/model/info?litellm_model_id={hidden}", headers=bearer(key)).status_code == 404
