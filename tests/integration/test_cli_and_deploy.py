@@ -145,12 +145,14 @@ def test_litellm_style_config_from_conf(start_gateway, fake_openai):
         gw = start_gateway(REPO / "conf" / "multi-model.yaml", env=env)
         c = openai.OpenAI(base_url=gw.url, api_key="sk-conf-master-123456", max_retries=0)
         names = [m.id for m in c.models.list()]
-        assert names == ["gpt-3.5-turbo", "gpt-4o", "local-llama", "text-embedding-3-small", "demo", "gpt-4"]
-        for name in ("gpt-3.5-turbo", "gpt-4o", "gpt-4", "local-llama", "demo"):
+        assert names == ["gpt-3.5-turbo", "gpt-4o", "local-llama", "text-embedding-3-small", "demo", "gpt-4",
+                         "openai/*"]
+        for name in ("gpt-3.5-turbo", "gpt-4o", "gpt-4", "local-llama", "demo", "openai/gpt-4o-mini"):
             assert c.chat.completions.create(model=name, messages=HELLO).choices[0].message.content
         assert c.embeddings.create(model="text-embedding-3-small", input="x").data
     finally:
         fake_openai.api_key = saved
+    assert any(r["json"] and r["json"].get("model") == "gpt-4o-mini" for r in fake_openai.requests)  # the wildcard
     local = [r for r in fake_openai.requests if r["json"] and r["json"].get("model") ==
              "meta-llama/Meta-Llama-3-8B-Instruct"][-1]
     assert (local["json"]["temperature"], local["json"]["max_tokens"]) == (0.2, 512)

@@ -106,7 +106,8 @@ def chat(gw, model, **body):
 
 
 def test_litellm_ci_config_starts_and_serves(start_gateway, fake_openai, tmp_path):
-    env = {"AZURE_API_KEY": fake_openai.azure_key, "OPENAI_API_KEY": "sk-ci-openai-0000",
+    env = {"AZURE_API_KEY": fake_openai.azure_key, "OPENAI_API_KEY": fake_openai.api_key,
+           "OPENAI_API_BASE": fake_openai.url + "/v1",  # where the `*` wildcard's OpenAI calls go
            "ANTHROPIC_API_KEY": "sk-ant-ci-0000", "GROQ_API_KEY": "gsk-ci-0000", "REDIS_HOST": "127.0.0.1",
            "REDIS_PORT": "6379", "REDIS_PASSWORD": ""}
     gw = start_gateway(litellm_ci_config(fake_openai, tmp_path), args=["--num_workers", "2"], env=env)
@@ -115,6 +116,8 @@ def test_litellm_ci_config_starts_and_serves(start_gateway, fake_openai, tmp_pat
                   "my-special-fake-model-alias-name"):
         resp = chat(gw, model)
         assert resp.status_code == 200, (model, resp.text[:300])
+    resp = chat(gw, "gpt-4o-mini-ci")  # no entry has this name: the `*` wildcard serves it
+    assert resp.status_code == 200 and resp.headers["x-litellm-model-group"] == "gpt-4o-mini-ci", resp.text[:300]
     resp = chat(gw, "mock-model")
     assert resp.status_code == 200 and resp.json()["choices"][0]["message"]["content"] == MOCK_TEXT
     assert float(resp.headers["x-litellm-response-cost"]) == 0
@@ -124,7 +127,8 @@ def test_litellm_ci_config_starts_and_serves(start_gateway, fake_openai, tmp_pat
                          headers=AUTH, timeout=30)
     assert resp.status_code == 200, resp.text[:300]
     bodies = [r["json"] for r in fake_openai.requests if isinstance(r.get("json"), dict)]
-    assert {b.get("model") for b in bodies} >= {"fake", "bad-model", "gpt-3.5-turbo"}
+    assert {b.get("model") for b in bodies} >= {"fake", "bad-model", "gpt-3.5-turbo", "gpt-4o-mini-ci"}
+    assert not any(b.get("model") == "*" for b in bodies)
     for b in bodies:  # LiteLLM's own settings never reach an upstream
         assert not {"mock_timeout", "mock_response", "use_in_pass_through", "litellm_credential_name", "tags",
                     "region_name"} & set(b), b

@@ -1,8 +1,9 @@
 """The secret canary run (issues #5 and #6): unique canary values as the provider keys, the master
 key, a virtual key and the Langfuse secret; a gateway with everything that writes somewhere turned on
 (--debug curl logs, JSON logs, the response cache, the spend ledger, /metrics, OpenTelemetry to an
-in-test collector, jsonl + webhook + langfuse callbacks); a mix of calls that succeed, stream, fail,
-retry, hit the cache and are refused. Then every log line, response body, health / readiness /
+in-test collector, jsonl + webhook + langfuse callbacks, LiteLLM's prometheus names, models stored in
+the database); a mix of calls that succeed, stream, fail, retry, hit the cache, go through a wildcard
+or a model added by /model/new, and are refused; the model info routes. Then every log line, response body, health / readiness /
 metrics / spend / key answer, exported span, callback payload and database row is searched for each
 canary and for every 8-character piece of it: nothing may be found.
 
@@ -36,7 +37,8 @@ def pieces(secret, size=8):
 @pytest.fixture(scope="module")
 def canaries():
     return {"provider": "sk-prov-" + secrets.token_hex(16), "azure": "az-" + secrets.token_hex(16),
-            "master": "sk-master-" + secrets.token_hex(16), "langfuse": "sk-lf-" + secrets.token_hex(16)}
+            "master": "sk-master-" + secrets.token_hex(16), "langfuse": "sk-lf-" + secrets.token_hex(16),
+            "db_model": "sk-dbm-" + secrets.token_hex(16)}
 
 
 def test_no_secret_anywhere(start_gateway, tmp_path, canaries):
@@ -47,13 +49,15 @@ def test_no_secret_anywhere(start_gateway, tmp_path, canaries):
         database = tmp_path / "spend.sqlite"
         config = openai_config(
             fake, master_key=canaries["master"], num_retries=1, cache=True, cache_params={"type": "local"},
-            json_logs=True, callbacks=["jsonl", "webhook"], success_callback=["langfuse"],
+            json_logs=True, callbacks=["jsonl", "webhook"], success_callback=["langfuse", "prometheus"],
             callback_settings={"jsonl": {"path": str(jsonl)}, "webhook": {"url": webhook.url + "/hook"},
                                "langfuse": {"host": langfuse.url, "public_key": langfuse.public_key,
                                             "secret_key": canaries["langfuse"]}})
         config["model_list"].append({"model_name": "flaky", "litellm_params": {
             "model": "openai/flaky-1", "api_base": fake.url + "/v1", "api_key": canaries["provider"]}})
-        config["general_settings"].update(otel=True, database_url=f"sqlite:///{database}")
+        config["model_list"].append({"model_name": "wild/*", "litellm_params": {  # a wildcard's key too
+            "model": "openai/*", "api_base": fake.url + "/v1", "api_key": canaries["provider"]}})
+        config["general_settings"].update(otel=True, database_url=f"sqlite:///{database}", store_model_in_db=True)
         gw = start_gateway(config, args=["--debug"], env={
             "OTEL_EXPORTER_OTLP_ENDPOINT": collector.url, "OTEL_BSP_SCHEDULE_DELAY": "200"})
         admin = {"Authorization": f"Bearer {canaries['master']}"}
@@ -66,6 +70,22 @@ def test_no_secret_anywhere(start_gateway, tmp_path, canaries):
             seen.append(resp.text)
             seen.append("\n".join(f"{k}: {v}" for k, v in resp.headers.items()))
 
+        # A model added at run time with its own provider key (the fake takes it as its Azure key),
+        # updated, and listed: the key is stored sealed and shown nowhere.
+        keep(requests.post(gw.url + "/model/new", headers=admin, timeout=10, json={
+            "model_name": "db-azure", "litellm_params": {"model": "azure/gpt-35-turbo", "api_base": fake.url,
+                                                         "api_key": canaries["azure"], "api_version": "2024-02-01"},
+            "model_info": {"id": "db-azure-1"}}))
+        assert '"db-azure-1"' in seen[-2], seen[-2]  # added
+        keep(requests.post(gw.url + "/model/new", headers=admin, timeout=10, json={
+            "model_name": "db-unused", "litellm_params": {"model": "openai/x", "api_base": fake.url + "/v1",
+                                                          "api_key": canaries["db_model"]}}))
+        keep(requests.post(gw.url + "/model/update", headers=admin, timeout=10, json={
+            "model_info": {"id": "db-azure-1"}, "litellm_params": {"rpm": 1000}}))
+        for path in ("/model/info", "/v2/model/info", "/model_group/info", "/routes"):
+            keep(requests.get(gw.url + path, headers=admin, timeout=10))
+        assert '"db-azure"' in seen[-8] and '"wild/*"' in seen[-8], "the model info lists both"
+
         for key in (canaries["master"], virtual):
             client = openai.OpenAI(base_url=gw.url + "/v1", api_key=key, max_retries=0)
             for _ in range(2):  # the second is a cache hit
@@ -74,6 +94,8 @@ def test_no_secret_anywhere(start_gateway, tmp_path, canaries):
                 seen.append("".join(chunk.model_dump_json() for chunk in stream))
             keep(client.embeddings.with_raw_response.create(model="text-embedding-3-small", input="x"))
             keep(client.chat.completions.with_raw_response.create(model="azure-gpt", messages=HELLO))
+            keep(client.chat.completions.with_raw_response.create(model="db-azure", messages=HELLO))
+            keep(client.chat.completions.with_raw_response.create(model="wild/gpt-3.5-turbo", messages=HELLO))
             keep(client.chat.completions.with_raw_response.create(  # a retry, never cached
                 model="flaky", messages=HELLO, extra_body={"caching": False}))
             for model in ("fail-401", "fail-500", "stream-error", "nope"):
@@ -87,6 +109,7 @@ def test_no_secret_anywhere(start_gateway, tmp_path, canaries):
                      f"/key/info?key={virtual}"):
             keep(requests.get(gw.url + path, headers=admin, timeout=30))
         keep(requests.get(gw.url + "/key/info", headers={"Authorization": f"Bearer {virtual}"}, timeout=10))
+        keep(requests.get(gw.url + "/model/info", headers={"Authorization": f"Bearer {virtual}"}, timeout=10))
         keep(requests.get(gw.url + "/v1/models", headers={"Authorization": f"Bearer {virtual[:-3]}xyz"},
                           timeout=10))  # a wrong key's error
 
