@@ -125,6 +125,23 @@ def start_gateway(tmp_path_factory):
         gw.stop()
 
 
+def config_gateway(folder, config, env=None, workers=2):
+    """A started gateway (for module-scoped fixtures) whose config is the mapping `config`, written
+    to `folder`; its log beside it. The caller stops it."""
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return GatewayProcess(["--config", str(path), "--num_workers", str(workers)], env or {}, folder / "gw.log",
+                          free_port()).wait_ready()
+
+
+def admin_call(gateway, master_key, method, path, **kwargs):
+    """A management call with the master key that must answer 200: its JSON."""
+    resp = requests.request(method, gateway.url + path, headers={"Authorization": f"Bearer {master_key}"},
+                            timeout=30, **kwargs)
+    assert resp.status_code == 200, resp.text
+    return resp.json()
+
+
 def openai_config(fake, *, master_key=None, extra_models=(), **litellm_settings):
     """A LiteLLM-style config with an OpenAI deployment, an Azure one and the fake's trigger models."""
     models = [

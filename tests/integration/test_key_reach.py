@@ -19,12 +19,11 @@ import time
 
 import openai
 import pytest
-import requests
 
 from gateway.spend import meter as spend
 from gateway.config.settings import from_dict
-from tests.integration.conftest import GatewayProcess
-from tests.integration.conftest import free_port
+from tests.integration.conftest import admin_call
+from tests.integration.conftest import config_gateway
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +45,6 @@ def _dep(fake, name, model, **extra):
 
 @pytest.fixture(scope="module")
 def gateway(fake_openai, tmp_path_factory):
-    import yaml
     f = fake_openai
     config = {
         "model_list": [
@@ -66,19 +64,13 @@ def gateway(fake_openai, tmp_path_factory):
         },
         "general_settings": {"master_key": MASTER},
     }
-    tmp = tmp_path_factory.mktemp("gw-reach")
-    path = tmp / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    gw = GatewayProcess(["--config", str(path), "--num_workers", "2"], {}, tmp / "gw.log", free_port()).wait_ready()
+    gw = config_gateway(tmp_path_factory.mktemp("gw-reach"), config)
     yield gw
     gw.stop()
 
 
 def admin(gateway, method, path, **kwargs):
-    resp = requests.request(method, gateway.url + path, headers={"Authorization": f"Bearer {MASTER}"},
-                            timeout=30, **kwargs)
-    assert resp.status_code == 200, resp.text
-    return resp.json()
+    return admin_call(gateway, MASTER, method, path, **kwargs)
 
 
 def new_key(gateway, **rules):

@@ -9,12 +9,10 @@ import time
 
 import openai
 import pytest
-import requests
-import yaml
 
 from tests.fakes.anthropic_server import FakeAnthropic
-from tests.integration.conftest import GatewayProcess
-from tests.integration.conftest import free_port
+from tests.integration.conftest import admin_call
+from tests.integration.conftest import config_gateway
 
 pytestmark = pytest.mark.integration
 
@@ -60,19 +58,13 @@ def gateway(fake_openai, fake_anthropic, tmp_path_factory):
         "router_settings": {"num_retries": 1, "allowed_fails": 1000, "fallbacks": [{"failing": ["other"]}]},
         "general_settings": {"master_key": MASTER},
     }
-    tmp = tmp_path_factory.mktemp("gw-wild")
-    path = tmp / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    gw = GatewayProcess(["--config", str(path), "--num_workers", "2"], {}, tmp / "gw.log", free_port()).wait_ready()
+    gw = config_gateway(tmp_path_factory.mktemp("gw-wild"), config)
     yield gw
     gw.stop()
 
 
 def admin(gateway, method, path, **kwargs):
-    resp = requests.request(method, gateway.url + path, headers={"Authorization": f"Bearer {MASTER}"},
-                            timeout=30, **kwargs)
-    assert resp.status_code == 200, resp.text
-    return resp.json()
+    return admin_call(gateway, MASTER, method, path, **kwargs)
 
 
 def client(gateway, key=MASTER):
