@@ -20,6 +20,7 @@ CONNECTION_KEYS = frozenset({
     "model", "api_base", "base_url", "api_key", "api_version", "azure_ad_token", "organization",
     "timeout", "stream_timeout", "headers", "extra_headers", "rpm", "tpm", "weight", "order",
     "max_retries", "input_cost_per_token", "output_cost_per_token", "custom_llm_provider",
+    "cache_read_input_token_cost", "cache_creation_input_token_cost",
     "aws_access_key_id", "aws_secret_access_key", "aws_session_token", "aws_region_name",
     "aws_profile_name", "vertex_project", "vertex_location", "vertex_credentials",
     "initial_prompt_value", "roles", "final_prompt_value", "bos_token", "eos_token",

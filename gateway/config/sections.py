@@ -26,7 +26,8 @@ ROUTING_STRATEGIES = ("simple-shuffle", "least-busy", "usage-based-routing", "us
                       "latency-based-routing")
 # cache_params.supported_call_types: LiteLLM's call type names -> the endpoint each caches.
 CALL_TYPES = {"completion": "chat", "acompletion": "chat", "text_completion": "completions",
-              "atext_completion": "completions", "embedding": "embeddings", "aembedding": "embeddings"}
+              "atext_completion": "completions", "embedding": "embeddings", "aembedding": "embeddings",
+              "anthropic_messages": "messages"}
 CACHE_DEFAULT_TTL = 600.0
 CACHE_LOCAL_MAX_MB = 32  # per worker
 # Upper bound of `ttl` and `s-maxage`, per request and in cache_params: a year. Redis refuses an
@@ -244,7 +245,8 @@ def deployment_numbers(index, params, info):
     check timeouts, context windows), in litellm_params and model_info."""
     for section, values in (("litellm_params", params), ("model_info", info)):
         where = f"model_list[{index}].{section}."
-        for name in ("input_cost_per_token", "output_cost_per_token"):
+        for name in ("input_cost_per_token", "output_cost_per_token", "cache_read_input_token_cost",
+                     "cache_creation_input_token_cost"):
             as_number(values.get(name), where + name, minimum=0, unit="USD per token")
         as_seconds(values.get("health_check_timeout"), where + "health_check_timeout")
         if section == "model_info":

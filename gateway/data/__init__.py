@@ -35,6 +35,22 @@ def prices(params, facts):
     return float(found["input_cost_per_token"] or 0.0), float(found["output_cost_per_token"] or 0.0)
 
 
+CACHE_PRICES = ("cache_read_input_token_cost", "cache_creation_input_token_cost")
+
+
+def cache_prices(params, facts, input_price):
+    """(read, write) USD per prompt token served from / written to the provider's prompt cache: the
+    deployment's litellm_params, else model_info and the table, else the input price. Raises
+    ValueError naming a bad value."""
+    found = []
+    for name in CACHE_PRICES:
+        value = params.get(name, facts.get(name))
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
+            raise ValueError(f"{name}: must be a number >= 0 (USD per token)")
+        found.append(float(value) if value is not None else input_price or 0.0)
+    return tuple(found)
+
+
 # Fields of a request that never reach the model as prompt text (controls, routing, bookkeeping).
 _NOT_PROMPT = frozenset({"model", "user", "metadata", "cache", "fallbacks", "context_window_fallbacks",
                          "logit_bias", "stop", "stream", "stream_options", "num_retries", "timeout",

@@ -43,6 +43,8 @@ class Deployment:
         self.max_output_tokens = self.facts.get("max_output_tokens")
         try:
             self.input_price, self.output_price = modeldata.prices(params, self.facts)
+            self.cache_read_price, self.cache_creation_price = modeldata.cache_prices(params, self.facts,
+                                                                                      self.input_price)
         except ValueError as exc:  # the file's prices are checked at load; this guards the table's
             raise errors.ConfigError(f"model_list[{config.index}].litellm_params.{exc}") from None
         self.health_check_timeout = float(params.get("health_check_timeout") or info.get("health_check_timeout") or 10)

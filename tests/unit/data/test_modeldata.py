@@ -10,7 +10,8 @@ from gateway import data as modeldata
 from gateway.providers import CLASSES
 from gateway.spend.meter import prompt_token_bound
 
-FIELDS = {"max_input_tokens", "max_output_tokens", "input_cost_per_token", "output_cost_per_token"}
+FIELDS = {"max_input_tokens", "max_output_tokens", "input_cost_per_token", "output_cost_per_token",
+          "cache_read_input_token_cost", "cache_creation_input_token_cost"}
 COSTS = ("input_cost_per_token", "output_cost_per_token")
 
 
@@ -38,6 +39,11 @@ def test_every_entry_has_known_fields_with_non_negative_numbers():
                 assert isinstance(entry[field], int) and entry[field] > 0, (name, field)
         # A price is a pair: never one side alone.
         assert ("input_cost_per_token" in entry) == ("output_cost_per_token" in entry), name
+        # Prompt-cache prices come with an input price: Anthropic's writes 1.25x, reads 0.1x of it.
+        if "cache_read_input_token_cost" in entry:
+            assert entry["cache_read_input_token_cost"] == pytest.approx(entry["input_cost_per_token"] * 0.1), name
+            assert entry["cache_creation_input_token_cost"] == pytest.approx(
+                entry["input_cost_per_token"] * 1.25), name
         if "max_input_tokens" in entry and "max_output_tokens" in entry:
             assert entry["max_output_tokens"] <= max(entry["max_input_tokens"], 131072), name
 
