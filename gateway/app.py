@@ -19,6 +19,7 @@ from gateway.config.settings import Settings
 from gateway.storage import Store
 from gateway.storage import database_url
 from gateway.wire.transport import Transport
+from gateway.providers.messages import error_body as anthropic_error
 
 log = logging.getLogger("gateway")
 
@@ -146,7 +147,8 @@ def create_app(settings=None):
     from gateway.api import organizations
     from gateway.api import teams
     from gateway.api import users
-    for module in (chat, completions, embeddings, models, model_info, health, key_routes, spend, reports,
+    from gateway.api import messages
+    for module in (chat, completions, embeddings, messages, models, model_info, health, key_routes, spend, reports,
                    metric_routes, users, teams, organizations, customers, model_admin):
         app.register_blueprint(module.bp)
     from gateway.telemetry.metrics import install as install_metrics
@@ -170,11 +172,15 @@ def create_app(settings=None):
         response.headers["x-request-id"] = g.get("request_id") or new_request_id()
         return response
 
+    def error_body(err):
+        """The error envelope the route's clients read: Anthropic's on the Messages routes, else OpenAI's."""
+        return anthropic_error(err) if request.blueprint == "messages" else err.body()
+
     @app.errorhandler(errors.GatewayError)
     def _gateway_error(exc):
         if exc.status >= 500:
             log.warning("request %s: %s %s", g.get("request_id"), exc.status, exc.message)
-        return json_response(exc.body(), status=exc.status, headers=exc.headers)
+        return json_response(error_body(exc), status=exc.status, headers=exc.headers)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc):
@@ -187,13 +193,13 @@ def create_app(settings=None):
             message = exc.description or exc.name
         err = cls(message, status=exc.code, code=exc.name.lower().replace(" ", "_"))
         headers = {"Allow": ", ".join(sorted(exc.valid_methods))} if getattr(exc, "valid_methods", None) else None
-        return json_response(err.body(), status=exc.code, headers=headers)
+        return json_response(error_body(err), status=exc.code, headers=headers)
 
     @app.errorhandler(Exception)
     def _unexpected(exc):
         log.exception("request %s: unhandled error", g.get("request_id"))
         err = errors.GatewayError(f"Internal error (request id {g.get('request_id')}).")
-        return json_response(err.body(), status=500)
+        return json_response(error_body(err), status=500)
 
     from gateway.telemetry import otel  # tracing (imports opentelemetry only when on)
     if otel.wanted(settings):

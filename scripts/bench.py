@@ -28,7 +28,8 @@ What it does, all on 127.0.0.1 and all started/stopped by this script:
   file are replaced); ``cache-hit`` and ``cache-miss`` run it with the
   in-process response cache on, sending the same body each time or a
   different one each time; ``otel`` runs it with tracing on, exporting
-  spans by OTLP/HTTP to the same nginx (which answers 200).
+  spans by OTLP/HTTP to the same nginx (which answers 200); ``messages`` calls
+  Anthropic's ``/v1/messages`` on the same config (translated through chat).
 
 Each target is started in turn, checked with one real request per mode,
 then loaded with wrk (POST, JSON body, c=1/16/64) non-stream and stream,
@@ -63,7 +64,10 @@ CONCURRENCIES = (1, 16, 64)
 MODES = ("non-stream", "stream")
 MODEL_FOR_MODE = {"non-stream": "bench", "stream": "bench-stream"}
 BUILTIN_TARGETS = ("direct", "floor", "gateway", "gateway-key", "gateway-budget", "gateway-team",
-                   "gateway-levels", "cache-hit", "cache-miss", "otel")
+                   "gateway-levels", "cache-hit", "cache-miss", "otel", "messages")
+# Rows that call another API surface of the same gateway: Anthropic's /v1/messages, translated to
+# the OpenAI-compatible nginx upstream through chat (compare with the `gateway` row).
+SURFACE_TARGETS = {"messages": "/v1/messages"}
 # What each keyed row's virtual key is generated with (POST /key/generate).
 KEY_TARGETS = {"gateway-key": {"duration": "never"},
                "gateway-budget": {"duration": "never", "max_budget": 1e9},
@@ -212,8 +216,10 @@ end
 """
 
 
-def request_body(mode):
+def request_body(mode, surface=None):
     body = {"model": MODEL_FOR_MODE[mode], "messages": [{"role": "user", "content": "Say hello"}]}
+    if surface == "messages":
+        body["max_tokens"] = 64  # Anthropic's Messages API requires it
     if mode == "stream":
         body["stream"] = True
     return json.dumps(body, separators=(",", ":"))
@@ -372,11 +378,13 @@ class Server:
 # Checks of one real request per mode (so wrk never measures an error page)
 
 
-def check_response(session, url, mode, headers):
-    resp = session.post(url, data=request_body(mode), headers=headers, timeout=30, stream=True)
+def check_response(session, url, mode, headers, surface=None):
+    resp = session.post(url, data=request_body(mode, surface), headers=headers, timeout=30, stream=True)
     try:
         if resp.status_code != 200:
             return "HTTP %d: %s" % (resp.status_code, resp.text[:300])
+        if surface == "messages":
+            return check_messages(resp, mode)
         if mode == "non-stream":
             data = resp.json()
             content = data["choices"][0]["message"]["content"]
@@ -398,6 +406,19 @@ def check_response(session, url, mode, headers):
         return "bad body (%s): %r" % (e, resp.text[:300])
     finally:
         resp.close()
+
+
+def check_messages(resp, mode):
+    """An Anthropic Messages answer, or its event stream ending with message_stop, with text."""
+    if mode == "non-stream":
+        data = resp.json()
+        return None if data["content"][0]["text"] else "empty content: %r" % data
+    text = resp.content.decode("utf-8")
+    events = [json.loads(l[5:]) for l in text.splitlines() if l.startswith("data:")]
+    content = "".join(e["delta"].get("text", "") for e in events if e.get("type") == "content_block_delta")
+    if not events or events[-1].get("type") != "message_stop" or not content:
+        return "unexpected Messages stream: %r" % text[-300:]
+    return None
 
 
 # --------------------------------------------------------------------------
@@ -470,13 +491,14 @@ class Bench:
         self.wrk = shutil.which("wrk")
         self.lua = self.write_lua("master", MASTER_KEY)
 
-    def write_lua(self, name, key, unique=False):
+    def write_lua(self, name, key, unique=False, surface=None):
         """wrk scripts (one per mode) that call with `key` (each request different if `unique`)."""
         paths = {}
         for mode in MODES:
             path = os.path.join(self.tmp, "wrk-%s-%s.lua" % (name, mode))
+            body = lua_string(request_body(mode, surface))
             with open(path, "w") as f:
-                f.write((WRK_LUA_UNIQUE if unique else WRK_LUA).format(body=lua_string(request_body(mode)), key=key))
+                f.write((WRK_LUA_UNIQUE if unique else WRK_LUA).format(body=body, key=key))
             paths[mode] = path
         return paths
 
@@ -586,7 +608,7 @@ class Bench:
             raise StartError("key/generate answered %d: %s" % (resp.status_code, resp.text[:200]), "")
         return resp.json()["key"]
 
-    def measure(self, target, srv, urls, key=MASTER_KEY, lua=None):
+    def measure(self, target, srv, urls, key=MASTER_KEY, lua=None, surface=None):
         """Check + load one target in both modes; append its rows."""
         lua = lua or self.lua
         hdr = {"Content-Type": "application/json", "Authorization": "Bearer " + key}
@@ -595,7 +617,7 @@ class Bench:
             row = {"target": target, "mode": mode, "runs": {}, "errors": [],
                    "ready_s": srv.ready_seconds}
             rows.append(row)
-            err = check_response(self.http, urls[mode], mode, hdr)
+            err = check_response(self.http, urls[mode], mode, hdr, surface)
             if err:
                 row["errors"].append("check failed: " + err)
                 log("%s %s: check failed, skipping load: %s" % (target, mode, err))
@@ -647,6 +669,10 @@ class Bench:
                         key = self.virtual_key(base, KEY_TARGETS[target], budgets=target == "gateway-levels")
                         self.measure(target, srv, {"non-stream": url, "stream": url}, key,
                                      self.write_lua(target, key))
+                    elif target in SURFACE_TARGETS:
+                        url = base + SURFACE_TARGETS[target]
+                        self.measure(target, srv, {"non-stream": url, "stream": url}, MASTER_KEY,
+                                     self.write_lua(target, MASTER_KEY, surface=target), surface=target)
                     elif target in CACHE_TARGETS:
                         self.measure(target, srv, {"non-stream": url, "stream": url}, MASTER_KEY,
                                      self.write_lua(target, MASTER_KEY, unique=CACHE_TARGETS[target]))
@@ -762,7 +788,8 @@ def parse_args(argv=None):
                "(a virtual key with a budget), gateway-team / gateway-levels (a key of a user\n"
                "in a team of an organization; budgets at every level), cache-hit / cache-miss (in-process response\n"
                "cache on; the same body each time, or a different one), otel (tracing on,\n"
-               "spans exported to the nginx upstream), and each --variant NAME.\n"
+               "spans exported to the nginx upstream), messages (Anthropic's /v1/messages, translated\n"
+               "through chat to the same upstream), and each --variant NAME.\n"
                "Stream rows' ratio is against the floor's NON-stream c=64 RPS.",
     )
     p.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run (default 10)")
@@ -799,7 +826,8 @@ def parse_args(argv=None):
     targets = [("direct", "direct", None), ("floor", "floor", None), ("gateway", "gateway", None),
                ("gateway-key", "gateway", None), ("gateway-budget", "gateway", None),
                ("gateway-team", "gateway", None), ("gateway-levels", "gateway", None),
-               ("cache-hit", "gateway", None), ("cache-miss", "gateway", None), ("otel", "gateway", None)]
+               ("cache-hit", "gateway", None), ("cache-miss", "gateway", None), ("otel", "gateway", None),
+               ("messages", "gateway", None)]
     for spec in args.variant:
         name, sep, path = spec.partition("=")
         name = name.strip()

@@ -35,6 +35,8 @@ ROUTE_POLICY = {
     "completions.completions_for": "api",
     "embeddings.embeddings": "api",
     "embeddings.embeddings_for": "api",
+    "messages.create_message": "api",
+    "messages.count_message_tokens": "api",
     "models.list_models": "api",
     "models.get_model": "api",
     "model_info.model_info": "api",  # answered for the groups the caller may use
@@ -130,8 +132,11 @@ def bearer_token(headers):
         if scheme.lower() == "bearer" and token.strip():
             return token.strip()
         return None
-    value = headers.get("api-key")
-    return value.strip() if value and value.strip() else None
+    for name in ("api-key", "x-api-key"):  # Azure's clients; Anthropic's
+        value = headers.get(name)
+        if value and value.strip():
+            return value.strip()
+    return None
 
 
 class Authenticator:

@@ -25,15 +25,9 @@ def apply_key_rules(rules, body, meter, router, hold_seconds, keys=None):
                                                param="user", code="end_user_blocked")
         if level is not None:
             meter.levels = meter.levels + (level,)
-    allowed = None
+    allowed = model_access(rules, body, router)
     if rules is not None:
-        requested = body.get("model")
-        if isinstance(requested, str) and requested in rules.aliases:
-            body["model"] = requested = rules.aliases[requested]
-            meter.requested = requested
-        allowed = router.allowed_groups(rules.models)
-        if allowed is not None:
-            _check_models(rules, body, requested, allowed, router)
+        meter.requested = body.get("model")  # after the key's alias
     if not meter.levels and (rules is None or (rules.rpm_limit is None and rules.tpm_limit is None
                                                and rules.max_parallel_requests is None)):
         return None, allowed  # nothing limits the call
@@ -46,6 +40,20 @@ def apply_key_rules(rules, body, meter, router, hold_seconds, keys=None):
         meter.tpm_reserved, meter.tpm_windows = 0, ()  # given back: nothing for the meter to settle
         raise
     return limits.release if limits.slots else None, allowed
+
+
+def model_access(rules, body, router):
+    """The key's alias applied to the body's model, and the groups the key may reach (None: every
+    group); a model (or a fallback the body names) outside them is a 403 before any upstream work."""
+    if rules is None:
+        return None
+    requested = body.get("model")
+    if isinstance(requested, str) and requested in rules.aliases:
+        body["model"] = requested = rules.aliases[requested]
+    allowed = router.allowed_groups(rules.models)
+    if allowed is not None:
+        _check_models(rules, body, requested, allowed, router)
+    return allowed
 
 
 def _holders(rules, levels):

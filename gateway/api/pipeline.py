@@ -22,6 +22,8 @@ from gateway.api.body import parse_body
 from gateway.api.controls import apply_headers
 from gateway.api.controls import check_mock
 from gateway.access.rules import apply_key_rules
+from gateway.access.rules import model_access
+from gateway.providers.messages import error_body as anthropic_error
 from gateway.routing.router import Outcome
 from gateway.api.schemas import validate_body
 from gateway.spend.meter import COST_HEADER
@@ -105,7 +107,39 @@ def parse(gateway, endpoint, path_model):
     caller = g.get("caller")
     check_mock(body, caller, gateway.settings)
     apply_headers(body, request.headers)
+    if endpoint in ("messages", "count_tokens"):
+        anthropic_headers(body, request.headers)
     return Call(g.request_id, endpoint, body, caller.rules if caller is not None else None)
+
+
+# Anthropic's request headers a Messages call honours: passed to Anthropic deployments as given.
+ANTHROPIC_HEADERS = ("anthropic-version", "anthropic-beta")
+
+
+def anthropic_headers(body, headers):
+    """The client's `anthropic-version` / `anthropic-beta` headers beside the body (the provider
+    sends them upstream); a body field of that name is the gateway's, never a client's."""
+    body.pop("anthropic_headers", None)
+    found = {}
+    for name in ANTHROPIC_HEADERS:
+        value = headers.get(name)
+        if value:
+            if len(value) > 1024 or not value.isprintable():
+                raise errors.BadRequestError(f"The {name} header is not a valid value.", param=name)
+            found[name] = value
+    if found:
+        body["anthropic_headers"] = found
+
+
+def count_tokens():
+    """POST /v1/messages/count_tokens: the key's model access, then the deployment's own count
+    (Anthropic) or the gateway's estimate of the translated prompt; no spend, no limits."""
+    gateway = current_app.extensions["gateway"]
+    call = parse(gateway, "count_tokens", None)
+    validate_body("count_tokens", call.body)
+    allowed = model_access(call.rules, call.body, gateway.router)
+    _outcome, answer = gateway.router.call("count_tokens", call.body, False, allowed)
+    return json_response(answer)
 
 
 def validate(call):
@@ -122,7 +156,7 @@ def open_record(gateway, call):
     body = call.body
     call.meter = gateway.spend.start(call.request_id, call.rules, call.endpoint, body, call.stream,
                                      journal=gateway.cache is None)
-    if call.stream:
+    if call.stream and call.endpoint != "messages":  # Anthropic's streams always carry their usage
         # Bill streams exactly: ask every upstream for its usage; the chunk is dropped again
         # (Meter.watch) when the client did not ask for it.
         options = body.get("stream_options") if isinstance(body.get("stream_options"), dict) else {}
@@ -195,7 +229,7 @@ def render_stream(gateway, call, stream, headers):
     if call.plan is not None and call.cached is None:
         stream = call.plan.tap(stream)
     stream = meter.watch(call.outcome, stream, call.client_usage)
-    events = _sse(stream, call.request_id)
+    events = (_anthropic_sse if call.endpoint == "messages" else _sse)(stream, call.request_id)
     if call.cached is not None:
         # A replay waits on nothing: send it in one write rather than one per chunk.
         events = [b"".join(events)]
@@ -278,5 +312,30 @@ def _sse(stream, request_id):
     except Exception:  # never a traceback on the wire; the log keeps it
         log.exception("request %s: stream failed", request_id)
         yield encode(errors.GatewayError(f"Internal error while streaming (request id {request_id}).").body())
+    finally:
+        stream.close()
+
+
+def _anthropic_event(event):
+    """One Messages event as Anthropic frames it: its type as the SSE event name, then its data."""
+    kind = event.get("type")
+    if not (isinstance(kind, str) and kind.isascii() and kind.replace("_", "").isalnum()):
+        kind = "message"  # an upstream's odd type never shapes the SSE framing
+    return b"event: %s\ndata: %s\n\n" % (kind.encode(), orjson.dumps(event))
+
+
+def _anthropic_sse(stream, request_id):
+    """A Messages stream as Anthropic's SSE events; an error after the first byte becomes its
+    documented `error` event."""
+    try:
+        for event in stream:
+            yield _anthropic_event(event)
+    except errors.GatewayError as exc:
+        log.warning("request %s: stream ended by %s: %s", request_id, type(exc).__name__, exc.message)
+        yield _anthropic_event(anthropic_error(exc))
+    except Exception:  # never a traceback on the wire; the log keeps it
+        log.exception("request %s: stream failed", request_id)
+        yield _anthropic_event(anthropic_error(errors.GatewayError(
+            f"Internal error while streaming (request id {request_id}).")))
     finally:
         stream.close()

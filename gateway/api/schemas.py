@@ -133,8 +133,54 @@ class EmbeddingRequestSchema(Schema):
     user = fields.String(allow_none=True)
 
 
+class _StrOrObjects(fields.Field):
+    """Anthropic's `system` and message `content`: a string or a list of content blocks (objects)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, dict) for v in value)):
+            return value
+        raise ValidationError("must be a string or a list of content blocks")
+
+
+class CountTokensRequestSchema(Schema):
+    """POST /v1/messages/count_tokens (Anthropic's shape)."""
+
+    class Meta:
+        unknown = INCLUDE
+
+    model = fields.String(required=True)
+    messages = _Objects(required=True, validate=validate.Length(min=1))
+    system = _StrOrObjects(allow_none=True)
+    tools = _Objects(allow_none=True)
+    tool_choice = fields.Dict(allow_none=True)
+    thinking = fields.Dict(allow_none=True)
+
+    @validates("messages")
+    def _turns(self, messages, **kwargs):
+        for i, message in enumerate(messages):
+            if message.get("role") not in ("user", "assistant"):
+                raise ValidationError(f"messages[{i}].role must be user or assistant")
+            content = message.get("content")
+            if not (isinstance(content, str) or (isinstance(content, list) and all(
+                    isinstance(block, dict) and isinstance(block.get("type"), str) for block in content))):
+                raise ValidationError(f"messages[{i}].content must be a string or a list of typed content blocks")
+
+
+class MessagesRequestSchema(CountTokensRequestSchema):
+    """POST /v1/messages (Anthropic's shape): max_tokens is required, as Anthropic requires it."""
+
+    max_tokens = fields.Integer(strict=True, required=True, validate=validate.Range(min=1))
+    stream = _StrictBool(allow_none=True)
+    temperature = fields.Float(allow_none=True, validate=validate.Range(min=0, max=1))
+    top_p = fields.Float(allow_none=True)
+    top_k = fields.Integer(strict=True, allow_none=True, validate=validate.Range(min=0))
+    stop_sequences = fields.List(fields.String(), allow_none=True)
+    metadata = fields.Dict(allow_none=True)
+
+
 SCHEMAS = {"chat": ChatRequestSchema(), "completions": CompletionRequestSchema(),
-           "embeddings": EmbeddingRequestSchema()}
+           "embeddings": EmbeddingRequestSchema(), "messages": MessagesRequestSchema(),
+           "count_tokens": CountTokensRequestSchema()}
 
 
 _DECLARED = {endpoint: frozenset(schema.fields) for endpoint, schema in SCHEMAS.items()}

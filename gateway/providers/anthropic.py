@@ -11,6 +11,7 @@ import orjson
 
 from gateway import errors
 from gateway.providers import shapes
+from gateway.providers.base import PreparedBody
 from gateway.providers.base import Provider
 from gateway.providers.base import UpstreamRequest
 from gateway.providers.base import dumps
@@ -36,6 +37,19 @@ ERROR_STATUS = {
 _TOO_LONG = re.compile(r"prompt is too long|exceed(s|ed)? (the )?context (limit|window)", re.I)
 
 
+MESSAGES_ENDPOINTS = ("messages", "count_tokens")
+# What /v1/messages/count_tokens takes (it refuses max_tokens, sampling and the rest).
+COUNT_FIELDS = frozenset({"model", "messages", "system", "tools", "tool_choice", "thinking", "context_management",
+                          "mcp_servers"})
+
+
+class MessagesBody(PreparedBody):
+    """A prepared Messages body and the headers its request goes with (the client's
+    `anthropic-version` and `anthropic-beta` over the deployment's own)."""
+
+    __slots__ = ("headers",)
+
+
 class AnthropicProvider(Provider):
     """`anthropic/<model>` and bare `claude-*` names on the Messages API."""
 
@@ -53,6 +67,8 @@ class AnthropicProvider(Provider):
         "tool_choice", "parallel_tool_calls",
     })
     stream_format = "sse"
+    native_messages = True  # /v1/messages bodies, answers and events pass through unchanged
+    native_count_tokens = True
     key_env = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN")  # x-api-key, else a bearer token
 
     def __init__(self, config, upstream_model):
@@ -90,8 +106,31 @@ class AnthropicProvider(Provider):
 
     # ---- request ---------------------------------------------------------------------------
 
+    def prepare_body(self, endpoint, body):
+        """A chat body as the base prepares it; a Messages body (`messages`, `count_tokens`) as the
+        client sent it, with its model set, Anthropic's `metadata.user_id` kept and the client's
+        `anthropic-version` / `anthropic-beta` headers carried beside it (MessagesBody)."""
+        prepared = super().prepare_body(endpoint, body)
+        if endpoint not in MESSAGES_ENDPOINTS:
+            return prepared
+        if endpoint == "count_tokens":  # the prompt only, as count_tokens takes it
+            out = MessagesBody((k, v) for k, v in prepared.items() if k in COUNT_FIELDS)
+        else:
+            out = MessagesBody(prepared)
+            out.pop("stream_options", None)
+            metadata = body.get("metadata")
+            if isinstance(metadata, dict) and metadata.get("user_id") is not None:
+                out["metadata"] = {"user_id": metadata["user_id"]}
+        client = body.get("anthropic_headers")
+        out.headers = {**self.headers, **client} if client else self.headers
+        return out
+
     def build_request(self, endpoint, body, stream):
-        """POST {api_base}/v1/messages with the translated body."""
+        """POST {api_base}/v1/messages with the translated body (a Messages body as it is)."""
+        if endpoint == "messages":
+            return UpstreamRequest("POST", self.url, body.headers, dumps(body))
+        if endpoint == "count_tokens":
+            return UpstreamRequest("POST", self.url + "/count_tokens", body.headers, dumps(body))
         return UpstreamRequest("POST", self.url, self.headers, dumps(self.messages_body(body, stream)))
 
     def messages_body(self, body, stream):
@@ -123,7 +162,11 @@ class AnthropicProvider(Provider):
     # ---- answers ---------------------------------------------------------------------------
 
     def parse_response(self, endpoint, data, body):
-        """A Messages API `message` as a chat.completion."""
+        """A Messages API `message` as a chat.completion (as it is, for a Messages client)."""
+        if endpoint in MESSAGES_ENDPOINTS:
+            if not isinstance(data, dict) or (endpoint == "messages" and data.get("type") != "message"):
+                raise ValueError("not a message")
+            return data
         texts, calls, thinking = [], [], []
         for block in data.get("content") or []:
             kind = block.get("type")
@@ -147,9 +190,16 @@ class AnthropicProvider(Provider):
         return state
 
     def parse_stream_event(self, endpoint, data, state):
-        """One Messages API SSE event -> OpenAI chunks (an `error` event raises)."""
+        """One Messages API SSE event -> OpenAI chunks (an `error` event raises); for a Messages
+        client, the event itself."""
         event = orjson.loads(data)
         kind = event.get("type")
+        if endpoint == "messages":
+            if kind == "error":
+                raise self.stream_error(event.get("error") or {})
+            if kind == "message_stop":
+                state["ended"] = True
+            return [event]
         if kind == "content_block_delta":
             delta = event["delta"]
             dtype = delta.get("type")

@@ -31,7 +31,7 @@ ENDPOINTS = ("chat", "completions", "embeddings")
 CONTROL_KEYS = frozenset({
     "caching", "cache", "fallbacks", "context_window_fallbacks", "num_retries", "request_timeout", "timeout",
     "api_key", "api_base", "base_url", "api_version", "mock_response", "metadata",
-    "litellm_logging_obj", "proxy_server_request", "extra_headers",
+    "litellm_logging_obj", "proxy_server_request", "extra_headers", "anthropic_headers",
 })
 
 # Default params that make sense for embeddings; the rest (temperature, max_tokens...) do not.
@@ -90,6 +90,9 @@ class Provider:
     prefixes = ()             # model-string prefixes, e.g. ("anthropic",) for `anthropic/claude-3`
     bare_models = None        # compiled regex of bare model names that mean this provider
     native_completions = True  # False: /completions is answered through chat
+    native_messages = False    # True: Anthropic's /v1/messages passes through (else translated to chat)
+    native_count_tokens = False  # True: /v1/messages/count_tokens asks the upstream (else the gateway estimates)
+    native_messages_for = None   # the models of a provider that take Messages natively (README table)
     embeddings = False
     streaming = True
     tools = False

@@ -33,6 +33,10 @@ ROUTE_HINTS = ("converse/", "invoke/")
 # Bedrock-native request fields a client may send as extra body keys; passed on unchanged.
 PASSTHROUGH = ("guardrailConfig", "performanceConfig", "requestMetadata", "promptVariables")
 COHERE_BATCH = 96  # Cohere Embed takes at most 96 texts per call
+# Anthropic's Messages body on Bedrock's InvokeModel: this version field instead of a header, no model.
+ANTHROPIC_VERSION = "bedrock-2023-05-31"
+# Messages fields Bedrock's InvokeModel does not take (the model is in the path; metadata is Anthropic's).
+NOT_ON_BEDROCK = ("model", "stream", "stream_options", "metadata", "service_tier", "anthropic_headers")
 
 
 def _text_block(text):
@@ -220,6 +224,7 @@ class BedrockProvider(Provider):
     supported_params = frozenset({"temperature", "top_p", "max_tokens", "max_completion_tokens", "stop",
                                   "tools", "tool_choice", "parallel_tool_calls", "response_format",
                                   "dimensions"})
+    native_messages_for = "`anthropic.*` Claude models"  # set per deployment in __init__
 
     def __init__(self, config, upstream_model):
         model = upstream_model
@@ -240,6 +245,8 @@ class BedrockProvider(Provider):
         lowered = model.lower()
         self.embedding_family = ("titan" if "titan-embed" in lowered else
                                  "cohere" if "cohere.embed" in lowered else None)
+        # Claude on Bedrock takes Anthropic's Messages body itself (InvokeModel): /v1/messages passes through.
+        self.native_messages = "anthropic." in lowered
 
     def supports(self, endpoint, stream):
         """Embeddings only for the Titan / Cohere embedding models."""
@@ -419,11 +426,66 @@ class BedrockProvider(Provider):
 
     # --- I/O ------------------------------------------------------------------------------------
 
+    # --- Anthropic's Messages API on Claude (InvokeModel): pure halves ------------------------------
+
+    def prepare_body(self, endpoint, body):
+        """The base's; a Messages body keeps the client's Anthropic headers beside it (messages_request)."""
+        out = super().prepare_body(endpoint, body)
+        if endpoint == "messages" and body.get("anthropic_headers"):
+            out["anthropic_headers"] = body["anthropic_headers"]
+        return out
+
+    def messages_request(self, body, client_headers=None):
+        """A Messages body as Bedrock's InvokeModel takes it: no model or stream, its version field,
+        the client's `anthropic-beta` header as `anthropic_beta`."""
+        out = {k: v for k, v in body.items() if k not in NOT_ON_BEDROCK}
+        out["anthropic_version"] = ANTHROPIC_VERSION
+        beta = (client_headers or {}).get("anthropic-beta")
+        if beta:
+            out["anthropic_beta"] = [b.strip() for b in beta.split(",") if b.strip()]
+        return out
+
+    def messages_event(self, event, state):
+        """One InvokeModelWithResponseStream event: the Anthropic event its chunk carries."""
+        data = orjson.loads(event["chunk"]["bytes"])
+        kind = data.get("type")
+        if kind == "error":
+            raise errors.UpstreamError(self.scrub(f"Upstream error from bedrock: {data.get('error')}"),
+                                       code=(data.get("error") or {}).get("type"))
+        if kind == "message_stop":
+            state["ended"] = True
+            data.pop("amazon-bedrock-invocationMetrics", None)
+        return [data]
+
+    def messages_end(self, state):
+        if not state.get("ended"):
+            raise incomplete_stream(self)
+        return []
+
+    def _messages(self, io, body, stream):
+        request = orjson.dumps(self.messages_request(body, body.get("anthropic_headers")))
+        client = self.aws.client(io.timeout)
+        kwargs = {"modelId": self.model_id, "body": request, "contentType": "application/json",
+                  "accept": "application/json"}
+        if not stream:
+            resp = io.call(client.invoke_model, **kwargs)
+            data = aws.json_body(self, io.read(resp["body"]))
+            if not isinstance(data, dict) or data.get("type") != "message":
+                raise errors.UpstreamError(f"Upstream answered in a shape this gateway cannot read "
+                                           f"(deployment: {self.label})")
+            return data
+        resp = io.call(client.invoke_model_with_response_stream, **kwargs)
+        state = {}
+        return io.stream("messages", resp["body"], lambda event: self.messages_event(event, state),
+                         lambda: self.messages_end(state))
+
     def invoke(self, io, endpoint, body, stream):
-        """The I/O hook: boto3's Converse(Stream) for chat, InvokeModel for embeddings, run through
-        `io` (wire.sdk.SdkIO), which maps every AWS and I/O failure."""
+        """The I/O hook: boto3's Converse(Stream) for chat, InvokeModel for embeddings and Anthropic's
+        Messages API, run through `io` (wire.sdk.SdkIO), which maps every AWS and I/O failure."""
         if endpoint == "embeddings":
             return self._embed(io, body)
+        if endpoint == "messages":
+            return self._messages(io, body, stream)
         kwargs = self.build_converse_kwargs(body, io.drop_params)
         client = self.aws.client(io.timeout)
         if not stream:

@@ -31,6 +31,8 @@ from gateway.data import DEFAULT_OUTPUT_BOUND
 from gateway.data import output_is_assumed
 from gateway.routing.state import build_state
 from gateway.wire.upstream import CallContext
+from gateway.wire.stream import ChunkStream
+from gateway.providers import messages
 
 log = logging.getLogger("gateway.routing.router")
 
@@ -79,6 +81,11 @@ def _fingerprint(config):
     place in the file of a file's deployment (two equal entries are two deployments)."""
     place = None if (config.model_info or {}).get("db_model") else config.index
     return json.dumps([config.model_name, config.params, config.model_info, place], sort_keys=True, default=str)
+
+
+def _mocked(provider, body):
+    """Whether the call is answered by a mock_response (the body's or the deployment's)."""
+    return body.get("mock_response") is not None or provider.mock_response is not None
 
 
 def _retryable(error):
@@ -493,12 +500,17 @@ class Router:
         if endpoint == "completions" and not provider.native_completions:
             answer = self.run(provider, name, "chat", adapt.completion_to_chat(body), stream, timeout)
             return answer.map(adapt.chat_chunk_to_completion) if stream else adapt.chat_to_completion(answer)
+        if endpoint in ("messages", "count_tokens"):
+            native = provider.native_messages if endpoint == "messages" else provider.native_count_tokens
+            if not native or _mocked(provider, body):
+                return self._run_messages(provider, name, endpoint, body, stream, timeout)
         legacy_functions = False
         if endpoint == "chat":
             legacy_functions = bool(body.get("functions")) and provider.supported_params is not None
             adapt.check_images(provider, body)
             body = adapt.prepare_tools(provider, body, settings)
-        body = adapt.check_params(provider, endpoint, body, settings.drop_params)
+        if endpoint in ("chat", "completions", "embeddings"):
+            body = adapt.check_params(provider, endpoint, body, settings.drop_params)
         limit = timeout or provider.timeout or self.timeout
         stream_timeout = provider.config.params.get("stream_timeout") or self.stream_timeout
         if stream and stream_timeout:
@@ -514,3 +526,16 @@ class Router:
         if legacy_functions:
             answer = adapt.tools_to_function_call(answer)
         return answer
+
+    def _run_messages(self, provider, name, endpoint, body, stream, timeout):
+        """Anthropic's Messages API on a deployment without it (or a mock answer): through chat, its
+        answer or stream translated back (providers/messages.py); count_tokens is the gateway's
+        estimate of the translated prompt."""
+        chat = messages.to_chat(body, provider, stream)
+        if endpoint == "count_tokens":
+            return {"input_tokens": estimate_tokens(chat)}
+        answer = self.run(provider, name, "chat", chat, stream, timeout)
+        model = body.get("model")
+        if not stream:
+            return messages.from_chat(answer, model)
+        return ChunkStream(provider, "messages", messages.events_from_chunks(answer, model), on_close=answer.close)

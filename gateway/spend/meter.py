@@ -29,17 +29,39 @@ from gateway.data import estimate_tokens
 from gateway.data import output_is_assumed  # noqa: F401  (named here too)
 from gateway.data import prompt_token_bound
 from gateway.providers.base import AddedUsageOption  # noqa: F401  (named here too)
+from gateway.providers.messages import openai_usage
 
 log = logging.getLogger("gateway.spend.meter")
 
 COST_HEADER = "x-litellm-response-cost"
 
 
-def usage_cost(deployment, prompt_tokens, completion_tokens):
-    """USD for the tokens on this deployment (0 when it has no price)."""
+def usage_cost(deployment, prompt_tokens, completion_tokens, cache_read=0, cache_created=0):
+    """USD for the tokens on this deployment (0 when it has no price): prompt tokens read from or
+    written to the provider's prompt cache at the cache prices (`cache_read_input_token_cost`,
+    `cache_creation_input_token_cost`; the input price when none is set)."""
     if deployment is None or deployment.input_price is None:
         return 0.0
-    return prompt_tokens * deployment.input_price + completion_tokens * deployment.output_price
+    fresh = prompt_tokens - cache_read - cache_created
+    return (fresh * deployment.input_price + cache_read * deployment.cache_read_price
+            + cache_created * deployment.cache_creation_price + completion_tokens * deployment.output_price)
+
+
+def cache_counts(usage, prompt_tokens):
+    """(read, written) prompt tokens of the provider's prompt cache in an OpenAI-shaped usage (Anthropic's
+    counts, or OpenAI's cached_tokens), each within the prompt."""
+    details = usage.get("prompt_tokens_details")
+    read = usage.get("cache_read_input_tokens")
+    if not _is_count(read):
+        read = details.get("cached_tokens") if isinstance(details, dict) else 0
+    created = usage.get("cache_creation_input_tokens")
+    read = min(read, prompt_tokens) if _is_count(read) else 0
+    created = min(created, prompt_tokens - read) if _is_count(created) else 0
+    return read, created
+
+
+def _is_count(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def _mocked(body, deployment):
@@ -57,7 +79,9 @@ def worst_case_cost(deployments, endpoint, body):
         if deployment.input_price is None:
             continue
         out = 0 if endpoint == "embeddings" else completion_bound(deployment, body, prompt)
-        worst = max(worst, usage_cost(deployment, prompt, out))
+        # every prompt token at the dearest of its prices (a cache write costs more than a plain read)
+        priciest = max(deployment.input_price, deployment.cache_read_price, deployment.cache_creation_price)
+        worst = max(worst, prompt * priciest + out * deployment.output_price)
     return worst
 
 
@@ -148,10 +172,13 @@ class Meter:
     # -- after the call ---------------------------------------------------------------------------
 
     def bill(self, outcome, usage):
-        """Price the upstream's usage (estimated from the text when it reported none)."""
+        """Price the upstream's usage (estimated from the text when it reported none); a Messages
+        call's usage is Anthropic's (providers/messages.py openai_usage reads it)."""
         self.outcome = outcome
         self._billed = True
         usage = usage if isinstance(usage, dict) else {}
+        if self.endpoint == "messages" and usage:
+            usage = openai_usage(usage)
         prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
         if not isinstance(prompt, int) or isinstance(prompt, bool):
             prompt, self.estimated = estimate_tokens(self.body), True
@@ -166,11 +193,20 @@ class Meter:
         self.prompt_tokens, self.completion_tokens = max(0, prompt), max(0, completion)
         deployment = outcome.deployment if outcome is not None else None
         free = self.cache_hit or _mocked(self.body, deployment)
-        self.cost = 0.0 if free else usage_cost(deployment, self.prompt_tokens, self.completion_tokens)
+        read, created = cache_counts(usage, self.prompt_tokens)
+        self.cost = 0.0 if free else usage_cost(deployment, self.prompt_tokens, self.completion_tokens, read, created)
         return self.cost
 
     def bill_answer(self, outcome, answer):
         """Price a whole (non-stream) answer."""
+        if self.endpoint == "messages":
+            for block in answer.get("content") or ():
+                text = block.get("text") if isinstance(block, dict) else None
+                if isinstance(text, str):
+                    self.completion_chars += len(text)
+                    if self.texts is not None:
+                        self.texts.append(text)
+            return self.bill(outcome, answer.get("usage"))
         if self.endpoint != "embeddings" and (self.texts is not None or not isinstance(answer.get("usage"), dict)):
             for choice in answer.get("choices") or ():
                 message = choice.get("message") or {}
@@ -188,6 +224,23 @@ class Meter:
         self.outcome = outcome
         self.status = "client_disconnected"  # until the stream runs to its end
         usage, texts = self.usage, self.texts
+
+        def count_event(event):  # a Messages stream: Anthropic's events, usage in two of them
+            kind = event.get("type")
+            if kind == "content_block_delta":
+                delta = event.get("delta") or {}
+                text = delta.get("text") if delta.get("type") == "text_delta" else delta.get("partial_json")
+                if isinstance(text, str):
+                    self.completion_chars += len(text)
+                    if texts is not None and delta.get("type") == "text_delta":
+                        texts.append(text)
+            elif kind == "message_start":
+                usage.update((event.get("message") or {}).get("usage") or {})
+            elif kind == "message_delta":
+                usage.update({k: v for k, v in (event.get("usage") or {}).items() if v is not None})
+            if self.first_chunk is None:
+                self.first_chunk = time.time()
+            return event
 
         def count(chunk):
             found = chunk.get("usage")
@@ -215,7 +268,7 @@ class Meter:
             else:
                 self.status, self.error = "error", error
             self.bill(outcome, usage)
-        return stream.tap(count).at_end(ended)
+        return stream.tap(count_event if self.endpoint == "messages" else count).at_end(ended)
 
     def fail(self, error=None, outcome=None):
         """The call failed before any answer: nothing is billed, the hold is released."""

@@ -332,3 +332,49 @@ def test_error_messages_never_carry_the_key():
                                                  "message": f"invalid x-api-key {KEY}"}}).encode()
     err = make().map_error(401, raw, {})
     assert KEY not in err.message and "[redacted]" in err.message
+
+
+# ---- Anthropic's Messages API passed through (/v1/messages) ---------------------------------------
+
+def test_a_messages_body_goes_upstream_as_sent_with_the_clients_anthropic_headers():
+    provider = make(temperature=0.2)
+    body = {"model": "claude", "max_tokens": 9, "messages": [{"role": "user", "content": "hi"}],
+            "thinking": {"type": "enabled", "budget_tokens": 1024}, "metadata": {"user_id": "u", "other": 1},
+            "system": [{"type": "text", "text": "s", "cache_control": {"type": "ephemeral"}}],
+            "anthropic_headers": {"anthropic-beta": "interleaved-thinking-2025-05-14"}, "fallbacks": ["x"]}
+    prepared = provider.prepare_body("messages", body)
+    req = provider.build_request("messages", prepared, False)
+    assert req.url.endswith("/v1/messages")
+    assert orjson.loads(req.body) == {
+        "model": "claude-3-5-sonnet-20240620", "max_tokens": 9, "temperature": 0.2, "messages": body["messages"],
+        "thinking": body["thinking"], "system": body["system"], "metadata": {"user_id": "u"}}
+    assert req.headers["anthropic-beta"] == "interleaved-thinking-2025-05-14" and req.headers["x-api-key"] == KEY
+    assert "anthropic-beta" not in provider.headers  # the deployment's own headers are left as they were
+
+
+def test_count_tokens_sends_only_what_count_tokens_takes():
+    provider = make()
+    body = {"model": "claude", "max_tokens": 9, "stream": True, "temperature": 1, "system": "s",
+            "messages": [{"role": "user", "content": "hi"}], "tools": []}
+    req = provider.build_request("count_tokens", provider.prepare_body("count_tokens", body), False)
+    assert req.url.endswith("/v1/messages/count_tokens")
+    assert orjson.loads(req.body) == {"model": "claude-3-5-sonnet-20240620", "system": "s",
+                                      "messages": body["messages"], "tools": []}
+
+
+def test_messages_events_pass_through_and_an_error_event_raises():
+    provider = make()
+    state = provider.new_stream_state("messages", {})
+    start = {"type": "message_start", "message": {"id": "msg_1", "usage": {"input_tokens": 1}}}
+    signature = {"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "s"}}
+    assert provider.parse_stream_event("messages", orjson.dumps(start), state) == [start]
+    assert provider.parse_stream_event("messages", orjson.dumps(signature), state) == [signature]
+    assert not provider.stream_ended(state)
+    provider.parse_stream_event("messages", b'{"type": "message_stop"}', state)
+    assert provider.stream_ended(state)
+    with pytest.raises(errors.UpstreamError) as caught:
+        provider.parse_stream_event("messages", b'{"type": "error", "error": {"type": "overloaded_error", '
+                                                b'"message": "Overloaded"}}', state)
+    assert caught.value.code == "overloaded_error"
+    message = {"type": "message", "content": [{"type": "thinking", "thinking": "t", "signature": "s"}]}
+    assert provider.parse_response("messages", message, {}) is message

@@ -191,6 +191,51 @@ def test_non_stream_answer_without_usage_is_estimated():
     assert meter.estimated and meter.completion_tokens == 10
 
 
+# ---- prompt-cache prices and Anthropic's Messages usage ------------------------------------------
+
+def test_cache_reads_and_writes_are_billed_at_their_prices():
+    d = deployment("anthropic/claude-3-5-sonnet-20241022", api_base="http://127.0.0.1:9")
+    assert (d.cache_read_price, d.cache_creation_price) == (pytest.approx(3e-7), pytest.approx(3.75e-6))
+    # 100 prompt tokens: 30 read from the cache, 20 written to it, 50 plain
+    assert spend.usage_cost(d, 100, 10, 30, 20) == pytest.approx(50 * 3e-6 + 30 * 3e-7 + 20 * 3.75e-6 + 10 * 15e-6)
+    o = deployment(input_cost_per_token=1.0, output_cost_per_token=2.0, cache_read_input_token_cost=0.25)
+    assert (o.cache_read_price, o.cache_creation_price) == (0.25, 1.0)  # unset: the input price
+
+
+def test_openai_cached_tokens_are_billed_at_the_read_price():
+    d = deployment(input_cost_per_token=1.0, output_cost_per_token=2.0, cache_read_input_token_cost=0.5)
+    meter = Meter(_Tracker(), "r", None, "chat", {"messages": []}, False)
+    meter.bill_answer(Outcome(group="m", deployment=d), {"choices": [], "usage": {
+        "prompt_tokens": 10, "completion_tokens": 1, "prompt_tokens_details": {"cached_tokens": 4}}})
+    assert meter.cost == 6 * 1.0 + 4 * 0.5 + 1 * 2.0
+
+
+def test_a_messages_answer_and_stream_are_billed_from_anthropics_usage():
+    d = deployment(input_cost_per_token=1.0, output_cost_per_token=2.0, cache_read_input_token_cost=0.1,
+                   cache_creation_input_token_cost=1.25)
+    outcome = Outcome(group="m", deployment=d)
+    usage = {"input_tokens": 5, "output_tokens": 3, "cache_creation_input_tokens": 8, "cache_read_input_tokens": 16}
+    answer = Meter(_Tracker(), "r", None, "messages", {"messages": []}, False)
+    answer.bill_answer(outcome, {"type": "message", "content": [{"type": "text", "text": "abc"}], "usage": usage})
+    expected = 5 * 1.0 + 16 * 0.1 + 8 * 1.25 + 3 * 2.0
+    assert (answer.prompt_tokens, answer.completion_tokens, answer.cost) == (29, 3, pytest.approx(expected))
+    events = [{"type": "message_start", "message": {"usage": {**usage, "output_tokens": 1}}},
+              {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "abc"}},
+              {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 3}},
+              {"type": "message_stop"}]
+    stream = Meter(_Tracker(), "r", None, "messages", {"messages": []}, True)
+    assert list(stream.watch(outcome, ChunkStream(None, "messages", iter(events)), True)) == events
+    stream.close()
+    assert (stream.prompt_tokens, stream.completion_tokens, stream.cost) == (29, 3, pytest.approx(expected))
+    assert stream.status == "success" and not stream.estimated
+
+
+def test_a_hold_prices_every_prompt_token_at_its_dearest_price():
+    d = deployment(input_cost_per_token=1.0, output_cost_per_token=2.0, cache_creation_input_token_cost=1.25)
+    body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 10}
+    assert spend.worst_case_cost([d], "chat", body) == spend.prompt_token_bound(body) * 1.25 + 10 * 2.0
+
+
 # ---- the ledger on SQLite and PostgreSQL ------------------------------------------------------
 
 def _key(service, **rules):
