@@ -428,6 +428,38 @@ def _deltas(block):
         {"type": "input_json_delta", "partial_json": args[k:k + 8]} for k in range(0, len(args), 8)]
 
 
+def stream_events(message, fail_midway=False, cut_midway=False):
+    """A message as Anthropic's stream: the list of (event name, data) pairs, in order.
+
+    fail_midway: two deltas of the first block, then an ``error`` event; cut_midway: the list just ends
+    after two deltas (no message_delta, no message_stop)."""
+    usage = message["usage"]
+    start = {**message, "content": [], "stop_reason": None, "stop_sequence": None,
+             "usage": {**usage, "output_tokens": 1}}
+    events = [("message_start", {"type": "message_start", "message": start})]
+    for index, block in enumerate(message["content"]):
+        events.append(("content_block_start", {"type": "content_block_start", "index": index,
+                                               "content_block": _opening(block)}))
+        if index == 0:
+            events.append(("ping", {"type": "ping"}))
+        for n, delta in enumerate(_deltas(block)):
+            if fail_midway and n == 2:
+                return events + [("error", {"type": "error", "error": {"type": "overloaded_error",
+                                                                       "message": "Overloaded"}})]
+            if cut_midway and n == 2:
+                return events
+            events.append(("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}))
+        events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
+    final = {k: usage[k] for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens",
+                                   "output_tokens")}
+    events.append(("message_delta", {"type": "message_delta",
+                                     "delta": {"stop_reason": message["stop_reason"],
+                                               "stop_sequence": message["stop_sequence"]},
+                                     "usage": final}))
+    events.append(("message_stop", {"type": "message_stop"}))
+    return events
+
+
 class AnthropicHandler(FakeHandler):
     """POST /v1/messages and /v1/messages/count_tokens in Anthropic's wire format."""
 
@@ -491,35 +523,11 @@ class AnthropicHandler(FakeHandler):
         self.write_sse(data, event=name)
 
     def stream(self, message, fail_midway, cut_midway=False):
-        """The message as Anthropic's event sequence (cut_midway: the body just ends after two deltas,
-        without message_delta or message_stop)."""
+        """The message as Anthropic's event sequence (see stream_events)."""
         self.start_chunked("text/event-stream; charset=utf-8", headers={"request-id": new_id("req"),
                                                                        "cache-control": "no-cache"})
-        usage = message["usage"]
-        start = {**message, "content": [], "stop_reason": None, "stop_sequence": None,
-                 "usage": {**usage, "output_tokens": 1}}
-        self.event("message_start", {"type": "message_start", "message": start})
-        for index, block in enumerate(message["content"]):
-            self.event("content_block_start", {"type": "content_block_start", "index": index,
-                                               "content_block": _opening(block)})
-            if index == 0:
-                self.event("ping", {"type": "ping"})
-            for n, delta in enumerate(_deltas(block)):
-                if fail_midway and n == 2:
-                    self.event("error", {"type": "error", "error": {"type": "overloaded_error",
-                                                                    "message": "Overloaded"}})
-                    return self.end_chunked()
-                if cut_midway and n == 2:
-                    return self.end_chunked()
-                self.event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
-            self.event("content_block_stop", {"type": "content_block_stop", "index": index})
-        final = {k: usage[k] for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens",
-                                       "output_tokens")}
-        self.event("message_delta", {"type": "message_delta",
-                                     "delta": {"stop_reason": message["stop_reason"],
-                                               "stop_sequence": message["stop_sequence"]},
-                                     "usage": final})
-        self.event("message_stop", {"type": "message_stop"})
+        for name, data in stream_events(message, fail_midway, cut_midway):
+            self.event(name, data)
         self.end_chunked()
 
 

@@ -7,7 +7,10 @@ also takes `Authorization: Bearer <bearer_token>` (Bedrock API keys) when the fa
 Routes (boto3 `endpoint_url` = FakeAWS.url)
     Bedrock:   POST /model/{modelId}/converse          JSON Converse answer
                POST /model/{modelId}/converse-stream   application/vnd.amazon.eventstream, chunked
-               POST /model/{modelId}/invoke            Titan / Cohere embeddings
+               POST /model/{modelId}/invoke            Titan / Cohere embeddings; Claude ("anthropic." in the
+                                                       id): Anthropic's Messages API, as Bedrock hosts it
+               POST /model/{modelId}/invoke-with-response-stream
+                                                       Claude only: one `chunk` event per Anthropic stream event
     SageMaker: POST /endpoints/{name}/invocations                  TGI (or embeddings when the name has "embed")
                POST /endpoints/{name}/invocations-response-stream  TGI SSE lines in PayloadPart events,
                                                                    split across parts on purpose
@@ -17,9 +20,26 @@ Answers are deterministic: Bedrock chat says ``bedrock_answer(last user text)``;
 and Tokyo" -> two calls); after a tool result it answers ``"The tool said: <result>"``. SageMaker says
 ``sagemaker_answer(prompt)``. Token counts are whitespace word counts.
 
+Claude on InvokeModel: the body is an Anthropic Messages body without ``model`` and ``stream``, with
+``"anthropic_version": "bedrock-2023-05-31"`` (required) and optional ``anthropic_beta`` (a list of
+strings); a missing or wrong version, a missing max_tokens/messages, a key Bedrock does not take (model,
+stream, ...) or a malformed anthropic_beta is a ValidationException in Bedrock's "Malformed input
+request" wording. The rest (with the model id as ``model``) goes through the Anthropic fake's
+``validate`` (its message becomes the ValidationException's) and ``plan``, so the answer is the Anthropic
+fake's message ("Hello from fake anthropic: ...", thinking blocks, tool calls, and its prompt-cache usage,
+kept per FakeAWS in ``cache``) with a ``msg_bdrk_`` id and the Anthropic model name (``claude-...``,
+without region prefix and ``-vN:M`` suffix). Headers: X-Amzn-Bedrock-Input-Token-Count (uncached input),
+-Output-Token-Count, -Invocation-Latency and, when non-zero, -Cache-Read-Input-Token-Count and
+-Cache-Write-Input-Token-Count. The stream sends the Anthropic fake's event sequence (without ping) as
+``chunk`` events whose JSON payload is ``{"bytes": base64(event JSON)}`` (boto3 yields ``{"chunk":
+{"bytes": b'<event JSON>'}}``); message_stop carries ``amazon-bedrock-invocationMetrics``
+(inputTokenCount, outputTokenCount, invocationLatency, firstByteLatency, plus cacheRead/WriteInputTokenCount
+when non-zero).
+
 Triggers (substring of model id / endpoint name): fail-validation, context-length, fail-access,
 fail-notfound, fail-throttle, fail-timeout, fail-500, fail-503 (AWS error answers), slow (answer after
-``slow_seconds``), stream-error (an exception event after two deltas); SageMaker also missing-endpoint
+``slow_seconds``), stream-error (a modelStreamErrorException event after two deltas; Claude streams:
+two deltas of the first block); SageMaker also missing-endpoint
 and model-error (a ModelError wrapping TGI's context-length validation error); cut-stream (a stream
 whose body just ends after two pieces, without messageStop / TGI's final line).
 """
@@ -35,6 +55,12 @@ import uuid
 from urllib.parse import unquote
 from urllib.parse import urlsplit
 
+from tests.fakes.anthropic_server import TOP_LEVEL as ANTHROPIC_TOP_LEVEL
+from tests.fakes.anthropic_server import FakeAnthropic
+from tests.fakes.anthropic_server import Invalid
+from tests.fakes.anthropic_server import plan as anthropic_plan
+from tests.fakes.anthropic_server import stream_events as anthropic_stream_events
+from tests.fakes.anthropic_server import validate as anthropic_validate
 from tests.fakes.http import CLIENT_GONE
 from tests.fakes.http import FakeHandler
 from tests.fakes.http import FakeServer
@@ -46,6 +72,10 @@ ACCOUNT = "123456789012"
 BEDROCK_PREFIX = "Hello from fake bedrock: "
 SAGEMAKER_PREFIX = "Hello from fake sagemaker: "
 EVENTSTREAM = "application/vnd.amazon.eventstream"
+BEDROCK_ANTHROPIC_VERSION = "bedrock-2023-05-31"
+# What an Anthropic body on InvokeModel may hold: the Messages API's fields but model and stream, plus
+# Bedrock's version and beta fields.
+ANTHROPIC_INVOKE_KEYS = (ANTHROPIC_TOP_LEVEL - {"model", "stream"}) | {"anthropic_version", "anthropic_beta"}
 _AUTH = re.compile(r"AWS4-HMAC-SHA256 Credential=([^/]+)/(\d{8})/([^/]+)/([^/]+)/aws4_request,\s*"
                    r"SignedHeaders=([^,]+),\s*Signature=([0-9a-f]{64})$")
 _BAD_SIGNATURE = ("The request signature we calculated does not match the signature you provided. Check "
@@ -220,6 +250,64 @@ def tgi_validation_error(body):
     return None
 
 
+def _malformed(problem):
+    return f"Malformed input request: {problem}, please reformat your input and try again."
+
+
+def _json_type(value):
+    """A JSON value's type as Bedrock's schema validator names it."""
+    for kind, name in ((bool, "Boolean"), (str, "String"), (int, "Integer"), (float, "Number"),
+                       (list, "JSONArray"), (dict, "JSONObject")):
+        if isinstance(value, kind):
+            return name
+    return "Null"
+
+
+def anthropic_request(model, body):
+    """The Anthropic Messages body an InvokeModel body for Claude stands for (its Bedrock fields dropped,
+    the model id as `model`); raises Invalid with Bedrock's wording when Bedrock or Anthropic refuses it."""
+    for key in ("anthropic_version", "max_tokens", "messages"):
+        if key not in body:
+            raise Invalid(_malformed(f"#: required key [{key}] not found"))
+    extra = sorted(set(body) - ANTHROPIC_INVOKE_KEYS)
+    if extra:
+        raise Invalid(_malformed(f"#: extraneous key [{extra[0]}] is not permitted"))
+    if body["anthropic_version"] != BEDROCK_ANTHROPIC_VERSION:
+        raise Invalid(_malformed(f"#/anthropic_version: {body['anthropic_version']} is not a valid enum value"))
+    beta = body.get("anthropic_beta", [])
+    if not isinstance(beta, list):
+        raise Invalid(_malformed(f"#/anthropic_beta: expected type: JSONArray, found: {_json_type(beta)}"))
+    for n, flag in enumerate(beta):
+        if not isinstance(flag, str):
+            raise Invalid(_malformed(f"#/anthropic_beta/{n}: expected type: String, found: {_json_type(flag)}"))
+    request = {k: v for k, v in body.items() if k not in ("anthropic_version", "anthropic_beta")}
+    request["model"] = model
+    anthropic_validate(request)
+    return request
+
+
+def anthropic_model_name(model):
+    """The Anthropic model name a Bedrock id names: us.anthropic.claude-x-20241022-v2:0 -> claude-x-20241022."""
+    name = model.split("anthropic.", 1)[1]
+    return re.sub(r"-v\d+(?::\d+)?$", "", name)
+
+
+def invocation_metrics(usage):
+    """Bedrock's amazon-bedrock-invocationMetrics for an Anthropic usage (cache counts when non-zero)."""
+    metrics = {"inputTokenCount": usage["input_tokens"], "outputTokenCount": usage["output_tokens"],
+               "invocationLatency": 42, "firstByteLatency": 12}
+    if usage.get("cache_read_input_tokens"):
+        metrics["cacheReadInputTokenCount"] = usage["cache_read_input_tokens"]
+    if usage.get("cache_creation_input_tokens"):
+        metrics["cacheWriteInputTokenCount"] = usage["cache_creation_input_tokens"]
+    return metrics
+
+
+def chunk_event(data):
+    """One InvokeModelWithResponseStream `chunk` event: the JSON payload {"bytes": base64(data JSON)}."""
+    return event_message("chunk", {"bytes": base64.b64encode(json.dumps(data).encode()).decode()})
+
+
 class AWSHandler(FakeHandler):
     """One connection of the fake AWS upstream."""
 
@@ -270,7 +358,8 @@ class AWSHandler(FakeHandler):
             if failure:
                 return self.aws_error(*failure)
             handler = {"converse": self.converse, "converse-stream": self.converse_stream,
-                       "invoke": self.invoke_model}.get(action)
+                       "invoke": self.invoke_model,
+                       "invoke-with-response-stream": self.invoke_model_stream}.get(action)
         else:
             if "missing-endpoint" in name:
                 return self.aws_error(400, "ValidationError", f"Endpoint {name} of account {ACCOUNT} not found.")
@@ -324,8 +413,33 @@ class AWSHandler(FakeHandler):
         self.write_chunk(event_message("metadata", {"usage": usage, "metrics": {"latencyMs": 42}}))
         self.end_chunked()
 
+    def claude_message(self, model, body):
+        """(Anthropic message, None) for an InvokeModel body for Claude, or (None, the refusal's message)."""
+        try:
+            request = anthropic_request(model, body)
+        except Invalid as exc:
+            return None, str(exc)
+        content, stop_reason, stop_sequence, _, output_tokens = anthropic_plan(request)
+        usage = self.server.fake.cache_usage(request)
+        return {"id": "msg_bdrk_01" + uuid.uuid4().hex[:22], "type": "message", "role": "assistant",
+                "model": anthropic_model_name(model), "content": content, "stop_reason": stop_reason,
+                "stop_sequence": stop_sequence,
+                "usage": {"input_tokens": usage.pop("input_tokens"), "output_tokens": output_tokens, **usage}}, None
+
     def invoke_model(self, model, body):
         headers = {"x-amzn-RequestId": str(uuid.uuid4()), "X-Amzn-Bedrock-Invocation-Latency": "12"}
+        if "anthropic." in model:
+            message, problem = self.claude_message(model, body)
+            if problem:
+                return self.aws_error(400, "ValidationException", problem)
+            usage = message["usage"]
+            headers["X-Amzn-Bedrock-Input-Token-Count"] = str(usage["input_tokens"])
+            headers["X-Amzn-Bedrock-Output-Token-Count"] = str(usage["output_tokens"])
+            if usage["cache_read_input_tokens"]:
+                headers["X-Amzn-Bedrock-Cache-Read-Input-Token-Count"] = str(usage["cache_read_input_tokens"])
+            if usage["cache_creation_input_tokens"]:
+                headers["X-Amzn-Bedrock-Cache-Write-Input-Token-Count"] = str(usage["cache_creation_input_tokens"])
+            return self.send_json(200, message, headers=headers)
         if "titan-embed" in model:
             text = body.get("inputText")
             if not isinstance(text, str):
@@ -348,6 +462,27 @@ class AWSHandler(FakeHandler):
             return self.send_json(200, {"id": str(uuid.uuid4()), "texts": texts, "response_type": "embeddings_floats",
                                         "embeddings": [fake_embedding(t, 1024) for t in texts]}, headers=headers)
         return self.aws_error(400, "ValidationException", "The provided model identifier is invalid.")
+
+    def invoke_model_stream(self, model, body):
+        """Claude's Messages stream: the Anthropic fake's events (no ping) as `chunk` events."""
+        if "anthropic." not in model:
+            return self.aws_error(400, "ValidationException", "The provided model identifier is invalid.")
+        message, problem = self.claude_message(model, body)
+        if problem:
+            return self.aws_error(400, "ValidationException", problem)
+        broken = "stream-error" in model or "cut-stream" in model
+        events = [(name, data) for name, data in anthropic_stream_events(message, cut_midway=broken)
+                  if name != "ping"]
+        self.start_chunked(EVENTSTREAM, headers={"x-amzn-RequestId": str(uuid.uuid4()),
+                                                 "X-Amzn-Bedrock-Content-Type": "application/json"})
+        for name, data in events:
+            if name == "message_stop":
+                data = {**data, "amazon-bedrock-invocationMetrics": invocation_metrics(message["usage"])}
+            self.write_chunk(chunk_event(data))
+        if "stream-error" in model:
+            self.write_chunk(exception_message("modelStreamErrorException", {
+                "message": "The model stream broke.", "originalStatusCode": 500}))
+        self.end_chunked()
 
     # --- SageMaker --------------------------------------------------------------------------------
 
@@ -418,9 +553,11 @@ class AWSHandler(FakeHandler):
 
 
 class FakeAWS(FakeServer):
-    """Fake Bedrock Runtime + SageMaker Runtime; `requests` keeps every request (path, headers, json)."""
+    """Fake Bedrock Runtime + SageMaker Runtime; `requests` keeps every request (path, headers, json),
+    `cache` the Claude prompt prefixes it has cached (the Anthropic fake's rule, per model id)."""
 
     handler = AWSHandler
+    cache_usage = FakeAnthropic.cache_usage  # the Anthropic fake's prompt-cache rule, on this fake's cache
 
     def __init__(self, access_key=ACCESS_KEY, secret_key=SECRET_KEY, session_token=None, bearer_token=None,
                  **kwargs):
@@ -431,6 +568,13 @@ class FakeAWS(FakeServer):
         self.bearer_token = bearer_token
         self.slow_seconds = 2.0
         self.part_size = 37
+        self.cache = {}
+
+    def reset(self):
+        """Forget recorded requests and the Claude prompt cache."""
+        super().reset()
+        with self._lock:
+            self.cache.clear()
 
     def check_signature(self, method, raw_path, headers, raw):
         """None when the request is signed with this fake's credentials, else (status, code, message)."""

@@ -10,6 +10,9 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from botocore.exceptions import EventStreamError
 
+from tests.fakes.anthropic_server import ANSWER_PREFIX
+from tests.fakes.anthropic_server import signature
+from tests.fakes.anthropic_server import stream_events
 from tests.fakes.aws_server import ACCESS_KEY
 from tests.fakes.aws_server import SECRET_KEY
 from tests.fakes.aws_server import FakeAWS
@@ -165,6 +168,178 @@ def test_invoke_model_titan_and_cohere(bedrock):
     with pytest.raises(ClientError) as info:
         bedrock.invoke_model(modelId="amazon.titan-embed-text-v2:0", body=json.dumps({"inputText": "x",
                                                                                          "dimensions": 7}))
+    assert info.value.response["Error"]["Code"] == "ValidationException"
+
+
+# --- Claude on InvokeModel (Anthropic's Messages API) ---------------------------------------------
+
+CLAUDE = "us.anthropic.claude-3-5-sonnet-20241022-v2:0"
+THINKING = {"type": "enabled", "budget_tokens": 1024}
+
+
+def claude_body(text="hi there", **extra):
+    return json.dumps({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 2000,
+                       "messages": [{"role": "user", "content": text}], **extra})
+
+
+def chunks(resp):
+    """The Anthropic events an InvokeModelWithResponseStream answer carries, decoded."""
+    out = []
+    for event in resp["body"]:
+        assert set(event) == {"chunk"} and isinstance(event["chunk"]["bytes"], bytes)
+        out.append(json.loads(event["chunk"]["bytes"]))
+    return out
+
+
+def test_invoke_model_anthropic(bedrock, fake):
+    resp = bedrock.invoke_model(modelId=CLAUDE, body=claude_body(system="be brief", anthropic_beta=["beta-1"]),
+                                contentType="application/json", accept="application/json")
+    assert resp["contentType"] == "application/json"
+    data = json.loads(resp["body"].read())
+    assert data["type"] == "message" and data["role"] == "assistant" and data["id"].startswith("msg_bdrk_")
+    assert data["model"] == "claude-3-5-sonnet-20241022"
+    assert data["content"] == [{"type": "text", "text": ANSWER_PREFIX + "hi there"}]
+    assert data["stop_reason"] == "end_turn" and data["stop_sequence"] is None
+    assert data["usage"]["input_tokens"] == 4 and data["usage"]["output_tokens"] == 6
+    headers = resp["ResponseMetadata"]["HTTPHeaders"]
+    assert headers["x-amzn-bedrock-input-token-count"] == "4" and headers["x-amzn-bedrock-output-token-count"] == "6"
+    assert headers["x-amzn-requestid"]
+    sent = fake.requests[-1]
+    assert sent["path"] == f"/model/{CLAUDE}/invoke" and sent["json"]["anthropic_beta"] == ["beta-1"]
+
+
+def test_invoke_model_anthropic_thinking_and_tools(bedrock):
+    data = json.loads(bedrock.invoke_model(modelId=CLAUDE, body=claude_body("think hard", thinking=THINKING))[
+        "body"].read())
+    thinking, text = data["content"]
+    assert thinking == {"type": "thinking", "thinking": "Thinking about: think hard",
+                        "signature": signature("Thinking about: think hard")}
+    assert text["text"] == ANSWER_PREFIX + "think hard"
+    assert data["usage"]["output_tokens"] == 6 + 4  # answer words + thinking words
+    tools = [{"name": "get_weather", "description": "Weather", "input_schema": {
+        "type": "object", "properties": {"location": {"type": "string"}}}}]
+    data = json.loads(bedrock.invoke_model(modelId=CLAUDE, body=claude_body("weather in Paris and Tokyo?",
+                                                                            tools=tools))["body"].read())
+    assert data["stop_reason"] == "tool_use"
+    assert [b["input"] for b in data["content"] if b["type"] == "tool_use"] == [{"location": "Paris"},
+                                                                                 {"location": "Tokyo"}]
+
+
+def test_invoke_model_anthropic_prompt_cache(bedrock):
+    system = [{"type": "text", "text": "a long shared system prompt", "cache_control": {"type": "ephemeral"}}]
+    first = bedrock.invoke_model(modelId=CLAUDE, body=claude_body(system=system))
+    second = bedrock.invoke_model(modelId=CLAUDE, body=claude_body(system=system))
+    one, two = (json.loads(r["body"].read())["usage"] for r in (first, second))
+    assert (one["cache_creation_input_tokens"], one["cache_read_input_tokens"], one["input_tokens"]) == (5, 0, 2)
+    assert (two["cache_creation_input_tokens"], two["cache_read_input_tokens"], two["input_tokens"]) == (0, 5, 2)
+    assert first["ResponseMetadata"]["HTTPHeaders"]["x-amzn-bedrock-cache-write-input-token-count"] == "5"
+    assert second["ResponseMetadata"]["HTTPHeaders"]["x-amzn-bedrock-cache-read-input-token-count"] == "5"
+
+
+@pytest.mark.parametrize("body, wording", [
+    ({"max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]},
+     "required key [anthropic_version] not found"),
+    ({"anthropic_version": "2023-06-01", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]},
+     "#/anthropic_version"),
+    ({"anthropic_version": "bedrock-2023-05-31", "messages": [{"role": "user", "content": "hi"}]},
+     "required key [max_tokens] not found"),
+    ({"anthropic_version": "bedrock-2023-05-31", "model": "claude", "max_tokens": 10,
+      "messages": [{"role": "user", "content": "hi"}]}, "extraneous key [model] is not permitted"),
+    ({"anthropic_version": "bedrock-2023-05-31", "stream": True, "max_tokens": 10,
+      "messages": [{"role": "user", "content": "hi"}]}, "extraneous key [stream] is not permitted"),
+    ({"anthropic_version": "bedrock-2023-05-31", "anthropic_beta": "x", "max_tokens": 10,
+      "messages": [{"role": "user", "content": "hi"}]}, "expected type: JSONArray, found: String"),
+    ({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 10, "messages": [
+        {"role": "user", "content": "a"}, {"role": "user", "content": "b"}]}, "roles must alternate"),
+    ({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 1500, "thinking": THINKING,
+      "messages": [{"role": "user", "content": "hi"}]}, None),
+    ({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 1000, "thinking": THINKING,
+      "messages": [{"role": "user", "content": "hi"}]}, "must be greater than `thinking.budget_tokens`"),
+])
+def test_invoke_model_anthropic_validation(bedrock, body, wording):
+    for call in (bedrock.invoke_model, bedrock.invoke_model_with_response_stream):
+        if wording is None:  # accepted: a whole answer, or a stream that runs to message_stop
+            resp = call(modelId=CLAUDE, body=json.dumps(body))
+            assert (chunks(resp)[-1] if "body" in resp and not hasattr(resp["body"], "read")
+                    else json.loads(resp["body"].read()))["type"] in ("message", "message_stop")
+            continue
+        with pytest.raises(ClientError) as info:
+            call(modelId=CLAUDE, body=json.dumps(body))
+        assert info.value.response["Error"]["Code"] == "ValidationException"
+        assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+        assert wording in info.value.response["Error"]["Message"]
+
+
+def test_invoke_model_with_response_stream_anthropic(bedrock, fake):
+    body = claude_body("hello stream", thinking=THINKING)
+    whole = json.loads(bedrock.invoke_model(modelId=CLAUDE, body=body)["body"].read())
+    resp = bedrock.invoke_model_with_response_stream(modelId=CLAUDE, body=body, contentType="application/json",
+                                                     accept="application/json")
+    assert resp["contentType"] == "application/json"
+    assert fake.requests[-1]["path"] == f"/model/{CLAUDE}/invoke-with-response-stream"
+    events = chunks(resp)
+    expected = [data for name, data in stream_events(whole) if name != "ping"]  # Bedrock sends no pings
+    assert [e["type"] for e in events] == [e["type"] for e in expected]
+    assert [e.get("delta") for e in events] == [e.get("delta") for e in expected]
+    assert [e["type"] for e in events][:2] == ["message_start", "content_block_start"]
+    kinds = [e["delta"]["type"] for e in events if e["type"] == "content_block_delta"]
+    assert {"thinking_delta", "signature_delta", "text_delta"} <= set(kinds)
+    text = "".join(e["delta"]["text"] for e in events if e.get("delta", {}).get("type") == "text_delta")
+    assert text == ANSWER_PREFIX + "hello stream"
+    assert events[0]["message"]["model"] == "claude-3-5-sonnet-20241022"
+    assert events[-2]["type"] == "message_delta" and events[-2]["delta"]["stop_reason"] == "end_turn"
+    assert events[-1] == {"type": "message_stop", "amazon-bedrock-invocationMetrics": {
+        "inputTokenCount": 2, "outputTokenCount": whole["usage"]["output_tokens"], "invocationLatency": 42,
+        "firstByteLatency": 12}}
+
+
+def test_invoke_model_with_response_stream_tool_deltas(bedrock):
+    tools = [{"name": "get_weather", "input_schema": {"type": "object"}}]
+    events = chunks(bedrock.invoke_model_with_response_stream(
+        modelId=CLAUDE, body=claude_body("weather in London", tools=tools)))
+    start = next(e for e in events if e["type"] == "content_block_start" and e["index"] == 1)
+    assert start["content_block"]["type"] == "tool_use" and start["content_block"]["input"] == {}
+    args = "".join(e["delta"]["partial_json"] for e in events if e.get("delta", {}).get("type") == "input_json_delta")
+    assert json.loads(args) == {"location": "London"}
+    assert events[-2]["delta"]["stop_reason"] == "tool_use"
+
+
+def test_invoke_model_with_response_stream_error_event(bedrock):
+    resp = bedrock.invoke_model_with_response_stream(modelId="anthropic.claude-stream-error-v1:0",
+                                                     body=claude_body("a b c d e"))
+    seen = []
+    with pytest.raises(EventStreamError) as info:
+        for event in resp["body"]:
+            seen.append(json.loads(event["chunk"]["bytes"]))
+    assert info.value.response["Error"]["Code"] == "modelStreamErrorException"
+    assert [e["type"] for e in seen] == ["message_start", "content_block_start", "content_block_delta",
+                                         "content_block_delta"]
+
+
+def test_invoke_model_with_response_stream_cut(bedrock):
+    events = chunks(bedrock.invoke_model_with_response_stream(modelId="anthropic.claude-cut-stream-v1:0",
+                                                              body=claude_body("a b c d e")))
+    assert [e["type"] for e in events] == ["message_start", "content_block_start", "content_block_delta",
+                                           "content_block_delta"]
+
+
+@pytest.mark.parametrize("trigger, code, status", [
+    ("fail-validation", "ValidationException", 400), ("fail-throttle", "ThrottlingException", 429),
+    ("fail-access", "AccessDeniedException", 403), ("fail-503", "ServiceUnavailableException", 503),
+])
+def test_invoke_model_anthropic_typed_errors(bedrock, trigger, code, status):
+    model = f"anthropic.claude-{trigger}-v1:0"
+    for call in (bedrock.invoke_model, bedrock.invoke_model_with_response_stream):
+        with pytest.raises(ClientError) as info:
+            call(modelId=model, body=claude_body())
+        assert info.value.response["Error"]["Code"] == code
+        assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == status
+
+
+def test_invoke_model_with_response_stream_needs_claude(bedrock):
+    with pytest.raises(ClientError) as info:
+        bedrock.invoke_model_with_response_stream(modelId="amazon.titan-embed-text-v2:0",
+                                                  body=json.dumps({"inputText": "x"}))
     assert info.value.response["Error"]["Code"] == "ValidationException"
 
 
