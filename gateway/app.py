@@ -52,6 +52,7 @@ class Gateway:
     cache: object = None  # gateway.cache.ResponseCache, or None when caching is off
     store: object = None  # gateway.storage.Store (keys and spend), or None without a master key
     models: object = None  # gateway.routing.dbmodels.ModelSync with store_model_in_db, else None
+    responses: object = None  # gateway.storage.responses.ResponseStore (the Responses API's state)
 
 
 def configure_logging(debug, json_logs=False):
@@ -127,6 +128,9 @@ def create_app(settings=None):
         from gateway.routing.dbmodels import ModelStore
         from gateway.routing.dbmodels import ModelSync
         gateway.models = ModelSync(router, ModelStore(store.get, settings.master_key), settings.deployments)
+    from gateway.storage.responses import ResponseStore
+    # The Responses API's state lives in the database even without a master key (opened on first use).
+    gateway.responses = ResponseStore(store if store is not None else Store(database_url(settings)))
     app.extensions["gateway"] = gateway
     if settings.general.background_health_checks:
         from gateway.routing import health as healthcheck
@@ -148,7 +152,8 @@ def create_app(settings=None):
     from gateway.api import teams
     from gateway.api import users
     from gateway.api import messages
-    for module in (chat, completions, embeddings, messages, models, model_info, health, key_routes, spend, reports,
+    from gateway.api import responses
+    for module in (chat, completions, embeddings, messages, responses, models, model_info, health, key_routes, spend, reports,
                    metric_routes, users, teams, organizations, customers, model_admin):
         app.register_blueprint(module.bp)
     from gateway.telemetry.metrics import install as install_metrics

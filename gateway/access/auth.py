@@ -37,6 +37,10 @@ ROUTE_POLICY = {
     "embeddings.embeddings_for": "api",
     "messages.create_message": "api",
     "messages.count_message_tokens": "api",
+    "responses.create_response": "api",
+    "responses.get_response": "api",  # the caller's own stored responses only (api/responses.py)
+    "responses.delete_response": "api",
+    "responses.list_input_items": "api",
     "models.list_models": "api",
     "models.get_model": "api",
     "model_info.model_info": "api",  # answered for the groups the caller may use

@@ -23,6 +23,7 @@ from gateway.api.controls import apply_headers
 from gateway.api.controls import check_mock
 from gateway.access.rules import apply_key_rules
 from gateway.access.rules import model_access
+from gateway.api.conversation import Conversation
 from gateway.providers.messages import error_body as anthropic_error
 from gateway.routing.router import Outcome
 from gateway.api.schemas import validate_body
@@ -59,7 +60,7 @@ class Call:
     """One call on its way through the steps: what each step learned that a later one needs."""
 
     __slots__ = ("request_id", "endpoint", "body", "stream", "rules", "meter", "client_usage", "release",
-                 "allowed", "plan", "cached", "outcome")
+                 "allowed", "plan", "cached", "outcome", "conversation")
 
     def __init__(self, request_id, endpoint, body, rules):
         self.request_id = request_id
@@ -74,6 +75,7 @@ class Call:
         self.plan = None  # what the call may do with the cache
         self.cached = None  # the cached answer, on a hit
         self.outcome = None  # what routing did (gateway/routing/router.py Outcome)
+        self.conversation = None  # a Responses call's state (gateway/api/conversation.py)
 
 
 def serve(endpoint, path_model=None):
@@ -81,6 +83,9 @@ def serve(endpoint, path_model=None):
     gateway = current_app.extensions["gateway"]
     call = parse(gateway, endpoint, path_model)
     validate(call)
+    if endpoint == "responses":
+        call.conversation = Conversation(gateway.responses, call.rules)
+        call.conversation.prepare(call.body)
     open_record(gateway, call)
     try:
         key_rules(gateway, call)
@@ -156,9 +161,10 @@ def open_record(gateway, call):
     body = call.body
     call.meter = gateway.spend.start(call.request_id, call.rules, call.endpoint, body, call.stream,
                                      journal=gateway.cache is None)
-    if call.stream and call.endpoint != "messages":  # Anthropic's streams always carry their usage
+    if call.stream and call.endpoint in ("chat", "completions"):
         # Bill streams exactly: ask every upstream for its usage; the chunk is dropped again
-        # (Meter.watch) when the client did not ask for it.
+        # (Meter.watch) when the client did not ask for it. (Anthropic's and the Responses API's
+        # streams carry their usage anyway.)
         options = body.get("stream_options") if isinstance(body.get("stream_options"), dict) else {}
         call.client_usage = bool(options.get("include_usage"))
         if not call.client_usage:
@@ -228,8 +234,10 @@ def render_stream(gateway, call, stream, headers):
     meter = call.meter
     if call.plan is not None and call.cached is None:
         stream = call.plan.tap(stream)
+    if call.conversation is not None:
+        stream = call.conversation.watch(stream)
     stream = meter.watch(call.outcome, stream, call.client_usage)
-    events = (_anthropic_sse if call.endpoint == "messages" else _sse)(stream, call.request_id)
+    events = (_named_sse if call.endpoint in NAMED_EVENTS else _sse)(stream, call.request_id, call.endpoint)
     if call.cached is not None:
         # A replay waits on nothing: send it in one write rather than one per chunk.
         events = [b"".join(events)]
@@ -250,7 +258,11 @@ def render_answer(gateway, call, answer, headers):
     if call.release:
         call.release()
     try:
+        if call.conversation is not None:
+            call.conversation.keep(answer)  # stored before it goes out
         payload, failure = orjson.dumps(answer), None
+    except errors.GatewayError as exc:  # it could not be stored: its tokens were spent, billed as an error
+        payload, failure = None, exc
     except (orjson.JSONEncodeError, TypeError):
         # An answer that cannot be passed on (nested past orjson's 255 levels): the upstream's
         # fault, a 502; its tokens were spent, so the row keeps their cost, as an error.
@@ -300,7 +312,7 @@ def outcome_headers(outcome):
     return headers
 
 
-def _sse(stream, request_id):
+def _sse(stream, request_id, _endpoint=None):
     """Encode chunks as SSE; an error after the first byte becomes a final error event."""
     try:
         for chunk in stream:
@@ -316,26 +328,37 @@ def _sse(stream, request_id):
         stream.close()
 
 
-def _anthropic_event(event):
-    """One Messages event as Anthropic frames it: its type as the SSE event name, then its data."""
+def _named_event(event):
+    """One event as Anthropic and the Responses API frame them: its type as the SSE event name, then
+    its data."""
     kind = event.get("type")
-    if not (isinstance(kind, str) and kind.isascii() and kind.replace("_", "").isalnum()):
+    if not (isinstance(kind, str) and kind.isascii() and kind.replace("_", "").replace(".", "").isalnum()):
         kind = "message"  # an upstream's odd type never shapes the SSE framing
     return b"event: %s\ndata: %s\n\n" % (kind.encode(), orjson.dumps(event))
 
 
-def _anthropic_sse(stream, request_id):
-    """A Messages stream as Anthropic's SSE events; an error after the first byte becomes its
-    documented `error` event."""
+def _named_sse(stream, request_id, endpoint):
+    """A Messages or Responses stream as named SSE events; an error after the first byte becomes the
+    API's documented `error` event."""
+    error_event = NAMED_EVENTS[endpoint]
     try:
         for event in stream:
-            yield _anthropic_event(event)
+            yield _named_event(event)
     except errors.GatewayError as exc:
         log.warning("request %s: stream ended by %s: %s", request_id, type(exc).__name__, exc.message)
-        yield _anthropic_event(anthropic_error(exc))
+        yield _named_event(error_event(exc))
     except Exception:  # never a traceback on the wire; the log keeps it
         log.exception("request %s: stream failed", request_id)
-        yield _anthropic_event(anthropic_error(errors.GatewayError(
+        yield _named_event(error_event(errors.GatewayError(
             f"Internal error while streaming (request id {request_id}).")))
     finally:
         stream.close()
+
+
+def _responses_error(exc):
+    """The Responses API's stream `error` event."""
+    return {"type": "error", "code": exc.code or exc.type, "message": exc.message, "param": exc.param}
+
+
+# Endpoints whose streams are named events, and their error event.
+NAMED_EVENTS = {"messages": anthropic_error, "responses": _responses_error}

@@ -178,9 +178,42 @@ class MessagesRequestSchema(CountTokensRequestSchema):
     metadata = fields.Dict(allow_none=True)
 
 
+class _Input(fields.Field):
+    """The Responses API's `input`: a string or a non-empty list of items (objects)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, str) or (isinstance(value, list) and value and all(isinstance(v, dict) for v in value)):
+            return value
+        raise ValidationError("must be a string or a non-empty list of items")
+
+
+class ResponsesRequestSchema(Schema):
+    """POST /v1/responses (OpenAI's Responses API)."""
+
+    class Meta:
+        unknown = INCLUDE
+
+    model = fields.String(required=True)
+    input = _Input(required=True)
+    instructions = fields.String(allow_none=True)
+    previous_response_id = fields.String(allow_none=True, validate=validate.Length(max=64))
+    store = _StrictBool(allow_none=True)
+    stream = _StrictBool(allow_none=True)
+    max_output_tokens = fields.Integer(strict=True, allow_none=True, validate=validate.Range(min=1))
+    temperature = fields.Float(allow_none=True)
+    top_p = fields.Float(allow_none=True)
+    tools = _Objects(allow_none=True)
+    tool_choice = _StrOrObject(allow_none=True)
+    text = fields.Dict(allow_none=True)
+    reasoning = fields.Dict(allow_none=True)
+    metadata = fields.Dict(allow_none=True)
+    user = fields.String(allow_none=True)
+    parallel_tool_calls = _StrictBool(allow_none=True)
+
+
 SCHEMAS = {"chat": ChatRequestSchema(), "completions": CompletionRequestSchema(),
            "embeddings": EmbeddingRequestSchema(), "messages": MessagesRequestSchema(),
-           "count_tokens": CountTokensRequestSchema()}
+           "count_tokens": CountTokensRequestSchema(), "responses": ResponsesRequestSchema()}
 
 
 _DECLARED = {endpoint: frozenset(schema.fields) for endpoint, schema in SCHEMAS.items()}

@@ -58,7 +58,7 @@ _NOT_PROMPT = frozenset({"model", "user", "metadata", "cache", "fallbacks", "con
                          "max_completion_tokens", "temperature", "top_p", "n", "best_of", "seed",
                          "presence_penalty", "frequency_penalty", "logprobs", "top_logprobs", "echo",
                          "encoding_format", "dimensions", "parallel_tool_calls", "service_tier", "store",
-                         "reasoning_effort"})
+                         "reasoning_effort", "max_output_tokens", "previous_response_id", "anthropic_headers"})
 _FRAMING = frozenset({"role", "type"})  # message roles and part types: framing tokens, not text
 _IMAGE_PARTS = frozenset({"image_url", "image", "input_image"})
 _FILE_PARTS = frozenset({"file", "document", "input_file"})
@@ -207,16 +207,22 @@ def _positive_int(value):
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
+def _output_limit(body):
+    """The call's own bound of its output: max_completion_tokens / max_tokens (chat, completions,
+    Messages), max_output_tokens (Responses)."""
+    return _positive_int(body.get("max_completion_tokens") or body.get("max_tokens") or body.get("max_output_tokens"))
+
+
 def output_is_assumed(deployment, body):
     """Whether nothing (the call's max_tokens, the model's output or context limit) bounds the
     completion, so a hold must assume DEFAULT_OUTPUT_BOUND and the call must be capped to it."""
-    return (_positive_int(body.get("max_completion_tokens") or body.get("max_tokens")) is None
+    return (_output_limit(body) is None
             and not deployment.max_output_tokens and not deployment.max_input_tokens)
 
 
 def completion_bound(deployment, body, prompt_tokens):
     """The most completion tokens a call may produce on this deployment (all its choices)."""
-    asked = _positive_int(body.get("max_completion_tokens") or body.get("max_tokens"))
+    asked = _output_limit(body)
     if asked is not None:
         out = asked
     elif deployment.max_output_tokens:

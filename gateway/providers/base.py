@@ -93,6 +93,7 @@ class Provider:
     native_messages = False    # True: Anthropic's /v1/messages passes through (else translated to chat)
     native_count_tokens = False  # True: /v1/messages/count_tokens asks the upstream (else the gateway estimates)
     native_messages_for = None   # the models of a provider that take Messages natively (README table)
+    native_responses = False     # True: OpenAI's /v1/responses passes through (else translated to chat)
     embeddings = False
     streaming = True
     tools = False

@@ -33,6 +33,7 @@ from gateway.routing.state import build_state
 from gateway.wire.upstream import CallContext
 from gateway.wire.stream import ChunkStream
 from gateway.providers import messages
+from gateway.providers import responses
 
 log = logging.getLogger("gateway.routing.router")
 
@@ -504,6 +505,8 @@ class Router:
             native = provider.native_messages if endpoint == "messages" else provider.native_count_tokens
             if not native or _mocked(provider, body):
                 return self._run_messages(provider, name, endpoint, body, stream, timeout)
+        if endpoint == "responses" and (not provider.native_responses or _mocked(provider, body)):
+            return self._run_responses(provider, name, body, stream, timeout)
         legacy_functions = False
         if endpoint == "chat":
             legacy_functions = bool(body.get("functions")) and provider.supported_params is not None
@@ -539,3 +542,13 @@ class Router:
         if not stream:
             return messages.from_chat(answer, model)
         return ChunkStream(provider, "messages", messages.events_from_chunks(answer, model), on_close=answer.close)
+
+    def _run_responses(self, provider, name, body, stream, timeout):
+        """OpenAI's Responses API on a deployment without it (or a mock answer): through chat, the
+        answer or stream translated back (providers/responses.py); the pipeline sets the final id."""
+        answer = self.run(provider, name, "chat", responses.to_chat(body, provider, stream), stream, timeout)
+        response_id = responses.new_id("resp")
+        if not stream:
+            return responses.from_chat(answer, body, response_id)
+        events = responses.events_from_chunks(answer, body, response_id)
+        return ChunkStream(provider, "responses", events, on_close=answer.close)

@@ -30,6 +30,7 @@ from gateway.data import output_is_assumed  # noqa: F401  (named here too)
 from gateway.data import prompt_token_bound
 from gateway.providers.base import AddedUsageOption  # noqa: F401  (named here too)
 from gateway.providers.messages import openai_usage
+from gateway.providers.responses import chat_usage
 
 log = logging.getLogger("gateway.spend.meter")
 
@@ -179,6 +180,8 @@ class Meter:
         usage = usage if isinstance(usage, dict) else {}
         if self.endpoint == "messages" and usage:
             usage = openai_usage(usage)
+        elif self.endpoint == "responses" and usage:
+            usage = chat_usage(usage)
         prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
         if not isinstance(prompt, int) or isinstance(prompt, bool):
             prompt, self.estimated = estimate_tokens(self.body), True
@@ -206,6 +209,15 @@ class Meter:
                     self.completion_chars += len(text)
                     if self.texts is not None:
                         self.texts.append(text)
+            return self.bill(outcome, answer.get("usage"))
+        if self.endpoint == "responses":
+            for item in answer.get("output") or ():
+                for part in (item.get("content") or ()) if isinstance(item, dict) else ():
+                    text = part.get("text") if isinstance(part, dict) else None
+                    if isinstance(text, str):
+                        self.completion_chars += len(text)
+                        if self.texts is not None:
+                            self.texts.append(text)
             return self.bill(outcome, answer.get("usage"))
         if self.endpoint != "embeddings" and (self.texts is not None or not isinstance(answer.get("usage"), dict)):
             for choice in answer.get("choices") or ():
@@ -242,6 +254,22 @@ class Meter:
                 self.first_chunk = time.time()
             return event
 
+        def count_response_event(event):  # a Responses stream: text deltas, usage in its last event
+            kind = event.get("type")
+            if kind == "response.output_text.delta" or kind == "response.function_call_arguments.delta":
+                text = event.get("delta")
+                if isinstance(text, str):
+                    self.completion_chars += len(text)
+                    if texts is not None and kind == "response.output_text.delta":
+                        texts.append(text)
+            elif kind in ("response.completed", "response.incomplete", "response.failed"):
+                found = (event.get("response") or {}).get("usage")
+                if isinstance(found, dict):
+                    usage.update(found)
+            if self.first_chunk is None:
+                self.first_chunk = time.time()
+            return event
+
         def count(chunk):
             found = chunk.get("usage")
             choices = chunk.get("choices")
@@ -268,7 +296,8 @@ class Meter:
             else:
                 self.status, self.error = "error", error
             self.bill(outcome, usage)
-        return stream.tap(count_event if self.endpoint == "messages" else count).at_end(ended)
+        counter = {"messages": count_event, "responses": count_response_event}.get(self.endpoint, count)
+        return stream.tap(counter).at_end(ended)
 
     def fail(self, error=None, outcome=None):
         """The call failed before any answer: nothing is billed, the hold is released."""

@@ -223,3 +223,21 @@ class ChangeCount(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class StoredResponse(Base):
+    """A Responses API answer kept for `previous_response_id`, GET and /input_items (store: true):
+    written before the answer completes, readable by its owner only (the key's id, which
+    /key/regenerate keeps, or its team)."""
+
+    __tablename__ = "gateway_responses"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # resp_ + 192 random bits
+    key_id: Mapped[str | None] = mapped_column(String(255), nullable=True, index=True)
+    team_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    model: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    previous_response_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    input_items: Mapped[list] = mapped_column(JSON, default=list)  # this turn's input items
+    context: Mapped[list] = mapped_column(JSON, default=list)  # the conversation through this answer
+    response: Mapped[dict] = mapped_column(JSON, default=dict)  # the Response object
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
