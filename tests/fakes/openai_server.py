@@ -9,17 +9,50 @@ when the upstream fails, is slow, or is abandoned mid-stream
 Routes
     OpenAI: POST /v1/chat/completions, /v1/completions, /v1/embeddings;
             GET /v1/models, /v1/models/{id}.  Auth: ``Authorization: Bearer <api_key>``.
+            Responses API: POST /v1/responses; GET /v1/responses/{id};
+            DELETE /v1/responses/{id}; GET /v1/responses/{id}/input_items (?order=asc|desc, limit, after).
     Azure:  POST /openai/deployments/{deployment}/{chat/completions|completions|embeddings}
             with ``?api-version=``.  Auth: ``api-key: <azure_key>`` or any non-empty
             ``Authorization: Bearer`` token (Entra ID).  The deployment name plays
             the role of the model for the triggers below.
+            Responses API: POST /openai/responses, GET|DELETE /openai/responses/{id},
+            GET /openai/responses/{id}/input_items, same auth and ``?api-version=``; there the
+            ``model`` of the body (the deployment name) plays the role of the model.
+
+Responses API (``POST .../responses``)
+    Validated like the API (OpenAI's 400 envelope naming the param): missing ``model`` / ``input``,
+    unknown top-level fields (``unknown_parameter``), input items other than messages (role user,
+    assistant, system, developer; content a string or input_text / input_image / input_file /
+    output_text / refusal parts), ``function_call`` and ``function_call_output`` items, a
+    ``function_call_output`` whose call_id no earlier ``function_call`` has, a function tool
+    without ``name`` (e.g. a Chat Completions shaped tool).
+    Answer: one ``message`` output item saying ``"Hello from fake upstream: <last user text>"``,
+    or, when function tools are offered and the last input item is a user message mentioning
+    "weather", one ``function_call`` item (the first function tool, arguments
+    ``{"location": "Paris"}``).  ``max_output_tokens`` truncates (in words) to status "incomplete".
+    Responses are kept in ``FakeOpenAI.responses`` unless ``store`` is false (``reset()`` clears
+    them).  ``previous_response_id`` prepends that response's whole conversation (its earlier turns,
+    input and output; not its instructions) and adds `` (turns: N)`` to the answer, N = the user
+    messages of the whole conversation; an unknown id is a 404 ``previous_response_not_found``.
+    ``stream``: ``event: <type>`` + ``data:`` SSE, ``sequence_number`` from 0, no ``[DONE]``:
+    response.created, response.in_progress, then per item response.output_item.added,
+    (message) response.content_part.added, response.output_text.delta (one per word),
+    response.output_text.done, response.content_part.done / (function call)
+    response.function_call_arguments.delta (6-character fragments), ...arguments.done, then
+    response.output_item.done; last response.completed (response.incomplete when truncated).
+    GET answers the stored response (no ``?stream=true`` replay); DELETE answers
+    ``{"id", "object": "response", "deleted": true}``; input_items lists that request's own input
+    items (with ids; a string input is one user message) newest first unless ``order=asc``.  An
+    unknown or deleted id is a 404 ``Response with id '<id>' not found.``
 
 Behaviour triggers (by model / deployment name)
     fail-400, fail-401, fail-403, fail-404, fail-429, fail-500, fail-503,
     context-length   -> the matching OpenAI error answer
     slow             -> answer after ``slow_seconds``
     slow-stream      -> one chunk every ``stream_interval`` s, ``slow_stream_chunks`` times
-    stream-error     -> two content chunks, then an in-band ``{"error": ...}`` event
+    stream-error     -> two content chunks, then an in-band ``{"error": ...}`` event (Responses API:
+                        two output_text deltas, then an ``error`` event with code / message / param at
+                        the top level as documented, plus the nested ``error`` object the live API sends)
     malformed        -> 200 with a body that is not JSON
 
 Failure modes on demand, for router tests (retries, timeouts, cooldowns)
@@ -43,10 +76,15 @@ Failure modes on demand, for router tests (retries, timeouts, cooldowns)
 without a key: every request needs ``Authorization: Basic <user:password>`` (else a 401), and no
 bearer key is checked.
 
-``count(model)`` is the number of API requests (chat, completions, embeddings) that reached the
-fake for a model / deployment name since the last ``reset()``, failures included.
+``count(model)`` is the number of API requests (chat, completions, embeddings, responses) that
+reached the fake for a model / deployment name since the last ``reset()``, failures included (GET /
+DELETE of a stored response are not counted).
 
-Answers are deterministic: chat says ``"Hello from fake upstream: <last user text>"``,
+All the triggers above apply to ``POST .../responses`` too (by its ``model``), except deep-answer;
+slow-stream streams ``tick<k> `` deltas that are part of the answer text, stall-stream and
+cut-stream act on the output_text deltas (cut-stream ends without response.completed).
+
+Answers are deterministic: chat and responses say ``"Hello from fake upstream: <last user text>"``,
 token counts are whitespace word counts, embeddings come from ``fake_embedding``.
 Stdlib only.
 """
@@ -301,10 +339,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.flush()
 
-    def _event(self, payload):
-        """Write one SSE event as one HTTP chunk and flush it."""
+    def _event(self, payload, event=None):
+        """Write one SSE event as one HTTP chunk and flush it (with an ``event:`` line if ``event``)."""
         data = payload if isinstance(payload, str) else json.dumps(payload)
-        raw = f"data: {data}\n\n".encode()
+        raw = (f"event: {event}\n" if event else "").encode() + f"data: {data}\n\n".encode()
         try:
             self.wfile.write(b"%x\r\n%s\r\n" % (len(raw), raw))
             self.wfile.flush()
@@ -346,10 +384,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _route(self, path, query, headers, body, bad_json):
         azure = _AZURE_PATH.match(path) if self.command == "POST" else None
-        if azure:
+        # Responses API: (azure?, op, response_id) for /v1/responses... and Azure's /openai/responses...
+        responses = None if azure else _responses_route(self.command, path)
+        if azure or (responses and responses[0]):
             self._azure = True
-            deployment, op = azure.groups()
-            op = "chat" if op == "chat/completions" else op
+            if azure:
+                deployment, op = azure.groups()
+                op = "chat" if op == "chat/completions" else op
+            else:
+                deployment, op = None, responses[1]
             if "api-version" not in query:
                 return self._json(404, _AZURE_404)
             key, bearer = headers.get("api-key"), headers.get("authorization", "")
@@ -364,6 +407,8 @@ class _Handler(BaseHTTPRequestHandler):
             op = _OPENAI_ROUTES.get((self.command, path))
             if op is None and self.command == "GET" and path.startswith("/v1/models/"):
                 op = "model"
+            if op is None and responses:
+                op = responses[1]
             if op is None:
                 return self._json(404, openai_error(f"Invalid URL ({self.command} {path})"))
             # api_key=None plays a local server started without a key (vLLM without --api-key).
@@ -390,9 +435,16 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._json(404, openai_error(f"The model '{name}' does not exist", param="model",
                                                     code="model_not_found"))
             return self._json(200, self._model_obj(name))
+        if op in ("response_get", "response_delete", "response_input_items"):
+            return getattr(self, "_op_" + op)(responses[2], query)
         if bad_json or not isinstance(body, dict):
             return self._json(400, _BAD_JSON)
-        if not self._azure:
+        if op == "responses":  # the model is in the body on Azure too (no deployment in the path)
+            self._model = body.get("model")
+            if not isinstance(self._model, str) or not self._model:
+                return self._json(400, openai_error("Missing required parameter: 'model'.", param="model",
+                                                    code="missing_required_parameter"))
+        elif not self._azure:
             self._model = body.get("model")
             if not isinstance(self._model, str) or not self._model:
                 return self._json(400, openai_error("you must provide a model parameter"))
@@ -592,6 +644,195 @@ class _Handler(BaseHTTPRequestHandler):
                                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
 
+    # ---- Responses API --------------------------------------------------
+    def _op_responses(self, body):
+        unknown = sorted(k for k in body if k not in _RESPONSES_PARAMS)
+        if unknown:
+            return self._json(400, openai_error(f"Unknown parameter: '{unknown[0]}'.", param=unknown[0],
+                                                code="unknown_parameter"))
+        if body.get("input") is None:
+            return self._json(400, _missing("input"))
+        limit = body.get("max_output_tokens")
+        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool)):
+            return self._json(400, _invalid_type("max_output_tokens", "an integer", limit))
+        items, error = _normalise_input(body["input"])
+        if error is None:
+            tools, error = _normalise_tools(body.get("tools"))
+        if error is not None:
+            return self._json(400, error)
+        previous_id = body.get("previous_response_id")
+        history = []
+        if previous_id is not None:
+            history = self.fake._response_conversation(previous_id)
+            if history is None:
+                return self._json(404, openai_error(f"Previous response with id '{previous_id}' not found.",
+                                                    param="previous_response_id",
+                                                    code="previous_response_not_found"))
+        conversation = history + items
+        known_calls = set()
+        for item in conversation:
+            if item["type"] == "function_call":
+                known_calls.add(item["call_id"])
+            elif item["type"] == "function_call_output" and item["call_id"] not in known_calls:
+                return self._json(400, openai_error(
+                    f"No tool call found for function call output with call_id {item['call_id']}.", param="input"))
+
+        users = [it for it in conversation if it["type"] == "message" and it["role"] == "user"]
+        last_user = content_text(users[-1]["content"]) if users else ""
+        last = conversation[-1]
+        functions = [t for t in tools if t["type"] == "function"]
+        wants_tool = (functions and last["type"] == "message" and last["role"] == "user"
+                      and "weather" in content_text(last["content"]).lower())
+        streaming = bool(body.get("stream"))
+        status = "completed"
+        if wants_tool:
+            output = [{"id": _new_id("fc_"), "type": "function_call", "status": "completed",
+                       "arguments": json.dumps({"location": "Paris"}), "call_id": "call_" + uuid.uuid4().hex[:24],
+                       "name": functions[0]["name"]}]
+            output_tokens = words(output[0]["arguments"])
+        else:
+            answer = ANSWER_PREFIX + last_user
+            if previous_id is not None:
+                answer += f" (turns: {len(users)})"
+            if streaming and self._model == "slow-stream":  # the ticks are part of the streamed answer
+                answer = "".join(f"tick{k} " for k in range(self.fake.slow_stream_chunks)) + answer
+            text, finish = _truncate(answer, body.get("max_output_tokens"))
+            if finish == "length":
+                status = "incomplete"
+            output = [{"id": _new_id("msg_"), "type": "message", "status": status, "role": "assistant",
+                       "content": [{"type": "output_text", "text": text, "annotations": []}]}]
+            output_tokens = words(text)
+        input_tokens = sum(words(_item_text(it)) for it in conversation)
+        input_tokens += words(body["instructions"]) if isinstance(body.get("instructions"), str) else 0
+        input_tokens += words(json.dumps(body["tools"])) if body.get("tools") else 0
+        text_config = body.get("text") if isinstance(body.get("text"), dict) else {}
+        reasoning = body.get("reasoning") if isinstance(body.get("reasoning"), dict) else {}
+        store = body.get("store") is not False
+        response = {
+            "id": _new_id("resp_"), "object": "response", "created_at": int(time.time()), "status": status,
+            "error": None,
+            "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete" else None,
+            "instructions": body.get("instructions"), "max_output_tokens": body.get("max_output_tokens"),
+            "model": self._model, "output": output,
+            "parallel_tool_calls": body.get("parallel_tool_calls", True),
+            "previous_response_id": previous_id,
+            "reasoning": {"effort": None, "summary": None, **reasoning},
+            "store": store,
+            "temperature": body["temperature"] if body.get("temperature") is not None else 1.0,
+            "text": {"format": {"type": "text"}, **text_config},
+            "tool_choice": body["tool_choice"] if body.get("tool_choice") is not None else "auto",
+            "tools": tools,
+            "top_p": body["top_p"] if body.get("top_p") is not None else 1.0,
+            "truncation": body.get("truncation") or "disabled",
+            "usage": {"input_tokens": input_tokens, "input_tokens_details": {"cached_tokens": 0},
+                      "output_tokens": output_tokens, "output_tokens_details": {"reasoning_tokens": 0},
+                      "total_tokens": input_tokens + output_tokens},
+            "user": body.get("user"),
+            "metadata": body.get("metadata") or {},
+        }
+
+        def keep():
+            if store:
+                self.fake._store_response(response, items, conversation + output)
+
+        if streaming:
+            return self._stream_response(response, keep)
+        keep()
+        return self._json(200, response)
+
+    def _stream_response(self, response, keep):
+        """Stream a response as the Responses API does: ``event: <type>`` SSE, a ``sequence_number`` on each."""
+        seq = 0
+
+        def emit(type_, **fields):
+            nonlocal seq
+            self._event({"type": type_, **fields, "sequence_number": seq}, event=type_)
+            seq += 1
+
+        self._start_stream()
+        pending = {**response, "status": "in_progress", "incomplete_details": None, "output": [], "usage": None}
+        emit("response.created", response=pending)
+        emit("response.in_progress", response=pending)
+        for index, item in enumerate(response["output"]):
+            ids = {"item_id": item["id"], "output_index": index}
+            if item["type"] == "function_call":
+                emit("response.output_item.added", output_index=index,
+                     item={**item, "status": "in_progress", "arguments": ""})
+                args = item["arguments"]
+                for start in range(0, len(args), _ARGUMENT_PIECE):
+                    emit("response.function_call_arguments.delta", **ids, delta=args[start:start + _ARGUMENT_PIECE])
+                emit("response.function_call_arguments.done", **ids, name=item["name"], arguments=args)
+                emit("response.output_item.done", output_index=index, item=item)
+                continue
+            part = item["content"][0]
+            emit("response.output_item.added", output_index=index,
+                 item={**item, "status": "in_progress", "content": []})
+            emit("response.content_part.added", **ids, content_index=0, part={**part, "text": ""})
+            if self._model in ("cut-stream", "stream-error"):
+                for piece in ("Hello ", "from "):
+                    emit("response.output_text.delta", **ids, content_index=0, delta=piece, logprobs=[])
+                if self._model == "stream-error":
+                    # Flat fields as the API reference documents them, plus the nested "error" object the
+                    # live API sends (which is what makes the openai SDK raise an APIError).
+                    error = {"type": "server_error", "code": "server_error", "message": "upstream stream broke",
+                             "param": None}
+                    emit("error", code=error["code"], message=error["message"], param=None, error=error)
+                return self._end_stream()
+            for k, piece in enumerate(_pieces(part["text"])):
+                if self._model == "slow-stream" and k < self.fake.slow_stream_chunks:
+                    self._pause(self.fake.stream_interval)
+                self._maybe_stall(k)
+                emit("response.output_text.delta", **ids, content_index=0, delta=piece, logprobs=[])
+            emit("response.output_text.done", **ids, content_index=0, text=part["text"], logprobs=[])
+            emit("response.content_part.done", **ids, content_index=0, part=part)
+            emit("response.output_item.done", output_index=index, item=item)
+        keep()
+        emit("response.completed" if response["status"] == "completed" else "response.incomplete",
+             response=response)
+        self._end_stream()
+
+    def _unknown_response(self, response_id):
+        return self._json(404, openai_error(f"Response with id '{response_id}' not found."))
+
+    def _op_response_get(self, response_id, query):
+        response = self.fake._stored_response(response_id)
+        if response is None:
+            return self._unknown_response(response_id)
+        return self._json(200, response)
+
+    def _op_response_delete(self, response_id, query):
+        if not self.fake._delete_response(response_id):
+            return self._unknown_response(response_id)
+        return self._json(200, {"id": response_id, "object": "response", "deleted": True})
+
+    def _op_response_input_items(self, response_id, query):
+        items = self.fake._response_input_items(response_id)
+        if items is None:
+            return self._unknown_response(response_id)
+        order = query.get("order") or "desc"
+        if order not in ("asc", "desc"):
+            return self._json(400, _invalid_value("order", order, ("asc", "desc")))
+        try:
+            limit = int(query.get("limit") or 20)
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= 100:
+            return self._json(400, openai_error(
+                f"Invalid 'limit': expected an integer between 1 and 100, but got {query.get('limit')!r} instead.",
+                param="limit", code="invalid_value"))
+        if order == "desc":
+            items = items[::-1]
+        after = query.get("after")
+        if after:
+            ids = [item["id"] for item in items]
+            items = items[ids.index(after) + 1:] if after in ids else []
+        page = items[:limit]
+        return self._json(200, {"object": "list", "data": page,
+                                "first_id": page[0]["id"] if page else None,
+                                "last_id": page[-1]["id"] if page else None,
+                                "has_more": len(items) > limit})
+
+
 def _embedding_inputs(value):
     """Normalise ``input`` to a list of items (str or list of ints); None if invalid."""
     def is_tokens(x):
@@ -608,6 +849,175 @@ def _embedding_inputs(value):
         if all(is_tokens(x) for x in value):
             return value
     return None
+
+
+# ---- Responses API helpers ----------------------------------------------------
+
+_RESPONSES_PATH = re.compile(r"^/(v1|openai)/responses(?:/([^/]+)(/input_items)?)?$")
+_RESPONSES_PARAMS = frozenset({
+    # what the gateway is expected to send
+    "model", "input", "instructions", "tools", "tool_choice", "max_output_tokens", "temperature", "top_p",
+    "stream", "store", "metadata", "previous_response_id", "text", "reasoning", "parallel_tool_calls", "user",
+    "truncation", "include",
+    # accepted (and ignored) because the real API knows them too: they are not "unknown parameters"
+    "background", "conversation", "max_tool_calls", "prompt", "prompt_cache_key", "prompt_cache_retention",
+    "safety_identifier", "service_tier", "stream_options", "top_logprobs",
+})
+_INPUT_ITEM_TYPES = ("message", "function_call", "function_call_output")
+_INPUT_ROLES = ("user", "assistant", "system", "developer")
+_INPUT_PART_TYPES = ("input_text", "input_image", "input_file", "output_text", "refusal")
+_ARGUMENT_PIECE = 6  # streamed function-call arguments arrive in fragments of this many characters
+
+
+def _responses_route(method: str, path: str):
+    """(azure?, op, response_id) for a Responses API path and method, else None."""
+    match = _RESPONSES_PATH.match(path)
+    if not match:
+        return None
+    prefix, response_id, input_items = match.groups()
+    if response_id is None:
+        op = "responses" if method == "POST" else None
+    elif input_items:
+        op = "response_input_items" if method == "GET" else None
+    else:
+        op = {"GET": "response_get", "DELETE": "response_delete"}.get(method)
+    return (prefix == "openai", op, response_id) if op else None
+
+
+def _new_id(prefix: str) -> str:
+    return prefix + uuid.uuid4().hex
+
+
+def _json_type(value) -> str:
+    """JSON type name of a value, as OpenAI's validation messages spell it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    return {str: "string", list: "array", dict: "object"}.get(type(value), "value")
+
+
+def _supported(values) -> str:
+    quoted = [f"'{v}'" for v in values]
+    return ", ".join(quoted[:-1]) + ", and " + quoted[-1]
+
+
+def _missing(param: str) -> dict:
+    return openai_error(f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter")
+
+
+def _invalid_type(param: str, expected: str, value) -> dict:
+    return openai_error(f"Invalid type for '{param}': expected {expected}, but got {_json_type(value)} instead.",
+                        param=param, code="invalid_type")
+
+
+def _invalid_value(param: str, value, supported) -> dict:
+    return openai_error(f"Invalid value: '{value}'. Supported values are: {_supported(supported)}.",
+                        param=param, code="invalid_value")
+
+
+def _item_text(item: dict) -> str:
+    """The text a conversation item contributes to the prompt (for the word-count usage)."""
+    if item["type"] == "message":
+        return content_text(item["content"])
+    if item["type"] == "function_call":
+        return item["arguments"]
+    output = item["output"]
+    return output if isinstance(output, str) else json.dumps(output)
+
+
+def _normalise_input(value):
+    """Validate a Responses ``input``; return (items, None) or (None, error body).
+
+    Items come back as the API lists them (``input_items``): with an id and a status, message
+    content as a list of parts (a string becomes one ``input_text`` / ``output_text`` part).
+    """
+    if isinstance(value, str):
+        value = [{"role": "user", "content": value}]
+    elif not isinstance(value, list):
+        return None, _invalid_type("input", "one of a string or an array of input items", value)
+    if not value:
+        return None, openai_error("Invalid 'input': empty array. Expected an array with minimum length 1, "
+                                  "but got an empty array instead.", param="input", code="empty_array")
+    items = []
+    for i, raw in enumerate(value):
+        where = f"input[{i}]"
+        if not isinstance(raw, dict):
+            return None, _invalid_type(where, "an input item object", raw)
+        kind = raw.get("type", "message" if "role" in raw else None)
+        if kind is None:
+            return None, _missing(f"{where}.type")
+        if kind not in _INPUT_ITEM_TYPES:
+            return None, _invalid_value(f"{where}.type", kind, _INPUT_ITEM_TYPES)
+        if kind == "message":
+            role, content = raw.get("role"), raw.get("content")
+            if role is None:
+                return None, _missing(f"{where}.role")
+            if role not in _INPUT_ROLES:
+                return None, _invalid_value(f"{where}.role", role, _INPUT_ROLES)
+            if content is None:
+                return None, _missing(f"{where}.content")
+            if isinstance(content, str):
+                content = ([{"type": "output_text", "text": content, "annotations": []}] if role == "assistant"
+                           else [{"type": "input_text", "text": content}])
+            elif isinstance(content, list):
+                for j, part in enumerate(content):
+                    if not isinstance(part, dict):
+                        return None, _invalid_type(f"{where}.content[{j}]", "an object", part)
+                    if part.get("type") not in _INPUT_PART_TYPES:
+                        return None, _invalid_value(f"{where}.content[{j}].type", part.get("type"),
+                                                    _INPUT_PART_TYPES)
+                    if part["type"] in ("input_text", "output_text") and not isinstance(part.get("text"), str):
+                        return None, _missing(f"{where}.content[{j}].text")
+            else:
+                return None, _invalid_type(f"{where}.content", "one of a string or an array of content parts",
+                                           content)
+            items.append({"id": raw.get("id") or _new_id("msg_"), "type": "message", "role": role,
+                          "content": content, "status": raw.get("status") or "completed"})
+        else:
+            needed = ("call_id", "name", "arguments") if kind == "function_call" else ("call_id", "output")
+            for field in needed:
+                if field not in raw:
+                    return None, _missing(f"{where}.{field}")
+            if kind == "function_call":
+                for field in needed:
+                    if not isinstance(raw[field], str):
+                        return None, _invalid_type(f"{where}.{field}", "a string", raw[field])
+                items.append({"id": raw.get("id") or _new_id("fc_"), "type": "function_call",
+                              "status": raw.get("status") or "completed", "arguments": raw["arguments"],
+                              "call_id": raw["call_id"], "name": raw["name"]})
+            else:
+                if not isinstance(raw["output"], (str, list)):
+                    return None, _invalid_type(f"{where}.output", "one of a string or an array of content parts",
+                                               raw["output"])
+                items.append({"id": raw.get("id") or _new_id("fco_"), "type": "function_call_output",
+                              "call_id": raw["call_id"], "output": raw["output"],
+                              "status": raw.get("status") or "completed"})
+    return items, None
+
+
+def _normalise_tools(value):
+    """Validate Responses ``tools``; return (tools as the API echoes them, None) or (None, error body)."""
+    if value is None:
+        return [], None
+    if not isinstance(value, list):
+        return None, _invalid_type("tools", "an array of tools", value)
+    tools = []
+    for i, tool in enumerate(value):
+        if not isinstance(tool, dict):
+            return None, _invalid_type(f"tools[{i}]", "an object", tool)
+        if "type" not in tool:
+            return None, _missing(f"tools[{i}].type")
+        if tool["type"] == "function":
+            if not isinstance(tool.get("name"), str) or not tool["name"]:
+                return None, _missing(f"tools[{i}].name")  # e.g. a Chat Completions tool {"function": {...}}
+            tools.append({"type": "function", "name": tool["name"], "description": tool.get("description"),
+                          "parameters": tool.get("parameters"), "strict": tool.get("strict", True)})
+        else:
+            tools.append(dict(tool))
+    return tools, None
 
 
 class _Server(ThreadingHTTPServer):
@@ -636,6 +1046,8 @@ class FakeOpenAI:
         self.models = ["gpt-4o", "gpt-4o-mini", "gpt-3.5-turbo-instruct", "text-embedding-3-small"]
         self.requests: list[dict] = []
         self.disconnects: list[dict] = []
+        self.responses: dict[str, dict] = {}  # stored Responses API objects by id (store defaults to true)
+        self._response_items: dict[str, tuple[list, list]] = {}  # id -> (its input items, whole conversation)
         self._cond = threading.Condition()
         self._stopping = threading.Event()
         handler = type("Handler", (_Handler,), {"fake": self})
@@ -666,11 +1078,14 @@ class FakeOpenAI:
         self.stop()
 
     def reset(self):
-        """Forget recorded requests, disconnects and per-model counts (flaky-N / ratelimit-N start over)."""
+        """Forget recorded requests, disconnects, per-model counts (flaky-N / ratelimit-N start over)
+        and stored responses."""
         with self._cond:
             self.requests.clear()
             self.disconnects.clear()
             self._counts.clear()
+            self.responses.clear()
+            self._response_items.clear()
 
     def count(self, model: str) -> int:
         """API requests that reached the fake for ``model`` (or Azure deployment) since the last reset."""
@@ -688,6 +1103,32 @@ class FakeOpenAI:
         """Wait until at least ``count`` mid-response client disconnects were recorded."""
         with self._cond:
             return self._cond.wait_for(lambda: len(self.disconnects) >= count, timeout)
+
+    def _store_response(self, response: dict, input_items: list, conversation: list):
+        with self._cond:
+            self.responses[response["id"]] = response
+            self._response_items[response["id"]] = (input_items, conversation)
+
+    def _stored_response(self, response_id: str):
+        with self._cond:
+            return self.responses.get(response_id)
+
+    def _delete_response(self, response_id: str) -> bool:
+        with self._cond:
+            self._response_items.pop(response_id, None)
+            return self.responses.pop(response_id, None) is not None
+
+    def _response_input_items(self, response_id: str):
+        """The input items of a stored response (oldest first), or None."""
+        with self._cond:
+            stored = self._response_items.get(response_id)
+            return list(stored[0]) if stored else None
+
+    def _response_conversation(self, response_id: str):
+        """Every item of a stored response's conversation (earlier turns, its input, its output), or None."""
+        with self._cond:
+            stored = self._response_items.get(response_id)
+            return list(stored[1]) if stored else None
 
     def _record(self, request: dict):
         with self._cond:

@@ -571,3 +571,432 @@ def test_stall_stream_notices_client_hang_up(client, fake):
 def test_stall_stream_without_stream_answers(client):
     resp = client.chat.completions.create(model="stall-stream", messages=user("hi"))
     assert resp.choices[0].message.content == ANSWER_PREFIX + "hi"
+
+
+# ---- Responses API --------------------------------------------------------
+
+RESP_TOOLS = [{"type": "function", "name": "get_weather", "description": "Weather for a city",
+               "parameters": {"type": "object", "properties": {"location": {"type": "string"}},
+                              "required": ["location"]}}]
+AUTH = {"Authorization": f"Bearer {KEY}"}
+MESSAGE_EVENTS = ["response.output_item.added", "response.content_part.added"]
+MESSAGE_DONE_EVENTS = ["response.output_text.done", "response.content_part.done", "response.output_item.done"]
+
+
+def sse_events(raw: str):
+    """Parse an SSE body into (event name, data) pairs."""
+    out = []
+    for block in filter(None, raw.split("\n\n")):
+        lines = dict(line.split(": ", 1) for line in block.split("\n"))
+        out.append((lines.get("event"), json.loads(lines["data"])))
+    return out
+
+
+def test_responses_create_string_input(client, fake):
+    resp = client.responses.create(model="gpt-4o", input="hi there")
+    assert resp.id.startswith("resp_") and resp.object == "response"
+    assert resp.status == "completed" and resp.model == "gpt-4o"
+    assert abs(resp.created_at - time.time()) < 60
+    [message] = resp.output
+    assert message.type == "message" and message.id.startswith("msg_")
+    assert message.role == "assistant" and message.status == "completed"
+    [part] = message.content
+    assert part.type == "output_text" and part.annotations == []
+    assert part.text == resp.output_text == ANSWER_PREFIX + "hi there"
+    usage = resp.usage
+    assert (usage.input_tokens, usage.output_tokens, usage.total_tokens) == (2, 6, 8)
+    assert usage.input_tokens_details.cached_tokens == 0 and usage.output_tokens_details.reasoning_tokens == 0
+    # the echo fields the API returns, with its defaults
+    assert resp.error is None and resp.incomplete_details is None and resp.previous_response_id is None
+    assert (resp.instructions, resp.max_output_tokens, resp.user) == (None, None, None)
+    assert (resp.temperature, resp.top_p, resp.tool_choice, resp.truncation) == (1.0, 1.0, "auto", "disabled")
+    assert resp.parallel_tool_calls is True and resp.store is True and resp.tools == [] and resp.metadata == {}
+    assert resp.text.format.type == "text"
+    assert (resp.reasoning.effort, resp.reasoning.summary) == (None, None)
+    raw = fake.responses[resp.id]
+    assert "output_text" not in raw  # the SDK computes it
+    [req] = fake.requests
+    assert req["method"] == "POST" and req["path"] == "/v1/responses"
+    assert req["json"] == {"model": "gpt-4o", "input": "hi there"}
+    assert fake.count("gpt-4o") == 1
+
+
+def test_responses_echo_fields_and_instructions(client):
+    resp = client.responses.create(
+        model="gpt-4o", input="one two", instructions="be very brief", temperature=0.2, top_p=0.5,
+        max_output_tokens=50, metadata={"k": "v"}, user="u-1", parallel_tool_calls=False, truncation="auto",
+        text={"format": {"type": "text"}}, reasoning={"effort": "low"}, include=["message.output_text.logprobs"])
+    assert resp.output_text == ANSWER_PREFIX + "one two"
+    assert (resp.instructions, resp.temperature, resp.top_p, resp.max_output_tokens) == (
+        "be very brief", 0.2, 0.5, 50)
+    assert (resp.metadata, resp.user, resp.parallel_tool_calls, resp.truncation) == ({"k": "v"}, "u-1", False, "auto")
+    assert resp.reasoning.effort == "low" and resp.reasoning.summary is None
+    assert resp.usage.input_tokens == 2 + 3  # the instructions are billed too
+
+
+def test_responses_list_input_content_parts(client):
+    resp = client.responses.create(model="gpt-4o", input=[
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "first"},
+        {"role": "assistant", "content": [{"type": "output_text", "text": "ok"}]},
+        {"type": "message", "role": "user", "content": [
+            {"type": "input_text", "text": "part one"},
+            {"type": "input_image", "image_url": "https://example.com/cat.png", "detail": "auto"},
+            {"type": "input_text", "text": "part two"}]},
+    ])
+    assert resp.output_text == ANSWER_PREFIX + "part one part two"
+    assert "(turns:" not in resp.output_text  # only with previous_response_id
+    assert resp.usage.input_tokens == 2 + 1 + 1 + 4
+
+
+def test_responses_function_call_round_trip(client, fake):
+    question = "What's the weather in Paris?"
+    first = client.responses.create(model="gpt-4o", input=question, tools=RESP_TOOLS)
+    [call] = first.output
+    assert call.type == "function_call" and call.id.startswith("fc_") and call.call_id.startswith("call_")
+    assert call.name == "get_weather" and call.status == "completed"
+    assert json.loads(call.arguments) == {"location": "Paris"}
+    assert first.output_text == ""
+    assert first.tools[0].name == "get_weather" and first.tools[0].type == "function"
+    # the tool result goes back with the whole conversation in the input list
+    second = client.responses.create(model="gpt-4o", tools=RESP_TOOLS, input=[
+        {"role": "user", "content": question},
+        {"type": "function_call", "call_id": call.call_id, "name": call.name, "arguments": call.arguments},
+        {"type": "function_call_output", "call_id": call.call_id, "output": '{"temperature": 21}'},
+    ])
+    assert second.output_text == ANSWER_PREFIX + question
+    assert fake.requests[-1]["json"]["input"][2] == {
+        "type": "function_call_output", "call_id": call.call_id, "output": '{"temperature": 21}'}
+    # ...or only the tool result, chained on the stored response
+    third = client.responses.create(model="gpt-4o", tools=RESP_TOOLS, previous_response_id=first.id, input=[
+        {"type": "function_call_output", "call_id": call.call_id, "output": "21C"}])
+    assert third.output_text == ANSWER_PREFIX + question + " (turns: 1)"
+
+
+def test_responses_tools_without_trigger_word_answer_text(client):
+    resp = client.responses.create(model="gpt-4o", input="hello", tools=RESP_TOOLS)
+    assert [item.type for item in resp.output] == ["message"]
+    assert resp.output_text == ANSWER_PREFIX + "hello"
+
+
+def test_responses_tool_output_without_its_call(client):
+    with pytest.raises(openai.BadRequestError) as err:
+        client.responses.create(model="gpt-4o", input=[
+            {"type": "function_call_output", "call_id": "call_nope", "output": "x"}])
+    assert err.value.param == "input"
+    assert "No tool call found for function call output with call_id call_nope" in err.value.message
+
+
+def test_responses_stream_helper(client, fake):
+    with client.responses.stream(model="gpt-4o", input="stream me please") as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    types = [e.type for e in events]
+    words_out = (ANSWER_PREFIX + "stream me please").split()
+    assert types == (["response.created", "response.in_progress", *MESSAGE_EVENTS]
+                     + ["response.output_text.delta"] * len(words_out) + MESSAGE_DONE_EVENTS
+                     + ["response.completed"])
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert events[0].response.status == "in_progress" and events[0].response.output == []
+    assert events[0].response.id == final.id
+    deltas = [e for e in events if e.type == "response.output_text.delta"]
+    assert deltas[0].delta == "Hello " and deltas[0].output_index == 0 and deltas[0].content_index == 0
+    assert deltas[-1].snapshot == ANSWER_PREFIX + "stream me please"
+    assert len({e.item_id for e in deltas}) == 1 and deltas[0].item_id == final.output[0].id
+    done = next(e for e in events if e.type == "response.output_text.done")
+    assert done.text == ANSWER_PREFIX + "stream me please"
+    assert events[-1].response.status == "completed"
+    assert final.output_text == ANSWER_PREFIX + "stream me please"
+    assert (final.usage.input_tokens, final.usage.output_tokens, final.usage.total_tokens) == (3, 7, 10)
+    assert fake.requests[-1]["json"]["stream"] is True
+    assert client.responses.retrieve(final.id).output_text == final.output_text  # stored once completed
+
+
+def test_responses_stream_tool_call(client):
+    events = list(client.responses.create(model="gpt-4o", input="weather?", tools=RESP_TOOLS, stream=True))
+    types = [e.type for e in events]
+    arg_deltas = [e for e in events if e.type == "response.function_call_arguments.delta"]
+    assert len(arg_deltas) > 2  # arguments are split over several deltas
+    assert types == (["response.created", "response.in_progress", "response.output_item.added"]
+                     + ["response.function_call_arguments.delta"] * len(arg_deltas)
+                     + ["response.function_call_arguments.done", "response.output_item.done",
+                        "response.completed"])
+    added = events[2].item
+    assert added.type == "function_call" and added.status == "in_progress" and added.arguments == ""
+    assert added.name == "get_weather" and added.call_id.startswith("call_")
+    args = "".join(e.delta for e in arg_deltas)
+    assert json.loads(args) == {"location": "Paris"}
+    assert events[-3].arguments == args and all(e.item_id == added.id for e in arg_deltas)
+    final = events[-1].response
+    assert final.output[0].call_id == added.call_id and final.output[0].arguments == args
+
+
+def test_responses_stream_wire_format(fake):
+    """Raw bytes: ``event:`` + ``data:`` SSE over chunked encoding, sequence numbers, no [DONE]."""
+    resp = requests.post(fake.url + "/v1/responses", headers=AUTH, timeout=5,
+                         json={"model": "gpt-4o", "input": "hi", "stream": True})
+    assert resp.status_code == 200
+    assert resp.headers["Content-Type"].startswith("text/event-stream")
+    assert resp.headers["Transfer-Encoding"] == "chunked"
+    assert "[DONE]" not in resp.text
+    events = sse_events(resp.text)
+    assert all(name == data["type"] for name, data in events)
+    assert [data["sequence_number"] for _, data in events] == list(range(len(events)))
+    assert [name for name, _ in events] == (["response.created", "response.in_progress", *MESSAGE_EVENTS]
+                                            + ["response.output_text.delta"] * 5 + MESSAGE_DONE_EVENTS
+                                            + ["response.completed"])
+    created, completed = events[0][1]["response"], events[-1][1]["response"]
+    assert created["usage"] is None and completed["usage"]["total_tokens"] == 1 + 5
+    item_id = completed["output"][0]["id"]
+    assert item_id.startswith("msg_") and created["id"] == completed["id"]
+    assert events[2][1]["item"] == {"id": item_id, "type": "message", "status": "in_progress",
+                                    "role": "assistant", "content": []}
+    assert events[3][1]["part"] == {"type": "output_text", "text": "", "annotations": []}
+    assert events[4][1]["logprobs"] == []
+
+
+def test_responses_previous_response_id_chaining(client, fake):
+    first = client.responses.create(model="gpt-4o", input="hi", instructions="be brief")
+    second = client.responses.create(model="gpt-4o", input="and again", previous_response_id=first.id)
+    assert second.output_text == ANSWER_PREFIX + "and again (turns: 2)"
+    assert second.previous_response_id == first.id
+    assert second.instructions is None  # instructions are not carried over
+    # the earlier input and output are billed as input: "hi" + first answer + "and again"
+    assert second.usage.input_tokens == 1 + 5 + 2
+    third = client.responses.create(model="gpt-4o", input=[{"role": "user", "content": "third"}],
+                                    previous_response_id=second.id)
+    assert third.output_text == ANSWER_PREFIX + "third (turns: 3)"
+    assert fake.requests[-1]["json"]["previous_response_id"] == second.id
+
+
+def test_responses_unknown_previous_response_id(client):
+    with pytest.raises(openai.NotFoundError) as err:
+        client.responses.create(model="gpt-4o", input="hi", previous_response_id="resp_nope")
+    assert err.value.body == {"message": "Previous response with id 'resp_nope' not found.",
+                              "type": "invalid_request_error", "param": "previous_response_id",
+                              "code": "previous_response_not_found"}
+
+
+def test_responses_store_false_is_not_kept(client, fake):
+    resp = client.responses.create(model="gpt-4o", input="hi", store=False)
+    assert resp.store is False and resp.id not in fake.responses
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(resp.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.create(model="gpt-4o", input="hi", previous_response_id=resp.id)
+
+
+def test_responses_retrieve_and_delete(client, fake):
+    resp = client.responses.create(model="gpt-4o", input="keep me", metadata={"a": "b"})
+    got = client.responses.retrieve(resp.id)
+    assert got.id == resp.id and got.output_text == resp.output_text and got.metadata == {"a": "b"}
+    assert got.usage.total_tokens == resp.usage.total_tokens
+    assert client.responses.delete(resp.id) is None  # the SDK returns nothing...
+    assert fake.requests[-1]["method"] == "DELETE" and fake.requests[-1]["path"] == f"/v1/responses/{resp.id}"
+    with pytest.raises(openai.NotFoundError) as err:
+        client.responses.retrieve(resp.id)
+    assert err.value.body["message"] == f"Response with id '{resp.id}' not found."
+    with pytest.raises(openai.NotFoundError):
+        client.responses.delete(resp.id)
+    other = client.responses.create(model="gpt-4o", input="x")  # ...the wire carries the deletion object
+    raw = requests.delete(f"{fake.url}/v1/responses/{other.id}", headers=AUTH)
+    assert raw.status_code == 200
+    assert raw.json() == {"id": other.id, "object": "response", "deleted": True}
+    fake.reset()  # reset() forgets stored responses
+    assert fake.responses == {}
+
+
+def test_responses_input_items(client):
+    question = "weather in Paris?"
+    first = client.responses.create(model="gpt-4o", input=question, tools=RESP_TOOLS)
+    call = first.output[0]
+    resp = client.responses.create(model="gpt-4o", input=[
+        {"role": "user", "content": question},
+        {"type": "function_call", "call_id": call.call_id, "name": call.name, "arguments": call.arguments},
+        {"type": "function_call_output", "call_id": call.call_id, "output": "sunny"},
+    ])
+    page = client.responses.input_items.list(resp.id)
+    assert [item.type for item in page.data] == ["function_call_output", "function_call", "message"]  # newest first
+    assert all(item.id for item in page.data) and page.has_more is False
+    assert page.first_id == page.data[0].id and page.last_id == page.data[-1].id
+    output, fc, message = page.data
+    assert (output.call_id, output.output, output.status) == (call.call_id, "sunny", "completed")
+    assert fc.id.startswith("fc_") and fc.name == "get_weather" and fc.arguments == call.arguments
+    assert message.role == "user" and message.id.startswith("msg_")
+    assert message.content[0].type == "input_text" and message.content[0].text == question
+    asc = client.responses.input_items.list(resp.id, order="asc")
+    assert [item.id for item in asc.data] == [item.id for item in reversed(page.data)]
+    # limit + auto-pagination through "after"
+    assert [item.id for item in client.responses.input_items.list(resp.id, limit=1)] == [i.id for i in page.data]
+    one = client.responses.input_items.list(resp.id, limit=2)
+    assert len(one.data) == 2 and one.has_more is True
+    only = client.responses.input_items.list(first.id)
+    assert [(i.type, i.role, i.content[0].text) for i in only.data] == [("message", "user", question)]
+    with pytest.raises(openai.NotFoundError):
+        client.responses.input_items.list("resp_nope")
+
+
+@pytest.mark.parametrize("body, param, code", [
+    ({"input": "hi"}, "model", "missing_required_parameter"),
+    ({"model": "gpt-4o"}, "input", "missing_required_parameter"),
+    ({"model": "gpt-4o", "input": "hi", "messages": []}, "messages", "unknown_parameter"),
+    ({"model": "gpt-4o", "input": 42}, "input", "invalid_type"),
+    ({"model": "gpt-4o", "input": []}, "input", "empty_array"),
+    ({"model": "gpt-4o", "input": ["hi"]}, "input[0]", "invalid_type"),
+    ({"model": "gpt-4o", "input": [{"type": "bogus"}]}, "input[0].type", "invalid_value"),
+    ({"model": "gpt-4o", "input": [{"role": "robot", "content": "x"}]}, "input[0].role", "invalid_value"),
+    ({"model": "gpt-4o", "input": [{"role": "user"}]}, "input[0].content", "missing_required_parameter"),
+    ({"model": "gpt-4o", "input": [{"role": "user", "content": [{"type": "text", "text": "x"}]}]},
+     "input[0].content[0].type", "invalid_value"),
+    ({"model": "gpt-4o", "input": [{"type": "function_call", "call_id": "c", "name": "f"}]},
+     "input[0].arguments", "missing_required_parameter"),
+    ({"model": "gpt-4o", "input": "hi", "tools": TOOLS}, "tools[0].name", "missing_required_parameter"),
+    ({"model": "gpt-4o", "input": "hi", "max_output_tokens": "ten"}, "max_output_tokens", "invalid_type"),
+])
+def test_responses_validation(fake, body, param, code):
+    resp = requests.post(fake.url + "/v1/responses", headers=AUTH, json=body)
+    assert resp.status_code == 400
+    error = resp.json()["error"]
+    assert (error["type"], error["param"], error["code"]) == ("invalid_request_error", param, code)
+    assert f"'{param}'" in error["message"] or code == "invalid_value"  # invalid_value names the value
+
+
+def test_responses_validation_through_sdk(client):
+    with pytest.raises(openai.BadRequestError) as err:
+        client.responses.create(model="gpt-4o", input="hi", extra_body={"foo": 1})
+    assert (err.value.param, err.value.code, err.value.body["message"]) == ("foo", "unknown_parameter",
+                                                                            "Unknown parameter: 'foo'.")
+    with pytest.raises(openai.BadRequestError) as err:
+        client.responses.create(model="gpt-4o", input=[{"type": "bogus"}])
+    assert err.value.body["message"].startswith("Invalid value: 'bogus'. Supported values are: 'message'")
+
+
+@pytest.mark.parametrize("model, exc, status, code", [
+    ("fail-400", openai.BadRequestError, 400, None),
+    ("context-length", openai.BadRequestError, 400, "context_length_exceeded"),
+    ("fail-401", openai.AuthenticationError, 401, "invalid_api_key"),
+    ("fail-403", openai.PermissionDeniedError, 403, None),
+    ("fail-404", openai.NotFoundError, 404, "model_not_found"),
+    ("fail-429", openai.RateLimitError, 429, "rate_limit_exceeded"),
+    ("fail-500", openai.InternalServerError, 500, None),
+    ("fail-503", openai.InternalServerError, 503, None),
+])
+def test_responses_error_triggers(client, fake, model, exc, status, code):
+    with pytest.raises(exc) as err:
+        client.responses.create(model=model, input="hi")
+    assert err.value.status_code == status and err.value.code == code and err.value.type
+    assert fake.count(model) == 1
+    with pytest.raises(exc):  # streaming requests fail before the stream starts
+        with client.responses.stream(model=model, input="hi") as stream:
+            list(stream)
+
+
+def test_responses_failure_modes_on_demand(client, fake):
+    with pytest.raises(openai.InternalServerError):
+        client.responses.create(model="flaky-1", input="hi")
+    assert client.responses.create(model="flaky-1", input="hi").output_text == ANSWER_PREFIX + "hi"
+    with pytest.raises(openai.RateLimitError) as err:
+        client.responses.create(model="ratelimit-1", input="hi")
+    assert err.value.response.headers["retry-after"] == "1"
+    with pytest.raises(ValueError):
+        client.responses.create(model="malformed", input="hi")
+    assert (fake.count("flaky-1"), fake.count("ratelimit-1")) == (2, 1)
+
+
+def test_responses_stream_error(client, fake):
+    got = []
+    with pytest.raises(openai.APIError, match="upstream stream broke") as err:
+        with client.responses.stream(model="stream-error", input="hi") as stream:
+            for event in stream:
+                got.append(event.type)
+    assert got == ["response.created", "response.in_progress", *MESSAGE_EVENTS,
+                   "response.output_text.delta", "response.output_text.delta"]
+    assert err.value.code == "server_error"
+    assert fake.responses == {}  # a failed stream stores nothing
+    # the wire: an "error" event with the documented top-level fields (and the live API's nested object)
+    raw = requests.post(fake.url + "/v1/responses", headers=AUTH,
+                        json={"model": "stream-error", "input": "hi", "stream": True})
+    name, data = sse_events(raw.text)[-1]
+    assert name == "error"
+    assert {k: data[k] for k in ("type", "code", "message", "param", "sequence_number")} == {
+        "type": "error", "code": "server_error", "message": "upstream stream broke", "param": None,
+        "sequence_number": 6}
+    assert data["error"]["message"] == "upstream stream broke"
+
+
+def test_responses_cut_stream(client):
+    with client.responses.stream(model="cut-stream", input="hi") as stream:
+        types = [event.type for event in stream]
+        assert types[-2:] == ["response.output_text.delta", "response.output_text.delta"]
+        with pytest.raises(RuntimeError, match="response.completed"):
+            stream.get_final_response()
+
+
+def test_responses_max_output_tokens_incomplete(client):
+    resp = client.responses.create(model="gpt-4o", input="a b c d", max_output_tokens=2)
+    assert resp.status == "incomplete" and resp.incomplete_details.reason == "max_output_tokens"
+    assert resp.output_text == "Hello from" and resp.output[0].status == "incomplete"
+    assert resp.usage.output_tokens == 2
+    events = list(client.responses.create(model="gpt-4o", input="a b c d", max_output_tokens=2, stream=True))
+    assert events[-1].type == "response.incomplete"
+    assert events[-1].response.incomplete_details.reason == "max_output_tokens"
+    assert [e.delta for e in events if e.type == "response.output_text.delta"] == ["Hello ", "from"]
+
+
+def test_responses_disconnect_mid_stream(fake):
+    resp = requests.post(fake.url + "/v1/responses", headers=AUTH, stream=True, timeout=5,
+                         json={"model": "slow-stream", "input": "hi", "stream": True})
+    got = []
+    for line in resp.iter_lines():
+        if line.startswith(b"data: "):
+            got.append(json.loads(line[len(b"data: "):]))
+        if len(got) == 5:
+            break
+    resp.close()
+    assert [e["type"] for e in got][-1] == "response.output_text.delta" and got[-1]["delta"] == "tick0 "
+    assert fake.wait_for_disconnect(5)
+    [gone] = fake.disconnects
+    assert gone["path"] == "/v1/responses" and gone["model"] == "slow-stream"
+    assert 5 <= gone["chunks_sent"] < fake.slow_stream_chunks
+
+
+def test_responses_azure(azure, fake):
+    resp = azure.responses.create(model="my-deploy", input="hi azure")
+    assert resp.output_text == ANSWER_PREFIX + "hi azure" and resp.model == "my-deploy"
+    req = fake.requests[-1]
+    assert req["path"] == "/openai/responses"
+    assert req["query"] == {"api-version": API_VERSION}
+    assert req["headers"]["api-key"] == AZURE_KEY
+    chained = azure.responses.create(model="my-deploy", input="more", previous_response_id=resp.id)
+    assert chained.output_text == ANSWER_PREFIX + "more (turns: 2)"
+    assert azure.responses.retrieve(resp.id).id == resp.id
+    assert fake.requests[-1]["path"] == f"/openai/responses/{resp.id}"
+    assert [i.type for i in azure.responses.input_items.list(chained.id)] == ["message"]
+    azure.responses.delete(resp.id)
+    with pytest.raises(openai.NotFoundError):
+        azure.responses.retrieve(resp.id)
+    with pytest.raises(openai.RateLimitError):  # the body's model (the deployment) triggers
+        azure.responses.create(model="fail-429", input="hi")
+    with azure.responses.stream(model="dep", input="x") as stream:
+        assert stream.get_final_response().output_text == ANSWER_PREFIX + "x"
+
+
+def test_responses_azure_auth_and_api_version(fake):
+    wrong = openai.AzureOpenAI(azure_endpoint=fake.url, api_key="nope", api_version=API_VERSION, max_retries=0)
+    with pytest.raises(openai.AuthenticationError) as err:
+        wrong.responses.create(model="dep", input="hi")
+    assert err.value.body["code"] == "401"
+    resp = requests.post(fake.url + "/openai/responses", headers={"api-key": AZURE_KEY},
+                         json={"model": "dep", "input": "hi"})
+    assert resp.status_code == 404 and resp.json() == {"error": {"code": "404", "message": "Resource not found"}}
+
+
+def test_responses_auth_and_unknown_routes(fake):
+    assert requests.post(fake.url + "/v1/responses", json={"model": "gpt-4o", "input": "hi"}).status_code == 401
+    assert requests.get(fake.url + "/v1/responses/resp_x").status_code == 401
+    resp = requests.put(fake.url + "/v1/responses/resp_x", headers=AUTH, json={})
+    assert resp.status_code == 404 and resp.json()["error"]["message"] == "Invalid URL (PUT /v1/responses/resp_x)"
+    resp = requests.post(fake.url + "/v1/responses", headers={**AUTH, "Content-Type": "application/json"},
+                         data=b"{nope")
+    assert resp.status_code == 400
+    assert resp.json()["error"]["message"].startswith("We could not parse the JSON body")
