@@ -1,4 +1,6 @@
-"""A fake Cohere v2 upstream: `/v2/chat` (JSON or SSE stream of typed events) and `/v2/embed`.
+"""A fake Cohere upstream: `/v2/chat` (JSON or SSE stream of typed events), `/v2/embed`, and rerank
+(`/v2/rerank`, `/v1/rerank`), plus an OpenAI-compatible rerank route (`/compat/v1/rerank`) in the shape
+vLLM and Jina serve.
 
 Speaks the documented wire format closely enough that the official `cohere` SDK (ClientV2) parses
 every answer and raises its typed errors. It checks what a real Cohere API checks that matters to a
@@ -14,7 +16,37 @@ Behaviour
     Error triggers by model name: fail-400, fail-401, fail-402, fail-404, fail-422, fail-429 (with
     Retry-After), fail-498, fail-499, fail-500, context-length, leak-key (401 that echoes the key),
     stream-error (streams then ends with finish_reason ERROR), cut-stream (two content deltas, then the
-    body ends without message-end).
+    body ends without message-end). The same FAILURES and leak-key apply to every rerank route.
+
+Rerank (Cohere)
+    `POST /v2/rerank` {model (required), query, documents: [str], top_n?, max_tokens_per_doc?, relevant_spans?,
+    priority?} and `POST /v1/rerank` {model?, query, documents: [str | {"text": ..., ...}], top_n?, rank_fields?,
+    return_documents?, max_chunks_per_doc?}; the same bearer key as chat. Refused with 400 and Cohere's
+    `{"id", "message"}`: no model (v2), missing/empty query, missing/empty documents ("list of documents must
+    not be empty", Cohere's own wording), more than MAX_RERANK_DOCUMENTS, top_n < 1, an object document on v2,
+    an object without its rank field on v1. Unknown fields get 422 "unknown field: parameter 'x' is not a
+    valid field", as Cohere's rerank answers them.
+    Ranking is deterministic: relevance_score = (query terms found in the document) / (query terms), terms
+    being lower-cased regex word runs (`\\w+`): punctuation and case do not matter, a repeated query word
+    counts each time; ties keep document order; results sorted best first and cut to top_n. v2 `max_tokens_per_doc`
+    truncates each document to that many whitespace words before scoring; v1 `rank_fields` scores an object
+    document on those keys joined by spaces (default "text").
+    Answer: `{"id", "results": [{"index", "relevance_score"}], "meta": {"api_version": {"version": "2"|"1"},
+    "billed_units": {"search_units": ceil(len(documents) / 100)}}}` (Cohere bills one search unit per query of
+    up to 100 documents); v1 adds `"document"` (the document as sent, `{"text": s}` for a string) to each
+    result when return_documents is true, and leaves the key out otherwise.
+
+Rerank (OpenAI-compatible, vLLM / Jina shape)
+    `POST /compat/v1/rerank`, so api_base `<url>/compat/v1` works; `Authorization: Bearer <api_key>`.
+    Request {model?, query, documents: [str | {"text": ...}], top_n? (0 or absent: all, as vLLM),
+    return_documents? (default true, as Jina)}; unknown fields are ignored (vLLM/Jina do not refuse them).
+    Answer, as vLLM's RerankResponse: `{"id": "rerank-<hex>", "model", "usage": {"prompt_tokens": N,
+    "total_tokens": N}, "results": [{"index", "relevance_score", "document": {"text"}}]}` (no "object" key:
+    neither vLLM nor Jina send one), ranked as above; "document" is left out when return_documents is false.
+    N counts what a cross-encoder reads, one (query, document) pair per document:
+    words(query) * len(documents) + sum(words(document)), whitespace words.
+    Errors use OpenAI's envelope `{"error": {"message", "type", "param", "code"}}` (vLLM's): 401 for a
+    missing/wrong key, 400 for a missing/empty query, missing/empty documents, a bad document, top_n < 0.
 """
 
 import hashlib
@@ -38,6 +70,16 @@ CHAT_FIELDS = {"model", "messages", "tools", "strict_tools", "documents", "citat
 EMBED_FIELDS = {"model", "input_type", "texts", "images", "inputs", "max_tokens", "output_dimension",
                 "embedding_types", "truncate", "priority"}
 INPUT_TYPES = ("search_document", "search_query", "classification", "clustering", "image")
+RERANK_V2_FIELDS = {"model", "query", "documents", "top_n", "max_tokens_per_doc", "relevant_spans", "priority"}
+RERANK_V1_FIELDS = {"model", "query", "documents", "top_n", "rank_fields", "return_documents", "max_chunks_per_doc"}
+MAX_RERANK_DOCUMENTS = 1000
+DOCUMENTS_PER_SEARCH_UNIT = 100
+COHERE_ROUTES = ("/v2/chat", "/v2/embed", "/v2/rerank", "/v1/rerank")
+COMPAT_RERANK = "/compat/v1/rerank"
+COMPAT_DEFAULT_MODEL = "fake-reranker"
+OPENAI_ERROR_TYPES = {400: "BadRequestError", 401: "AuthenticationError", 402: "PaymentRequiredError",
+                      404: "NotFoundError", 422: "UnprocessableEntityError", 429: "RateLimitError",
+                      500: "InternalServerError"}
 
 FAILURES = {
     "fail-400": (400, "invalid request: message must be at least 1 token long or tool results must be specified."),
@@ -83,7 +125,7 @@ def fake_embedding(text, dimensions=DEFAULT_DIMENSIONS):
 
 
 class CohereHandler(FakeHandler):
-    """Routes POST /v2/chat and POST /v2/embed."""
+    """Routes POST /v2/chat, /v2/embed, /v2/rerank, /v1/rerank and the OpenAI-compatible /compat/v1/rerank."""
 
     server_version = "envoy"
 
@@ -91,7 +133,9 @@ class CohereHandler(FakeHandler):
         fake = self.server.fake
         auth = headers.get("authorization", "")
         token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
-        if method != "POST" or path not in ("/v2/chat", "/v2/embed"):
+        if method == "POST" and path == COMPAT_RERANK:
+            return self.compat_rerank(token, body)
+        if method != "POST" or path not in COHERE_ROUTES:
             return self.error(404, f"unknown route {method} {path}")
         if not token:
             return self.error(401, "no api key supplied")
@@ -107,6 +151,10 @@ class CohereHandler(FakeHandler):
             return self.error(status, message, {"Retry-After": "3"} if status == 429 else None)
         if path == "/v2/embed":
             return self.embed(body)
+        if path == "/v2/rerank":
+            return self.rerank_v2(body)
+        if path == "/v1/rerank":
+            return self.rerank_v1(body)
         return self.chat(body)
 
     def error(self, status, message, headers=None):
@@ -223,6 +271,173 @@ class CohereHandler(FakeHandler):
         self.send_json(200, {"id": str(uuid.uuid4()), "response_type": "embeddings_by_type", "texts": texts,
                              "embeddings": embeddings,
                              "meta": {"api_version": {"version": "2"}, "billed_units": {"input_tokens": tokens}}})
+
+    # ---- rerank (Cohere) ------------------------------------------------------------------------
+
+    def rerank_v2(self, body):
+        unknown = sorted(set(body) - RERANK_V2_FIELDS)
+        if unknown:
+            return self.error(422, _unknown_rerank_field(unknown[0]))
+        if not isinstance(body.get("model"), str) or not body["model"]:
+            return self.error(400, "invalid request: model must be provided")
+        problem = _check_rerank(body)
+        if problem:
+            return self.error(400, problem)
+        documents = body["documents"]
+        for i, doc in enumerate(documents):
+            if not isinstance(doc, str):
+                return self.error(400, f"invalid request: documents[{i}] must be a string")
+        limit = body.get("max_tokens_per_doc")
+        if limit is not None and (not _is_int(limit) or limit < 1):
+            return self.error(400, "invalid request: max_tokens_per_doc must be at least 1")
+        texts = [" ".join(d.split()[:limit]) if limit else d for d in documents]
+        ranked = rank(body["query"], texts, body.get("top_n"))
+        self.send_json(200, {"id": str(uuid.uuid4()),
+                             "results": [{"index": i, "relevance_score": score} for score, i in ranked],
+                             "meta": _rerank_meta("2", len(documents))})
+
+    def rerank_v1(self, body):
+        unknown = sorted(set(body) - RERANK_V1_FIELDS)
+        if unknown:
+            return self.error(422, _unknown_rerank_field(unknown[0]))
+        problem = _check_rerank(body)
+        if problem:
+            return self.error(400, problem)
+        rank_fields = body.get("rank_fields") or ["text"]
+        if not isinstance(rank_fields, list) or not all(isinstance(f, str) for f in rank_fields):
+            return self.error(400, "invalid request: rank_fields must be a list of strings")
+        documents = body["documents"]
+        texts = []
+        for i, doc in enumerate(documents):
+            if isinstance(doc, str):
+                texts.append(doc)
+            elif isinstance(doc, dict):
+                missing = [f for f in rank_fields if f not in doc]
+                if missing:
+                    return self.error(400, f"invalid request: documents[{i}] is missing the rank field "
+                                           f"'{missing[0]}'")
+                texts.append(" ".join(str(doc[f]) for f in rank_fields))
+            else:
+                return self.error(400, f"invalid request: documents[{i}] must be a string or an object")
+        return_documents = bool(body.get("return_documents"))
+        results = []
+        for score, i in rank(body["query"], texts, body.get("top_n")):
+            result = {"index": i, "relevance_score": score}
+            if return_documents:
+                doc = documents[i]
+                result["document"] = {"text": doc} if isinstance(doc, str) else doc
+            results.append(result)
+        self.send_json(200, {"id": str(uuid.uuid4()), "results": results, "meta": _rerank_meta("1", len(documents))})
+
+    # ---- rerank (OpenAI-compatible: vLLM / Jina) ------------------------------------------------
+
+    def openai_error(self, status, message, headers=None):
+        """OpenAI's (and vLLM's) error envelope."""
+        self.send_json(status, {"error": {"message": message, "type": OPENAI_ERROR_TYPES.get(status, "APIError"),
+                                          "param": None, "code": status}}, headers)
+
+    def compat_rerank(self, token, body):
+        fake = self.server.fake
+        if not token or token != fake.api_key:
+            return self.openai_error(401, "Unauthorized")
+        if not isinstance(body, dict):
+            return self.openai_error(400, "body must be a JSON object")
+        model = body.get("model")
+        if model == "leak-key":
+            return self.openai_error(401, f"invalid api key: {token}")
+        if model in FAILURES:
+            status, message = FAILURES[model]
+            return self.openai_error(status, message, {"Retry-After": "3"} if status == 429 else None)
+        query = body.get("query")
+        if not isinstance(query, str) or not query.strip():
+            return self.openai_error(400, "query must be a non-empty string")
+        documents = body.get("documents")
+        if not isinstance(documents, list) or not documents:
+            return self.openai_error(400, "documents must be a non-empty list")
+        texts = []
+        for i, doc in enumerate(documents):
+            if isinstance(doc, dict) and isinstance(doc.get("text"), str):
+                doc = doc["text"]
+            if not isinstance(doc, str):
+                return self.openai_error(400, f"documents[{i}] must be a string or an object with a text field")
+            texts.append(doc)
+        top_n = body.get("top_n")
+        if top_n is not None and (not _is_int(top_n) or top_n < 0):
+            return self.openai_error(400, "top_n must be a non-negative integer")
+        return_documents = body.get("return_documents", True) is not False
+        results = []
+        for score, i in rank(query, texts, top_n or None):
+            result = {"index": i, "relevance_score": score}
+            if return_documents:
+                result["document"] = {"text": texts[i]}
+            results.append(result)
+        tokens = compat_rerank_tokens(query, texts)
+        self.send_json(200, {"id": f"rerank-{uuid.uuid4().hex}", "model": model or COMPAT_DEFAULT_MODEL,
+                             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}, "results": results})
+
+
+def _terms(text):
+    """Ranking terms: lower-cased regex word runs."""
+    return re.findall(r"\w+", text.lower())
+
+
+def relevance(query, document):
+    """The fake relevance score: the share of query terms found in the document (0.0 .. 1.0)."""
+    terms = _terms(query)
+    if not terms:
+        return 0.0
+    present = set(_terms(document))
+    return sum(1 for t in terms if t in present) / len(terms)
+
+
+def rank(query, texts, top_n=None):
+    """[(score, index)] best first, ties by index, cut to top_n (None: all)."""
+    ranked = sorted(((relevance(query, t), i) for i, t in enumerate(texts)), key=lambda p: (-p[0], p[1]))
+    return ranked[:top_n] if top_n else ranked
+
+
+def search_units(n_documents):
+    """Cohere bills one search unit per query of up to 100 documents."""
+    return math.ceil(n_documents / DOCUMENTS_PER_SEARCH_UNIT)
+
+
+def compat_rerank_tokens(query, texts):
+    """The compat route's usage: one (query, document) pair read per document, in whitespace words."""
+    return words(query) * len(texts) + sum(words(t) for t in texts)
+
+
+def _rerank_meta(version, n_documents):
+    return {"api_version": {"version": version}, "billed_units": {"search_units": search_units(n_documents)}}
+
+
+def _unknown_rerank_field(name):
+    return (f"unknown field: parameter '{name}' is not a valid field. For proper usage, please refer to "
+            "https://docs.cohere.com/reference/rerank")
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_rerank(body):
+    """What Cohere refuses in any rerank body (query, documents, top_n); None when it is acceptable."""
+    query = body.get("query")
+    if query is None:
+        return "invalid request: query must be provided"
+    if not isinstance(query, str) or not query.strip():
+        return "invalid request: query must be a non-empty string"
+    documents = body.get("documents")
+    if documents is None or documents == []:
+        return "invalid request: list of documents must not be empty"
+    if not isinstance(documents, list):
+        return "invalid request: documents must be a list"
+    if len(documents) > MAX_RERANK_DOCUMENTS:
+        return (f"invalid request: too many documents, got {len(documents)} but the maximum is "
+                f"{MAX_RERANK_DOCUMENTS}")
+    top_n = body.get("top_n")
+    if top_n is not None and (not _is_int(top_n) or top_n < 1):
+        return "invalid request: top_n must be at least 1"
+    return None
 
 
 def _check_chat(body):

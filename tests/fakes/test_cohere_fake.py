@@ -1,7 +1,8 @@
-"""Check the fake Cohere upstream with the official `cohere` SDK (ClientV2).
+"""Check the fake Cohere upstream with the official `cohere` SDK (ClientV2, and Client for v1 rerank).
 
 If the SDK parses the fake's answers and streams and raises its typed errors, the fake is faithful
-enough for the gateway's Cohere tests to rely on it.
+enough for the gateway's Cohere tests to rely on it. The OpenAI-compatible rerank route (vLLM / Jina
+shape) has no SDK here: it is checked with plain `requests` and exact shape assertions.
 """
 
 import json
@@ -9,6 +10,7 @@ import json
 import cohere
 import httpx
 import pytest
+import requests
 from cohere.core.api_error import ApiError
 
 from tests.fakes.cohere_server import ANSWER_PREFIX
@@ -36,6 +38,12 @@ def _fresh(fake):
 @pytest.fixture(scope="module")
 def co(fake):
     return cohere.ClientV2(api_key=KEY, base_url=fake.url, timeout=5)
+
+
+@pytest.fixture(scope="module")
+def co1(fake):
+    """The v1 client: its `rerank` posts to /v1/rerank."""
+    return cohere.Client(api_key=KEY, base_url=fake.url, timeout=5)
 
 
 def user(text):
@@ -178,3 +186,236 @@ def test_stream_error_ends_with_error_finish(co):
     events = list(co.chat_stream(model="stream-error", messages=user("hi")))
     assert events[-1].delta.finish_reason == "ERROR"
     assert events[-1].delta.error
+
+
+# ---- rerank (Cohere v2 / v1) ----------------------------------------------------------------------
+
+QUERY = "Capital of France?"
+DOCS = ["Paris is the capital of France.",    # capital, of, france: 3/3
+        "Berlin is the capital of Germany.",  # capital, of: 2/3
+        "France is known for wine.",          # france: 1/3
+        "Bananas are yellow.",                # 0/3
+        "The capital of Spain is Madrid."]    # capital, of: 2/3, ties with 1 and comes after it
+RANKED = [(0, 1.0), (1, 2 / 3), (4, 2 / 3), (2, 1 / 3), (3, 0.0)]
+NO_RETRY = {"max_retries": 0}
+
+
+def pairs(results):
+    return [(r.index, r.relevance_score) for r in results]
+
+
+def test_rerank_v2(co, fake):
+    resp = co.rerank(model="rerank-v3.5", query=QUERY, documents=DOCS)
+    assert pairs(resp.results) == RANKED
+    assert resp.id
+    assert resp.meta.api_version.version == "2"
+    assert resp.meta.billed_units.search_units == 1
+    sent = fake.requests[-1]
+    assert (sent["method"], sent["path"]) == ("POST", "/v2/rerank")
+    assert sent["headers"]["authorization"] == f"Bearer {KEY}"
+    assert sent["json"] == {"model": "rerank-v3.5", "query": QUERY, "documents": DOCS}
+
+
+def test_rerank_v2_wire_shape(fake):
+    resp = requests.post(fake.url + "/v2/rerank", headers={"Authorization": f"Bearer {KEY}"}, timeout=5,
+                         json={"model": "rerank-v3.5", "query": QUERY, "documents": DOCS, "top_n": 2})
+    assert resp.status_code == 200 and resp.headers["content-type"] == "application/json"
+    body = resp.json()
+    assert set(body) == {"id", "results", "meta"}
+    assert body["results"] == [{"index": 0, "relevance_score": 1.0}, {"index": 1, "relevance_score": 2 / 3}]
+    assert body["meta"] == {"api_version": {"version": "2"}, "billed_units": {"search_units": 1}}
+
+
+def test_rerank_v2_top_n_and_max_tokens_per_doc(co, fake):
+    assert pairs(co.rerank(model="rerank-v3.5", query=QUERY, documents=DOCS, top_n=3).results) == RANKED[:3]
+    assert pairs(co.rerank(model="rerank-v3.5", query=QUERY, documents=DOCS, top_n=50).results) == RANKED
+    # Documents cut to 4 words before scoring: "Paris is the capital" keeps 1 of 3 terms, "The capital of
+    # Spain" 2 of 3, so document 4 now leads.
+    cut = co.rerank(model="rerank-v3.5", query=QUERY, documents=DOCS, max_tokens_per_doc=4)
+    assert pairs(cut.results) == [(4, 2 / 3), (0, 1 / 3), (1, 1 / 3), (2, 1 / 3), (3, 0.0)]
+    assert fake.requests[-1]["json"]["max_tokens_per_doc"] == 4
+
+
+@pytest.mark.parametrize("n, units", [(1, 1), (100, 1), (101, 2), (250, 3), (1000, 10)])
+def test_rerank_search_units(co, n, units):
+    resp = co.rerank(model="rerank-v3.5", query="doc", documents=[f"doc {i}" for i in range(n)], top_n=1)
+    assert resp.meta.billed_units.search_units == units
+    assert pairs(resp.results) == [(0, 1.0)]
+
+
+def test_rerank_v1_return_documents(co1, fake):
+    bare = co1.rerank(model="rerank-english-v3.0", query=QUERY, documents=DOCS, top_n=2)
+    assert pairs(bare.results) == RANKED[:2]
+    assert [r.document for r in bare.results] == [None, None]
+    assert bare.meta.api_version.version == "1" and bare.meta.billed_units.search_units == 1
+    full = co1.rerank(model="rerank-english-v3.0", query=QUERY, documents=DOCS, top_n=2, return_documents=True)
+    assert [(r.index, r.document.text) for r in full.results] == [(0, DOCS[0]), (1, DOCS[1])]
+    sent = fake.requests[-1]
+    assert sent["path"] == "/v1/rerank" and sent["json"]["return_documents"] is True
+
+
+def test_rerank_v1_leaves_document_out(fake):
+    resp = requests.post(fake.url + "/v1/rerank", headers={"Authorization": f"Bearer {KEY}"}, timeout=5,
+                         json={"model": "rerank-english-v3.0", "query": QUERY, "documents": DOCS[:2]})
+    assert resp.json()["results"] == [{"index": 0, "relevance_score": 1.0}, {"index": 1, "relevance_score": 2 / 3}]
+
+
+def test_rerank_v1_objects_and_rank_fields(co1):
+    docs = [{"text": "Bananas are yellow.", "title": "Capital of France", "id": "a"},
+            {"text": "Paris is the capital of France.", "title": "Fruit", "id": "b"}]
+    by_text = co1.rerank(model="rerank-english-v3.0", query=QUERY, documents=docs, return_documents=True)
+    assert pairs(by_text.results) == [(1, 1.0), (0, 0.0)]
+    assert by_text.results[0].document.text == docs[1]["text"]
+    assert by_text.results[0].document.id == "b"  # other fields come back as sent
+    by_title = co1.rerank(model="rerank-english-v3.0", query=QUERY, documents=docs, rank_fields=["title"])
+    assert pairs(by_title.results) == [(0, 1.0), (1, 0.0)]
+    with pytest.raises(cohere.BadRequestError) as info:
+        co1.rerank(model="rerank-english-v3.0", query=QUERY, documents=docs, rank_fields=["author"],
+                   request_options=NO_RETRY)
+    assert "author" in info.value.body["message"]
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"query": "", "documents": DOCS}, "query"),
+    ({"query": QUERY, "documents": []}, "list of documents must not be empty"),
+    ({"query": QUERY, "documents": ["x"] * 1001}, "too many documents"),
+    ({"query": QUERY, "documents": DOCS, "top_n": 0}, "top_n"),
+    ({"query": QUERY, "documents": DOCS, "top_n": -2}, "top_n"),
+])
+def test_rerank_validation_sdk(co, co1, kwargs, words):
+    for call in (co.rerank, co1.rerank):
+        with pytest.raises(cohere.BadRequestError) as info:
+            call(model="rerank-v3.5", **kwargs, request_options=NO_RETRY)
+        assert info.value.status_code == 400
+        assert words in info.value.body["message"]
+        assert info.value.body["id"]
+
+
+@pytest.mark.parametrize("path", ["/v2/rerank", "/v1/rerank"])
+@pytest.mark.parametrize("body, words", [
+    ({"model": "rerank-v3.5", "documents": DOCS}, "query must be provided"),
+    ({"model": "rerank-v3.5", "query": QUERY}, "list of documents must not be empty"),
+    ({"model": "rerank-v3.5", "query": QUERY, "documents": DOCS, "top_n": "2"}, "top_n"),
+])
+def test_rerank_validation_wire(fake, path, body, words):
+    resp = requests.post(fake.url + path, headers={"Authorization": f"Bearer {KEY}"}, json=body, timeout=5)
+    assert resp.status_code == 400
+    assert set(resp.json()) == {"id", "message"} and words in resp.json()["message"]
+
+
+def test_rerank_v2_refuses_objects_model_less_and_unknown_fields(fake):
+    def post(path, body):
+        return requests.post(fake.url + path, headers={"Authorization": f"Bearer {KEY}"}, json=body, timeout=5)
+
+    objects = post("/v2/rerank", {"model": "rerank-v3.5", "query": QUERY, "documents": [{"text": "a"}]})
+    assert objects.status_code == 400 and "documents[0]" in objects.json()["message"]
+    no_model = post("/v2/rerank", {"query": QUERY, "documents": DOCS})
+    assert no_model.status_code == 400 and "model" in no_model.json()["message"]
+    assert post("/v1/rerank", {"query": QUERY, "documents": DOCS}).status_code == 200  # optional on v1
+    for path, field in (("/v2/rerank", "top_k"), ("/v2/rerank", "return_documents"), ("/v1/rerank", "top_k"),
+                        ("/v1/rerank", "max_tokens_per_doc")):
+        resp = post(path, {"model": "rerank-v3.5", "query": QUERY, "documents": DOCS, field: 1})
+        assert resp.status_code == 422 and f"parameter '{field}' is not a valid field" in resp.json()["message"]
+
+
+def test_rerank_unknown_field_is_typed(co):
+    with pytest.raises(cohere.UnprocessableEntityError):
+        co.rerank(model="rerank-v3.5", query=QUERY, documents=DOCS,
+                  request_options={"max_retries": 0, "additional_body_parameters": {"top_k": 2}})
+
+
+@pytest.mark.parametrize("model, exc, status", [
+    ("fail-400", cohere.BadRequestError, 400),
+    ("fail-401", cohere.UnauthorizedError, 401),
+    ("fail-404", cohere.NotFoundError, 404),
+    ("fail-422", cohere.UnprocessableEntityError, 422),
+    ("fail-429", cohere.TooManyRequestsError, 429),
+    ("fail-498", cohere.InvalidTokenError, 498),
+    ("fail-500", cohere.InternalServerError, 500),
+    ("fail-402", ApiError, 402),
+])
+def test_rerank_typed_errors(co, co1, model, exc, status):
+    for call in (co.rerank, co1.rerank):
+        with pytest.raises(exc) as info:
+            call(model=model, query=QUERY, documents=DOCS, request_options=NO_RETRY)
+        assert info.value.status_code == status and info.value.body["message"]
+
+
+def test_rerank_wrong_key(fake):
+    with pytest.raises(cohere.UnauthorizedError):
+        cohere.ClientV2(api_key="co-wrong", base_url=fake.url, timeout=5).rerank(
+            model="rerank-v3.5", query=QUERY, documents=DOCS)
+    resp = requests.post(fake.url + "/v1/rerank", json={"query": QUERY, "documents": DOCS}, timeout=5)
+    assert resp.status_code == 401 and resp.json()["message"] == "no api key supplied"
+    leak = requests.post(fake.url + "/v2/rerank", headers={"Authorization": f"Bearer {KEY}"}, timeout=5,
+                         json={"model": "leak-key", "query": QUERY, "documents": DOCS})
+    assert leak.status_code == 401 and KEY in leak.json()["message"]
+
+
+# ---- rerank (OpenAI-compatible: vLLM / Jina shape, under /compat) ----------------------------------
+
+def compat(fake, body, key=KEY):
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return requests.post(fake.url + "/compat/v1/rerank", headers=headers, json=body, timeout=5)
+
+
+def test_compat_rerank(fake):
+    resp = compat(fake, {"model": "BAAI/bge-reranker-base", "query": QUERY, "documents": DOCS})
+    assert resp.status_code == 200 and resp.headers["content-type"] == "application/json"
+    body = resp.json()
+    assert set(body) == {"id", "model", "usage", "results"}
+    assert body["id"].startswith("rerank-") and body["model"] == "BAAI/bge-reranker-base"
+    assert [(r["index"], r["relevance_score"]) for r in body["results"]] == RANKED
+    for r in body["results"]:
+        assert set(r) == {"index", "relevance_score", "document"}
+        assert r["document"] == {"text": DOCS[r["index"]]}
+    # 3 query words x 5 documents + 6 + 6 + 5 + 3 + 6 document words
+    assert body["usage"] == {"prompt_tokens": 41, "total_tokens": 41}
+    sent = fake.requests[-1]
+    assert (sent["method"], sent["path"]) == ("POST", "/compat/v1/rerank")
+    assert sent["headers"]["authorization"] == f"Bearer {KEY}"
+    assert sent["json"]["query"] == QUERY
+
+
+def test_compat_rerank_api_base(fake):
+    """A client configured with api_base <url>/compat/v1 appends /rerank."""
+    api_base = fake.url + "/compat/v1"
+    resp = requests.post(api_base + "/rerank", headers={"Authorization": f"Bearer {KEY}"}, timeout=5,
+                         json={"model": "jina-reranker-v2-base-multilingual", "query": "wine", "documents": DOCS})
+    assert resp.json()["results"][0] == {"index": 2, "relevance_score": 1.0, "document": {"text": DOCS[2]}}
+
+
+def test_compat_rerank_top_n_and_return_documents(fake):
+    top = compat(fake, {"model": "m", "query": QUERY, "documents": DOCS, "top_n": 2, "return_documents": False})
+    assert top.json()["results"] == [{"index": 0, "relevance_score": 1.0}, {"index": 1, "relevance_score": 2 / 3}]
+    everything = compat(fake, {"model": "m", "query": QUERY, "documents": DOCS, "top_n": 0})  # vLLM: 0 is all
+    assert len(everything.json()["results"]) == 5
+    objects = compat(fake, {"query": QUERY, "documents": [{"text": d} for d in DOCS]})
+    assert objects.json()["model"] == "fake-reranker"
+    assert [(r["index"], r["relevance_score"]) for r in objects.json()["results"]] == RANKED
+
+
+@pytest.mark.parametrize("body, words", [
+    ({"model": "m", "documents": DOCS}, "query"),
+    ({"model": "m", "query": "  ", "documents": DOCS}, "query"),
+    ({"model": "m", "query": QUERY}, "documents"),
+    ({"model": "m", "query": QUERY, "documents": []}, "documents"),
+    ({"model": "m", "query": QUERY, "documents": [1]}, "documents[0]"),
+    ({"model": "m", "query": QUERY, "documents": DOCS, "top_n": -1}, "top_n"),
+])
+def test_compat_rerank_validation(fake, body, words):
+    resp = compat(fake, body)
+    assert resp.status_code == 400
+    error = resp.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert words in error["message"] and error["type"] == "BadRequestError" and error["code"] == 400
+
+
+def test_compat_rerank_auth_and_triggers(fake):
+    for key in (None, "wrong-key"):
+        resp = compat(fake, {"model": "m", "query": QUERY, "documents": DOCS}, key=key)
+        assert resp.status_code == 401 and resp.json()["error"]["code"] == 401
+    limited = compat(fake, {"model": "fail-429", "query": QUERY, "documents": DOCS})
+    assert limited.status_code == 429 and limited.headers["retry-after"] == "3"
+    assert limited.json()["error"]["type"] == "RateLimitError"
+    assert compat(fake, {"model": "fail-500", "query": QUERY, "documents": DOCS}).status_code == 500
