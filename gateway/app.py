@@ -93,7 +93,7 @@ def build_spend(settings, router, store, observers=None):
     if store is not None and not general.disable_spend_logs:
         ledger = Ledger(store.get, general.spend_spool_dir, budget_mode=general.budget_mode)
         for deployment in router.deployments():
-            if deployment.input_price is None and not deployment.provider.local:
+            if not deployment.priced and not deployment.provider.local:
                 log.warning("no price is known for `%s` (%s): its calls are recorded at $0; set "
                             "input_cost_per_token / output_cost_per_token on the deployment",
                             deployment.provider.config.model, deployment.provider.config.model_name)
@@ -153,7 +153,8 @@ def create_app(settings=None):
     from gateway.api import users
     from gateway.api import messages
     from gateway.api import responses
-    for module in (chat, completions, embeddings, messages, responses, models, model_info, health, key_routes, spend, reports,
+    from gateway.api import surfaces
+    for module in (chat, completions, embeddings, messages, responses, surfaces, models, model_info, health, key_routes, spend, reports,
                    metric_routes, users, teams, organizations, customers, model_admin):
         app.register_blueprint(module.bp)
     from gateway.telemetry.metrics import install as install_metrics

@@ -29,7 +29,9 @@ What it does, all on 127.0.0.1 and all started/stopped by this script:
   in-process response cache on, sending the same body each time or a
   different one each time; ``otel`` runs it with tracing on, exporting
   spans by OTLP/HTTP to the same nginx (which answers 200); ``messages`` calls
-  Anthropic's ``/v1/messages`` on the same config (translated through chat).
+  Anthropic's ``/v1/messages`` on the same config (translated through chat);
+  ``responses`` calls ``/v1/responses`` with ``previous_response_id`` (one
+  stored-state read and write per call), translated through chat.
 
 Each target is started in turn, checked with one real request per mode,
 then loaded with wrk (POST, JSON body, c=1/16/64) non-stream and stream,
@@ -64,10 +66,12 @@ CONCURRENCIES = (1, 16, 64)
 MODES = ("non-stream", "stream")
 MODEL_FOR_MODE = {"non-stream": "bench", "stream": "bench-stream"}
 BUILTIN_TARGETS = ("direct", "floor", "gateway", "gateway-key", "gateway-budget", "gateway-team",
-                   "gateway-levels", "cache-hit", "cache-miss", "otel", "messages")
+                   "gateway-levels", "cache-hit", "cache-miss", "otel", "messages", "responses")
 # Rows that call another API surface of the same gateway: Anthropic's /v1/messages, translated to
 # the OpenAI-compatible nginx upstream through chat (compare with the `gateway` row).
-SURFACE_TARGETS = {"messages": "/v1/messages"}
+# `responses`: OpenAI's /v1/responses with previous_response_id (one stored-state read and one write
+# per call), translated through chat.
+SURFACE_TARGETS = {"messages": "/v1/messages", "responses": "/v1/responses"}
 # What each keyed row's virtual key is generated with (POST /key/generate).
 KEY_TARGETS = {"gateway-key": {"duration": "never"},
                "gateway-budget": {"duration": "never", "max_budget": 1e9},
@@ -216,10 +220,12 @@ end
 """
 
 
-def request_body(mode, surface=None):
+def request_body(mode, surface=None, previous=None):
     body = {"model": MODEL_FOR_MODE[mode], "messages": [{"role": "user", "content": "Say hello"}]}
     if surface == "messages":
         body["max_tokens"] = 64  # Anthropic's Messages API requires it
+    elif surface == "responses":
+        body = {"model": MODEL_FOR_MODE[mode], "input": "Say hello", "previous_response_id": previous}
     if mode == "stream":
         body["stream"] = True
     return json.dumps(body, separators=(",", ":"))
@@ -378,13 +384,15 @@ class Server:
 # Checks of one real request per mode (so wrk never measures an error page)
 
 
-def check_response(session, url, mode, headers, surface=None):
-    resp = session.post(url, data=request_body(mode, surface), headers=headers, timeout=30, stream=True)
+def check_response(session, url, mode, headers, surface=None, previous=None):
+    resp = session.post(url, data=request_body(mode, surface, previous), headers=headers, timeout=30, stream=True)
     try:
         if resp.status_code != 200:
             return "HTTP %d: %s" % (resp.status_code, resp.text[:300])
         if surface == "messages":
             return check_messages(resp, mode)
+        if surface == "responses":
+            return check_responses(resp, mode)
         if mode == "non-stream":
             data = resp.json()
             content = data["choices"][0]["message"]["content"]
@@ -419,6 +427,28 @@ def check_messages(resp, mode):
     if not events or events[-1].get("type") != "message_stop" or not content:
         return "unexpected Messages stream: %r" % text[-300:]
     return None
+
+
+def check_responses(resp, mode):
+    """A completed Response with text, or its event stream ending with response.completed."""
+    if mode == "non-stream":
+        data = resp.json()
+        ok = data["status"] == "completed" and data["output"][0]["content"][0]["text"]
+        return None if ok else "unexpected Response: %r" % data
+    text = resp.content.decode("utf-8")
+    events = [json.loads(l[5:]) for l in text.splitlines() if l.startswith("data:")]
+    if not events or events[-1].get("type") != "response.completed":
+        return "unexpected Responses stream: %r" % text[-300:]
+    return None
+
+
+def stored_response(session, base):
+    """The id of a response stored on the gateway at `base`, for previous_response_id."""
+    resp = session.post(base + "/v1/responses", json={"model": "bench", "input": "Say hello"}, timeout=30,
+                        headers={"Authorization": "Bearer " + MASTER_KEY})
+    if resp.status_code != 200:
+        raise StartError("/v1/responses answered %d: %s" % (resp.status_code, resp.text[:200]), "")
+    return resp.json()["id"]
 
 
 # --------------------------------------------------------------------------
@@ -491,12 +521,12 @@ class Bench:
         self.wrk = shutil.which("wrk")
         self.lua = self.write_lua("master", MASTER_KEY)
 
-    def write_lua(self, name, key, unique=False, surface=None):
+    def write_lua(self, name, key, unique=False, surface=None, previous=None):
         """wrk scripts (one per mode) that call with `key` (each request different if `unique`)."""
         paths = {}
         for mode in MODES:
             path = os.path.join(self.tmp, "wrk-%s-%s.lua" % (name, mode))
-            body = lua_string(request_body(mode, surface))
+            body = lua_string(request_body(mode, surface, previous))
             with open(path, "w") as f:
                 f.write((WRK_LUA_UNIQUE if unique else WRK_LUA).format(body=body, key=key))
             paths[mode] = path
@@ -608,7 +638,7 @@ class Bench:
             raise StartError("key/generate answered %d: %s" % (resp.status_code, resp.text[:200]), "")
         return resp.json()["key"]
 
-    def measure(self, target, srv, urls, key=MASTER_KEY, lua=None, surface=None):
+    def measure(self, target, srv, urls, key=MASTER_KEY, lua=None, surface=None, previous=None):
         """Check + load one target in both modes; append its rows."""
         lua = lua or self.lua
         hdr = {"Content-Type": "application/json", "Authorization": "Bearer " + key}
@@ -617,7 +647,7 @@ class Bench:
             row = {"target": target, "mode": mode, "runs": {}, "errors": [],
                    "ready_s": srv.ready_seconds}
             rows.append(row)
-            err = check_response(self.http, urls[mode], mode, hdr, surface)
+            err = check_response(self.http, urls[mode], mode, hdr, surface, previous)
             if err:
                 row["errors"].append("check failed: " + err)
                 log("%s %s: check failed, skipping load: %s" % (target, mode, err))
@@ -671,8 +701,10 @@ class Bench:
                                      self.write_lua(target, key))
                     elif target in SURFACE_TARGETS:
                         url = base + SURFACE_TARGETS[target]
+                        previous = stored_response(self.http, base) if target == "responses" else None
                         self.measure(target, srv, {"non-stream": url, "stream": url}, MASTER_KEY,
-                                     self.write_lua(target, MASTER_KEY, surface=target), surface=target)
+                                     self.write_lua(target, MASTER_KEY, surface=target, previous=previous),
+                                     surface=target, previous=previous)
                     elif target in CACHE_TARGETS:
                         self.measure(target, srv, {"non-stream": url, "stream": url}, MASTER_KEY,
                                      self.write_lua(target, MASTER_KEY, unique=CACHE_TARGETS[target]))
@@ -789,7 +821,8 @@ def parse_args(argv=None):
                "in a team of an organization; budgets at every level), cache-hit / cache-miss (in-process response\n"
                "cache on; the same body each time, or a different one), otel (tracing on,\n"
                "spans exported to the nginx upstream), messages (Anthropic's /v1/messages, translated\n"
-               "through chat to the same upstream), and each --variant NAME.\n"
+               "through chat to the same upstream), responses (OpenAI's /v1/responses with\n"
+               "previous_response_id, through chat), and each --variant NAME.\n"
                "Stream rows' ratio is against the floor's NON-stream c=64 RPS.",
     )
     p.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run (default 10)")
@@ -827,7 +860,7 @@ def parse_args(argv=None):
                ("gateway-key", "gateway", None), ("gateway-budget", "gateway", None),
                ("gateway-team", "gateway", None), ("gateway-levels", "gateway", None),
                ("cache-hit", "gateway", None), ("cache-miss", "gateway", None), ("otel", "gateway", None),
-               ("messages", "gateway", None)]
+               ("messages", "gateway", None), ("responses", "gateway", None)]
     for spec in args.variant:
         name, sep, path = spec.partition("=")
         name = name.strip()

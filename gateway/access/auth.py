@@ -41,6 +41,10 @@ ROUTE_POLICY = {
     "responses.get_response": "api",  # the caller's own stored responses only (api/responses.py)
     "responses.delete_response": "api",
     "responses.list_input_items": "api",
+    "surfaces.images": "api",
+    "surfaces.images_for": "api",
+    "surfaces.moderations": "api",
+    "surfaces.rerank": "api",
     "models.list_models": "api",
     "models.get_model": "api",
     "model_info.model_info": "api",  # answered for the groups the caller may use

@@ -10,7 +10,7 @@ class Conversation:
     """One Responses call's state: its id, the conversation before it (from `previous_response_id`),
     and what to keep once it is answered (pipeline.serve calls prepare, then keep or watch)."""
 
-    __slots__ = ("store", "rules", "response_id", "items", "context", "keep_it")
+    __slots__ = ("store", "rules", "response_id", "items", "context", "keep_it", "previous")
 
     def __init__(self, store, rules):
         self.store = store
@@ -18,6 +18,7 @@ class Conversation:
         self.response_id = new_id("resp")
         self.items = self.context = ()
         self.keep_it = False
+        self.previous = None
 
     def prepare(self, body):
         """The body's `input` becomes the whole conversation (the previous one's, then this turn's)."""
@@ -26,7 +27,7 @@ class Conversation:
             raise errors.BadRequestError("store must be true or false.", param="store")
         self.keep_it = store_flag is not False
         self.items = input_items(body.get("input"))
-        previous = body.get("previous_response_id")
+        previous = self.previous = body.get("previous_response_id")
         context = []
         if previous is not None:
             row = self.store.load(previous, self.rules) if isinstance(previous, str) else None
@@ -38,8 +39,9 @@ class Conversation:
         body["input"] = context + self.items
 
     def keep(self, response):
-        """Give the answer its id and store it (when `store`), before it goes out."""
-        response["id"] = self.response_id
+        """Give the answer its id (and the state the client asked for: an upstream that answered
+        natively was sent the whole conversation instead) and store it when `store`, before it goes out."""
+        self.name(response)
         if self.keep_it and response.get("status") in ("completed", "incomplete"):
             self.store.save(response, self.rules, self.items,
                             self.context + self.items + list(response.get("output") or ()))
@@ -50,8 +52,14 @@ class Conversation:
         def tap(event):
             response = event.get("response")
             if isinstance(response, dict):
-                response["id"] = self.response_id
+                self.name(response)
                 if event.get("type") in ("response.completed", "response.incomplete"):
                     self.keep(response)
             return event
         return stream.tap(tap)
+
+    def name(self, response):
+        """The gateway's id and state fields on a Response object."""
+        response["id"] = self.response_id
+        response["previous_response_id"] = self.previous
+        response["store"] = self.keep_it

@@ -56,6 +56,11 @@ def read_body(limit):
     return data
 
 
+# Endpoints answered whole, never as a stream.
+NOT_STREAMED = {"embeddings": "Embeddings", "images": "Image generation", "moderations": "Moderations",
+                "rerank": "Rerank"}
+
+
 class Call:
     """One call on its way through the steps: what each step learned that a later one needs."""
 
@@ -151,8 +156,8 @@ def validate(call):
     """The body against the endpoint's schema; whether the call streams."""
     validate_body(call.endpoint, call.body)
     call.stream = call.body.get("stream") is True
-    if call.stream and call.endpoint == "embeddings":
-        raise errors.BadRequestError("Embeddings cannot be streamed.", param="stream")
+    if call.stream and call.endpoint in NOT_STREAMED:
+        raise errors.BadRequestError(f"{NOT_STREAMED[call.endpoint]} cannot be streamed here.", param="stream")
 
 
 def open_record(gateway, call):
@@ -356,8 +361,10 @@ def _named_sse(stream, request_id, endpoint):
 
 
 def _responses_error(exc):
-    """The Responses API's stream `error` event."""
-    return {"type": "error", "code": exc.code or exc.type, "message": exc.message, "param": exc.param}
+    """The Responses API's stream `error` event: its documented fields, and the same nested under
+    `error` as the API sends them (the `openai` SDK raises APIError on that one)."""
+    detail = {"type": exc.type, "code": exc.code or exc.type, "message": exc.message, "param": exc.param}
+    return {"type": "error", "code": detail["code"], "message": exc.message, "param": exc.param, "error": detail}
 
 
 # Endpoints whose streams are named events, and their error event.

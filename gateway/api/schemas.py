@@ -211,9 +211,58 @@ class ResponsesRequestSchema(Schema):
     parallel_tool_calls = _StrictBool(allow_none=True)
 
 
+class _Loose(Schema):
+    class Meta:
+        unknown = INCLUDE
+
+
+class ImagesRequestSchema(_Loose):
+    """POST /v1/images/generations."""
+
+    model = fields.String(allow_none=True)
+    prompt = fields.String(required=True, validate=validate.Length(min=1))
+    n = fields.Integer(strict=True, allow_none=True, validate=validate.Range(min=1, max=10))
+    size = fields.String(allow_none=True, validate=validate.Length(max=32))
+    quality = fields.String(allow_none=True, validate=validate.Length(max=32))
+    response_format = fields.String(allow_none=True, validate=validate.OneOf(["url", "b64_json"]))
+    user = fields.String(allow_none=True)
+
+
+class ModerationsRequestSchema(_Loose):
+    """POST /v1/moderations: `input` a string, a list of strings, or a list of text/image parts."""
+
+    model = fields.String(allow_none=True)
+    input = fields.Raw(required=True)
+
+    @validates("input")
+    def _input(self, value, **kwargs):
+        if isinstance(value, str) or (isinstance(value, list) and value and all(
+                isinstance(v, (str, dict)) for v in value)):
+            return
+        raise ValidationError("must be a string or a non-empty list of strings or parts")
+
+
+class RerankRequestSchema(_Loose):
+    """POST /rerank (Cohere's shape, as LiteLLM serves it)."""
+
+    model = fields.String(required=True)
+    query = fields.String(required=True, validate=validate.Length(min=1))
+    documents = fields.List(fields.Raw(), required=True, validate=validate.Length(min=1, max=10_000))
+    top_n = fields.Integer(strict=True, allow_none=True, validate=validate.Range(min=1))
+    return_documents = _StrictBool(allow_none=True)
+
+    @validates("documents")
+    def _documents(self, value, **kwargs):
+        for i, doc in enumerate(value):
+            if not isinstance(doc, str) and not (isinstance(doc, dict) and isinstance(doc.get("text"), str)):
+                raise ValidationError(f"documents[{i}] must be a string or an object with a text")
+
+
 SCHEMAS = {"chat": ChatRequestSchema(), "completions": CompletionRequestSchema(),
            "embeddings": EmbeddingRequestSchema(), "messages": MessagesRequestSchema(),
-           "count_tokens": CountTokensRequestSchema(), "responses": ResponsesRequestSchema()}
+           "count_tokens": CountTokensRequestSchema(), "responses": ResponsesRequestSchema(),
+           "images": ImagesRequestSchema(), "moderations": ModerationsRequestSchema(),
+           "rerank": RerankRequestSchema()}
 
 
 _DECLARED = {endpoint: frozenset(schema.fields) for endpoint, schema in SCHEMAS.items()}

@@ -248,6 +248,8 @@ def deployment_numbers(index, params, info):
         for name in ("input_cost_per_token", "output_cost_per_token", "cache_read_input_token_cost",
                      "cache_creation_input_token_cost"):
             as_number(values.get(name), where + name, minimum=0, unit="USD per token")
+        as_number(values.get("output_cost_per_image"), where + "output_cost_per_image", minimum=0, unit="USD per image")
+        as_number(values.get("input_cost_per_query"), where + "input_cost_per_query", minimum=0, unit="USD per query")
         as_seconds(values.get("health_check_timeout"), where + "health_check_timeout")
         if section == "model_info":
             for name in ("max_input_tokens", "max_output_tokens"):

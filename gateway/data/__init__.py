@@ -51,6 +51,45 @@ def cache_prices(params, facts, input_price):
     return tuple(found)
 
 
+# ---- prices of calls billed per unit (images, rerank queries) ------------------------------------
+
+UNIT_PRICES = ("output_cost_per_image", "input_cost_per_query")
+
+
+def unit_prices(params, facts):
+    """{name: USD} of the per-unit prices a deployment has (litellm_params over model_info and the
+    table): `output_cost_per_image` (every size and quality), `input_cost_per_query` (a rerank
+    search unit), and the table's `image_prices` ({"<quality>/<size>": USD}). Raises ValueError
+    naming a bad value."""
+    found = {}
+    for name in UNIT_PRICES:
+        value = params.get(name, facts.get(name))
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"{name}: must be a number >= 0 (USD)")
+            found[name] = float(value)
+    table = facts.get("image_prices")
+    if isinstance(table, dict) and "output_cost_per_image" not in found:
+        found["image_prices"] = table
+    return found
+
+
+def image_price(prices, quality, size):
+    """USD for one image of this quality and size: the deployment's flat `output_cost_per_image`, else
+    the table's price for "<quality>/<size>"; a quality or size the table does not name (`auto`, or
+    none given) is billed at the dearest the model may produce, never less. None: no price known."""
+    if "output_cost_per_image" in prices:
+        return prices["output_cost_per_image"]
+    table = prices.get("image_prices")
+    if not table:
+        return None
+    exact = table.get(f"{quality}/{size}")
+    if exact is not None:
+        return exact
+    matching = [v for k, v in table.items() if k.split("/")[0] == quality or k.split("/")[1] == size]
+    return max(matching or table.values())
+
+
 # Fields of a request that never reach the model as prompt text (controls, routing, bookkeeping).
 _NOT_PROMPT = frozenset({"model", "user", "metadata", "cache", "fallbacks", "context_window_fallbacks",
                          "logit_bias", "stop", "stream", "stream_options", "num_retries", "timeout",

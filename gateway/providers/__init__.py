@@ -99,13 +99,16 @@ def markdown_table():
         return "via chat"
 
     rows = ["| provider | model strings | chat | /completions | embeddings | /v1/messages | /v1/responses "
-            "| streaming | tools | vision | key env var |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+            "| images | moderations | rerank | streaming | tools | vision | key env var |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for cls in sorted(CLASSES, key=lambda c: c.title.lower()):
         names = ", ".join(f"`{p}/...`" for p in cls.prefixes)
         if cls.bare_models is not None:
             names += f", bare `{cls.bare_models.pattern}`".replace("|", "\\|")
         rows.append(f"| {cls.title} | {names} | yes | {'native' if cls.native_completions else 'via chat'} "
                     f"| {mark(cls.embeddings)} | {messages(cls)} | {'native' if cls.native_responses else 'via chat'} "
+                    f"| {mark('images' in cls.surfaces)} | {mark('moderations' in cls.surfaces)} "
+                    f"| {mark('rerank' in cls.surfaces)} "
                     f"| {mark(cls.streaming)} | {mark(cls.tools)} "
                     f"| {mark(cls.vision)} "
                     f"| {envs(cls)} |")

@@ -9,6 +9,7 @@ from gateway.errors import ConfigError
 
 DEFAULT_API_VERSION = "2024-10-21"
 STREAM_OPTIONS_SINCE = "2024-09-01"
+RESPONSES_SINCE = "2025-03-01-preview"  # the first api-version with the Responses API
 
 
 class AzureProvider(OpenAIProvider):
@@ -21,6 +22,7 @@ class AzureProvider(OpenAIProvider):
     key_env = ("AZURE_API_KEY", "AZURE_AD_TOKEN")  # read by connection() below; listed for the README
     base_env = None
     default_base = None
+    surfaces = frozenset({"images"})  # DALL-E deployments; Azure has no moderations or rerank here
 
     def connection(self, config):
         """api_base is required; `api-key` header, or an Entra ID bearer token."""
@@ -50,7 +52,12 @@ class AzureProvider(OpenAIProvider):
         """`{api_base}/openai/deployments/{deployment}/{path}?api-version=...`."""
         root = f"{self.upstream_base}/openai/deployments/{quote(self.model, safe='')}"
         query = f"?api-version={quote(self.api_version, safe='')}"
-        return {endpoint: root + path + query for endpoint, path in PATHS.items()}
+        urls = {endpoint: root + path + query for endpoint, path in PATHS.items()}
+        # The Responses API is not under the deployment: `{api_base}/openai/responses`, the deployment
+        # named as the body's model, with an api-version that has it.
+        version = self.api_version if self.api_version >= RESPONSES_SINCE else RESPONSES_SINCE
+        urls["responses"] = f"{self.upstream_base}/openai/responses?api-version={quote(version, safe='')}"
+        return urls
 
 
 PROVIDERS = (AzureProvider,)

@@ -25,6 +25,9 @@ from gateway.wire.upstream import HttpIO
 from gateway.wire.upstream import http_call
 
 ENDPOINTS = ("chat", "completions", "embeddings")
+# Endpoints answered by one JSON exchange with the provider's own API of the same name, never streamed
+# or translated: a provider lists those it serves in `surfaces`.
+JSON_ENDPOINTS = ("images", "moderations", "rerank")
 
 # Body keys that steer the gateway itself (LiteLLM's per-request controls) or must never come from a
 # client (where to send the call, with which key); stripped before translation.
@@ -94,6 +97,7 @@ class Provider:
     native_count_tokens = False  # True: /v1/messages/count_tokens asks the upstream (else the gateway estimates)
     native_messages_for = None   # the models of a provider that take Messages natively (README table)
     native_responses = False     # True: OpenAI's /v1/responses passes through (else translated to chat)
+    surfaces = frozenset()       # the JSON_ENDPOINTS this provider serves (images, moderations, rerank)
     embeddings = False
     streaming = True
     tools = False
@@ -164,6 +168,8 @@ class Provider:
         """Whether this deployment can serve the endpoint, streaming or not."""
         if endpoint == "embeddings":
             return self.embeddings and not stream
+        if endpoint in JSON_ENDPOINTS:
+            return endpoint in self.surfaces and not stream
         return not stream or self.streaming
 
     def env_key(self, key, own_upstream=True, names=None):
@@ -175,7 +181,12 @@ class Provider:
         return key
 
     def prepare_body(self, endpoint, body):
-        """Apply deployment defaults, drop gateway controls and set the upstream model name."""
+        """Apply deployment defaults, drop gateway controls and set the upstream model name (a JSON
+        endpoint's body takes no chat defaults)."""
+        if endpoint in JSON_ENDPOINTS:
+            out = PreparedBody((k, v) for k, v in body.items() if k not in CONTROL_KEYS)
+            out["model"] = self.model
+            return out
         defaults = self.embedding_defaults if endpoint == "embeddings" else self.defaults
         out = PreparedBody(defaults)
         for key, value in body.items():

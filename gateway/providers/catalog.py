@@ -22,14 +22,15 @@ class Entry:
     key_envs: tuple = ()
     embeddings: bool = False
     aliases: tuple = ()
+    rerank: bool = False  # serves /rerank (Jina's / Cohere's shape)
 
 
 CATALOG = (
     Entry("hosted_vllm", "vLLM (OpenAI-compatible server)", None, "HOSTED_VLLM_API_BASE",
-          ("HOSTED_VLLM_API_KEY",), embeddings=True, aliases=("vllm",)),
+          ("HOSTED_VLLM_API_KEY",), embeddings=True, aliases=("vllm",), rerank=True),
     Entry("together_ai", "Together AI", "https://api.together.xyz/v1", "TOGETHER_AI_API_BASE",
           ("TOGETHER_API_KEY", "TOGETHER_AI_API_KEY", "TOGETHERAI_API_KEY", "TOGETHER_AI_TOKEN"),
-          embeddings=True),
+          embeddings=True, rerank=True),
     Entry("groq", "Groq", "https://api.groq.com/openai/v1", "GROQ_API_BASE", ("GROQ_API_KEY",)),
     Entry("mistral", "Mistral AI", "https://api.mistral.ai/v1", "MISTRAL_API_BASE", ("MISTRAL_API_KEY",),
           embeddings=True),
@@ -63,7 +64,7 @@ CATALOG = (
     Entry("xinference", "Xinference", "http://127.0.0.1:9997/v1", "XINFERENCE_API_BASE",
           ("XINFERENCE_API_KEY",), embeddings=True),
     Entry("litellm_proxy", "A LiteLLM proxy or another gateway", None, "LITELLM_PROXY_API_BASE",
-          ("LITELLM_PROXY_API_KEY",), embeddings=True),
+          ("LITELLM_PROXY_API_KEY",), embeddings=True, rerank=True),
 )
 
 
@@ -72,6 +73,7 @@ class CatalogProvider(OpenAIProvider):
 
     bare_models = None
     key_envs = ()
+    native_responses = False  # OpenAI-compatible services answer the Responses API through chat
 
     def connection(self, config):
         """Like OpenAI's, with the entry's key env vars and a clear error when no base is known."""
@@ -87,6 +89,7 @@ def _make(entry):
     attrs = {"name": entry.name, "title": entry.title, "prefixes": (entry.name,) + entry.aliases,
              "default_base": entry.default_base, "base_env": entry.base_env, "key_env": entry.key_envs,
              "embeddings": entry.embeddings, "native_encoding": entry.embeddings,
+             "surfaces": frozenset({"rerank"}) if entry.rerank else frozenset(),
              "__doc__": f"{entry.title}: OpenAI-compatible; `{entry.name}/<model>`."}
     return type(f"{entry.name.title().replace('_', '')}Provider", (CatalogProvider,), attrs)
 

@@ -11,6 +11,7 @@ import re
 import orjson
 
 from gateway import errors
+from gateway.providers import rerank
 from gateway.providers import shapes
 from gateway.providers.base import Provider
 from gateway.providers.base import UpstreamRequest
@@ -22,7 +23,7 @@ DEFAULT_BASE = "https://api.cohere.com"
 KEY_ENVS = ("COHERE_API_KEY", "CO_API_KEY")
 BASE_ENV = "COHERE_API_BASE"
 # LiteLLM configs often name a full endpoint (`.../v1/chat`, `.../v2/chat`, `.../v1/generate`): keep the root.
-_ENDPOINT_SUFFIX = re.compile(r"/v[12](/(chat|generate|embed))?/?$")
+_ENDPOINT_SUFFIX = re.compile(r"/v[12](/(chat|generate|embed|rerank))?/?$")
 
 FINISH = {"COMPLETE": "stop", "STOP_SEQUENCE": "stop", "MAX_TOKENS": "length", "TOOL_CALL": "tool_calls",
           "ERROR_TOXIC": "content_filter", "ERROR_LIMIT": "length", "USER_CANCEL": "stop"}
@@ -50,6 +51,7 @@ class CohereProvider(Provider):
         "presence_penalty", "tools", "tool_choice", "response_format", "dimensions",
     })
     key_env = KEY_ENVS
+    surfaces = frozenset({"rerank"})  # /v2/rerank
 
     def __init__(self, config, upstream_model):
         params = config.params
@@ -64,7 +66,8 @@ class CohereProvider(Provider):
                               f"(or set {' or '.join(KEY_ENVS)})")
         super().__init__(config, upstream_model, secrets=(key,))
         self.api_base = _ENDPOINT_SUFFIX.sub("", (custom_base or env_base or DEFAULT_BASE).rstrip("/"))
-        self.urls = {"chat": self.upstream_base + "/v2/chat", "embeddings": self.upstream_base + "/v2/embed"}
+        self.urls = {"chat": self.upstream_base + "/v2/chat", "embeddings": self.upstream_base + "/v2/embed",
+                     "rerank": self.upstream_base + "/v2/rerank"}
         headers = {"Content-Type": "application/json", "Accept": "application/json",
                    "Authorization": f"Bearer {key}"}
         headers.update(params.get("headers") or {})
@@ -78,6 +81,8 @@ class CohereProvider(Provider):
         """An OpenAI chat or embeddings body as a Cohere v2 request."""
         if endpoint == "embeddings":
             return UpstreamRequest("POST", self.urls["embeddings"], self.headers, dumps(embed_body(body)))
+        if endpoint == "rerank":
+            return UpstreamRequest("POST", self.urls["rerank"], self.headers, dumps(rerank.cohere_body(body)))
         if endpoint != "chat":
             raise errors.BadRequestError("Cohere answers /completions through chat.", code="unsupported_endpoint")
         return UpstreamRequest("POST", self.urls["chat"], self.stream_headers if stream else self.headers,
@@ -86,7 +91,9 @@ class CohereProvider(Provider):
     # ---- answers --------------------------------------------------------------------------------
 
     def parse_response(self, endpoint, data, body):
-        """A Cohere chat or embed answer in OpenAI's shape."""
+        """A Cohere chat or embed answer in OpenAI's shape (a rerank answer in Cohere's own)."""
+        if endpoint == "rerank":
+            return rerank.from_cohere(data, body)
         if endpoint == "embeddings":
             vectors = (data.get("embeddings") or {}).get("float")
             if not isinstance(vectors, list):

@@ -8,6 +8,9 @@ from gateway.providers.shapes import encode_embedding
 
 EMBEDDING_DIMENSIONS = 16
 GREETING = "Hello from the gateway's demo model. You said:"
+# A 1x1 transparent PNG: the demo's every image.
+PIXEL_PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
+MODERATION_CATEGORIES = ("harassment", "hate", "self-harm", "sexual", "violence")
 
 
 def _text_of(content):
@@ -46,6 +49,7 @@ class DemoProvider(Provider):
     native_usage_chunk = True
     native_encoding = True
     local = True
+    surfaces = frozenset({"images", "moderations", "rerank"})
 
     def execute(self, ctx, endpoint, body, stream):
         """Answer in-process."""
@@ -75,6 +79,8 @@ class DemoProvider(Provider):
         """The whole answer at once, in OpenAI's shape."""
         if endpoint == "embeddings":
             return self._embed(body)
+        if endpoint in self.surfaces:
+            return getattr(self, "_" + endpoint)(body)
         words, finish, prompt_tokens = self._reply(endpoint, body)
         text = " ".join(words)
         n = body.get("n") if isinstance(body.get("n"), int) and body.get("n") > 0 else 1
@@ -116,6 +122,35 @@ class DemoProvider(Provider):
             yield {**base, "choices": [], "usage": {"prompt_tokens": prompt_tokens,
                                                    "completion_tokens": len(words),
                                                    "total_tokens": prompt_tokens + len(words)}}
+
+    def _images(self, body):
+        """`n` one-pixel images (base64; a URL can only be a data URL, as nothing is stored)."""
+        n = body.get("n") if isinstance(body.get("n"), int) and body["n"] > 0 else 1
+        key = "b64_json" if body.get("response_format") == "b64_json" else "url"
+        value = PIXEL_PNG if key == "b64_json" else "data:image/png;base64," + PIXEL_PNG
+        return {"created": int(time.time()), "data": [{key: value, "revised_prompt": body.get("prompt")}] * n}
+
+    def _moderations(self, body):
+        """Nothing is flagged."""
+        inputs = body.get("input")
+        inputs = [inputs] if isinstance(inputs, str) else list(inputs or ())
+        result = {"flagged": False, "categories": dict.fromkeys(MODERATION_CATEGORIES, False),
+                  "category_scores": dict.fromkeys(MODERATION_CATEGORIES, 0.0)}
+        return {"id": f"modr-demo{int(time.time())}", "model": self.model, "results": [dict(result) for _ in inputs]}
+
+    def _rerank(self, body):
+        """Documents by the share of the query's words they hold (Cohere's answer shape)."""
+        query = set(str(body.get("query") or "").lower().split()) or {""}
+        docs = [d.get("text", "") if isinstance(d, dict) else str(d) for d in body.get("documents") or ()]
+        scores = sorted(((len(query & set(doc.lower().split())) / len(query), i) for i, doc in enumerate(docs)),
+                        key=lambda pair: (-pair[0], pair[1]))
+        top = body.get("top_n") if isinstance(body.get("top_n"), int) else len(docs)
+        results = [{"index": i, "relevance_score": score} for score, i in scores[:top]]
+        if body.get("return_documents"):
+            for row in results:
+                row["document"] = {"text": docs[row["index"]]}
+        return {"id": f"rerank-demo{int(time.time())}", "results": results,
+                "meta": {"billed_units": {"search_units": 1}}}
 
     def _embed(self, body):
         inputs = body.get("input")

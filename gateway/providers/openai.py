@@ -5,6 +5,7 @@ import re
 import orjson
 
 from gateway import errors
+from gateway.providers import rerank
 from gateway.providers.base import PreparedBody
 from gateway.providers.base import Provider
 from gateway.providers.base import UpstreamRequest
@@ -12,7 +13,17 @@ from gateway.providers.base import dumps
 from gateway.providers.base import env_first
 
 OPENAI_API_BASE = "https://api.openai.com/v1"
-PATHS = {"chat": "/chat/completions", "completions": "/completions", "embeddings": "/embeddings"}
+PATHS = {"chat": "/chat/completions", "completions": "/completions", "embeddings": "/embeddings",
+         "responses": "/responses", "images": "/images/generations", "moderations": "/moderations",
+         "rerank": "/rerank"}
+# What OpenAI's /responses takes: anything else (a deployment's chat defaults such as max_tokens) stays out.
+RESPONSES_FIELDS = frozenset({
+    "model", "input", "instructions", "tools", "tool_choice", "temperature", "top_p", "max_output_tokens", "text",
+    "reasoning", "metadata", "parallel_tool_calls", "user", "truncation", "include", "stream", "service_tier",
+    "prompt", "background", "safety_identifier", "prompt_cache_key", "max_tool_calls", "top_logprobs",
+    "stream_options"})
+# Response stream events after which the response is over.
+RESPONSE_ENDS = frozenset({"response.completed", "response.incomplete"})
 DONE = b"[DONE]"
 
 
@@ -33,6 +44,9 @@ class OpenAIProvider(Provider):
     key_env = "OPENAI_API_KEY"
     base_env = "OPENAI_API_BASE"
     default_base = OPENAI_API_BASE
+    native_responses = True  # /v1/responses passes through (a server without it: through chat, router.py)
+    # OpenAI's images and moderations; /rerank for the OpenAI-compatible servers that have it (vLLM, ...)
+    surfaces = frozenset({"images", "moderations", "rerank"})
 
     def __init__(self, config, upstream_model):
         api_base, auth, secrets = self.connection(config)
@@ -71,13 +85,37 @@ class OpenAIProvider(Provider):
             body = self.prepare_body(endpoint, body)
         return UpstreamRequest("POST", self.urls[endpoint], self.headers, dumps(body))
 
+    def prepare_body(self, endpoint, body):
+        """The base's; a Responses body keeps only what /responses takes, without the conversation
+        state the gateway keeps itself (no previous_response_id, store false, its own item ids and
+        earlier reasoning items left out: the whole conversation is in `input`)."""
+        out = super().prepare_body(endpoint, body)
+        if endpoint != "responses":
+            return out
+        prepared = PreparedBody((k, v) for k, v in out.items() if k in RESPONSES_FIELDS)
+        prepared["store"] = False
+        prepared.pop("stream_options", None)
+        items = out.get("input")
+        if isinstance(items, list):
+            prepared["input"] = [{k: v for k, v in item.items() if k != "id"} for item in items
+                                 if isinstance(item, dict) and item.get("type") != "reasoning"]
+        return prepared
+
     def parse_response(self, endpoint, data, body):
-        """OpenAI answers are already in shape."""
+        """OpenAI answers are already in shape (a rerank server's in Cohere's: providers/rerank.py)."""
+        if endpoint == "responses" and (not isinstance(data, dict) or data.get("object") != "response"):
+            raise ValueError("not a response")
+        if endpoint == "rerank":
+            return rerank.from_compatible(data, body)
+        if endpoint == "images" and not isinstance(data.get("data"), list):
+            raise ValueError("no images")
         return data
 
     def parse_stream_event(self, endpoint, data, state):
         """Each `data:` line is one chunk; `[DONE]` ends the stream (a finish_reason is enough for
-        servers that never send `[DONE]`)."""
+        servers that never send `[DONE]`). A Responses stream's events pass as they are."""
+        if endpoint == "responses":
+            return self.response_event(orjson.loads(data), state)
         if data == DONE:
             return None
         chunk = orjson.loads(data)
@@ -93,6 +131,20 @@ class OpenAIProvider(Provider):
             raise errors.UpstreamError(f"{str(message)[:500]} (deployment: {self.label})",
                                        code=detail.get("code") if isinstance(detail, dict) else None)
         return [chunk]
+
+    def response_event(self, event, state):
+        """One Responses stream event: passed on; `error` and `response.failed` end the stream as
+        the upstream's failure, response.completed / .incomplete as its end."""
+        kind = event.get("type")
+        if kind == "error" or kind == "response.failed":
+            detail = event if kind == "error" else ((event.get("response") or {}).get("error") or {})
+            if isinstance(detail.get("error"), dict):  # the API nests the fields under `error`
+                detail = detail["error"]
+            raise errors.UpstreamError(self.scrub(f"Upstream error from {self.name}: {detail.get('message')}")
+                                       + f" (deployment: {self.label})", code=detail.get("code"))
+        if kind in RESPONSE_ENDS:
+            state["ended"] = True
+        return [event]
 
 
 PROVIDERS = (OpenAIProvider,)

@@ -45,9 +45,15 @@ class Deployment:
             self.input_price, self.output_price = modeldata.prices(params, self.facts)
             self.cache_read_price, self.cache_creation_price = modeldata.cache_prices(params, self.facts,
                                                                                       self.input_price)
+            self.unit_prices = modeldata.unit_prices(params, self.facts)  # images, rerank queries
         except ValueError as exc:  # the file's prices are checked at load; this guards the table's
             raise errors.ConfigError(f"model_list[{config.index}].litellm_params.{exc}") from None
         self.health_check_timeout = float(params.get("health_check_timeout") or info.get("health_check_timeout") or 10)
+
+    @property
+    def priced(self):
+        """Whether any price is known for the deployment's calls (per token, or per image or query)."""
+        return self.input_price is not None or bool(self.unit_prices)
 
     @property
     def limited(self):

@@ -4,6 +4,7 @@ import json
 import logging
 import random
 import time
+import weakref
 from dataclasses import dataclass
 from dataclasses import field
 from dataclasses import replace
@@ -34,6 +35,7 @@ from gateway.wire.upstream import CallContext
 from gateway.wire.stream import ChunkStream
 from gateway.providers import messages
 from gateway.providers import responses
+from gateway.providers.openai import OPENAI_API_BASE
 
 log = logging.getLogger("gateway.routing.router")
 
@@ -111,6 +113,7 @@ class Router:
         self.cw_fallbacks = routing.context_window_fallbacks
         self.default_fallbacks = list(routing.default_fallbacks)
         self.state = build_state(routing)
+        self._no_responses = weakref.WeakSet()  # OpenAI-compatible deployments found without /responses
         self._install(self._build_groups(settings.deployments))
 
     def _build_groups(self, configs, reuse=None):
@@ -505,8 +508,18 @@ class Router:
             native = provider.native_messages if endpoint == "messages" else provider.native_count_tokens
             if not native or _mocked(provider, body):
                 return self._run_messages(provider, name, endpoint, body, stream, timeout)
-        if endpoint == "responses" and (not provider.native_responses or _mocked(provider, body)):
-            return self._run_responses(provider, name, body, stream, timeout)
+        if endpoint == "responses":
+            if not provider.native_responses or _mocked(provider, body) or provider in self._no_responses:
+                return self._run_responses(provider, name, body, stream, timeout)
+            try:
+                return self._serve(provider, endpoint, body, stream, timeout)
+            except errors.NotFoundError as exc:
+                if provider.api_base == OPENAI_API_BASE or exc.upstream_status != 404:
+                    raise
+                # An OpenAI-compatible server without /responses: through chat, now and from now on.
+                log.info("%s has no /responses: the Responses API goes through chat", provider.label)
+                self._no_responses.add(provider)
+                return self._run_responses(provider, name, body, stream, timeout)
         legacy_functions = False
         if endpoint == "chat":
             legacy_functions = bool(body.get("functions")) and provider.supported_params is not None
@@ -514,13 +527,7 @@ class Router:
             body = adapt.prepare_tools(provider, body, settings)
         if endpoint in ("chat", "completions", "embeddings"):
             body = adapt.check_params(provider, endpoint, body, settings.drop_params)
-        limit = timeout or provider.timeout or self.timeout
-        stream_timeout = provider.config.params.get("stream_timeout") or self.stream_timeout
-        if stream and stream_timeout:
-            # between chunks; never longer than what is left of the call's own timeout
-            limit = min(float(stream_timeout), timeout) if timeout else float(stream_timeout)
-        ctx = CallContext(self.transport, limit, settings.drop_params)
-        answer = provider.serve(ctx, endpoint, body, stream)
+        answer = self._serve(provider, endpoint, body, stream, timeout)
         if stream:
             return answer.map(adapt.tool_chunk_to_function_call) if legacy_functions else answer
         if endpoint == "embeddings" and not provider.native_encoding and body.get("encoding_format"):
@@ -529,6 +536,16 @@ class Router:
         if legacy_functions:
             answer = adapt.tools_to_function_call(answer)
         return answer
+
+    def _serve(self, provider, endpoint, body, stream, timeout):
+        """The provider's serve() with the call's timeouts."""
+        limit = timeout or provider.timeout or self.timeout
+        stream_timeout = provider.config.params.get("stream_timeout") or self.stream_timeout
+        if stream and stream_timeout:
+            # between chunks; never longer than what is left of the call's own timeout
+            limit = min(float(stream_timeout), timeout) if timeout else float(stream_timeout)
+        ctx = CallContext(self.transport, limit, self.settings.drop_params)
+        return provider.serve(ctx, endpoint, body, stream)
 
     def _run_messages(self, provider, name, endpoint, body, stream, timeout):
         """Anthropic's Messages API on a deployment without it (or a mock answer): through chat, its

@@ -31,6 +31,9 @@ from gateway.data import prompt_token_bound
 from gateway.providers.base import AddedUsageOption  # noqa: F401  (named here too)
 from gateway.providers.messages import openai_usage
 from gateway.providers.responses import chat_usage
+from gateway.providers.base import JSON_ENDPOINTS
+from gateway.providers.rerank import billed_units
+from gateway.data import image_price
 
 log = logging.getLogger("gateway.spend.meter")
 
@@ -65,6 +68,10 @@ def _is_count(value):
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
+def _count(value):
+    return value if _is_count(value) else 0
+
+
 def _mocked(body, deployment):
     """Whether the call was answered by `mock_response` (the body's or the deployment's): $0."""
     if body.get("mock_response") is not None:
@@ -72,14 +79,42 @@ def _mocked(body, deployment):
     return deployment is not None and getattr(deployment.provider, "mock_response", None) is not None
 
 
+def unit_cost(deployment, endpoint, body, answer=None):
+    """USD of a call billed per unit, or None when it is billed by tokens: images (per image, by
+    quality and size: `answer`'s count, or the `n` asked for a hold), moderations (free), rerank (per
+    search unit with `input_cost_per_query`; by tokens otherwise). A hold (no answer) counts the
+    most the call can produce."""
+    if endpoint == "moderations":
+        return 0.0
+    prices = deployment.unit_prices if deployment is not None else {}
+    if endpoint == "images":
+        price = image_price(prices, body.get("quality") or "standard", body.get("size") or "1024x1024")
+        if answer is not None:
+            count = len(answer.get("data") or ())
+        else:
+            count = body.get("n") if isinstance(body.get("n"), int) and body["n"] > 0 else 1
+        return (price or 0.0) * count
+    if endpoint == "rerank" and "input_cost_per_query" in prices:
+        if answer is not None:
+            units = billed_units(answer)[0] or 1
+        else:  # Cohere bills a search unit per 100 documents
+            units = max(1, -(-len(body.get("documents") or ()) // 100))
+        return units * prices["input_cost_per_query"]
+    return None
+
+
 def worst_case_cost(deployments, endpoint, body):
     """The most a call can cost on any of the deployments it may reach."""
     prompt = prompt_token_bound(body)
     worst = 0.0
     for deployment in deployments:
+        per_unit = unit_cost(deployment, endpoint, body)
+        if per_unit is not None:
+            worst = max(worst, per_unit)
+            continue
         if deployment.input_price is None:
             continue
-        out = 0 if endpoint == "embeddings" else completion_bound(deployment, body, prompt)
+        out = 0 if endpoint in ("embeddings", "rerank") else completion_bound(deployment, body, prompt)
         # every prompt token at the dearest of its prices (a cache write costs more than a plain read)
         priciest = max(deployment.input_price, deployment.cache_read_price, deployment.cache_creation_price)
         worst = max(worst, prompt * priciest + out * deployment.output_price)
@@ -200,8 +235,31 @@ class Meter:
         self.cost = 0.0 if free else usage_cost(deployment, self.prompt_tokens, self.completion_tokens, read, created)
         return self.cost
 
+    def bill_units(self, outcome, answer):
+        """Price an answer billed per unit (images, moderations, rerank by search units): its tokens
+        as the upstream reported them, if any; None when the call is billed by tokens after all."""
+        deployment = outcome.deployment if outcome is not None else None
+        cost = unit_cost(deployment, self.endpoint, self.body, answer)
+        if cost is None:
+            return None
+        self.outcome, self._billed = outcome, True
+        usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else {}
+        tokens = billed_units(answer)[1] if self.endpoint == "rerank" else 0
+        self.prompt_tokens = tokens or _count(usage.get("input_tokens") or usage.get("prompt_tokens"))
+        self.completion_tokens = _count(usage.get("output_tokens") or usage.get("completion_tokens"))
+        self.cost = 0.0 if self.cache_hit or _mocked(self.body, deployment) else cost
+        return self.cost
+
     def bill_answer(self, outcome, answer):
         """Price a whole (non-stream) answer."""
+        if self.endpoint in JSON_ENDPOINTS:
+            cost = self.bill_units(outcome, answer)
+            if cost is not None:
+                return cost
+            usage = dict(answer.get("usage") or {})
+            if self.endpoint == "rerank":  # an OpenAI-compatible server's tokens, at the input price
+                usage = {"prompt_tokens": billed_units(answer)[1], "completion_tokens": 0}
+            return self.bill(outcome, usage)
         if self.endpoint == "messages":
             for block in answer.get("content") or ():
                 text = block.get("text") if isinstance(block, dict) else None

@@ -12,6 +12,8 @@ import requests
 from tests.fakes.anthropic_server import ANSWER_PREFIX as ANTHROPIC_PREFIX
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.openai_server import ANSWER_PREFIX
+from tests.fakes.tgi_server import CHAT_PREFIX as TGI_PREFIX
+from tests.fakes.tgi_server import FakeTGI
 from tests.integration.conftest import GatewayProcess
 from tests.integration.conftest import admin_call
 from tests.integration.conftest import free_port
@@ -32,19 +34,35 @@ def fake_anthropic():
         yield server
 
 
+@pytest.fixture(scope="module")
+def fake_tgi():
+    with FakeTGI() as server:
+        yield server
+
+
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def cluster(request, fake_openai, fake_anthropic, tmp_path_factory):
+def cluster(request, fake_openai, fake_anthropic, fake_tgi, tmp_path_factory):
     """Two gateway instances on one database (SQLite file, or a PostgreSQL schema)."""
     import yaml
     folder = tmp_path_factory.mktemp(f"gw-responses-{request.param}")
     models = [
         {"model_name": "gpt", "litellm_params": {"model": "openai/gpt-4o-mini", "api_base": fake_openai.url + "/v1",
                                                  "api_key": fake_openai.api_key}},
+        # an OpenAI-compatible server (no Responses API of its own here): through chat
+        {"model_name": "vllm", "litellm_params": {"model": "hosted_vllm/gpt-4o-mini",
+                                                  "api_base": fake_openai.url + "/v1", "api_key": fake_openai.api_key,
+                                                  "input_cost_per_token": 1.5e-7, "output_cost_per_token": 6e-7}},
+        # `openai/` in front of a server with chat but no /responses (TGI's OpenAI-compatible route)
+        {"model_name": "tgi", "litellm_params": {"model": "openai/tgi", "api_base": fake_tgi.url + "/v1",
+                                                 "api_key": fake_tgi.api_key}},
         {"model_name": "claude", "litellm_params": {"model": "anthropic/claude-3-5-sonnet-20241022",
                                                     "api_base": fake_anthropic.url, "api_key": UPSTREAM_KEY}},
         {"model_name": "stream-error", "litellm_params": {"model": "openai/stream-error",
                                                           "api_base": fake_openai.url + "/v1",
                                                           "api_key": fake_openai.api_key}},
+        {"model_name": "vllm-stream-error", "litellm_params": {"model": "hosted_vllm/stream-error",
+                                                               "api_base": fake_openai.url + "/v1",
+                                                               "api_key": fake_openai.api_key}},
     ]
     path = folder / "config.yaml"
     path.write_text(yaml.safe_dump({"model_list": models, "general_settings": {"master_key": MASTER}}))
@@ -76,9 +94,26 @@ def sdk(gw, key=MASTER):
     return openai.OpenAI(base_url=gw.url + "/v1", api_key=key, max_retries=0, timeout=20)
 
 
-def test_create_retrieve_and_chain_across_instances(cluster, fake_openai):
+def test_openai_gets_the_whole_conversation_and_keeps_no_state(cluster, fake_openai):
     first_gw, second_gw = cluster
     first = sdk(first_gw).responses.create(model="gpt", input="hello there", instructions="be brief")
+    assert first.id.startswith("resp_") and len(first.id) == 53 and first.output_text == ANSWER_PREFIX + "hello there"
+    sent = fake_openai.requests[-1]
+    assert sent["path"] == "/v1/responses" and sent["json"]["store"] is False
+    assert sent["json"]["instructions"] == "be brief" and sent["json"]["model"] == "gpt-4o-mini"
+    second = sdk(second_gw).responses.create(model="gpt", input="and again", previous_response_id=first.id)
+    assert (second.previous_response_id, second.store) == (first.id, True)
+    body = fake_openai.requests[-1]["json"]
+    assert "previous_response_id" not in body and "instructions" not in body
+    assert [item.get("role") or item["type"] for item in body["input"]] == ["user", "assistant", "user"]
+    assert body["input"][1]["content"][0]["text"] == first.output_text
+    assert all("id" not in item for item in body["input"])  # the gateway's ids stay here
+    assert sdk(first_gw).responses.retrieve(second.id).output_text == ANSWER_PREFIX + "and again"
+
+
+def test_create_retrieve_and_chain_across_instances(cluster, fake_openai):
+    first_gw, second_gw = cluster
+    first = sdk(first_gw).responses.create(model="vllm", input="hello there", instructions="be brief")
     assert first.id.startswith("resp_") and len(first.id) >= 48
     assert first.status == "completed" and first.output_text == ANSWER_PREFIX + "hello there"
     assert first.usage.input_tokens > 0 and first.usage.output_tokens == len(first.output_text.split())
@@ -86,7 +121,7 @@ def test_create_retrieve_and_chain_across_instances(cluster, fake_openai):
     assert chat["messages"] == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello there"}]
     # the other instance reads it at once, and continues the conversation from it
     assert sdk(second_gw).responses.retrieve(first.id).output_text == first.output_text
-    second = sdk(second_gw).responses.create(model="gpt", input="and again", previous_response_id=first.id)
+    second = sdk(second_gw).responses.create(model="vllm", input="and again", previous_response_id=first.id)
     assert second.previous_response_id == first.id and second.output_text == ANSWER_PREFIX + "and again"
     sent = fake_openai.requests[-1]["json"]["messages"]
     assert [m["role"] for m in sent] == ["user", "assistant", "user"]  # instructions are not carried over
@@ -95,10 +130,11 @@ def test_create_retrieve_and_chain_across_instances(cluster, fake_openai):
     assert [i.type for i in items.data] == ["message"] and items.data[0].content[0].text == "and again"
 
 
-def test_a_stream_is_the_documented_event_sequence_and_is_stored_before_it_completes(cluster):
+@pytest.mark.parametrize("model", ["gpt", "vllm"])
+def test_a_stream_is_the_documented_event_sequence_and_is_stored_before_it_completes(cluster, model):
     first_gw, second_gw = cluster
     kinds, completed = [], None
-    with sdk(first_gw).responses.stream(model="gpt", input="stream this") as stream:
+    with sdk(first_gw).responses.stream(model=model, input="stream this") as stream:
         for event in stream:
             kinds.append(event.type)
             if event.type == "response.completed":
@@ -108,19 +144,35 @@ def test_a_stream_is_the_documented_event_sequence_and_is_stored_before_it_compl
     assert kinds[:2] == ["response.created", "response.in_progress"]
     assert kinds[-1] == "response.completed" and "response.output_text.delta" in kinds
     assert completed.output_text == ANSWER_PREFIX + "stream this" and completed.usage.output_tokens > 0
+    assert completed.id.startswith("resp_") and len(completed.id) == 53
 
 
-def test_function_calls_round_trip(cluster, fake_openai):
+@pytest.mark.parametrize("model", ["gpt", "vllm"])
+def test_function_calls_round_trip(cluster, fake_openai, model):
     gw = cluster[0]
-    first = sdk(gw).responses.create(model="gpt", input="weather in Paris?", tools=TOOLS)
+    first = sdk(gw).responses.create(model=model, input="weather in Paris?", tools=TOOLS)
     call = next(item for item in first.output if item.type == "function_call")
     assert call.name == "get_weather" and json.loads(call.arguments)
-    second = sdk(gw).responses.create(model="gpt", previous_response_id=first.id, tools=TOOLS, input=[
+    second = sdk(gw).responses.create(model=model, previous_response_id=first.id, tools=TOOLS, input=[
         {"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}])
     assert second.status == "completed"
-    sent = fake_openai.requests[-1]["json"]["messages"]
-    assert sent[-2]["tool_calls"][0]["id"] == call.call_id
-    assert sent[-1] == {"role": "tool", "tool_call_id": call.call_id, "content": "sunny"}
+    if model == "gpt":  # Responses items as they were
+        sent = fake_openai.requests[-1]["json"]["input"]
+        assert sent[-2]["type"] == "function_call" and sent[-2]["call_id"] == call.call_id
+        assert sent[-1] == {"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}
+    else:
+        sent = fake_openai.requests[-1]["json"]["messages"]
+        assert sent[-2]["tool_calls"][0]["id"] == call.call_id
+        assert sent[-1] == {"role": "tool", "tool_call_id": call.call_id, "content": "sunny"}
+
+
+def test_an_openai_compatible_server_without_responses_answers_through_chat(cluster, fake_tgi):
+    fake_tgi.reset()
+    for gw in cluster:
+        for _ in range(2):  # the first call finds /responses missing; the next goes straight to chat
+            assert sdk(gw).responses.create(model="tgi", input="hi tgi").output_text == TGI_PREFIX + "hi tgi"
+    paths = [r["path"] for r in fake_tgi.requests]
+    assert paths.count("/v1/chat/completions") == 4 and 1 <= paths.count("/v1/responses") <= 4
 
 
 def test_another_provider_answers_through_chat(cluster):
@@ -156,16 +208,19 @@ def test_store_false_keeps_nothing(cluster):
         sdk(gw).responses.retrieve(made.id)
 
 
-def test_a_stream_error_reaches_the_sdk_as_the_error_event(cluster):
-    stream = sdk(cluster[0]).responses.create(model="stream-error", input="x", stream=True)
-    events = list(stream)
-    assert events[-1].type == "error" and "upstream" in events[-1].message.lower()
-    assert "response.completed" not in [e.type for e in events]
+@pytest.mark.parametrize("model", ["stream-error", "vllm-stream-error"])
+def test_a_stream_error_is_raised_by_the_sdk(cluster, model):
+    seen = []
+    with pytest.raises(openai.APIError) as caught:
+        for event in sdk(cluster[0]).responses.create(model=model, input="x", stream=True):
+            seen.append(event.type)
+    assert "upstream" in str(caught.value).lower() and "response.created" in seen
+    assert "response.completed" not in seen
 
 
 def test_spend_rows_carry_the_responses_usage(cluster):
     gw = cluster[0]
-    resp = requests.post(gw.url + "/v1/responses", json={"model": "gpt", "input": "bill me"}, timeout=20,
+    resp = requests.post(gw.url + "/v1/responses", json={"model": "vllm", "input": "bill me"}, timeout=20,
                          headers={"Authorization": f"Bearer {MASTER}"})
     usage = resp.json()["usage"]
     deadline = time.monotonic() + 10

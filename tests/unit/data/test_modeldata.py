@@ -4,6 +4,8 @@ every provider that bills by the token."""
 import json
 from importlib import resources
 
+import re
+
 import pytest
 
 from gateway import data as modeldata
@@ -11,7 +13,8 @@ from gateway.providers import CLASSES
 from gateway.spend.meter import prompt_token_bound
 
 FIELDS = {"max_input_tokens", "max_output_tokens", "input_cost_per_token", "output_cost_per_token",
-          "cache_read_input_token_cost", "cache_creation_input_token_cost"}
+          "cache_read_input_token_cost", "cache_creation_input_token_cost", "image_prices", "input_cost_per_query"}
+IMAGE_KEY = re.compile(r"(standard|hd|low|medium|high)/\d+x\d+")
 COSTS = ("input_cost_per_token", "output_cost_per_token")
 
 
@@ -32,6 +35,9 @@ def test_every_entry_has_known_fields_with_non_negative_numbers():
     for name, entry in table.items():
         assert entry and set(entry) <= FIELDS, (name, set(entry) - FIELDS)
         for field, value in entry.items():
+            if field == "image_prices":  # USD per image by "<quality>/<size>"
+                assert value and all(IMAGE_KEY.fullmatch(k) and v > 0 for k, v in value.items()), name
+                continue
             assert isinstance(value, (int, float)) and not isinstance(value, bool), (name, field)
             assert value >= 0, (name, field)
         for field in ("max_input_tokens", "max_output_tokens"):

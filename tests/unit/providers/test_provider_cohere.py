@@ -108,7 +108,8 @@ def test_missing_key_names_the_config_entry():
                                       "https://api.cohere.ai/v1/generate", "https://api.cohere.ai/"])
 def test_api_base_written_as_a_full_endpoint_keeps_the_root(api_base):
     provider = make(api_base=api_base)
-    assert provider.urls == {"chat": "https://api.cohere.ai/v2/chat", "embeddings": "https://api.cohere.ai/v2/embed"}
+    assert provider.urls == {"chat": "https://api.cohere.ai/v2/chat", "embeddings": "https://api.cohere.ai/v2/embed",
+                             "rerank": "https://api.cohere.ai/v2/rerank"}
 
 
 def test_stream_request_asks_for_sse():

@@ -142,3 +142,55 @@ def test_a_translated_stream_is_the_responses_event_sequence():
     assert json.loads(final["output"][1]["arguments"]) == {"a": 1} and final["output"][1]["call_id"] == "call_1"
     assert final["usage"]["total_tokens"] == 7 and final["status"] == "completed"
     assert events[8]["item"]["status"] == "completed" and events[6]["text"] == "Hello"
+
+
+# ---- passed through to OpenAI and Azure ----------------------------------------------------------
+
+def _deployment(model, **params):
+    from gateway import providers
+    from gateway.config.settings import DeploymentConfig
+    return providers.build(DeploymentConfig(model_name="m", params={"model": model, "api_key": "sk-x", **params},
+                                            model_info={}, index=0))
+
+
+def test_openai_gets_the_conversation_without_the_gateways_state():
+    provider = _deployment("openai/gpt-4o", max_tokens=100, temperature=0.1)
+    body = {"model": "m", "input": [{"type": "message", "id": "msg_ours", "role": "user", "content": []},
+                                    {"type": "reasoning", "id": "rs_1", "summary": []},
+                                    {"type": "function_call", "id": "fc_ours", "call_id": "c", "name": "w",
+                                     "arguments": "{}"}],
+            "previous_response_id": "resp_prev", "store": True, "max_output_tokens": 9, "fallbacks": ["x"]}
+    prepared = provider.prepare_body("responses", body)
+    assert prepared == {"model": "gpt-4o", "temperature": 0.1, "max_output_tokens": 9, "store": False, "input": [
+        {"type": "message", "role": "user", "content": []},
+        {"type": "function_call", "call_id": "c", "name": "w", "arguments": "{}"}]}
+    assert provider.build_request("responses", prepared, False).url == "https://api.openai.com/v1/responses"
+
+
+def test_azure_responses_url_is_outside_the_deployment_with_an_api_version_that_has_it():
+    old = _deployment("azure/my-dep", api_base="https://x.openai.azure.com", api_version="2024-02-01")
+    assert old.urls["responses"] == "https://x.openai.azure.com/openai/responses?api-version=2025-03-01-preview"
+    new = _deployment("azure/my-dep", api_base="https://x.openai.azure.com", api_version="2025-04-01-preview")
+    assert new.urls["responses"].endswith("api-version=2025-04-01-preview")
+    assert new.prepare_body("responses", {"model": "m", "input": "x"})["model"] == "my-dep"
+
+
+def test_response_events_pass_through_and_failures_end_the_stream():
+    provider = _deployment("openai/gpt-4o")
+    state = {}
+    delta = {"type": "response.output_text.delta", "delta": "hi", "sequence_number": 3}
+    assert provider.parse_stream_event("responses", json.dumps(delta).encode(), state) == [delta]
+    assert not provider.stream_ended(state)
+    provider.parse_stream_event("responses", b'{"type": "response.completed", "response": {}}', state)
+    assert provider.stream_ended(state)
+    for failure in ({"type": "error", "code": "server_error", "message": "boom"},
+                    {"type": "response.failed", "response": {"error": {"code": "server_error", "message": "boom"}}}):
+        with pytest.raises(errors.UpstreamError, match="boom"):
+            provider.parse_stream_event("responses", json.dumps(failure).encode(), {})
+
+
+def test_openai_compatible_services_and_other_providers_answer_through_chat():
+    assert _deployment("openai/gpt-4o").native_responses
+    assert _deployment("azure/d", api_base="https://x.openai.azure.com").native_responses
+    assert not _deployment("groq/llama3-8b").native_responses
+    assert not _deployment("anthropic/claude-3-5-sonnet-20241022").native_responses
