@@ -101,10 +101,6 @@ class Database:
     @contextlib.contextmanager
     def session(self):
         """A session committed on success, rolled back on error."""
-        from sqlalchemy.exc import DBAPIError
-        from sqlalchemy.exc import OperationalError
-
-        from gateway import errors
         session = self.Session()
         try:
             yield session
@@ -114,15 +110,31 @@ class Database:
                 session.rollback()
             except Exception:  # noqa: BLE001  (the connection is gone; the first error is the one to tell)
                 log.debug("rollback failed", exc_info=True)
-            # The database went away mid-request: a 503 the client can retry, never a 500.
-            if isinstance(exc, OperationalError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated):
-                log.error("database unavailable: %s", type(exc.orig).__name__ if exc.orig else type(exc).__name__)
-                raise errors.ServiceUnavailableError("The key store is unavailable; retry shortly.",
-                                                     code="key_store_unavailable",
-                                                     headers={"Retry-After": "2"}) from exc
+            _raise_unavailable(exc)
             raise
         finally:
             session.close()
+
+    @contextlib.contextmanager
+    def read(self):
+        """A Core connection for reads (no transaction to commit), with session()'s 503."""
+        try:
+            with self.engine.connect() as connection:
+                yield connection
+        except BaseException as exc:
+            _raise_unavailable(exc)
+            raise
+
+    @contextlib.contextmanager
+    def begin(self):
+        """A Core connection in a transaction, committed on success (no ORM session: for statements
+        on the path of a call), with the same 503 as session() when the database is gone."""
+        try:
+            with self.engine.begin() as connection:
+                yield connection
+        except BaseException as exc:
+            _raise_unavailable(exc)
+            raise
 
     def at_head(self):
         """Whether the schema is at HEAD_REVISION already (one SELECT; False when it is not there)."""
@@ -183,6 +195,18 @@ class Database:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _raise_unavailable(exc):
+    """The database went away mid-request: a 503 the client can retry, never a 500."""
+    from sqlalchemy.exc import DBAPIError
+    from sqlalchemy.exc import OperationalError
+
+    from gateway import errors
+    if isinstance(exc, OperationalError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated):
+        log.error("database unavailable: %s", type(exc.orig).__name__ if exc.orig else type(exc).__name__)
+        raise errors.ServiceUnavailableError("The key store is unavailable; retry shortly.",
+                                             code="key_store_unavailable", headers={"Retry-After": "2"}) from exc
 
 
 def _cooperative_psycopg():

@@ -11,6 +11,7 @@ from sqlalchemy import Float
 from sqlalchemy import Index
 from sqlalchemy import Integer
 from sqlalchemy import String
+from sqlalchemy import Text
 from sqlalchemy import UniqueConstraint
 from sqlalchemy import func
 from sqlalchemy.orm import DeclarativeBase
@@ -237,7 +238,8 @@ class StoredResponse(Base):
     team_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
     model: Mapped[str | None] = mapped_column(String(255), nullable=True)
     previous_response_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    input_items: Mapped[list] = mapped_column(JSON, default=list)  # this turn's input items
-    context: Mapped[list] = mapped_column(JSON, default=list)  # the conversation through this answer
-    response: Mapped[dict] = mapped_column(JSON, default=dict)  # the Response object
+    # JSON text (written and read with orjson: storage/responses.py)
+    input_items: Mapped[str] = mapped_column(Text)  # this turn's input items
+    context: Mapped[str] = mapped_column(Text)  # the conversation through this answer
+    response: Mapped[str] = mapped_column(Text)  # the Response object
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

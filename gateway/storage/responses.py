@@ -3,6 +3,10 @@ true`, committed before the answer completes, so every worker and instance reads
 row is its owner's only (the key's id, or the key's team; the master key's own rows are its own)."""
 
 import re
+from datetime import datetime
+from datetime import timezone
+
+import orjson
 
 # The ids the gateway gives (providers/responses.py new_id): anything else is not looked up at all.
 RESPONSE_ID = re.compile(r"resp_[0-9a-f]{48}")
@@ -16,50 +20,83 @@ def owner_of(rules):
     return (str(key_id) if key_id is not None else rules.hash), rules.team_id
 
 
+class StoredRow:
+    """One stored response as read back: its conversation and what GET answers."""
+
+    __slots__ = ("id", "key_id", "team_id", "input_items", "context", "response")
+
+    def __init__(self, row):
+        self.id, self.key_id, self.team_id = row[0], row[1], row[2]
+        self.input_items, self.context, self.response = (orjson.loads(v) for v in row[3:6])
+
+
 class ResponseStore:
-    """Rows of gateway_responses through the worker's Store (opened on first use)."""
+    """Rows of gateway_responses through the worker's Store (opened on first use): one INSERT per
+    stored response, one SELECT by primary key per read (Core statements, JSON by orjson: this is on
+    the path of every call with previous_response_id)."""
 
     def __init__(self, store):
         self.store = store
+        self._statements = None
+
+    def statements(self):
+        """(insert, select by id, delete by id), built once: each call only binds its values."""
+        if self._statements is None:
+            from sqlalchemy import bindparam
+            from sqlalchemy import delete
+            from sqlalchemy import insert
+            from sqlalchemy import select
+
+            from gateway.storage.models import StoredResponse  # SQLAlchemy only once a response is used
+            t = StoredResponse.__table__
+            by_id = t.c.id == bindparam("rid")
+            self._statements = (insert(t), select(t.c.id, t.c.key_id, t.c.team_id, t.c.input_items, t.c.context,
+                                                  t.c.response).where(by_id), delete(t).where(by_id))
+        return self._statements
 
     def save(self, response, rules, items, context):
         """Keep a finished Response: its turn's input items and the conversation through it."""
-        from gateway.storage.models import StoredResponse  # SQLAlchemy only once a response is stored
         key_id, team_id = owner_of(rules)
-        row = StoredResponse(id=response["id"], key_id=key_id, team_id=team_id, model=_text(response.get("model")),
-                             previous_response_id=response.get("previous_response_id"), input_items=items,
-                             context=context, response=response)
-        with self.store.get().session() as session:
-            session.merge(row)
+        values = {"id": response["id"], "key_id": key_id, "team_id": team_id, "model": _text(response.get("model")),
+                  "previous_response_id": response.get("previous_response_id"),
+                  "input_items": _dump(items), "context": _dump(context), "response": _dump(response),
+                  "created_at": datetime.now(timezone.utc)}
+        insert = self.statements()[0]
+        with self.store.get().begin() as connection:
+            connection.execute(insert, values)
 
     def load(self, response_id, rules):
         """The stored row of `response_id` if the caller owns it (its key, or its key's team), else None."""
+        row = self._find(response_id)
+        if row is None or not _owns(row, rules):
+            return None
+        return StoredRow(row)
+
+    def _find(self, response_id):
         if not isinstance(response_id, str) or not RESPONSE_ID.fullmatch(response_id):
             return None
-        from gateway.storage.models import StoredResponse
-        with self.store.get().session() as session:
-            row = session.get(StoredResponse, response_id)
-            if row is None or not _owns(row, rules):
-                return None
-            session.expunge(row)
-            return row
+        select = self.statements()[1]
+        with self.store.get().read() as connection:
+            return connection.execute(select, {"rid": response_id}).first()
 
     def delete(self, response_id, rules):
         """Delete the caller's stored response; whether there was one."""
-        if not isinstance(response_id, str) or not RESPONSE_ID.fullmatch(response_id):
+        row = self._find(response_id)
+        if row is None or not _owns(row, rules):
             return False
-        from gateway.storage.models import StoredResponse
-        with self.store.get().session() as session:
-            row = session.get(StoredResponse, response_id)
-            if row is None or not _owns(row, rules):
-                return False
-            session.delete(row)
-            return True
+        with self.store.get().begin() as connection:
+            connection.execute(self.statements()[2], {"rid": response_id})
+        return True
+
+
+def _dump(value):
+    return orjson.dumps(value).decode()
 
 
 def _owns(row, rules):
+    """row: (id, key_id, team_id, ...)."""
     key_id, team_id = owner_of(rules)
-    return row.key_id == key_id or (team_id is not None and row.team_id == team_id)
+    return row[1] == key_id or (team_id is not None and row[2] == team_id)
 
 
 def _text(value):

@@ -4,7 +4,8 @@ Revision ID: 0007_responses
 Revises: 0006_models
 
 gateway_responses keeps each Responses API answer made with `store: true`: the Response object, the
-turn's input items and the whole conversation through it, so `previous_response_id` costs one read.
+turn's input items and the whole conversation through it (JSON text), so `previous_response_id`
+costs one read.
 """
 
 import sqlalchemy as sa
@@ -25,9 +26,9 @@ def upgrade():
         sa.Column("team_id", sa.String(255), nullable=True),
         sa.Column("model", sa.String(255), nullable=True),
         sa.Column("previous_response_id", sa.String(64), nullable=True),
-        sa.Column("input_items", sa.JSON(), nullable=False),
-        sa.Column("context", sa.JSON(), nullable=False),
-        sa.Column("response", sa.JSON(), nullable=False),
+        sa.Column("input_items", sa.Text(), nullable=False),
+        sa.Column("context", sa.Text(), nullable=False),
+        sa.Column("response", sa.Text(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_index("ix_gateway_responses_key_id", "gateway_responses", ["key_id"])
