@@ -12,6 +12,7 @@ import orjson
 from gateway import errors
 from gateway.providers import shapes
 from gateway.providers.base import PreparedBody
+from gateway.providers.messages import openai_usage  # Anthropic usage -> OpenAI usage (cache counts kept)
 from gateway.providers.base import Provider
 from gateway.providers.base import UpstreamRequest
 from gateway.providers.base import dumps
@@ -278,19 +279,6 @@ class AnthropicProvider(Provider):
             status, self.scrub(f"Upstream error from anthropic: {message}"), code=code,
             headers={"Retry-After": retry_after} if retry_after and status == 429 else None,
             request_id=request_id, deployment=self.label)
-
-
-def openai_usage(usage):
-    """Anthropic usage -> OpenAI usage; cache reads and writes count as prompt tokens."""
-    usage = usage or {}
-    created = int(usage.get("cache_creation_input_tokens") or 0)
-    read = int(usage.get("cache_read_input_tokens") or 0)
-    out = shapes.usage(int(usage.get("input_tokens") or 0) + created + read, usage.get("output_tokens"))
-    if created or read:
-        out["prompt_tokens_details"] = {"cached_tokens": read}
-        out["cache_creation_input_tokens"] = created
-        out["cache_read_input_tokens"] = read
-    return out
 
 
 # ---- OpenAI messages -> Anthropic system + alternating turns ------------------------------------

@@ -97,11 +97,21 @@ def to_chat(body, provider, stream=False):
     if isinstance(thinking, dict) and thinking.get("type") == "enabled" and reasons(provider):
         budget = thinking.get("budget_tokens") if isinstance(thinking.get("budget_tokens"), int) else 0
         chat["reasoning_effort"] = "low" if budget < 4096 else "medium" if budget < 16384 else "high"
+    return finish_chat(body, chat, stream)
+
+
+# The gateway's own per-request controls: they travel on to the translated chat call.
+CONTROLS = ("mock_response", "fallbacks", "num_retries", "timeout", "request_timeout")
+
+
+def finish_chat(body, chat, stream):
+    """A translated chat body's last fields: a stream asks for the usage chunk (to bill it exactly),
+    and the gateway's controls travel on."""
     if stream:
         chat["stream"] = True
         chat["stream_options"] = AddedUsageOption(include_usage=True)
-    for name in ("mock_response", "fallbacks", "num_retries", "timeout", "request_timeout"):
-        if name in body:  # the gateway's own controls travel on
+    for name in CONTROLS:
+        if name in body:
             chat[name] = body[name]
     return chat
 

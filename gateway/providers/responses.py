@@ -12,8 +12,8 @@ import time
 
 from gateway import errors
 from gateway.providers import shapes
-from gateway.providers.base import AddedUsageOption
 from gateway.providers.messages import FILE_PROVIDERS
+from gateway.providers.messages import finish_chat
 from gateway.providers.messages import reasons
 
 # What a Response echoes of its request when the request left it out.
@@ -99,13 +99,7 @@ def to_chat(body, provider, stream=False):
     effort = (body.get("reasoning") or {}).get("effort") if isinstance(body.get("reasoning"), dict) else None
     if effort and reasons(provider):
         chat["reasoning_effort"] = effort
-    if stream:
-        chat["stream"] = True
-        chat["stream_options"] = AddedUsageOption(include_usage=True)
-    for name in ("mock_response", "fallbacks", "num_retries", "timeout", "request_timeout"):
-        if name in body:  # the gateway's own controls travel on
-            chat[name] = body[name]
-    return chat
+    return finish_chat(body, chat, stream)
 
 
 def _add_item(messages, item, where, provider):

@@ -115,22 +115,19 @@ class Database:
         finally:
             session.close()
 
-    @contextlib.contextmanager
     def read(self):
         """A Core connection for reads (no transaction to commit), with session()'s 503."""
-        try:
-            with self.engine.connect() as connection:
-                yield connection
-        except BaseException as exc:
-            _raise_unavailable(exc)
-            raise
+        return self._connection(self.engine.connect)
 
-    @contextlib.contextmanager
     def begin(self):
         """A Core connection in a transaction, committed on success (no ORM session: for statements
         on the path of a call), with the same 503 as session() when the database is gone."""
+        return self._connection(self.engine.begin)
+
+    @contextlib.contextmanager
+    def _connection(self, open_):
         try:
-            with self.engine.begin() as connection:
+            with open_() as connection:
                 yield connection
         except BaseException as exc:
             _raise_unavailable(exc)
