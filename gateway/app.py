@@ -154,7 +154,8 @@ def create_app(settings=None):
     from gateway.api import messages
     from gateway.api import responses
     from gateway.api import surfaces
-    for module in (chat, completions, embeddings, messages, responses, surfaces, models, model_info, health, key_routes, spend, reports,
+    from gateway.api import audio
+    for module in (chat, completions, embeddings, messages, responses, surfaces, audio, models, model_info, health, key_routes, spend, reports,
                    metric_routes, users, teams, organizations, customers, model_admin):
         app.register_blueprint(module.bp)
     from gateway.telemetry.metrics import install as install_metrics

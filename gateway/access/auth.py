@@ -45,6 +45,12 @@ ROUTE_POLICY = {
     "surfaces.images_for": "api",
     "surfaces.moderations": "api",
     "surfaces.rerank": "api",
+    "audio.transcriptions": "api",
+    "audio.translations": "api",
+    "audio.speech": "api",
+    "audio.transcriptions_for": "api",
+    "audio.translations_for": "api",
+    "audio.speech_for": "api",
     "models.list_models": "api",
     "models.get_model": "api",
     "model_info.model_info": "api",  # answered for the groups the caller may use

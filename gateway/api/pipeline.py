@@ -28,7 +28,10 @@ from gateway.providers.messages import error_body as anthropic_error
 from gateway.routing.router import Outcome
 from gateway.api.schemas import validate_body
 from gateway.spend.meter import COST_HEADER
+from gateway.providers.audio import TEXT_BODY
+from gateway.providers.base import AUDIO_UPLOADS
 from gateway.providers.base import AddedUsageOption
+from gateway.wire.multipart import parse_form
 from gateway.wire.sse import DONE_EVENT
 from gateway.wire.sse import encode
 
@@ -58,7 +61,7 @@ def read_body(limit):
 
 # Endpoints answered whole, never as a stream.
 NOT_STREAMED = {"embeddings": "Embeddings", "images": "Image generation", "moderations": "Moderations",
-                "rerank": "Rerank"}
+                "rerank": "Rerank", "transcriptions": "Transcription", "translations": "Translation"}
 
 
 class Call:
@@ -104,14 +107,21 @@ def serve(endpoint, path_model=None):
         raise
     answer = route(gateway, call)
     headers = answer_headers(call)
+    if call.endpoint == "speech":
+        return render_bytes(gateway, call, answer, headers)
     if call.stream:
         return render_stream(gateway, call, answer, headers)
     return render_answer(gateway, call, answer, headers)
 
 
 def parse(gateway, endpoint, path_model):
-    """The call: its JSON body (the model named in the path wins) and the caller's key rules."""
-    body = parse_body(read_body(gateway.settings.max_body_bytes))
+    """The call: its JSON body, or an audio upload's form (the model named in the path wins), and the
+    caller's key rules."""
+    limit = gateway.settings.max_body_bytes
+    if endpoint in AUDIO_UPLOADS:
+        body = upload_body(read_body(limit), request.headers.get("Content-Type"), limit)
+    else:
+        body = parse_body(read_body(limit))
     if path_model is not None:
         body["model"] = path_model
     caller = g.get("caller")
@@ -120,6 +130,21 @@ def parse(gateway, endpoint, path_model):
     if endpoint in ("messages", "count_tokens"):
         anthropic_headers(body, request.headers)
     return Call(g.request_id, endpoint, body, caller.rules if caller is not None else None)
+
+
+def upload_body(raw, content_type, limit):
+    """An audio upload's form as a body: its text fields, `file` an Upload, numbers as numbers."""
+    fields, files = parse_form(raw, content_type, limit)
+    if "file" not in files:
+        raise errors.BadRequestError("`file` (the audio) is required.", param="file")
+    body = dict(fields)
+    body["file"] = files["file"]
+    if "temperature" in body:
+        try:
+            body["temperature"] = float(body["temperature"])
+        except (TypeError, ValueError):
+            raise errors.BadRequestError("`temperature` must be a number.", param="temperature") from None
+    return body
 
 
 # Anthropic's request headers a Messages call honours: passed to Anthropic deployments as given.
@@ -155,7 +180,7 @@ def count_tokens():
 def validate(call):
     """The body against the endpoint's schema; whether the call streams."""
     validate_body(call.endpoint, call.body)
-    call.stream = call.body.get("stream") is True
+    call.stream = call.body.get("stream") is True or call.endpoint == "speech"  # speech: audio bytes as they come
     if call.stream and call.endpoint in NOT_STREAMED:
         raise errors.BadRequestError(f"{NOT_STREAMED[call.endpoint]} cannot be streamed here.", param="stream")
 
@@ -280,7 +305,32 @@ def render_answer(gateway, call, answer, headers):
         raise failure
     if call.plan is not None and call.cached is None:
         call.plan.store(answer)
+    text = answer.get(TEXT_BODY) if call.endpoint in AUDIO_UPLOADS else None
+    if text is not None:  # a transcript asked for as text, srt or vtt
+        return tell_when_sent(gateway, Response(text[1], headers=headers, mimetype=text[0]), meter)
     return tell_when_sent(gateway, Response(payload, headers=headers, mimetype="application/json"), meter)
+
+
+def render_bytes(gateway, call, stream, headers):
+    """Speech: the audio's bytes as the upstream sends them, never buffered whole; billed by the
+    characters spoken once the stream ends, however it ends (a client that hangs up closes the
+    upstream connection)."""
+    meter = call.meter
+    stream = meter.watch(call.outcome, stream, True)
+
+    def chunks():
+        try:
+            yield from stream
+        except Exception:  # noqa: BLE001  (headers are out: the log keeps it, the body just ends)
+            log.warning("request %s: speech stream ended early", call.request_id, exc_info=True)
+        finally:
+            stream.close()
+    response = Response(chunks(), headers=headers, mimetype=stream.media_type or "application/octet-stream")
+    response.call_on_close(stream.close)
+    if call.release:
+        response.call_on_close(call.release)
+    response.call_on_close(partial(_close_quietly, meter))
+    return tell_when_sent(gateway, response, meter)
 
 
 def tell_when_sent(gateway, response, meter):

@@ -258,11 +258,44 @@ class RerankRequestSchema(_Loose):
                 raise ValidationError(f"documents[{i}] must be a string or an object with a text")
 
 
+class _Upload(fields.Field):
+    """An uploaded file (gateway/wire/multipart.py Upload)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if hasattr(value, "data") and hasattr(value, "filename"):
+            return value
+        raise ValidationError("must be an uploaded file")
+
+
+class TranscriptionRequestSchema(_Loose):
+    """POST /v1/audio/transcriptions and /translations (multipart/form-data)."""
+
+    model = fields.String(required=True)
+    file = _Upload(required=True)
+    response_format = fields.String(allow_none=True, validate=validate.OneOf(
+        ["json", "text", "srt", "verbose_json", "vtt"]))
+    temperature = fields.Float(allow_none=True, validate=validate.Range(min=0, max=1))
+    language = fields.String(allow_none=True, validate=validate.Length(max=16))
+    prompt = fields.String(allow_none=True)
+
+
+class SpeechRequestSchema(_Loose):
+    """POST /v1/audio/speech."""
+
+    model = fields.String(required=True)
+    input = fields.String(required=True, validate=validate.Length(min=1, max=4096))
+    voice = fields.String(required=True)
+    response_format = fields.String(allow_none=True, validate=validate.OneOf(
+        ["mp3", "opus", "aac", "flac", "wav", "pcm"]))
+    speed = fields.Float(allow_none=True, validate=validate.Range(min=0.25, max=4.0))
+
+
 SCHEMAS = {"chat": ChatRequestSchema(), "completions": CompletionRequestSchema(),
            "embeddings": EmbeddingRequestSchema(), "messages": MessagesRequestSchema(),
            "count_tokens": CountTokensRequestSchema(), "responses": ResponsesRequestSchema(),
            "images": ImagesRequestSchema(), "moderations": ModerationsRequestSchema(),
-           "rerank": RerankRequestSchema()}
+           "rerank": RerankRequestSchema(), "transcriptions": TranscriptionRequestSchema(),
+           "translations": TranscriptionRequestSchema(), "speech": SpeechRequestSchema()}
 
 
 _DECLARED = {endpoint: frozenset(schema.fields) for endpoint, schema in SCHEMAS.items()}

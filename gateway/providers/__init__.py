@@ -91,6 +91,11 @@ def markdown_table():
         names = (value,) if isinstance(value, str) else tuple(value or ())
         return ", ".join(f"`{n}`" for n in names) or "-"
 
+    def audio(cls):
+        kinds = [k for k, names in (("transcribe", ("transcriptions", "translations")), ("speech", ("speech",)))
+                 if all(n in cls.surfaces for n in names)]
+        return ", ".join(kinds) or "-"
+
     def messages(cls):
         if cls.native_messages:
             return "native"
@@ -99,8 +104,8 @@ def markdown_table():
         return "via chat"
 
     rows = ["| provider | model strings | chat | /completions | embeddings | /v1/messages | /v1/responses "
-            "| images | moderations | rerank | streaming | tools | vision | key env var |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            "| images | moderations | rerank | audio | streaming | tools | vision | key env var |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for cls in sorted(CLASSES, key=lambda c: c.title.lower()):
         names = ", ".join(f"`{p}/...`" for p in cls.prefixes)
         if cls.bare_models is not None:
@@ -108,7 +113,7 @@ def markdown_table():
         rows.append(f"| {cls.title} | {names} | yes | {'native' if cls.native_completions else 'via chat'} "
                     f"| {mark(cls.embeddings)} | {messages(cls)} | {'native' if cls.native_responses else 'via chat'} "
                     f"| {mark('images' in cls.surfaces)} | {mark('moderations' in cls.surfaces)} "
-                    f"| {mark('rerank' in cls.surfaces)} "
+                    f"| {mark('rerank' in cls.surfaces)} | {audio(cls)} "
                     f"| {mark(cls.streaming)} | {mark(cls.tools)} "
                     f"| {mark(cls.vision)} "
                     f"| {envs(cls)} |")

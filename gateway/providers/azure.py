@@ -22,7 +22,8 @@ class AzureProvider(OpenAIProvider):
     key_env = ("AZURE_API_KEY", "AZURE_AD_TOKEN")  # read by connection() below; listed for the README
     base_env = None
     default_base = None
-    surfaces = frozenset({"images"})  # DALL-E deployments; Azure has no moderations or rerank here
+    # DALL-E, Whisper and TTS deployments; Azure has no moderations or rerank here
+    surfaces = frozenset({"images", "transcriptions", "translations", "speech"})
 
     def connection(self, config):
         """api_base is required; `api-key` header, or an Entra ID bearer token."""

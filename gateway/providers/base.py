@@ -27,7 +27,9 @@ from gateway.wire.upstream import http_call
 ENDPOINTS = ("chat", "completions", "embeddings")
 # Endpoints answered by one JSON exchange with the provider's own API of the same name, never streamed
 # or translated: a provider lists those it serves in `surfaces`.
-JSON_ENDPOINTS = ("images", "moderations", "rerank")
+JSON_ENDPOINTS = ("images", "moderations", "rerank", "transcriptions", "translations")
+# Audio uploads (multipart/form-data in, JSON or text out) and speech (JSON in, audio bytes streamed out).
+AUDIO_UPLOADS = ("transcriptions", "translations")
 
 # Body keys that steer the gateway itself (LiteLLM's per-request controls) or must never come from a
 # client (where to send the call, with which key); stripped before translation.
@@ -170,6 +172,8 @@ class Provider:
             return self.embeddings and not stream
         if endpoint in JSON_ENDPOINTS:
             return endpoint in self.surfaces and not stream
+        if endpoint == "speech":  # always streamed: the audio's bytes as they come
+            return "speech" in self.surfaces
         return not stream or self.streaming
 
     def env_key(self, key, own_upstream=True, names=None):
@@ -183,7 +187,7 @@ class Provider:
     def prepare_body(self, endpoint, body):
         """Apply deployment defaults, drop gateway controls and set the upstream model name (a JSON
         endpoint's body takes no chat defaults)."""
-        if endpoint in JSON_ENDPOINTS:
+        if endpoint in JSON_ENDPOINTS or endpoint == "speech":
             out = PreparedBody((k, v) for k, v in body.items() if k not in CONTROL_KEYS)
             out["model"] = self.model
             return out

@@ -23,15 +23,16 @@ class Entry:
     embeddings: bool = False
     aliases: tuple = ()
     rerank: bool = False  # serves /rerank (Jina's / Cohere's shape)
+    audio: bool = False  # serves Whisper's /audio/transcriptions and /audio/translations
 
 
 CATALOG = (
     Entry("hosted_vllm", "vLLM (OpenAI-compatible server)", None, "HOSTED_VLLM_API_BASE",
-          ("HOSTED_VLLM_API_KEY",), embeddings=True, aliases=("vllm",), rerank=True),
+          ("HOSTED_VLLM_API_KEY",), embeddings=True, aliases=("vllm",), rerank=True, audio=True),
     Entry("together_ai", "Together AI", "https://api.together.xyz/v1", "TOGETHER_AI_API_BASE",
           ("TOGETHER_API_KEY", "TOGETHER_AI_API_KEY", "TOGETHERAI_API_KEY", "TOGETHER_AI_TOKEN"),
           embeddings=True, rerank=True),
-    Entry("groq", "Groq", "https://api.groq.com/openai/v1", "GROQ_API_BASE", ("GROQ_API_KEY",)),
+    Entry("groq", "Groq", "https://api.groq.com/openai/v1", "GROQ_API_BASE", ("GROQ_API_KEY",), audio=True),
     Entry("mistral", "Mistral AI", "https://api.mistral.ai/v1", "MISTRAL_API_BASE", ("MISTRAL_API_KEY",),
           embeddings=True),
     Entry("codestral", "Mistral Codestral", "https://codestral.mistral.ai/v1", "CODESTRAL_API_BASE",
@@ -89,7 +90,8 @@ def _make(entry):
     attrs = {"name": entry.name, "title": entry.title, "prefixes": (entry.name,) + entry.aliases,
              "default_base": entry.default_base, "base_env": entry.base_env, "key_env": entry.key_envs,
              "embeddings": entry.embeddings, "native_encoding": entry.embeddings,
-             "surfaces": frozenset({"rerank"}) if entry.rerank else frozenset(),
+             "surfaces": frozenset(({"rerank"} if entry.rerank else set())
+                                   | ({"transcriptions", "translations"} if entry.audio else set())),
              "__doc__": f"{entry.title}: OpenAI-compatible; `{entry.name}/<model>`."}
     return type(f"{entry.name.title().replace('_', '')}Provider", (CatalogProvider,), attrs)
 

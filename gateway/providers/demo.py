@@ -49,12 +49,16 @@ class DemoProvider(Provider):
     native_usage_chunk = True
     native_encoding = True
     local = True
-    surfaces = frozenset({"images", "moderations", "rerank"})
+    surfaces = frozenset({"images", "moderations", "rerank", "transcriptions", "translations", "speech"})
 
     def execute(self, ctx, endpoint, body, stream):
         """Answer in-process."""
         if stream:
             from gateway.wire.upstream import ChunkStream
+            if endpoint == "speech":  # a WAV file of silence, 10 ms per character spoken
+                chunks = ChunkStream(self, endpoint, iter(_silence(len(body.get("input") or ""))))
+                chunks.media_type = "audio/wav"
+                return chunks
             return ChunkStream(self, endpoint, self.stream(endpoint, body))
         return self.answer(endpoint, body)
 
@@ -79,6 +83,8 @@ class DemoProvider(Provider):
         """The whole answer at once, in OpenAI's shape."""
         if endpoint == "embeddings":
             return self._embed(body)
+        if endpoint in ("transcriptions", "translations"):
+            return self._transcribe(endpoint, body)
         if endpoint in self.surfaces:
             return getattr(self, "_" + endpoint)(body)
         words, finish, prompt_tokens = self._reply(endpoint, body)
@@ -122,6 +128,15 @@ class DemoProvider(Provider):
             yield {**base, "choices": [], "usage": {"prompt_tokens": prompt_tokens,
                                                    "completion_tokens": len(words),
                                                    "total_tokens": prompt_tokens + len(words)}}
+
+    def _transcribe(self, endpoint, body):
+        """The audio's length, said in words (a WAV file's, from its header)."""
+        from gateway.providers.audio import bound_seconds
+        seconds = bound_seconds(body.get("file"))
+        from gateway.providers.audio import from_upstream
+        verb = "transcript" if endpoint == "transcriptions" else "translation"
+        return from_upstream({"text": f"Demo {verb} of {seconds} seconds of audio.", "duration": float(seconds),
+                              "usage": {"type": "duration", "seconds": seconds}}, body)
 
     def _images(self, body):
         """`n` one-pixel images (base64; a URL can only be a data URL, as nothing is stored)."""
@@ -167,6 +182,18 @@ class DemoProvider(Provider):
                          "embedding": encode_embedding(embedding_vector(text, dims), fmt)})
         return {"object": "list", "data": data, "model": self.model,
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
+
+def _silence(characters):
+    """A 16 kHz 16-bit mono WAV of silence, in 8 KiB chunks."""
+    import struct
+    data_size = 320 * max(1, characters)
+    header = (b"RIFF" + struct.pack("<I", 36 + data_size) + b"WAVEfmt " + struct.pack("<IHHIIHH", 16, 1, 1, 16000,
+                                                                                      32000, 2, 16)
+              + b"data" + struct.pack("<I", data_size))
+    yield header
+    for left in range(data_size, 0, -8192):
+        yield bytes(min(8192, left))
 
 
 PROVIDERS = (DemoProvider,)

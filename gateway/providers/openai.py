@@ -5,7 +5,9 @@ import re
 import orjson
 
 from gateway import errors
+from gateway.providers import audio
 from gateway.providers import rerank
+from gateway.providers.base import AUDIO_UPLOADS
 from gateway.providers.base import PreparedBody
 from gateway.providers.base import Provider
 from gateway.providers.base import UpstreamRequest
@@ -15,7 +17,8 @@ from gateway.providers.base import env_first
 OPENAI_API_BASE = "https://api.openai.com/v1"
 PATHS = {"chat": "/chat/completions", "completions": "/completions", "embeddings": "/embeddings",
          "responses": "/responses", "images": "/images/generations", "moderations": "/moderations",
-         "rerank": "/rerank"}
+         "rerank": "/rerank", "transcriptions": "/audio/transcriptions", "translations": "/audio/translations",
+         "speech": "/audio/speech"}
 # What OpenAI's /responses takes: anything else (a deployment's chat defaults such as max_tokens) stays out.
 RESPONSES_FIELDS = frozenset({
     "model", "input", "instructions", "tools", "tool_choice", "temperature", "top_p", "max_output_tokens", "text",
@@ -46,7 +49,7 @@ class OpenAIProvider(Provider):
     default_base = OPENAI_API_BASE
     native_responses = True  # /v1/responses passes through (a server without it: through chat, router.py)
     # OpenAI's images and moderations; /rerank for the OpenAI-compatible servers that have it (vLLM, ...)
-    surfaces = frozenset({"images", "moderations", "rerank"})
+    surfaces = frozenset({"images", "moderations", "rerank", "transcriptions", "translations", "speech"})
 
     def __init__(self, config, upstream_model):
         api_base, auth, secrets = self.connection(config)
@@ -83,6 +86,12 @@ class OpenAIProvider(Provider):
         body that was not prepared (a direct caller's) is prepared here first."""
         if type(body) is not PreparedBody:
             body = self.prepare_body(endpoint, body)
+        if endpoint in AUDIO_UPLOADS:
+            content_type, payload = audio.upload_request(body)
+            return UpstreamRequest("POST", self.urls[endpoint], {**self.headers, "Content-Type": content_type,
+                                                                 "Accept": "application/json"}, payload)
+        if endpoint == "speech":
+            return UpstreamRequest("POST", self.urls[endpoint], {**self.headers, "Accept": "*/*"}, dumps(body))
         return UpstreamRequest("POST", self.urls[endpoint], self.headers, dumps(body))
 
     def prepare_body(self, endpoint, body):
@@ -107,6 +116,8 @@ class OpenAIProvider(Provider):
             raise ValueError("not a response")
         if endpoint == "rerank":
             return rerank.from_compatible(data, body)
+        if endpoint in AUDIO_UPLOADS:
+            return audio.from_upstream(data, body)
         if endpoint == "images" and not isinstance(data.get("data"), list):
             raise ValueError("no images")
         return data

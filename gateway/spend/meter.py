@@ -34,6 +34,8 @@ from gateway.providers.responses import chat_usage
 from gateway.providers.base import JSON_ENDPOINTS
 from gateway.providers.rerank import billed_units
 from gateway.data import image_price
+from gateway.providers.audio import billed_seconds
+from gateway.providers.audio import bound_seconds
 
 log = logging.getLogger("gateway.spend.meter")
 
@@ -94,6 +96,15 @@ def unit_cost(deployment, endpoint, body, answer=None):
         else:
             count = body.get("n") if isinstance(body.get("n"), int) and body["n"] > 0 else 1
         return (price or 0.0) * count
+    if endpoint in ("transcriptions", "translations") and "input_cost_per_second" in prices:
+        if answer is not None:
+            seconds, _estimated = billed_seconds(answer, body.get("file"))
+        else:
+            seconds = bound_seconds(body.get("file"))
+        return seconds * prices["input_cost_per_second"]
+    if endpoint == "speech" and "input_cost_per_character" in prices:
+        text = body.get("input")
+        return len(text) * prices["input_cost_per_character"] if isinstance(text, str) else 0.0
     if endpoint == "rerank" and "input_cost_per_query" in prices:
         if answer is not None:
             units = billed_units(answer)[0] or 1
@@ -348,14 +359,26 @@ class Meter:
                 chunk.pop("usage", None)
             return chunk
 
+        def count_bytes(chunk):  # speech: audio bytes, billed by the characters spoken
+            if self.first_chunk is None:
+                self.first_chunk = time.time()
+            return chunk
+
         def ended(error):
             if error is None:
                 self.status = "success"
             else:
                 self.status, self.error = "error", error
-            self.bill(outcome, usage)
-        counter = {"messages": count_event, "responses": count_response_event}.get(self.endpoint, count)
+            self.bill_end(outcome, usage)
+        counter = {"messages": count_event, "responses": count_response_event,
+                   "speech": count_bytes}.get(self.endpoint, count)
         return stream.tap(counter).at_end(ended)
+
+    def bill_end(self, outcome, usage):
+        """Bill a stream that ended (or was closed): by its unit (speech), else by its usage."""
+        if self.endpoint == "speech" and self.bill_units(outcome, {}) is not None:
+            return
+        self.bill(outcome, usage)
 
     def fail(self, error=None, outcome=None):
         """The call failed before any answer: nothing is billed, the hold is released."""
@@ -373,7 +396,7 @@ class Meter:
         if not self._billed and self.status != "error":
             if self.stream:  # closed before its first chunk reached the client
                 self.status = "client_disconnected"
-            self.bill(self.outcome, self.usage)
+            self.bill_end(self.outcome, self.usage)
         self.tracker.finish(self)
 
     def settle(self, outcome, answer, failure=None):

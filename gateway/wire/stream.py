@@ -23,13 +23,14 @@ class ChunkStream:
       finished, else cut), then the ones added later (the router's, ...).
     """
 
-    __slots__ = ("provider", "endpoint", "finished", "_chunks", "_resp", "_taps", "_ends", "_closers",
+    __slots__ = ("provider", "endpoint", "finished", "media_type", "_chunks", "_resp", "_taps", "_ends", "_closers",
                  "_first", "_primed")
 
     def __init__(self, provider, endpoint, chunks, resp=None, on_close=None):
         self.provider = provider
         self.endpoint = endpoint
         self.finished = False  # the upstream's chunks ran to their end
+        self.media_type = None  # a stream of bytes (speech): the upstream's Content-Type
         self._chunks = chunks
         self._resp = resp
         self._taps = []

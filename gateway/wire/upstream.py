@@ -164,6 +164,18 @@ def _events_of(raw):
         yield event.data
 
 
+def raw_chunks(provider, resp, timeout):
+    """The bytes of a response body as they arrive (speech audio), I/O errors mapped once, here."""
+    try:
+        yield from read_raw(resp)
+    except Urllib3Timeout as exc:
+        raise errors.UpstreamTimeoutError(
+            f"Upstream stream stalled for {timeout:g}s (deployment: {provider.label})") from exc
+    except (Urllib3Error, OSError) as exc:
+        raise errors.UpstreamConnectionError(
+            f"Upstream stream broke (deployment: {provider.label}): {type(exc).__name__}") from exc
+
+
 def http_call(provider, ctx, endpoint, body, stream, req=None):
     """One request-answer exchange for the prepared body: a JSON answer or a framed stream. `req` is
     the request the provider built from `body` (built here when the caller has none)."""
@@ -173,6 +185,10 @@ def http_call(provider, ctx, endpoint, body, stream, req=None):
         resp = ctx.transport.send(provider, req, timeout=ctx.timeout, stream=stream)
     except ErrorAnswer as answer:
         raise provider.map_error(answer.status, answer.raw, answer.headers) from None
+    if stream and endpoint == "speech":  # audio bytes, passed on as they come
+        chunks = ChunkStream(provider, endpoint, raw_chunks(provider, resp, ctx.timeout), resp)
+        chunks.media_type = resp.headers.get("content-type") or "application/octet-stream"
+        return chunks
     if stream:
         if provider.stream_format == "sse" and resp.headers.get("content-type", "").startswith("application/json"):
             try:

@@ -10,9 +10,11 @@ required when CI=true; elsewhere its test is skipped with the reason.
 """
 
 import contextlib
+import io
 import os
 import time
 import uuid
+import wave
 
 import pytest
 import requests
@@ -137,6 +139,32 @@ READS = {e for e in ROUTE_POLICY if e.split(".")[1] in ("info", "list_keys", "li
          or e.startswith("reports.")}
 
 
+class Form:
+    """A multipart/form-data body for a recipe (audio uploads): text fields and (name, bytes, type) files."""
+
+    def __init__(self, fields, files):
+        self.fields, self.files = fields, files
+
+    def flask(self):
+        """The Flask test client's keywords for it."""
+        data = dict(self.fields)
+        data.update({k: (io.BytesIO(v[1]), v[0], v[2]) for k, v in self.files.items()})
+        return {"data": data, "content_type": "multipart/form-data"}
+
+
+def _wav(seconds=1, rate=8000):
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(b"\0\0" * rate * seconds)
+    return buf.getvalue()
+
+
+WAV = _wav()
+
+
 # Routes of one stored Responses API answer: its owner's alone.
 STORED_RESPONSES = {"responses.get_response", "responses.delete_response", "responses.list_input_items"}
 
@@ -250,6 +278,12 @@ def _recipes(client, endpoint):
         "surfaces.images_for": lambda: (None, {"prompt": "a cat"}),
         "surfaces.moderations": lambda: (None, {"model": "demo", "input": "hello"}),
         "surfaces.rerank": lambda: (None, {"model": "demo", "query": "hello", "documents": ["hello", "bye"]}),
+        "audio.transcriptions": lambda: (None, Form({"model": "demo"}, {"file": ("a.wav", WAV, "audio/wav")})),
+        "audio.translations": lambda: (None, Form({"model": "demo"}, {"file": ("a.wav", WAV, "audio/wav")})),
+        "audio.transcriptions_for": lambda: (None, Form({}, {"file": ("a.wav", WAV, "audio/wav")})),
+        "audio.translations_for": lambda: (None, Form({}, {"file": ("a.wav", WAV, "audio/wav")})),
+        "audio.speech": lambda: (None, {"model": "demo", "input": "hello", "voice": "alloy"}),
+        "audio.speech_for": lambda: (None, {"input": "hello", "voice": "alloy"}),
         "embeddings": lambda: (None, {"model": "demo", "input": "hello"}),
         "models": lambda: (None, None),
         "model_info": lambda: (None, None),
@@ -401,6 +435,9 @@ class HttpClient:
         self.session = requests.Session()
 
     def open(self, path, method="GET", query_string=None, json=None, headers=None):
+        if isinstance(json, Form):
+            return self.Answer(self.session.request(method, self.url + path, params=query_string, data=json.fields,
+                                                    files=json.files, headers=headers, timeout=30))
         return self.Answer(self.session.request(method, self.url + path, params=query_string, json=json,
                                                 headers=headers, timeout=30))
 
@@ -508,8 +545,8 @@ def test_without_a_master_key_calls_are_open_and_key_routes_closed(monkeypatch, 
         method = sorted(rule.methods - {"HEAD", "OPTIONS"})[0]
         closed = policy in ("keys", "self", "read", "scoped")
         query, body = _recipes(client, rule.endpoint)[0][:2] if not closed else (None, {})
-        resp = client.open(path.replace("<response_id>", "resp_missing"), method=method, query_string=query,
-                           json=body)
+        sent = body.flask() if isinstance(body, Form) else {"json": body}
+        resp = client.open(path.replace("<response_id>", "resp_missing"), method=method, query_string=query, **sent)
         if rule.endpoint in STORED_RESPONSES:
             assert resp.status_code == 404, rule.rule  # nothing stored: the database is never opened
         elif closed:

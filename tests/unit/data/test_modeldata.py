@@ -13,7 +13,8 @@ from gateway.providers import CLASSES
 from gateway.spend.meter import prompt_token_bound
 
 FIELDS = {"max_input_tokens", "max_output_tokens", "input_cost_per_token", "output_cost_per_token",
-          "cache_read_input_token_cost", "cache_creation_input_token_cost", "image_prices", "input_cost_per_query"}
+          "cache_read_input_token_cost", "cache_creation_input_token_cost", "image_prices", "input_cost_per_query",
+          "input_cost_per_second", "input_cost_per_character"}
 IMAGE_KEY = re.compile(r"(standard|hd|low|medium|high)/\d+x\d+")
 COSTS = ("input_cost_per_token", "output_cost_per_token")
 

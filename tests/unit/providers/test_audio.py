@@ -1,0 +1,83 @@
+"""Audio uploads and speech (gateway/providers/audio.py, the OpenAI provider's requests, the meter):
+text formats made from verbose_json, the seconds billed, WAV lengths, prices per second and character."""
+
+import io
+import wave
+
+import pytest
+
+from gateway import providers
+from gateway.config.settings import DeploymentConfig
+from gateway.providers import audio
+from gateway.routing.balancer import Deployment
+from gateway.routing.router import Outcome
+from gateway.spend import meter as spend
+from gateway.spend.meter import Meter
+from gateway.wire.multipart import Upload
+from gateway.wire.multipart import parse_form
+from tests.unit.spend.test_spend import _Tracker
+
+
+def wav(seconds, rate=16000, channels=1):
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as out:
+        out.setnchannels(channels)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(b"\0\0" * rate * channels * seconds)
+    return buf.getvalue()
+
+
+def make(model, **params):
+    params.setdefault("api_key", "sk-x")
+    return providers.build(DeploymentConfig(model_name="m", params={"model": model, **params}, model_info={}, index=0))
+
+
+def test_wav_seconds_from_the_header_and_none_for_other_files():
+    assert audio.wav_seconds(wav(3)) == 3.0
+    assert audio.wav_seconds(wav(2, rate=8000, channels=2)) == 2.0
+    assert audio.wav_seconds(b"ID3" + bytes(100)) is None
+    assert audio.bound_seconds(Upload("a.mp3", "audio/mpeg", bytes(10_000))) == 20  # 500 bytes a second at least
+
+
+def test_an_upload_goes_upstream_as_multipart_asking_verbose_json_for_text_formats():
+    provider = make("openai/whisper-1")
+    body = {"model": "m", "file": Upload("a.wav", "audio/wav", wav(1)), "response_format": "srt", "language": "en"}
+    req = provider.build_request("transcriptions", provider.prepare_body("transcriptions", body), False)
+    assert req.url == "https://api.openai.com/v1/audio/transcriptions"
+    fields, files = parse_form(req.body, req.headers["Content-Type"], 10**7)
+    assert fields == {"model": "whisper-1", "response_format": "verbose_json", "language": "en"}
+    assert files["file"].data == wav(1) and req.headers["Authorization"] == "Bearer sk-x"
+
+
+@pytest.mark.parametrize("fmt,media,text", [
+    ("text", "text/plain", "hello there\n"),
+    ("srt", "application/x-subrip", "1\n00:00:00,000 --> 00:00:01,500\nhello\n\n2\n00:00:01,500 --> 00:01:02,250\nthere\n"),
+    ("vtt", "text/vtt", "WEBVTT\n\n00:00:00.000 --> 00:00:01.500\nhello\n\n00:00:01.500 --> 00:01:02.250\nthere\n"),
+])
+def test_text_formats_are_made_from_the_segments(fmt, media, text):
+    data = {"text": "hello there", "duration": 62.25, "segments": [
+        {"start": 0, "end": 1.5, "text": " hello"}, {"start": 1.5, "end": 62.25, "text": " there"}]}
+    out = audio.from_upstream(data, {"response_format": fmt})
+    assert out[audio.TEXT_BODY] == (media, text) and out["duration"] == 62.25
+    assert audio.from_upstream(data, {"response_format": "verbose_json"}) is data
+
+
+def test_seconds_billed_from_usage_duration_or_the_upload():
+    upload = Upload("a.wav", "audio/wav", wav(4))
+    assert audio.billed_seconds({"usage": {"type": "duration", "seconds": 7}}, upload) == (7.0, False)
+    assert audio.billed_seconds({"duration": 3.5}, upload) == (3.5, False)
+    assert audio.billed_seconds({"text": "x"}, upload) == (4, True)
+
+
+def test_transcriptions_are_held_and_billed_per_second_and_speech_per_character():
+    whisper = Deployment(make("openai/whisper-1"))
+    body = {"model": "m", "file": Upload("a.wav", "audio/wav", wav(30))}
+    assert spend.worst_case_cost([whisper], "transcriptions", body) == pytest.approx(30 * 0.0001)
+    meter = Meter(_Tracker(), "r", None, "transcriptions", body, False)
+    assert meter.bill_answer(Outcome(group="m", deployment=whisper),
+                             {"text": "x", "usage": {"type": "duration", "seconds": 29}}) == pytest.approx(29 * 0.0001)
+    tts = Deployment(make("openai/tts-1"))
+    said = {"model": "m", "input": "x" * 1000, "voice": "alloy"}
+    assert spend.worst_case_cost([tts], "speech", said) == pytest.approx(1000 * 1.5e-5)
+    assert tts.priced and whisper.priced
