@@ -11,7 +11,10 @@ Routes
             GET /v1/models, /v1/models/{id}.  Auth: ``Authorization: Bearer <api_key>``.
             Responses API: POST /v1/responses; GET /v1/responses/{id};
             DELETE /v1/responses/{id}; GET /v1/responses/{id}/input_items (?order=asc|desc, limit, after).
-    Azure:  POST /openai/deployments/{deployment}/{chat/completions|completions|embeddings}
+            Images, moderations, audio: POST /v1/images/generations, /v1/moderations,
+            /v1/audio/transcriptions, /v1/audio/translations (multipart/form-data), /v1/audio/speech.
+    Azure:  POST /openai/deployments/{deployment}/{chat/completions|completions|embeddings|
+            images/generations|audio/transcriptions|audio/translations|audio/speech}
             with ``?api-version=``.  Auth: ``api-key: <azure_key>`` or any non-empty
             ``Authorization: Bearer`` token (Entra ID).  The deployment name plays
             the role of the model for the triggers below.
@@ -45,6 +48,49 @@ Responses API (``POST .../responses``)
     items (with ids; a string input is one user message) newest first unless ``order=asc``.  An
     unknown or deleted id is a 404 ``Response with id '<id>' not found.``
 
+Images (``POST .../images/generations``, JSON)
+    {model (default dall-e-2; on Azure the deployment name, or the body's model, picks the family, default
+    dall-e-3), prompt (required), n (1-10; dall-e-3 only 1), size, quality, response_format, style, user}.
+    Sizes: dall-e-2 256x256 / 512x512 / 1024x1024; dall-e-3 1024x1024 / 1792x1024 / 1024x1792; gpt-image-*
+    1024x1024 / 1536x1024 / 1024x1536 / auto.  A missing prompt, n out of range, a size or quality the model
+    has not, a prompt over its length (1000 / 4000 / 32000) -> OpenAI's 400 envelope naming the param.
+    DALL-E answer: ``{"created", "data": [{"url": "https://fake-images.example/<hex>.png"}] * n}`` or
+    ``{"b64_json": FAKE_PNG_B64}`` (a valid 1x1 PNG) with ``response_format: b64_json``; dall-e-3 items also
+    carry ``revised_prompt`` (= the prompt).  gpt-image-* (``gpt-image-1``...): always b64_json, and
+    ``response_format`` is a 400 ``unknown_parameter`` as the live API answers; the answer adds background,
+    output_format, quality, size and ``usage`` {input_tokens (prompt words), output_tokens
+    (``GPT_IMAGE_OUTPUT_TOKENS[quality][size]`` per image; auto = medium / 1024x1024), total_tokens,
+    input_tokens_details {text_tokens, image_tokens: 0}}.
+
+Moderations (``POST /v1/moderations``, JSON)
+    {input: string | [string] | [text / image_url parts], model (default omni-moderation-latest)}.  Answer
+    ``{"id": "modr-<hex>", "model", "results"}``: one result per string (a list of parts is one result),
+    each with every category of ``MODERATION_CATEGORIES`` in ``categories`` and ``category_scores``, and for
+    omni-moderation-* models ``category_applied_input_types`` (text, and image for the image categories when
+    an image part was sent).  Deterministic: flagged, with category ``violence`` (score ``FLAGGED_SCORE``), when
+    a text contains the word "kill"; every other score is below 0.001.
+
+Audio
+    ``POST .../audio/transcriptions`` and ``.../audio/translations``: multipart/form-data (anything else is a
+    400 "Invalid Content-Type header") with a ``file`` part and fields model (required on /v1), language,
+    prompt, response_format (json | text | srt | verbose_json | vtt), temperature (0-1),
+    timestamp_granularities[] (word, segment).  The file must be a RIFF/WAVE file: its duration comes from
+    the header (``wav_duration``); anything else is a 400 "Invalid file format. Supported formats: [...]"
+    (param ``file``).  Text: ``"Fake transcript of <duration:.2f> seconds"`` (translations: ``"Fake
+    translation of ..."``).  json -> {"text", "usage": {"type": "duration", "seconds": ceil(duration)}};
+    verbose_json -> {"task": "transcribe" | "translate", "language" ("english"; a transcription's
+    ``language`` code spelled out), "duration" (exact float), "text", "segments" (one, unless only "word"
+    granularity), "words" (transcriptions asking for "word"), "usage"}; text -> text/plain ``text + "\\n"``;
+    srt / vtt -> the text as one cue from 0 to the duration.
+    ``POST .../audio/speech``: JSON {model, input (required, at most 4096 characters), voice (required: a
+    built-in name or {"id"}), response_format (mp3 default | opus | aac | flac | wav | pcm), speed
+    (0.25-4)}; invalid values -> OpenAI's 400 envelope naming the param.  The answer is a chunked stream
+    (``Transfer-Encoding: chunked``, Content-Type audio/mpeg, audio/opus, audio/aac, audio/flac, audio/wav,
+    audio/pcm) of ``fake_speech(input, voice, format)``: ``speech_size(input)`` = 64 KiB per 100 characters,
+    at least 16 KiB, in 8 KiB chunks (``speech_chunk_interval`` s apart, default 0); wav is a valid 24 kHz
+    16-bit mono WAV header followed by silence.  slow-stream paces the chunks ``stream_interval`` s apart,
+    stall-stream stalls ``stall_seconds`` after two chunks, cut-stream ends the body after two chunks.
+
 Behaviour triggers (by model / deployment name)
     fail-400, fail-401, fail-403, fail-404, fail-429, fail-500, fail-503,
     context-length   -> the matching OpenAI error answer
@@ -76,21 +122,36 @@ Failure modes on demand, for router tests (retries, timeouts, cooldowns)
 without a key: every request needs ``Authorization: Basic <user:password>`` (else a 401), and no
 bearer key is checked.
 
-``count(model)`` is the number of API requests (chat, completions, embeddings, responses) that
+Request records (``FakeOpenAI.requests``): method, path, query, headers (lower-cased) and json (the parsed
+JSON body or None); a multipart request adds ``form`` (field -> value; a list for ``name[]`` or repeated
+names) and ``files`` (name -> {"filename", "content_type", "size": byte length}), both None when the body
+is not valid multipart; an ``/audio/speech`` answer adds ``audio`` {"bytes_total", "bytes_sent",
+"chunks_sent", "completed"} (kept up to date while streaming).  A client hanging up mid-answer is recorded
+in ``FakeOpenAI.disconnects`` as {path, model, time, chunks_sent} (SSE events or audio chunks written),
+plus bytes_sent / bytes_total for an audio stream.
+
+``count(model)`` is the number of API requests (chat, completions, embeddings, responses, images,
+moderations, audio) that
 reached the fake for a model / deployment name since the last ``reset()``, failures included (GET /
 DELETE of a stored response are not counted).
+
+The error and failure triggers (fail-*, context-length, flaky-N, ratelimit-N, slow, hang, reset, malformed,
+error-200) apply to images, moderations and audio too (by the body's / form's model or the deployment).
 
 All the triggers above apply to ``POST .../responses`` too (by its ``model``), except deep-answer;
 slow-stream streams ``tick<k> `` deltas that are part of the answer text, stall-stream and
 cut-stream act on the output_text deltas (cut-stream ends without response.completed).
 
 Answers are deterministic: chat and responses say ``"Hello from fake upstream: <last user text>"``,
-token counts are whitespace word counts, embeddings come from ``fake_embedding``.
+token counts are whitespace word counts, embeddings come from ``fake_embedding``, speech from ``fake_speech``.
 Stdlib only.
 """
 from __future__ import annotations
 
 import base64
+import email.message
+import email.parser
+import email.utils
 import hashlib
 import json
 import math
@@ -102,6 +163,7 @@ import sys
 import threading
 import time
 import uuid
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -114,13 +176,26 @@ _DISCONNECT_ERRORS = (BrokenPipeError, ConnectionResetError, ConnectionAbortedEr
 _FLAKY = re.compile(r"^flaky-(\d+)$")
 _RATELIMIT = re.compile(r"^ratelimit-(\d+)$")
 STALL_AFTER_PIECES = 2  # stall-stream: content chunks sent before the stall
-_AZURE_PATH = re.compile(r"^/openai/deployments/([^/]+)/(chat/completions|completions|embeddings)$")
+_AZURE_OPS = {
+    "chat/completions": "chat", "completions": "completions", "embeddings": "embeddings",
+    "images/generations": "images", "audio/transcriptions": "transcriptions",
+    "audio/translations": "translations", "audio/speech": "speech",
+}
+_AZURE_PATH = re.compile(r"^/openai/deployments/([^/]+)/(" + "|".join(map(re.escape, _AZURE_OPS)) + r")$")
 _OPENAI_ROUTES = {
     ("POST", "/v1/chat/completions"): "chat",
     ("POST", "/v1/completions"): "completions",
     ("POST", "/v1/embeddings"): "embeddings",
     ("GET", "/v1/models"): "models",
+    ("POST", "/v1/images/generations"): "images",
+    ("POST", "/v1/moderations"): "moderations",
+    ("POST", "/v1/audio/transcriptions"): "transcriptions",
+    ("POST", "/v1/audio/translations"): "translations",
+    ("POST", "/v1/audio/speech"): "speech",
 }
+_MULTIPART_OPS = ("transcriptions", "translations")
+# ops whose ``model`` is optional: the API's default model
+_DEFAULT_MODELS = {"images": "dall-e-2", "moderations": "omni-moderation-latest"}
 
 
 def openai_error(message, type_="invalid_request_error", param=None, code=None):
@@ -309,7 +384,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, json.dumps(payload).encode(), headers=headers)
 
     def _disconnected(self):
-        self.fake._record_disconnect(self._path, self._model, self._events_sent)
+        self.fake._record_disconnect(self._path, self._model, self._events_sent, **self._disconnect_extra)
         raise _ClientGone()
 
     def _pause(self, seconds: float):
@@ -373,8 +448,24 @@ class _Handler(BaseHTTPRequestHandler):
                 body = json.loads(raw)
             except ValueError:
                 bad_json = True
-        self.fake._record({"method": self.command, "path": url.path, "query": query,
-                           "headers": headers, "json": body})
+        record = {"method": self.command, "path": url.path, "query": query, "headers": headers, "json": body}
+        # multipart/form-data (audio uploads): the fields and, per file, its name, type and byte length
+        self._form, self._form_error = None, None
+        content_type = headers.get("content-type", "")
+        if content_type.lower().startswith("multipart/form-data"):
+            try:
+                fields, files = parse_multipart(raw, content_type)
+            except ValueError as exc:
+                self._form_error = str(exc)
+                record["form"], record["files"] = None, None
+            else:
+                self._form = (fields, files)
+                record["form"] = fields
+                record["files"] = {name: {"filename": f["filename"], "content_type": f["content_type"],
+                                          "size": len(f["data"])} for name, f in files.items()}
+        self._record_entry = record
+        self._disconnect_extra = {}
+        self.fake._record(record)
         try:
             self._route(url.path, query, headers, body, bad_json)
         except _Abort:
@@ -390,7 +481,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._azure = True
             if azure:
                 deployment, op = azure.groups()
-                op = "chat" if op == "chat/completions" else op
+                op = _AZURE_OPS[op]
             else:
                 deployment, op = None, responses[1]
             if "api-version" not in query:
@@ -437,6 +528,10 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(200, self._model_obj(name))
         if op in ("response_get", "response_delete", "response_input_items"):
             return getattr(self, "_op_" + op)(responses[2], query)
+        if op in _MULTIPART_OPS:  # the form's fields play the body (``model`` included)
+            if self._form is None:
+                return self._json(400, _multipart_error(self.headers.get("Content-Type"), self._form_error))
+            body, bad_json = self._form[0], False
         if bad_json or not isinstance(body, dict):
             return self._json(400, _BAD_JSON)
         if op == "responses":  # the model is in the body on Azure too (no deployment in the path)
@@ -446,6 +541,8 @@ class _Handler(BaseHTTPRequestHandler):
                                                     code="missing_required_parameter"))
         elif not self._azure:
             self._model = body.get("model")
+            if self._model is None:
+                self._model = _DEFAULT_MODELS.get(op)
             if not isinstance(self._model, str) or not self._model:
                 return self._json(400, openai_error("you must provide a model parameter"))
         seen_before = self.fake._count_request(self._model)
@@ -643,6 +740,221 @@ class _Handler(BaseHTTPRequestHandler):
         return self._json(200, {"object": "list", "data": data, "model": self._model,
                                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
+    # ---- images -----------------------------------------------------------
+    def _op_images(self, body):
+        family = _image_family(self._model, self._azure, body.get("model"))
+        prompt = body.get("prompt")
+        if prompt is None:
+            return self._json(400, _missing("prompt"))
+        if not isinstance(prompt, str):
+            return self._json(400, _invalid_type("prompt", "a string", prompt))
+        if len(prompt) > _IMAGE_PROMPT_MAX[family]:
+            return self._json(400, _too_long("prompt", _IMAGE_PROMPT_MAX[family], len(prompt)))
+        n = body.get("n")
+        n = 1 if n is None else n
+        if not isinstance(n, int) or isinstance(n, bool):
+            return self._json(400, _invalid_type("n", "an integer", n))
+        if n < 1:
+            return self._json(400, openai_error(
+                f"Invalid 'n': integer below minimum value. Expected a value >= 1, but got {n} instead.",
+                param="n", code="integer_below_min_value"))
+        if n > 10:
+            return self._json(400, openai_error(
+                f"Invalid 'n': integer above maximum value. Expected a value <= 10, but got {n} instead.",
+                param="n", code="integer_above_max_value"))
+        if family == "dall-e-3" and n != 1:
+            return self._json(400, openai_error("You must provide n=1 for this model.", param="n"))
+        size = body.get("size")
+        size = _IMAGE_SIZES[family][0] if size is None else size
+        if size not in _IMAGE_SIZES[family]:
+            return self._json(400, _invalid_value("size", size, _IMAGE_SIZES[family]))
+        quality = body.get("quality")
+        if quality is not None and quality not in _IMAGE_QUALITIES[family]:
+            return self._json(400, _invalid_value("quality", quality, _IMAGE_QUALITIES[family]))
+        style = body.get("style")
+        if style is not None and style not in ("vivid", "natural"):
+            return self._json(400, _invalid_value("style", style, ("vivid", "natural")))
+        fmt = body.get("response_format")
+        created = int(time.time())
+        if family == "gpt-image":
+            if fmt is not None:  # GPT image models always answer base64 and reject the parameter
+                return self._json(400, openai_error("Unknown parameter: 'response_format'.",
+                                                    param="response_format", code="unknown_parameter"))
+            out_format = body.get("output_format") or "png"
+            if out_format not in ("png", "jpeg", "webp"):
+                return self._json(400, _invalid_value("output_format", out_format, ("png", "jpeg", "webp")))
+            size = "1024x1024" if size == "auto" else size
+            quality = "medium" if quality in (None, "auto") else quality
+            input_tokens = words(prompt)
+            output_tokens = GPT_IMAGE_OUTPUT_TOKENS[quality][size] * n
+            background = body.get("background")
+            return self._json(200, {
+                "created": created,
+                "background": "opaque" if background in (None, "auto") else background,
+                "data": [{"b64_json": FAKE_PNG_B64} for _ in range(n)],
+                "output_format": out_format, "quality": quality, "size": size,
+                "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens,
+                          "total_tokens": input_tokens + output_tokens,
+                          "input_tokens_details": {"text_tokens": input_tokens, "image_tokens": 0}},
+            })
+        fmt = "url" if fmt is None else fmt
+        if fmt not in ("url", "b64_json"):
+            return self._json(400, _invalid_value("response_format", fmt, ("url", "b64_json")))
+        data = []
+        for _ in range(n):
+            item = ({"url": f"https://fake-images.example/{uuid.uuid4().hex}.png"} if fmt == "url"
+                    else {"b64_json": FAKE_PNG_B64})
+            if family == "dall-e-3":  # only DALL-E 3 rewrites (and returns) the prompt
+                item["revised_prompt"] = prompt
+            data.append(item)
+        return self._json(200, {"created": created, "data": data})
+
+    # ---- moderations ------------------------------------------------------
+    def _op_moderations(self, body):
+        inputs, error = _moderation_inputs(body.get("input"))
+        if error is not None:
+            return self._json(400, error)
+        omni = self._model.startswith("omni-moderation")
+        results = [_moderation_result(texts, kinds, omni) for texts, kinds in inputs]
+        return self._json(200, {"id": "modr-" + uuid.uuid4().hex, "model": self._model, "results": results})
+
+    # ---- audio ------------------------------------------------------------
+    def _op_transcriptions(self, body):
+        return self._speech_to_text(body, "transcribe")
+
+    def _op_translations(self, body):
+        return self._speech_to_text(body, "translate")
+
+    def _speech_to_text(self, fields, task):
+        upload = self._form[1].get("file")
+        if upload is None:
+            if "file" in fields:  # sent as a plain field, not as a file part
+                return self._json(400, openai_error(
+                    "Invalid file format. Supported formats: " + _AUDIO_FORMATS, param="file"))
+            return self._json(400, _missing("file"))
+        fmt = fields.get("response_format") or "json"
+        if fmt not in _TRANSCRIPT_FORMATS:
+            return self._json(400, _invalid_value("response_format", fmt, _TRANSCRIPT_FORMATS))
+        temperature = fields.get("temperature")
+        try:
+            temperature = float(temperature) if temperature not in (None, "") else 0.0
+        except (TypeError, ValueError):
+            return self._json(400, _invalid_type("temperature", "a number", temperature))
+        if not 0 <= temperature <= 1:
+            return self._json(400, openai_error(
+                f"Invalid 'temperature': expected a value between 0 and 1, but got {temperature} instead.",
+                param="temperature", code="invalid_value"))
+        granularities = fields.get("timestamp_granularities[]", [])
+        granularities = [granularities] if isinstance(granularities, str) else granularities
+        for value in granularities:
+            if value not in ("word", "segment"):
+                return self._json(400, _invalid_value("timestamp_granularities[]", value, ("word", "segment")))
+        duration = wav_duration(upload["data"])
+        if duration is None:
+            return self._json(400, openai_error("Invalid file format. Supported formats: " + _AUDIO_FORMATS,
+                                                param="file"))
+        noun = "transcript" if task == "transcribe" else "translation"
+        text = f"Fake {noun} of {duration:.2f} seconds"
+        usage = {"type": "duration", "seconds": math.ceil(duration)}
+        plain = "text/plain; charset=utf-8"
+        if fmt == "text":
+            return self._send(200, (text + "\n").encode(), content_type=plain)
+        if fmt == "srt":
+            cue = f"1\n{_timestamp(0, ',')} --> {_timestamp(duration, ',')}\n{text}\n\n"
+            return self._send(200, cue.encode(), content_type=plain)
+        if fmt == "vtt":
+            cue = f"WEBVTT\n\n{_timestamp(0, '.')} --> {_timestamp(duration, '.')}\n{text}\n\n"
+            return self._send(200, cue.encode(), content_type=plain)
+        if fmt == "json":
+            return self._json(200, {"text": text, "usage": usage})
+        language = "english"
+        if task == "transcribe" and isinstance(fields.get("language"), str):
+            language = _LANGUAGES.get(fields["language"].lower(), fields["language"].lower())
+        answer = {"task": task, "language": language, "duration": duration, "text": text}
+        if "segment" in granularities or not granularities:
+            answer["segments"] = [{
+                "id": 0, "seek": 0, "start": 0.0, "end": duration, "text": text,
+                "tokens": [50364 + i for i in range(words(text))], "temperature": temperature,
+                "avg_logprob": -0.25, "compression_ratio": 1.0, "no_speech_prob": 0.01}]
+        if "word" in granularities and task == "transcribe":
+            parts = text.split()
+            step = duration / len(parts)
+            answer["words"] = [{"word": w, "start": round(i * step, 3), "end": round((i + 1) * step, 3)}
+                               for i, w in enumerate(parts)]
+        answer["usage"] = usage
+        return self._json(200, answer)
+
+    def _op_speech(self, body):
+        text = body.get("input")
+        if text is None:
+            return self._json(400, _missing("input"))
+        if not isinstance(text, str):
+            return self._json(400, _invalid_type("input", "a string", text))
+        if len(text) > SPEECH_MAX_INPUT:
+            return self._json(400, _too_long("input", SPEECH_MAX_INPUT, len(text)))
+        voice = body.get("voice")
+        if voice is None:
+            return self._json(400, _missing("voice"))
+        if isinstance(voice, dict):
+            if not isinstance(voice.get("id"), str) or not voice["id"]:
+                return self._json(400, _missing("voice.id"))
+        elif voice not in SPEECH_VOICES:
+            return self._json(400, _invalid_value("voice", voice, SPEECH_VOICES))
+        fmt = body.get("response_format")
+        fmt = "mp3" if fmt is None else fmt
+        if fmt not in SPEECH_CONTENT_TYPES:
+            return self._json(400, _invalid_value("response_format", fmt, tuple(SPEECH_CONTENT_TYPES)))
+        speed = body.get("speed")
+        if speed is not None:
+            if not isinstance(speed, (int, float)) or isinstance(speed, bool):
+                return self._json(400, _invalid_type("speed", "a number", speed))
+            if speed < 0.25:
+                return self._json(400, openai_error(
+                    f"Invalid 'speed': decimal below minimum value. Expected a value >= 0.25, but got {speed} "
+                    "instead.", param="speed", code="decimal_below_min_value"))
+            if speed > 4.0:
+                return self._json(400, openai_error(
+                    f"Invalid 'speed': decimal above maximum value. Expected a value <= 4, but got {speed} "
+                    "instead.", param="speed", code="decimal_above_max_value"))
+        audio = fake_speech(text, voice["id"] if isinstance(voice, dict) else voice, fmt)
+        stats = {"bytes_total": len(audio), "bytes_sent": 0}
+        self._disconnect_extra = stats  # what a hang-up mid-stream records besides chunks_sent
+        self.fake._update_record(self._record_entry, audio={**stats, "chunks_sent": 0, "completed": False})
+        self.send_response(200)
+        self.send_header("Content-Type", SPEECH_CONTENT_TYPES[fmt])
+        self.send_header("Transfer-Encoding", "chunked")
+        self._common_headers()
+        self.end_headers()
+        self.wfile.flush()
+        for k, start in enumerate(range(0, len(audio), SPEECH_CHUNK)):
+            if k:
+                if self._model == "slow-stream":
+                    self._pause(self.fake.stream_interval)
+                elif self.fake.speech_chunk_interval:
+                    self._pause(self.fake.speech_chunk_interval)
+            if k == STALL_AFTER_PIECES and self._model in ("stall-stream", "cut-stream"):
+                if self._model == "cut-stream":
+                    return self._end_stream()
+                self._pause(self.fake.stall_seconds)
+            chunk = audio[start:start + SPEECH_CHUNK]
+            try:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                self.wfile.flush()
+            except _DISCONNECT_ERRORS:
+                self._disconnected()
+            self._events_sent += 1
+            stats["bytes_sent"] += len(chunk)
+            self.fake._update_record(self._record_entry, audio={**stats, "chunks_sent": self._events_sent,
+                                                                "completed": False})
+        # marked complete before the last chunk goes out, so a client that has read it all sees it
+        self.fake._update_record(self._record_entry, audio={**stats, "chunks_sent": self._events_sent,
+                                                            "completed": True})
+        try:
+            self._end_stream()
+        except _ClientGone:
+            self.fake._update_record(self._record_entry, audio={**stats, "chunks_sent": self._events_sent,
+                                                                "completed": False})
+            raise
 
     # ---- Responses API --------------------------------------------------
     def _op_responses(self, body):
@@ -851,6 +1163,265 @@ def _embedding_inputs(value):
     return None
 
 
+# ---- images, moderations and audio helpers ---------------------------------------
+
+def _png(width: int = 1, height: int = 1) -> bytes:
+    """A tiny valid PNG (8-bit RGBA, every pixel opaque red)."""
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    rows = b"".join(b"\x00" + b"\xff\x00\x00\xff" * width for _ in range(height))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+FAKE_PNG = _png()
+FAKE_PNG_B64 = base64.b64encode(FAKE_PNG).decode()
+# Image sizes per model family; the first one is the default.
+_IMAGE_SIZES = {
+    "dall-e-2": ("1024x1024", "256x256", "512x512"),
+    "dall-e-3": ("1024x1024", "1792x1024", "1024x1792"),
+    "gpt-image": ("auto", "1024x1024", "1536x1024", "1024x1536"),
+}
+_IMAGE_QUALITIES = {
+    "dall-e-2": ("standard",),
+    "dall-e-3": ("standard", "hd"),
+    "gpt-image": ("auto", "low", "medium", "high"),
+}
+_IMAGE_PROMPT_MAX = {"dall-e-2": 1000, "dall-e-3": 4000, "gpt-image": 32000}
+# gpt-image-1 image output tokens per image, by quality and size (OpenAI's pricing table).
+GPT_IMAGE_OUTPUT_TOKENS = {
+    "low": {"1024x1024": 272, "1024x1536": 408, "1536x1024": 400},
+    "medium": {"1024x1024": 1056, "1024x1536": 1584, "1536x1024": 1568},
+    "high": {"1024x1024": 4160, "1024x1536": 6240, "1536x1024": 6208},
+}
+
+MODERATION_CATEGORIES = (
+    "harassment", "harassment/threatening", "hate", "hate/threatening", "illicit", "illicit/violent",
+    "self-harm", "self-harm/instructions", "self-harm/intent", "sexual", "sexual/minors", "violence",
+    "violence/graphic",
+)
+# categories the omni models also score images for (the others are text only)
+_IMAGE_CATEGORIES = frozenset({"self-harm", "self-harm/instructions", "self-harm/intent", "sexual", "violence",
+                               "violence/graphic"})
+_FLAG_WORD = re.compile(r"\bkill\b", re.IGNORECASE)
+FLAGGED_SCORE = 0.9731
+
+_AUDIO_FORMATS = "['flac', 'm4a', 'mp3', 'mp4', 'mpeg', 'mpga', 'oga', 'ogg', 'wav', 'webm']"
+_TRANSCRIPT_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
+_LANGUAGES = {"en": "english", "fr": "french", "de": "german", "es": "spanish", "it": "italian",
+              "pt": "portuguese", "nl": "dutch", "ja": "japanese", "zh": "chinese", "ru": "russian"}
+
+SPEECH_MAX_INPUT = 4096
+SPEECH_CHUNK = 8 * 1024  # bytes per HTTP chunk of /audio/speech
+SPEECH_MIN_BYTES = 16 * 1024
+SPEECH_BYTES_PER_100_CHARS = 64 * 1024
+SPEECH_SAMPLE_RATE = 24000  # wav / pcm: 24 kHz, 16-bit, mono, as OpenAI's TTS answers
+SPEECH_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "nova", "sage", "shimmer", "verse",
+                 "marin", "cedar")
+SPEECH_CONTENT_TYPES = {"mp3": "audio/mpeg", "opus": "audio/opus", "aac": "audio/aac", "flac": "audio/flac",
+                        "wav": "audio/wav", "pcm": "audio/pcm"}
+_SPEECH_MAGIC = {"mp3": b"ID3\x04\x00\x00\x00\x00\x00\x00", "opus": b"OggS\x00\x02", "aac": b"\xff\xf1",
+                 "flac": b"fLaC", "pcm": b""}
+
+
+def _image_family(model: str, azure: bool, body_model=None) -> str:
+    """dall-e-2 / dall-e-3 / gpt-image for a model (on Azure: the deployment name, else the body's model)."""
+    for name in (model, body_model):
+        if isinstance(name, str):
+            if name.startswith(("gpt-image", "chatgpt-image")):
+                return "gpt-image"
+            if "dall-e-3" in name:
+                return "dall-e-3"
+            if "dall-e-2" in name:
+                return "dall-e-2"
+    return "dall-e-3" if azure else "dall-e-2"
+
+
+def _too_long(param: str, maximum: int, length: int) -> dict:
+    return openai_error(f"Invalid '{param}': string too long. Expected a string with maximum length {maximum}, "
+                        f"but got a string with length {length} instead.", param=param,
+                        code="string_above_max_length")
+
+
+def _moderation_inputs(value):
+    """Moderation ``input`` as a list of (texts, input kinds) per result; or (None, error body).
+
+    A string or each string of a list is one result; a list of text / image_url parts is one result.
+    """
+    if value is None:
+        return None, _missing("input")
+    if isinstance(value, str):
+        return [([value], {"text"})], None
+    if not isinstance(value, list):
+        return None, _invalid_type("input", "one of a string, an array of strings or an array of objects", value)
+    if not value:
+        return None, openai_error("Invalid 'input': empty array. Expected an array with minimum length 1, but got "
+                                  "an empty array instead.", param="input", code="empty_array")
+    if all(isinstance(x, str) for x in value):
+        return [([x], {"text"}) for x in value], None
+    texts, kinds = [], set()
+    for i, part in enumerate(value):
+        where = f"input[{i}]"
+        if not isinstance(part, dict):
+            return None, _invalid_type(where, "an object", part)
+        if part.get("type") not in ("text", "image_url"):
+            return None, _invalid_value(f"{where}.type", part.get("type"), ("text", "image_url"))
+        if part["type"] == "text":
+            if not isinstance(part.get("text"), str):
+                return None, _missing(f"{where}.text")
+            texts.append(part["text"])
+            kinds.add("text")
+        else:
+            url = part.get("image_url")
+            if not isinstance(url, dict) or not isinstance(url.get("url"), str):
+                return None, _missing(f"{where}.image_url.url")
+            kinds.add("image")
+    return [(texts, kinds)], None
+
+
+def _moderation_result(texts, kinds, omni: bool) -> dict:
+    """One deterministic moderation result: violence is flagged when a text says "kill"."""
+    text = "\n".join(texts)
+    flagged = bool(_FLAG_WORD.search(text))
+    seed = hashlib.sha256(text.encode()).digest()
+    scores = {c: round(seed[i] / 255 * 1e-3, 8) for i, c in enumerate(MODERATION_CATEGORIES)}
+    if flagged:
+        scores["violence"] = FLAGGED_SCORE
+    result = {"flagged": flagged,
+              "categories": {c: flagged and c == "violence" for c in MODERATION_CATEGORIES},
+              "category_scores": scores}
+    if omni:
+        result["category_applied_input_types"] = {
+            c: [k for k in ("text", "image") if k in kinds and (k == "text" or c in _IMAGE_CATEGORIES)]
+            for c in MODERATION_CATEGORIES}
+    return result
+
+
+def parse_multipart(raw: bytes, content_type: str):
+    """Parse a multipart/form-data body (by hand, stdlib only).
+
+    Returns ``(fields, files)``: fields maps a name to its value (str), or to a list of values when the
+    name ends with ``[]`` or repeats; files maps a name to {"filename", "content_type", "data"}.
+    Raises ValueError on a body that is not valid multipart.
+    """
+    header = email.message.Message()
+    header["Content-Type"] = content_type
+    boundary = header.get_param("boundary")
+    if not isinstance(boundary, str) or not boundary:
+        raise ValueError("no multipart boundary")
+    delimiter = b"\r\n--" + boundary.encode("latin-1")
+    pieces = (b"\r\n" + raw).split(delimiter)
+    if len(pieces) < 3 or not pieces[-1].startswith(b"--"):
+        raise ValueError("no closing multipart boundary")
+    fields, files = {}, {}
+    for piece in pieces[1:-1]:
+        line_end = piece.find(b"\r\n")
+        if line_end < 0 or piece[:line_end].strip(b" \t"):
+            raise ValueError("malformed multipart boundary line")
+        piece = piece[line_end + 2:]
+        if piece.startswith(b"\r\n"):
+            head, content = b"", piece[2:]
+        else:
+            head, sep, content = piece.partition(b"\r\n\r\n")
+            if not sep:
+                raise ValueError("multipart part without a header end")
+        part = email.parser.BytesHeaderParser().parsebytes(head + b"\r\n\r\n")
+        name = part.get_param("name", header="content-disposition")
+        if name is None:
+            raise ValueError("multipart part without a name")
+        name = email.utils.collapse_rfc2231_value(name)
+        filename = part.get_filename()
+        if filename is not None:
+            files[name] = {"filename": filename,
+                           "content_type": part.get("Content-Type"), "data": content}
+            continue
+        value = content.decode("utf-8", "replace")
+        if name.endswith("[]"):
+            fields.setdefault(name, []).append(value)
+        elif name in fields:
+            previous = fields[name]
+            fields[name] = (previous if isinstance(previous, list) else [previous]) + [value]
+        else:
+            fields[name] = value
+    return fields, files
+
+
+def _multipart_error(content_type, problem) -> dict:
+    if problem is None:
+        return openai_error(f"Invalid Content-Type header ({content_type}), expected multipart/form-data. (HINT: "
+                            "If you're using curl, you can pass -H 'Content-Type: multipart/form-data')")
+    return openai_error(f"Could not parse multipart form: {problem}.")
+
+
+def wav_duration(data: bytes):
+    """Duration in seconds of a RIFF/WAVE file from its header (fmt + data chunks), or None if it is not one.
+
+    The data chunk's declared size is capped at the bytes actually present (streamed WAVs declare more).
+    """
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return None
+    pos, fmt = 12, None
+    while pos + 8 <= len(data):
+        tag, size = data[pos:pos + 4], struct.unpack("<I", data[pos + 4:pos + 8])[0]
+        body = pos + 8
+        if tag == b"fmt ":
+            if size < 16 or body + 16 > len(data):
+                return None
+            _, channels, rate, _, _, bits = struct.unpack("<HHIIHH", data[body:body + 16])
+            if not channels or not rate or not bits:
+                return None
+            fmt = (channels, rate, bits)
+        elif tag == b"data":
+            if fmt is None:
+                return None
+            channels, rate, bits = fmt
+            frame = channels * ((bits + 7) // 8)
+            return min(size, len(data) - body) // frame / rate
+        pos = body + size + (size & 1)  # chunks are padded to an even size
+    return None
+
+
+def wav_bytes(seconds: float, rate: int = 16000, channels: int = 1, bits: int = 16) -> bytes:
+    """A silent PCM WAV file of ``seconds`` (for tests that post audio without the ``wave`` module)."""
+    frame = channels * bits // 8
+    data = b"\x00" * (int(seconds * rate) * frame)
+    return (b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVE"
+            + b"fmt " + struct.pack("<IHHIIHH", 16, 1, channels, rate, rate * frame, frame, bits)
+            + b"data" + struct.pack("<I", len(data)) + data)
+
+
+def speech_size(text: str) -> int:
+    """Bytes of fake speech for an input: 64 KiB per 100 characters, at least 16 KiB (even, for 16-bit PCM)."""
+    return max(SPEECH_MIN_BYTES, len(text) * SPEECH_BYTES_PER_100_CHARS // 100) // 2 * 2
+
+
+def fake_speech(text: str, voice: str = "alloy", response_format: str = "mp3") -> bytes:
+    """The deterministic audio ``/audio/speech`` answers: ``speech_size(text)`` bytes.
+
+    wav: a valid 24 kHz 16-bit mono WAV header then silence; the other formats: the format's magic
+    bytes then pseudo-random bytes derived from (voice, format, input).
+    """
+    size = speech_size(text)
+    if response_format == "wav":
+        data = size - 44
+        return (b"RIFF" + struct.pack("<I", size - 8) + b"WAVE"
+                + b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, SPEECH_SAMPLE_RATE, SPEECH_SAMPLE_RATE * 2, 2, 16)
+                + b"data" + struct.pack("<I", data) + b"\x00" * data)
+    magic = _SPEECH_MAGIC.get(response_format, b"")
+    seed = f"{voice}\x00{response_format}\x00{text}".encode()
+    return magic + hashlib.shake_256(seed).digest(size - len(magic))
+
+
+def _timestamp(seconds: float, separator: str) -> str:
+    """HH:MM:SS,mmm (srt) or HH:MM:SS.mmm (vtt)."""
+    millis = int(round(seconds * 1000))
+    hours, rest = divmod(millis, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    secs, millis = divmod(rest, 1000)
+    return f"{hours:02d}:{minutes:02d}:{secs:02d}{separator}{millis:03d}"
+
+
 # ---- Responses API helpers ----------------------------------------------------
 
 _RESPONSES_PATH = re.compile(r"^/(v1|openai)/responses(?:/([^/]+)(/input_items)?)?$")
@@ -1042,6 +1613,7 @@ class FakeOpenAI:
         self.slow_stream_chunks = 100
         self.hang_seconds = 30.0
         self.stall_seconds = 10.0
+        self.speech_chunk_interval = 0.0  # /audio/speech: pause between audio chunks (0: none)
         self._counts: dict[str, int] = {}
         self.models = ["gpt-4o", "gpt-4o-mini", "gpt-3.5-turbo-instruct", "text-embedding-3-small"]
         self.requests: list[dict] = []
@@ -1134,9 +1706,14 @@ class FakeOpenAI:
         with self._cond:
             self.requests.append(request)
 
-    def _record_disconnect(self, path, model, chunks_sent):
-        # chunks_sent counts the SSE events that were written successfully.
+    def _record_disconnect(self, path, model, chunks_sent, **extra):
+        # chunks_sent counts the SSE events (audio: the HTTP chunks) that were written successfully;
+        # extra: bytes_sent / bytes_total for an audio stream.
         with self._cond:
             self.disconnects.append({"path": path, "model": model, "time": time.monotonic(),
-                                     "chunks_sent": chunks_sent})
+                                     "chunks_sent": chunks_sent, **extra})
             self._cond.notify_all()
+
+    def _update_record(self, record: dict, **fields):
+        with self._cond:
+            record.update(fields)

@@ -5,16 +5,21 @@ fake is faithful enough for the gateway's tests to rely on it.
 """
 import base64
 import http.client
+import io
 import json
 import socket
 import struct
 import time
+import wave
 
 import openai
 import pytest
 import requests
 
-from .openai_server import ANSWER_PREFIX, FakeOpenAI, fake_embedding, mask_key
+from .openai_server import (
+    ANSWER_PREFIX, FAKE_PNG, FLAGGED_SCORE, GPT_IMAGE_OUTPUT_TOKENS, MODERATION_CATEGORIES, FakeOpenAI,
+    fake_embedding, fake_speech, mask_key, parse_multipart, speech_size, wav_bytes, wav_duration,
+)
 
 KEY = "sk-fake-upstream-0123456789"
 AZURE_KEY = "azure-key-abc"
@@ -1000,3 +1005,485 @@ def test_responses_auth_and_unknown_routes(fake):
                          data=b"{nope")
     assert resp.status_code == 400
     assert resp.json()["error"]["message"].startswith("We could not parse the JSON body")
+
+
+# ---- images ---------------------------------------------------------------
+
+def test_images_url_default_model(client, fake):
+    resp = client.images.generate(prompt="a red fox in the snow", n=2)
+    assert abs(resp.created - time.time()) < 60
+    assert len(resp.data) == 2 and len({d.url for d in resp.data}) == 2
+    for image in resp.data:
+        assert image.url.startswith("https://fake-images.example/") and image.url.endswith(".png")
+        assert image.b64_json is None and image.revised_prompt is None  # only dall-e-3 revises prompts
+    assert resp.usage is None
+    [req] = fake.requests
+    assert req["path"] == "/v1/images/generations"
+    assert req["json"] == {"prompt": "a red fox in the snow", "n": 2}
+    assert fake.count("dall-e-2") == 1  # the API's default model
+
+
+def test_images_b64_json_is_a_png(client):
+    resp = client.images.generate(model="dall-e-2", prompt="a dot", size="256x256", response_format="b64_json")
+    [image] = resp.data
+    assert image.url is None
+    png = base64.b64decode(image.b64_json)
+    assert png == FAKE_PNG and png.startswith(b"\x89PNG\r\n\x1a\n")
+    assert png[12:16] == b"IHDR" and struct.unpack(">II", png[16:24]) == (1, 1)
+
+
+@pytest.mark.parametrize("size", ["1024x1024", "1792x1024", "1024x1792"])
+def test_images_dalle3_sizes(client, fake, size):
+    resp = client.images.generate(model="dall-e-3", prompt="a lighthouse", size=size, quality="hd",
+                                  style="natural", user="u-1")
+    [image] = resp.data
+    assert image.url.startswith("https://fake-images.example/")
+    assert image.revised_prompt == "a lighthouse"
+    assert fake.requests[-1]["json"]["size"] == size
+
+
+def test_images_dalle3_rejects_other_sizes_and_n(client):
+    with pytest.raises(openai.BadRequestError) as err:
+        client.images.generate(model="dall-e-3", prompt="x", size="512x512")
+    assert (err.value.param, err.value.code) == ("size", "invalid_value")
+    assert "Supported values are: '1024x1024', '1792x1024', and '1024x1792'" in err.value.message
+    with pytest.raises(openai.BadRequestError) as err:
+        client.images.generate(model="dall-e-3", prompt="x", n=2)
+    assert err.value.param == "n"
+
+
+def test_images_gpt_image_1_usage(client):
+    resp = client.images.generate(model="gpt-image-1", prompt="a cat wearing a hat", quality="high",
+                                  size="1536x1024", n=2)
+    assert len(resp.data) == 2 and all(base64.b64decode(d.b64_json) == FAKE_PNG for d in resp.data)
+    assert all(d.url is None and d.revised_prompt is None for d in resp.data)
+    assert (resp.size, resp.quality, resp.output_format, resp.background) == ("1536x1024", "high", "png", "opaque")
+    usage = resp.usage
+    assert usage.input_tokens == 5
+    assert usage.output_tokens == 2 * 6208 == 2 * GPT_IMAGE_OUTPUT_TOKENS["high"]["1536x1024"]
+    assert usage.total_tokens == usage.input_tokens + usage.output_tokens
+    assert (usage.input_tokens_details.text_tokens, usage.input_tokens_details.image_tokens) == (5, 0)
+    auto = client.images.generate(model="gpt-image-1", prompt="x")  # auto size and quality
+    assert (auto.size, auto.quality, auto.usage.output_tokens) == ("1024x1024", "medium", 1056)
+    with pytest.raises(openai.BadRequestError) as err:  # GPT image models always answer base64
+        client.images.generate(model="gpt-image-1", prompt="x", response_format="url")
+    assert (err.value.param, err.value.code) == ("response_format", "unknown_parameter")
+    with pytest.raises(openai.BadRequestError) as err:
+        client.images.generate(model="gpt-image-1", prompt="x", size="1792x1024")
+    assert err.value.param == "size"
+
+
+@pytest.mark.parametrize("body, param, code", [
+    ({"model": "dall-e-2"}, "prompt", "missing_required_parameter"),
+    ({"prompt": "x", "n": 0}, "n", "integer_below_min_value"),
+    ({"prompt": "x", "n": 11}, "n", "integer_above_max_value"),
+    ({"prompt": "x", "n": "2"}, "n", "invalid_type"),
+    ({"prompt": "x", "size": "1792x1024"}, "size", "invalid_value"),
+    ({"model": "gpt-image-1", "prompt": "x", "size": "256x256"}, "size", "invalid_value"),
+    ({"model": "dall-e-2", "prompt": "x" * 1001}, "prompt", "string_above_max_length"),
+    ({"model": "dall-e-2", "prompt": "x", "response_format": "png"}, "response_format", "invalid_value"),
+    ({"model": "dall-e-3", "prompt": "x", "quality": "ultra"}, "quality", "invalid_value"),
+])
+def test_images_validation(fake, body, param, code):
+    resp = requests.post(fake.url + "/v1/images/generations", headers=AUTH, json=body)
+    assert resp.status_code == 400
+    error = resp.json()["error"]
+    assert (error["type"], error["param"], error["code"]) == ("invalid_request_error", param, code)
+
+
+def test_images_error_triggers(client, fake):
+    with pytest.raises(openai.RateLimitError) as err:
+        client.images.generate(model="fail-429", prompt="x")
+    assert err.value.response.headers["retry-after"] == "1"
+    with pytest.raises(openai.InternalServerError):
+        client.images.generate(model="flaky-1", prompt="x")
+    assert client.images.generate(model="flaky-1", prompt="x").data
+    assert (fake.count("fail-429"), fake.count("flaky-1")) == (1, 2)
+
+
+# ---- moderations ----------------------------------------------------------
+
+def test_moderations_flags_kill(client, fake):
+    resp = client.moderations.create(input="I will kill the lights")
+    assert resp.id.startswith("modr-") and resp.model == "omni-moderation-latest"
+    assert fake.requests[-1]["json"] == {"input": "I will kill the lights"}  # the API's default model
+    [result] = resp.results
+    assert result.flagged is True
+    categories = result.categories.model_dump(by_alias=True)
+    assert set(categories) == set(MODERATION_CATEGORIES)
+    assert [c for c, hit in categories.items() if hit] == ["violence"]
+    assert result.categories.violence is True and result.categories.self_harm is False
+    scores = result.category_scores.model_dump(by_alias=True)
+    assert set(scores) == set(MODERATION_CATEGORIES)
+    assert result.category_scores.violence == FLAGGED_SCORE
+    assert all(0 <= v < 0.001 for c, v in scores.items() if c != "violence")
+    applied = result.category_applied_input_types.model_dump(by_alias=True)
+    assert set(applied) == set(MODERATION_CATEGORIES) and all(v == ["text"] for v in applied.values())
+
+
+def test_moderations_list_one_result_each_and_deterministic(client):
+    resp = client.moderations.create(model="omni-moderation-latest",
+                                     input=["hello there", "Kill it!", "skills and killers"])
+    assert [r.flagged for r in resp.results] == [False, True, False]  # the word, not a substring
+    again = client.moderations.create(model="omni-moderation-latest", input=["hello there"])
+    assert again.results[0].category_scores == resp.results[0].category_scores
+
+
+def test_moderations_multimodal_parts_and_legacy_model(client, fake):
+    resp = client.moderations.create(model="omni-moderation-latest", input=[
+        {"type": "text", "text": "they want to kill"},
+        {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}])
+    [result] = resp.results  # the parts are one input
+    assert result.flagged and result.categories.violence
+    assert result.category_applied_input_types.violence == ["text", "image"]
+    assert result.category_applied_input_types.harassment == ["text"]  # text-only category
+    legacy = requests.post(fake.url + "/v1/moderations", headers=AUTH,
+                           json={"model": "text-moderation-latest", "input": "fine"}).json()
+    assert legacy["model"] == "text-moderation-latest"
+    assert "category_applied_input_types" not in legacy["results"][0]
+    with pytest.raises(openai.BadRequestError) as err:
+        client.moderations.create(input=[])
+    assert err.value.param == "input"
+    with pytest.raises(openai.BadRequestError) as err:
+        client.moderations.create(input=[{"type": "video", "video": "x"}])
+    assert err.value.param == "input[0].type"
+    resp = requests.post(fake.url + "/v1/moderations", headers=AUTH, json={"model": "omni-moderation-latest"})
+    assert resp.status_code == 400 and resp.json()["error"]["param"] == "input"
+    with pytest.raises(openai.InternalServerError):
+        client.moderations.create(model="fail-500", input="x")
+
+
+# ---- audio: transcriptions and translations -------------------------------
+
+def make_wav(path, seconds, rate=16000, channels=1, width=2):
+    """Write a silent WAV with the stdlib ``wave`` module."""
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(width)
+        w.setframerate(rate)
+        w.writeframes(b"\x00" * (int(seconds * rate) * channels * width))
+    return path
+
+
+def test_transcription_json(client, fake, tmp_path):
+    path = make_wav(tmp_path / "speech.wav", 2.5)
+    with open(path, "rb") as f:
+        resp = client.audio.transcriptions.create(file=f, model="whisper-1")
+    assert resp.text == "Fake transcript of 2.50 seconds"
+    assert resp.usage.type == "duration" and resp.usage.seconds == 3
+    [req] = fake.requests
+    assert req["path"] == "/v1/audio/transcriptions" and req["json"] is None
+    assert req["headers"]["content-type"].startswith("multipart/form-data; boundary=")
+    assert req["form"] == {"model": "whisper-1"}
+    assert req["files"] == {"file": {"filename": "speech.wav", "content_type": req["files"]["file"]["content_type"],
+                                     "size": path.stat().st_size}}
+    assert fake.count("whisper-1") == 1
+
+
+def test_transcription_verbose_json(client, fake, tmp_path):
+    path = make_wav(tmp_path / "long.wav", 1.23456, rate=8000, channels=2, width=1)  # 9876 frames: 1.2345 s
+    with open(path, "rb") as f:
+        resp = client.audio.transcriptions.create(
+            file=f, model="whisper-1", response_format="verbose_json", language="fr", prompt="names: Zoë",
+            temperature=0.2, timestamp_granularities=["word", "segment"])
+    assert resp.task == "transcribe" and resp.language == "french"
+    assert resp.duration == pytest.approx(1.2345)
+    assert resp.text == "Fake transcript of 1.23 seconds"
+    [segment] = resp.segments
+    assert (segment.id, segment.start, segment.end, segment.text) == (0, 0.0, resp.duration, resp.text)
+    assert segment.temperature == 0.2 and len(segment.tokens) == 5
+    assert [w.word for w in resp.words] == resp.text.split() and resp.words[-1].end == pytest.approx(1.2345, abs=1e-3)
+    assert resp.usage.seconds == 2  # billed per started second
+    form = fake.requests[-1]["form"]
+    assert form == {"model": "whisper-1", "response_format": "verbose_json", "language": "fr",
+                    "prompt": "names: Zoë", "temperature": "0.2", "timestamp_granularities[]": ["word", "segment"]}
+    with open(path, "rb") as f:  # without granularities: segments only
+        plain = client.audio.transcriptions.create(file=f, model="whisper-1", response_format="verbose_json")
+    assert plain.language == "english" and len(plain.segments) == 1 and plain.words is None
+
+
+def test_transcription_text_srt_vtt(client, tmp_path):
+    path = make_wav(tmp_path / "a.wav", 2.5)
+    with open(path, "rb") as f:
+        text = client.audio.transcriptions.create(file=f, model="whisper-1", response_format="text")
+    assert text == "Fake transcript of 2.50 seconds\n"
+    with open(path, "rb") as f:
+        srt = client.audio.transcriptions.create(file=f, model="whisper-1", response_format="srt")
+    assert srt == "1\n00:00:00,000 --> 00:00:02,500\nFake transcript of 2.50 seconds\n\n"
+    with open(path, "rb") as f:
+        vtt = client.audio.transcriptions.create(file=f, model="whisper-1", response_format="vtt")
+    assert vtt == "WEBVTT\n\n00:00:00.000 --> 00:00:02.500\nFake transcript of 2.50 seconds\n\n"
+    with open(path, "rb") as f:
+        raw = client.audio.transcriptions.with_raw_response.create(file=f, model="whisper-1", response_format="text")
+    assert raw.headers["content-type"].startswith("text/plain")
+
+
+@pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")  # SDK: translations
+def test_translation(client, fake, tmp_path):
+    path = make_wav(tmp_path / "fr.wav", 4)
+    with open(path, "rb") as f:
+        resp = client.audio.translations.create(file=f, model="whisper-1")
+    assert resp.text == "Fake translation of 4.00 seconds"
+    assert fake.requests[-1]["path"] == "/v1/audio/translations"
+    raw = requests.post(fake.url + "/v1/audio/translations", headers=AUTH,
+                        files={"file": ("fr.wav", path.read_bytes())}, data={"model": "whisper-1"}).json()
+    assert raw == {"text": "Fake translation of 4.00 seconds", "usage": {"type": "duration", "seconds": 4}}
+    with open(path, "rb") as f:
+        verbose = client.audio.translations.create(file=f, model="whisper-1", response_format="verbose_json")
+    assert (verbose.language, verbose.duration, verbose.text) == ("english", 4.0, "Fake translation of 4.00 seconds")
+    assert fake.requests[-1]["json"] is None and fake.requests[-1]["form"]["response_format"] == "verbose_json"
+    assert requests.post(fake.url + "/v1/audio/translations", headers=AUTH,
+                         files={"file": ("fr.wav", path.read_bytes())},
+                         data={"model": "whisper-1", "response_format": "verbose_json"}).json()["task"] == "translate"
+
+
+def test_transcription_invalid_file(client, fake):
+    for data in (b"ID3 this is no wav", b"RIFF\x00\x00\x00\x00WAVE", b"RIFF\x24\x00\x00\x00WAVEdata\x00\x00\x00\x00"):
+        with pytest.raises(openai.BadRequestError) as err:
+            client.audio.transcriptions.create(file=("clip.mp3", data, "audio/mpeg"), model="whisper-1")
+        assert err.value.body == {
+            "message": "Invalid file format. Supported formats: "
+                       "['flac', 'm4a', 'mp3', 'mp4', 'mpeg', 'mpga', 'oga', 'ogg', 'wav', 'webm']",
+            "type": "invalid_request_error", "param": "file", "code": None}
+    assert fake.requests[-1]["files"]["file"] == {"filename": "clip.mp3", "content_type": "audio/mpeg",
+                                                   "size": len(data)}
+
+
+def test_transcription_request_errors(fake):
+    url = fake.url + "/v1/audio/transcriptions"
+    wav = {"file": ("a.wav", wav_bytes(1), "audio/wav")}
+    resp = requests.post(url, headers=AUTH, json={"model": "whisper-1"})
+    assert resp.status_code == 400
+    assert resp.json()["error"]["message"].startswith("Invalid Content-Type header (application/json), expected "
+                                                      "multipart/form-data")
+    resp = requests.post(url, headers=AUTH, files=wav)
+    assert resp.status_code == 400 and resp.json()["error"]["message"] == "you must provide a model parameter"
+    resp = requests.post(url, headers=AUTH, files={"x": ("a.txt", b"x")}, data={"model": "whisper-1"})
+    assert resp.status_code == 400 and resp.json()["error"]["param"] == "file"
+    resp = requests.post(url, headers=AUTH, files=wav, data={"model": "whisper-1", "response_format": "xml"})
+    assert resp.status_code == 400 and resp.json()["error"]["param"] == "response_format"
+    resp = requests.post(url, headers={**AUTH, "Content-Type": "multipart/form-data; boundary=xyz"}, data=b"junk")
+    assert resp.status_code == 400 and fake.requests[-1]["form"] is None
+    resp = requests.post(url, files=wav, data={"model": "whisper-1"})
+    assert resp.status_code == 401
+
+
+@pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")  # SDK: translations
+def test_transcription_error_triggers(client, fake, tmp_path):
+    path = make_wav(tmp_path / "a.wav", 1)
+    with open(path, "rb") as f:
+        with pytest.raises(openai.InternalServerError):
+            client.audio.transcriptions.create(file=f, model="fail-500")
+    with open(path, "rb") as f:
+        with pytest.raises(openai.RateLimitError):
+            client.audio.translations.create(file=f, model="ratelimit-1")
+    with open(path, "rb") as f:
+        assert client.audio.translations.create(file=f, model="ratelimit-1").text
+    assert (fake.count("fail-500"), fake.count("ratelimit-1")) == (1, 2)
+
+
+def test_wav_duration_and_multipart_parser():
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(3)
+        w.setframerate(44100)
+        w.writeframes(b"\x01" * (44100 * 2 * 3 // 2))
+    assert wav_duration(buf.getvalue()) == 0.5
+    # a LIST chunk (odd size, padded) before "data" and a data size larger than the bytes present
+    data = wav_bytes(1, rate=8000)
+    fmt, pcm = data[12:36], data[44:]
+    odd = (b"RIFF" + struct.pack("<I", 0) + b"WAVE" + fmt + b"LIST" + struct.pack("<I", 3) + b"abc\x00"
+           + b"data" + struct.pack("<I", 0xFFFFFFFF) + pcm)
+    assert wav_duration(odd) == 1.0
+    assert wav_duration(b"RIFF....WAVEdata\x00\x00\x00\x00") is None  # data before fmt
+    assert wav_duration(b"OggS" + bytes(40)) is None
+    body = (b"--b\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n"
+            b"--b\r\nContent-Disposition: form-data; name=\"g[]\"\r\n\r\nword\r\n"
+            b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n"
+            b"Content-Type: audio/wav\r\n\r\n\r\n-RIFF\r\n\r\n\r\n--b--\r\n")
+    fields, files = parse_multipart(body, "multipart/form-data; boundary=b")
+    assert fields == {"model": "whisper-1", "g[]": ["word"]}
+    assert files == {"file": {"filename": "a.wav", "content_type": "audio/wav", "data": b"\r\n-RIFF\r\n\r\n"}}
+    with pytest.raises(ValueError):
+        parse_multipart(body[:-7], "multipart/form-data; boundary=b")
+
+
+# ---- audio: speech --------------------------------------------------------
+
+def test_speech_mp3(client, fake):
+    text = "x" * 100
+    resp = client.audio.speech.create(model="tts-1", voice="alloy", input=text)
+    assert resp.content == fake_speech(text, "alloy", "mp3")
+    assert len(resp.content) == 64 * 1024 == speech_size(text)
+    assert resp.content.startswith(b"ID3")
+    assert resp.response.headers["content-type"] == "audio/mpeg"
+    assert resp.response.headers["transfer-encoding"] == "chunked" and "content-length" not in resp.response.headers
+    req = fake.requests[-1]
+    assert req["json"] == {"model": "tts-1", "voice": "alloy", "input": text}
+    assert req["headers"]["accept"] == "application/octet-stream"
+    assert req["audio"] == {"bytes_total": 65536, "bytes_sent": 65536, "chunks_sent": 8, "completed": True}
+    assert fake.disconnects == []
+    short = client.audio.speech.create(model="tts-1", voice={"id": "voice_123"}, input="hi", speed=1.5)
+    assert len(short.content) == 16 * 1024  # at least 16 KiB
+    assert fake_speech("hi", "alloy") != fake_speech("hi", "nova") != fake_speech("ho", "nova")
+
+
+def test_speech_streaming_response_wav(client, fake):
+    text = "Hello there, this is a sentence of some length for the speech endpoint." * 3
+    with client.audio.speech.with_streaming_response.create(model="gpt-4o-mini-tts", voice="coral", input=text,
+                                                            response_format="wav") as resp:
+        assert resp.headers["content-type"] == "audio/wav"
+        pieces = list(resp.iter_bytes())
+    audio = b"".join(pieces)
+    assert len(audio) == speech_size(text) == len(text) * 65536 // 100 // 2 * 2
+    with wave.open(io.BytesIO(audio)) as w:
+        assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (24000, 1, 2)
+        frames = w.readframes(w.getnframes())
+    assert len(frames) == len(audio) - 44 and frames == bytes(len(frames))  # silence
+    assert wav_duration(audio) == pytest.approx((len(audio) - 44) / 48000)
+    assert fake.requests[-1]["audio"]["completed"] is True
+
+
+@pytest.mark.parametrize("fmt, content_type, magic", [
+    ("opus", "audio/opus", b"OggS"), ("aac", "audio/aac", b"\xff\xf1"), ("flac", "audio/flac", b"fLaC"),
+    ("pcm", "audio/pcm", b""),
+])
+def test_speech_formats(client, fmt, content_type, magic):
+    resp = client.audio.speech.create(model="tts-1", voice="echo", input="abc", response_format=fmt)
+    assert resp.response.headers["content-type"] == content_type
+    assert resp.content.startswith(magic) and resp.content == fake_speech("abc", "echo", fmt)
+
+
+def test_speech_wire_chunks(fake):
+    """Raw socket: the body is chunked in 8 KiB pieces (last one shorter)."""
+    text = "y" * 150  # 98304 bytes: 12 chunks of 8 KiB
+    body = json.dumps({"model": "tts-1", "voice": "alloy", "input": text}).encode()
+    sock = socket.create_connection((fake.host, fake.port), timeout=5)
+    sock.sendall(b"POST /v1/audio/speech HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + KEY.encode()
+                 + b"\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: "
+                 + str(len(body)).encode() + b"\r\n\r\n" + body)
+    raw = b""
+    while chunk := sock.recv(65536):
+        raw += chunk
+    sock.close()
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    assert b"Transfer-Encoding: chunked" in head and b"Content-Type: audio/mpeg" in head
+    sizes, audio = [], b""
+    while True:
+        line, _, rest = rest.partition(b"\r\n")
+        size = int(line, 16)
+        if size == 0:
+            break
+        sizes.append(size)
+        audio, rest = audio + rest[:size], rest[size + 2:]
+    assert sizes == [8192] * 12
+    assert audio == fake_speech(text)
+
+
+@pytest.mark.parametrize("body, param, code", [
+    ({"model": "tts-1", "voice": "alloy"}, "input", "missing_required_parameter"),
+    ({"model": "tts-1", "input": "hi"}, "voice", "missing_required_parameter"),
+    ({"model": "tts-1", "voice": "robot", "input": "hi"}, "voice", "invalid_value"),
+    ({"model": "tts-1", "voice": "alloy", "input": "hi", "response_format": "ogg"}, "response_format", "invalid_value"),
+    ({"model": "tts-1", "voice": "alloy", "input": "hi", "speed": 5}, "speed", "decimal_above_max_value"),
+    ({"model": "tts-1", "voice": "alloy", "input": "hi", "speed": 0.1}, "speed", "decimal_below_min_value"),
+    ({"model": "tts-1", "voice": "alloy", "input": 42}, "input", "invalid_type"),
+])
+def test_speech_validation(fake, body, param, code):
+    resp = requests.post(fake.url + "/v1/audio/speech", headers=AUTH, json=body)
+    assert resp.status_code == 400
+    error = resp.json()["error"]
+    assert (error["type"], error["param"], error["code"]) == ("invalid_request_error", param, code)
+
+
+def test_speech_input_too_long_and_triggers(client, fake):
+    assert client.audio.speech.create(model="tts-1", voice="alloy", input="z" * 4096).content
+    with pytest.raises(openai.BadRequestError) as err:
+        client.audio.speech.create(model="tts-1", voice="alloy", input="z" * 4097)
+    assert (err.value.param, err.value.code) == ("input", "string_above_max_length")
+    assert "maximum length 4096, but got a string with length 4097" in err.value.message
+    with pytest.raises(openai.RateLimitError):
+        client.audio.speech.create(model="fail-429", voice="alloy", input="hi")
+    with pytest.raises(openai.AuthenticationError):
+        client.audio.speech.create(model="fail-401", voice="alloy", input="hi")
+
+
+def test_speech_client_hang_up_is_recorded(client, fake):
+    fake.speech_chunk_interval = 0.05
+    try:
+        text = "w" * 200  # 128 KiB: 16 chunks, 0.75 s at this pace
+        with client.audio.speech.with_streaming_response.create(model="tts-1", voice="alloy", input=text) as resp:
+            first = next(resp.iter_bytes(8192))
+        assert first == fake_speech(text)[:8192]
+        assert fake.wait_for_disconnect(3)
+        [gone] = fake.disconnects
+        assert gone["path"] == "/v1/audio/speech" and gone["model"] == "tts-1"
+        assert gone["bytes_total"] == 128 * 1024 and 8192 <= gone["bytes_sent"] < gone["bytes_total"]
+        assert gone["chunks_sent"] == gone["bytes_sent"] // 8192
+        audio = fake.requests[-1]["audio"]
+        assert audio["completed"] is False and audio["bytes_sent"] == gone["bytes_sent"]
+    finally:
+        fake.speech_chunk_interval = 0.0
+
+
+def test_speech_slow_stall_and_cut_stream(client, fake):
+    fake.stall_seconds = 0.4
+    try:
+        started = time.monotonic()
+        text = "s" * 50  # 32 KiB: the stall comes after two of its four chunks
+        assert client.audio.speech.create(model="stall-stream", voice="alloy", input=text).content == fake_speech(text)
+        assert time.monotonic() - started >= 0.4
+    finally:
+        fake.stall_seconds = 10.0
+    cut = client.audio.speech.create(model="cut-stream", voice="alloy", input="c" * 100)
+    assert cut.content == fake_speech("c" * 100)[:2 * 8192]
+    assert fake.requests[-1]["audio"]["completed"] is False
+    with client.audio.speech.with_streaming_response.create(model="slow-stream", voice="alloy", input="q") as resp:
+        assert len(next(resp.iter_bytes(8192))) == 8192
+    assert fake.wait_for_disconnect(3)
+    assert fake.disconnects[0]["model"] == "slow-stream"
+
+
+# ---- Azure: images and audio ----------------------------------------------
+
+def test_azure_images(azure, fake):
+    resp = azure.images.generate(model="my-dalle", prompt="a boat", size="1792x1024")  # Azure: dall-e-3 sizes
+    assert resp.data[0].url.startswith("https://fake-images.example/") and resp.data[0].revised_prompt == "a boat"
+    req = fake.requests[-1]
+    assert req["path"] == "/openai/deployments/my-dalle/images/generations"
+    assert req["query"] == {"api-version": API_VERSION} and req["headers"]["api-key"] == AZURE_KEY
+    image = azure.images.generate(model="gpt-image-1", prompt="a boat", quality="low")
+    assert image.usage.output_tokens == 272
+    with pytest.raises(openai.BadRequestError):
+        azure.images.generate(model="my-dalle", prompt="a boat", size="256x256")
+    with pytest.raises(openai.RateLimitError):
+        azure.images.generate(model="fail-429", prompt="x")
+    wrong = openai.AzureOpenAI(azure_endpoint=fake.url, api_key="nope", api_version=API_VERSION, max_retries=0)
+    with pytest.raises(openai.AuthenticationError) as err:
+        wrong.images.generate(model="my-dalle", prompt="x")
+    assert err.value.body["code"] == "401"
+    resp = requests.post(fake.url + "/openai/deployments/d/images/generations", headers={"api-key": AZURE_KEY},
+                         json={"prompt": "x"})
+    assert resp.status_code == 404 and resp.json() == {"error": {"code": "404", "message": "Resource not found"}}
+
+
+@pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")  # SDK: translations
+def test_azure_audio(azure, fake, tmp_path):
+    path = make_wav(tmp_path / "a.wav", 1.5)
+    with open(path, "rb") as f:
+        resp = azure.audio.transcriptions.create(file=f, model="my-whisper", response_format="verbose_json")
+    assert resp.text == "Fake transcript of 1.50 seconds" and resp.duration == 1.5 and resp.usage.seconds == 2
+    req = fake.requests[-1]
+    assert req["path"] == "/openai/deployments/my-whisper/audio/transcriptions"
+    assert req["query"] == {"api-version": API_VERSION} and req["headers"]["api-key"] == AZURE_KEY
+    assert req["files"]["file"]["size"] == path.stat().st_size
+    with open(path, "rb") as f:
+        assert azure.audio.translations.create(file=f, model="my-whisper").text == "Fake translation of 1.50 seconds"
+    assert fake.requests[-1]["path"] == "/openai/deployments/my-whisper/audio/translations"
+    speech = azure.audio.speech.create(model="my-tts", voice="nova", input="hello azure", response_format="flac")
+    assert speech.content == fake_speech("hello azure", "nova", "flac")
+    assert fake.requests[-1]["path"] == "/openai/deployments/my-tts/audio/speech"
+    with pytest.raises(openai.InternalServerError):
+        azure.audio.speech.create(model="fail-503", voice="nova", input="x")
+    assert fake.count("my-whisper") == 2 and fake.count("my-tts") == 1
