@@ -2,7 +2,9 @@
 (checked with the `cohere` SDK against the gateway) and from an OpenAI-compatible rerank server,
 images and moderations with the `openai` SDK; each billed by its unit in the spend ledger."""
 
+import io
 import time
+import wave
 
 import cohere
 import openai
@@ -88,3 +90,131 @@ def test_an_upstream_rerank_error_and_a_provider_without_rerank(gateway):
     resp = requests.post(gateway.url + "/v1/rerank", timeout=20, headers={"Authorization": f"Bearer {MASTER}"},
                          json={"model": "cohere-rerank", "query": "q", "documents": ["a"], "stream": True})
     assert resp.status_code == 400 and resp.json()["error"]["param"] == "stream"
+
+
+# ---- images, moderations, audio through the openai SDK -------------------------------------------
+
+@pytest.fixture(scope="module")
+def media_gateway(fake_openai, tmp_path_factory):
+    """OpenAI and Azure deployments of the media models, priced by the model table."""
+    def openai_model(name, model):
+        return {"model_name": name, "litellm_params": {"model": f"openai/{model}", "api_base": fake_openai.url + "/v1",
+                                                       "api_key": fake_openai.api_key}}
+    models = [openai_model("dall-e-3", "dall-e-3"), openai_model("gpt-image-1", "gpt-image-1"),
+              openai_model("omni-moderation-latest", "omni-moderation-latest"),
+              openai_model("whisper-1", "whisper-1"), openai_model("tts-1", "tts-1"),
+              {"model_name": "azure-whisper", "litellm_params": {
+                  "model": "azure/whisper-1", "api_base": fake_openai.url, "api_key": fake_openai.azure_key,
+                  "api_version": "2024-06-01", "input_cost_per_second": 0.0001}}]
+    gw = config_gateway(tmp_path_factory.mktemp("gw-media"),
+                        {"model_list": models, "general_settings": {"master_key": MASTER}})
+    yield gw
+    gw.stop()
+
+
+def sdk(gw):
+    return openai.OpenAI(base_url=gw.url + "/v1", api_key=MASTER, max_retries=0, timeout=20)
+
+
+def wav(seconds, rate=16000):
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(b"\0\0" * rate * seconds)
+    return buf.getvalue()
+
+
+def test_images_are_generated_and_billed_per_image_by_quality_and_size(media_gateway, fake_openai):
+    raw = sdk(media_gateway).images.with_raw_response.generate(model="dall-e-3", prompt="a red fox", quality="hd",
+                                                               size="1792x1024")
+    answer = raw.parse()
+    assert len(answer.data) == 1 and answer.data[0].url.startswith("https://")
+    assert fake_openai.requests[-1]["json"]["model"] == "dall-e-3"
+    assert float(raw.headers["x-litellm-response-cost"]) == pytest.approx(0.12)
+    row = ledger_row(media_gateway, raw.headers["x-request-id"])
+    assert (row["call_type"], row["spend"]) == ("images", pytest.approx(0.12))
+    many = sdk(media_gateway).images.with_raw_response.generate(model="gpt-image-1", prompt="a fox", n=2,
+                                                                quality="low", size="1024x1536")
+    assert len(many.parse().data) == 2 and many.parse().data[0].b64_json
+    assert float(many.headers["x-litellm-response-cost"]) == pytest.approx(2 * 0.016)
+
+
+def test_moderations_are_answered_and_free(media_gateway):
+    raw = sdk(media_gateway).moderations.with_raw_response.create(model="omni-moderation-latest",
+                                                                  input=["I will kill the process", "hello"])
+    answer = raw.parse()
+    assert [r.flagged for r in answer.results] == [True, False]
+    assert float(raw.headers["x-litellm-response-cost"]) == 0
+
+
+@pytest.mark.parametrize("model", ["whisper-1", "azure-whisper"])
+def test_a_wav_is_transcribed_and_billed_per_second(media_gateway, fake_openai, model):
+    raw = sdk(media_gateway).audio.transcriptions.with_raw_response.create(
+        model=model, file=("talk.wav", wav(3), "audio/wav"), language="en")
+    assert raw.parse().text == "Fake transcript of 3.00 seconds"
+    sent = fake_openai.requests[-1]
+    assert sent["files"]["file"]["size"] == len(wav(3)) and sent["form"]["language"] == "en"
+    assert float(raw.headers["x-litellm-response-cost"]) == pytest.approx(3 * 0.0001)
+
+
+@pytest.mark.parametrize("fmt,starts", [("text", "Fake transcript"), ("srt", "1\n00:00:00,000 --> 00:00:02,000"),
+                                        ("vtt", "WEBVTT")])
+def test_text_formats_are_made_from_verbose_json(media_gateway, fake_openai, fmt, starts):
+    text = sdk(media_gateway).audio.transcriptions.create(model="whisper-1", file=("a.wav", wav(2), "audio/wav"),
+                                                          response_format=fmt)
+    assert text.startswith(starts)
+    assert fake_openai.requests[-1]["form"]["response_format"] == "verbose_json"
+
+
+def test_translations(media_gateway):
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        answer = sdk(media_gateway).audio.translations.create(model="whisper-1", file=("a.wav", wav(1), "audio/wav"))
+    assert answer.text == "Fake translation of 1.00 seconds"
+
+
+def test_speech_streams_the_audio_and_is_billed_per_character(media_gateway):
+    text = "Hello there, this is a test of the speech route. " * 4
+    with sdk(media_gateway).audio.speech.with_streaming_response.create(model="tts-1", voice="alloy", input=text,
+                                                                        response_format="wav") as resp:
+        audio = b"".join(resp.iter_bytes())
+        request_id = resp.headers["x-request-id"]
+        assert resp.headers["content-type"] == "audio/wav"
+    assert audio[:4] == b"RIFF" and len(audio) >= 16 * 1024
+    row = ledger_row(media_gateway, request_id)
+    assert (row["call_type"], row["status"], row["spend"]) == ("speech", "success", pytest.approx(len(text) * 1.5e-5))
+
+
+def test_a_client_hanging_up_on_speech_closes_the_upstream(media_gateway, fake_openai):
+    fake_openai.speech_chunk_interval = 0.05
+    try:
+        resp = requests.post(media_gateway.url + "/v1/audio/speech", stream=True, timeout=20,
+                             headers={"Authorization": f"Bearer {MASTER}"},
+                             json={"model": "tts-1", "voice": "alloy", "input": "x" * 2000})
+        next(resp.iter_content(4096))
+        resp.close()
+        deadline = time.monotonic() + 10
+        while not fake_openai.disconnects:
+            assert time.monotonic() < deadline, "the upstream was never closed"
+            time.sleep(0.05)
+        assert fake_openai.disconnects[-1]["path"] == "/v1/audio/speech"
+        row = ledger_row(media_gateway, resp.headers["x-request-id"])
+        assert row["status"] == "client_disconnected" and row["spend"] == pytest.approx(2000 * 1.5e-5)
+    finally:
+        fake_openai.speech_chunk_interval = 0
+
+
+def test_hostile_uploads_are_refused(media_gateway):
+    url, auth = media_gateway.url + "/v1/audio/transcriptions", {"Authorization": f"Bearer {MASTER}"}
+    bad_boundary = requests.post(url, data=b"x", timeout=20,
+                                 headers={**auth, "Content-Type": "multipart/form-data; boundary=" + "a" * 200})
+    assert bad_boundary.status_code == 400 and bad_boundary.json()["error"]["code"] == "invalid_multipart"
+    parts = b"".join(b'--b\r\nContent-Disposition: form-data; name="f%d"\r\n\r\nv\r\n' % i for i in range(100))
+    too_many = requests.post(url, data=parts + b"--b--\r\n", timeout=20,
+                             headers={**auth, "Content-Type": "multipart/form-data; boundary=b"})
+    assert too_many.status_code == 413
+    no_file = requests.post(url, files={"model": (None, "whisper-1")}, headers=auth, timeout=20)
+    assert no_file.status_code == 400 and no_file.json()["error"]["param"] == "file"
