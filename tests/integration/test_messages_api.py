@@ -351,3 +351,12 @@ def test_claude_on_bedrock_streams_anthropics_events(client, fake_aws):
         with client.messages.stream(model="bedrock-stream-error", max_tokens=50, messages=hello()) as broken:
             for _ in broken.text_stream:
                 pass
+
+
+def test_a_budgeted_key_is_refused_in_anthropics_shape_once_spent(gateway):
+    key = admin_call(gateway, MASTER, "POST", "/key/generate", json={"max_budget": 1e-9})["key"]
+    own = anthropic.Anthropic(base_url=gateway.url, api_key=key, max_retries=0, timeout=20)
+    own.messages.create(model="claude", max_tokens=10, messages=hello())  # admitted: some budget was left
+    with pytest.raises(anthropic.RateLimitError) as caught:
+        own.messages.create(model="claude", max_tokens=10, messages=hello())
+    assert caught.value.body["error"]["type"] == "rate_limit_error" and "budget" in str(caught.value).lower()

@@ -218,3 +218,15 @@ def test_hostile_uploads_are_refused(media_gateway):
     assert too_many.status_code == 413
     no_file = requests.post(url, files={"model": (None, "whisper-1")}, headers=auth, timeout=20)
     assert no_file.status_code == 400 and no_file.json()["error"]["param"] == "file"
+
+
+def test_a_budgeted_key_is_held_to_its_budget_on_images(media_gateway):
+    key = admin_call(media_gateway, MASTER, "POST", "/key/generate", json={"max_budget": 0.1})["key"]
+    client = openai.OpenAI(base_url=media_gateway.url + "/v1", api_key=key, max_retries=0, timeout=20)
+    # soft budgets admit one call that may not fit while budget is left (gateway/spend/meter.py)
+    client.images.generate(model="dall-e-3", prompt="a fox", quality="hd", size="1792x1024")
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.images.generate(model="dall-e-3", prompt="a fox")
+    assert "budget" in str(caught.value).lower()
+    info = admin_call(media_gateway, MASTER, "GET", "/key/info", params={"key": key})["info"]
+    assert info["spend"] == pytest.approx(0.12)
