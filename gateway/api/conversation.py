@@ -1,9 +1,13 @@
 """One Responses API call's conversation state (see api/responses.py): the previous response's
 conversation read once before routing, the answer given its id and stored before it goes out."""
 
+import logging
+
 from gateway import errors
 from gateway.providers.responses import input_items
 from gateway.providers.responses import new_id
+
+log = logging.getLogger("gateway.api.responses")
 
 
 class Conversation:
@@ -43,8 +47,16 @@ class Conversation:
         natively was sent the whole conversation instead) and store it when `store`, before it goes out."""
         self.name(response)
         if self.keep_it and response.get("status") in ("completed", "incomplete"):
-            self.store.save(response, self.rules, self.items,
-                            self.context + self.items + list(response.get("output") or ()))
+            try:
+                self.store.save(response, self.rules, self.items,
+                                self.context + self.items + list(response.get("output") or ()))
+            except errors.GatewayError:
+                raise
+            except Exception as exc:  # the database refused the row: said as an error, never a traceback
+                log.exception("could not store response %s", self.response_id)
+                raise errors.ServiceUnavailableError(
+                    "The response could not be stored for previous_response_id; retry, or send store: false.",
+                    code="response_not_stored") from exc
         return response
 
     def watch(self, stream):

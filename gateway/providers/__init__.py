@@ -91,6 +91,9 @@ def markdown_table():
         names = (value,) if isinstance(value, str) else tuple(value or ())
         return ", ".join(f"`{n}`" for n in names) or "-"
 
+    def surface(cls, name):
+        return "yes" if name in cls.surfaces else cls.surfaces_for.get(name, "-")
+
     def audio(cls):
         kinds = [k for k, names in (("transcribe", ("transcriptions", "translations")), ("speech", ("speech",)))
                  if all(n in cls.surfaces for n in names)]
@@ -112,8 +115,8 @@ def markdown_table():
             names += f", bare `{cls.bare_models.pattern}`".replace("|", "\\|")
         rows.append(f"| {cls.title} | {names} | yes | {'native' if cls.native_completions else 'via chat'} "
                     f"| {mark(cls.embeddings)} | {messages(cls)} | {'native' if cls.native_responses else 'via chat'} "
-                    f"| {mark('images' in cls.surfaces)} | {mark('moderations' in cls.surfaces)} "
-                    f"| {mark('rerank' in cls.surfaces)} | {audio(cls)} "
+                    f"| {surface(cls, 'images')} | {surface(cls, 'moderations')} "
+                    f"| {surface(cls, 'rerank')} | {audio(cls)} "
                     f"| {mark(cls.streaming)} | {mark(cls.tools)} "
                     f"| {mark(cls.vision)} "
                     f"| {envs(cls)} |")

@@ -100,6 +100,7 @@ class Provider:
     native_messages_for = None   # the models of a provider that take Messages natively (README table)
     native_responses = False     # True: OpenAI's /v1/responses passes through (else translated to chat)
     surfaces = frozenset()       # the JSON_ENDPOINTS this provider serves (images, moderations, rerank)
+    surfaces_for = {}            # surface -> which of its models serve it, when only some do (README table)
     embeddings = False
     streaming = True
     tools = False

@@ -9,6 +9,7 @@ sends (see aws.py). The pure halves are `build_converse_kwargs`, `parse_converse
 import base64
 import binascii
 import re
+import time
 
 import orjson
 
@@ -37,6 +38,9 @@ COHERE_BATCH = 96  # Cohere Embed takes at most 96 texts per call
 ANTHROPIC_VERSION = "bedrock-2023-05-31"
 # Messages fields Bedrock's InvokeModel does not take (the model is in the path; metadata is Anthropic's).
 NOT_ON_BEDROCK = ("model", "stream", "stream_options", "metadata", "service_tier", "anthropic_headers")
+# Bedrock's image models (TEXT_IMAGE through InvokeModel) and the OpenAI qualities that mean `premium`.
+IMAGE_MODELS = ("titan-image-generator", "nova-canvas")
+PREMIUM = ("hd", "high", "premium")
 
 
 def _text_block(text):
@@ -225,6 +229,7 @@ class BedrockProvider(Provider):
                                   "tools", "tool_choice", "parallel_tool_calls", "response_format",
                                   "dimensions"})
     native_messages_for = "`anthropic.*` Claude models"  # set per deployment in __init__
+    surfaces_for = {"images": "Titan Image, Nova Canvas"}  # set per deployment in __init__
 
     def __init__(self, config, upstream_model):
         model = upstream_model
@@ -247,6 +252,8 @@ class BedrockProvider(Provider):
                                  "cohere" if "cohere.embed" in lowered else None)
         # Claude on Bedrock takes Anthropic's Messages body itself (InvokeModel): /v1/messages passes through.
         self.native_messages = "anthropic." in lowered
+        # Titan Image Generator and Nova Canvas answer /v1/images/generations (InvokeModel, TEXT_IMAGE).
+        self.surfaces = frozenset({"images"}) if any(m in lowered for m in IMAGE_MODELS) else frozenset()
 
     def supports(self, endpoint, stream):
         """Embeddings only for the Titan / Cohere embedding models."""
@@ -486,6 +493,11 @@ class BedrockProvider(Provider):
             return self._embed(io, body)
         if endpoint == "messages":
             return self._messages(io, body, stream)
+        if endpoint == "images":
+            resp = io.call(self.aws.client(io.timeout).invoke_model, modelId=self.model_id,
+                           body=orjson.dumps(image_request(body)), contentType="application/json",
+                           accept="application/json")
+            return self._parsed(lambda: images_answer(aws.json_body(self, io.read(resp["body"]))))
         kwargs = self.build_converse_kwargs(body, io.drop_params)
         client = self.aws.client(io.timeout)
         if not stream:
@@ -513,6 +525,28 @@ class BedrockProvider(Provider):
         except (KeyError, TypeError, IndexError, AttributeError, ValueError, StopIteration) as exc:
             raise errors.UpstreamError(
                 f"Upstream answered in a shape this gateway cannot read (deployment: {self.label})") from exc
+
+
+def image_request(body):
+    """An OpenAI images body as Titan Image Generator / Nova Canvas take it (TEXT_IMAGE)."""
+    size = body.get("size") if isinstance(body.get("size"), str) else "1024x1024"
+    try:
+        width, height = (int(v) for v in size.lower().split("x"))
+    except ValueError:
+        raise errors.BadRequestError("size must be WIDTHxHEIGHT, such as 1024x1024.", param="size") from None
+    config = {"numberOfImages": body.get("n") or 1, "width": width, "height": height,
+              "quality": "premium" if body.get("quality") in PREMIUM else "standard"}
+    params = {"text": body["prompt"]}
+    if body.get("negative_prompt"):
+        params["negativeText"] = body["negative_prompt"]
+    return {"taskType": "TEXT_IMAGE", "textToImageParams": params, "imageGenerationConfig": config}
+
+
+def images_answer(data):
+    """Bedrock's base64 images as OpenAI's images answer (b64_json: Bedrock gives no URLs)."""
+    if data.get("error"):
+        raise errors.UpstreamError(f"Upstream error from bedrock: {str(data['error'])[:500]}")
+    return {"created": int(time.time()), "data": [{"b64_json": image} for image in data["images"]]}
 
 
 PROVIDERS = (BedrockProvider,)
