@@ -98,6 +98,16 @@ def test_no_secret_anywhere(start_gateway, tmp_path, canaries):
             keep(client.chat.completions.with_raw_response.create(model="wild/gpt-3.5-turbo", messages=HELLO))
             keep(client.chat.completions.with_raw_response.create(  # a retry, never cached
                 model="flaky", messages=HELLO, extra_body={"caching": False}))
+            # the other surfaces: Anthropic's Messages (translated), the Responses API (its stored
+            # state is in the database dump), images, moderations
+            keep(requests.post(gw.url + "/v1/messages", headers={"x-api-key": key}, timeout=10, json={
+                "model": "gpt-3.5-turbo", "max_tokens": 20, "messages": HELLO}))
+            made = client.responses.with_raw_response.create(model="gpt-3.5-turbo", input="hello")
+            keep(made)
+            keep(client.responses.with_raw_response.create(model="gpt-3.5-turbo", input="again",
+                                                           previous_response_id=made.parse().id))
+            keep(requests.post(gw.url + "/v1/moderations", headers={"Authorization": f"Bearer {key}"}, timeout=10,
+                               json={"model": "gpt-3.5-turbo", "input": "x"}))
             for model in ("fail-401", "fail-500", "stream-error", "nope"):
                 try:
                     for _ in client.chat.completions.create(model=model, messages=HELLO,
