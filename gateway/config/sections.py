@@ -27,7 +27,11 @@ ROUTING_STRATEGIES = ("simple-shuffle", "least-busy", "usage-based-routing", "us
 # cache_params.supported_call_types: LiteLLM's call type names -> the endpoint each caches.
 CALL_TYPES = {"completion": "chat", "acompletion": "chat", "text_completion": "completions",
               "atext_completion": "completions", "embedding": "embeddings", "aembedding": "embeddings",
-              "anthropic_messages": "messages"}
+              "anthropic_messages": "messages", "rerank": "rerank", "arerank": "rerank"}
+# LiteLLM's other call type names: accepted in supported_call_types, never cached here (uploads, audio
+# and images are not worth a copy in the cache; the Responses API keeps state of its own).
+UNCACHED_CALL_TYPES = frozenset({"transcription", "atranscription", "speech", "aspeech", "image_generation",
+                                 "aimage_generation", "moderation", "amoderation", "responses", "aresponses"})
 CACHE_DEFAULT_TTL = 600.0
 CACHE_LOCAL_MAX_MB = 32  # per worker
 # Upper bound of `ttl` and `s-maxage`, per request and in cache_params: a year. Redis refuses an
@@ -202,13 +206,16 @@ def cache_section(litellm):
     if kind not in (None, "local", "redis"):
         raise ConfigError(f"{path}.type: {kind!r} is not supported (local, redis)")
     types = params.get("supported_call_types")
-    if types is not None and (not isinstance(types, list) or any(t not in CALL_TYPES for t in types)):
-        raise ConfigError(f"{path}.supported_call_types: must list names from " + ", ".join(sorted(CALL_TYPES)))
+    if types is not None and (not isinstance(types, list) or any(
+            t not in CALL_TYPES and t not in UNCACHED_CALL_TYPES for t in types)):
+        raise ConfigError(f"{path}.supported_call_types: must list names from "
+                          + ", ".join(sorted(set(CALL_TYPES) | UNCACHED_CALL_TYPES)))
     return CacheSettings(
         type=kind,
         ttl=as_seconds(params.get("ttl"), f"{path}.ttl", CACHE_DEFAULT_TTL, maximum=CACHE_MAX_SECONDS),
         namespace=_namespace(params.get("namespace"), f"{path}.namespace"),
-        call_types=(frozenset(CALL_TYPES.values()) if types is None else frozenset(CALL_TYPES[t] for t in types)),
+        call_types=(frozenset(CALL_TYPES.values()) if types is None
+                    else frozenset(CALL_TYPES[t] for t in types if t in CALL_TYPES)),
         max_size_mb=as_number(params.get("max_size_mb"), f"{path}.max_size_mb", CACHE_LOCAL_MAX_MB, above=0,
                               unit="megabytes"),
         shared=as_bool(params.get("shared"), f"{path}.shared"),

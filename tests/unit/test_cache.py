@@ -237,7 +237,7 @@ def test_a_hit_costs_nothing_and_is_marked_in_the_spend_row(app):
 
 @pytest.mark.parametrize("params, message", [
     ({"type": "memcached"}, "cache_params.type"), ({"ttl": 0}, "cache_params.ttl"),
-    ({"supported_call_types": ["rerank"]}, "supported_call_types"), ({"namespace": 1}, "namespace"),
+    ({"supported_call_types": ["not_a_call_type"]}, "supported_call_types"), ({"namespace": 1}, "namespace"),
     ({"max_size_mb": 0}, "max_size_mb"), ({"ttl": 1e300}, "cache_params.ttl")])
 def test_bad_cache_settings_stop_start_up(params, message):
     with pytest.raises(ConfigError, match=message):
@@ -289,3 +289,12 @@ def test_local_cache_is_bounded_by_entries_and_bytes():
     assert local._bytes == 100
     local.set("huge", b"z" * 101, 60)  # larger than the whole cache: not stored
     assert local.get("huge") is None and local.get("big") is not None
+
+
+def test_litellm_call_type_names_of_uncached_surfaces_are_accepted_and_rerank_is_cached(tmp_path):
+    from gateway.config.settings import from_dict
+    settings = from_dict({"model_list": [{"model_name": "d", "litellm_params": {"model": "demo/x"}}],
+                          "litellm_settings": {"cache": True, "cache_params": {"supported_call_types": [
+                              "acompletion", "atranscription", "aspeech", "aimage_generation", "arerank",
+                              "aresponses", "anthropic_messages"]}}})
+    assert settings.litellm.cache.call_types == {"chat", "rerank", "messages"}
