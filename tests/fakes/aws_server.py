@@ -8,7 +8,8 @@ Routes (boto3 `endpoint_url` = FakeAWS.url)
     Bedrock:   POST /model/{modelId}/converse          JSON Converse answer
                POST /model/{modelId}/converse-stream   application/vnd.amazon.eventstream, chunked
                POST /model/{modelId}/invoke            Titan / Cohere embeddings; Claude ("anthropic." in the
-                                                       id): Anthropic's Messages API, as Bedrock hosts it
+                                                       id): Anthropic's Messages API, as Bedrock hosts it;
+                                                       Titan Image Generator / Nova Canvas: TEXT_IMAGE
                POST /model/{modelId}/invoke-with-response-stream
                                                        Claude only: one `chunk` event per Anthropic stream event
     SageMaker: POST /endpoints/{name}/invocations                  TGI (or embeddings when the name has "embed")
@@ -36,6 +37,15 @@ without region prefix and ``-vN:M`` suffix). Headers: X-Amzn-Bedrock-Input-Token
 (inputTokenCount, outputTokenCount, invocationLatency, firstByteLatency, plus cacheRead/WriteInputTokenCount
 when non-zero).
 
+Image models on InvokeModel ("titan-image-generator" or "nova-canvas" in the id, so amazon.titan-image-
+generator-v1, amazon.titan-image-generator-v2:0, amazon.nova-canvas-v1:0, with or without a region prefix):
+the body is ``{"taskType": "TEXT_IMAGE", "textToImageParams": {"text", "negativeText"?, ...},
+"imageGenerationConfig"?: {"numberOfImages", "width", "height", "quality", "cfgScale", "seed"}}`` (only
+TEXT_IMAGE; see ``image_request_problem`` for every rule and its wording). The answer is ``{"images":
+[base64 PNG, ...], "error": null}`` for Titan and ``{"images": [...]}`` for Nova Canvas (whose ``error``
+only comes with content-filtered output), numberOfImages solid-colour PNGs of the asked width x height
+(colour from prompt, seed and index), with x-amzn-RequestId and X-Amzn-Bedrock-Invocation-Latency.
+
 Triggers (substring of model id / endpoint name): fail-validation, context-length, fail-access,
 fail-notfound, fail-throttle, fail-timeout, fail-500, fail-503 (AWS error answers), slow (answer after
 ``slow_seconds``), stream-error (a modelStreamErrorException event after two deltas; Claude streams:
@@ -46,12 +56,15 @@ whose body just ends after two pieces, without messageStop / TGI's final line).
 
 import base64
 import binascii
+import hashlib
 import hmac
 import json
 import re
 import struct
 import time
 import uuid
+import zlib
+from functools import lru_cache
 from urllib.parse import unquote
 from urllib.parse import urlsplit
 
@@ -308,6 +321,158 @@ def chunk_event(data):
     return event_message("chunk", {"bytes": base64.b64encode(json.dumps(data).encode()).decode()})
 
 
+# --- Bedrock image generation (Titan Image Generator G1 v1/v2, Nova Canvas) --------------------------
+
+# Titan Image Generator G1 (v1 and v2): the (width, height) pairs AWS documents, nothing else.
+TITAN_IMAGE_SIZES = (
+    (1024, 1024), (768, 768), (512, 512), (768, 1152), (384, 576), (1152, 768), (576, 384), (768, 1280),
+    (384, 640), (1280, 768), (640, 384), (896, 1152), (448, 576), (1152, 896), (576, 448), (768, 1408),
+    (384, 704), (1408, 768), (704, 384), (640, 1408), (320, 704), (1408, 640), (704, 320), (1152, 640),
+    (1173, 640))
+NOVA_MAX_PIXELS = 4_194_304  # 2048 x 2048
+# What each model takes: prompt length limit, seed maximum, and the textToImageParams keys its schema knows
+# (image conditioning, and Nova's style, are accepted and ignored; Titan v1 knows only text and negativeText).
+_IMAGE_LIMITS = {
+    "titan": {"text": 512, "seed": 2_147_483_646,
+              "params": {"text", "negativeText", "conditionImage", "controlMode", "controlStrength"}},
+    "nova": {"text": 1024, "seed": 858_993_459,
+             "params": {"text", "negativeText", "style", "conditionImage", "controlMode", "controlStrength"}},
+}
+_IMAGE_CONFIG_KEYS = {"numberOfImages", "width", "height", "quality", "cfgScale", "seed"}
+
+
+def image_family(model):
+    """"nova" or "titan" for an image model id, None for any other model."""
+    if "nova-canvas" in model:
+        return "nova"
+    return "titan" if "titan-image-generator" in model else None
+
+
+def _check_type(path, value, kind):
+    """Bedrock's schema complaint when a value is not of the JSON type (`Integer`, `Number`, `String`,
+    `JSONObject`), else None. Booleans are no numbers; whole numbers are Numbers."""
+    found = _json_type(value)
+    if found == kind or (kind == "Number" and found == "Integer"):
+        return None
+    return _malformed(f"{path}: expected type: {kind}, found: {found}")
+
+
+def _check_range(path, value, low, high):
+    if value < low:
+        return _malformed(f"{path}: {value} is not greater or equal to {low}")
+    if value > high:
+        return _malformed(f"{path}: {value} is not less or equal to {high}")
+    return None
+
+
+def image_request_problem(model, body):
+    """The ValidationException message Bedrock gives a TEXT_IMAGE body for this image model, or None.
+
+    Schema rules first (wording of Bedrock's JSON-schema validator, "Malformed input request: #/...:
+    ..., please reformat your input and try again."): taskType required and TEXT_IMAGE; textToImageParams
+    required object; text required string of 1-512 characters (Titan) or 1-1024 (Nova Canvas), negativeText
+    the same when present; imageGenerationConfig optional object; numberOfImages integer 1-5; quality
+    "standard" or "premium"; cfgScale number 1.1-10.0; seed integer 0-2147483646 (Titan) or 0-858993459
+    (Nova Canvas); no keys besides the documented ones. Then the size: Titan takes only its documented
+    width x height pairs; Nova Canvas takes widths and heights of 320-4096 that are multiples of 16, at most
+    4,194,304 pixels in all and an aspect ratio between 1:4 and 4:1. Both default to 1024 x 1024."""
+    limits = _IMAGE_LIMITS[image_family(model)]
+    allowed = {"text", "negativeText"} if "titan-image-generator-v1" in model else limits["params"]
+    for key in ("taskType", "textToImageParams"):
+        if key not in body:
+            return _malformed(f"#: required key [{key}] not found")
+    extra = sorted(set(body) - {"taskType", "textToImageParams", "imageGenerationConfig"})
+    if extra:
+        return _malformed(f"#: extraneous key [{extra[0]}] is not permitted")
+    if body["taskType"] != "TEXT_IMAGE":
+        return _malformed(f"#/taskType: {body['taskType']} is not a valid enum value")
+    params = body["textToImageParams"]
+    problem = _check_type("#/textToImageParams", params, "JSONObject")
+    if problem:
+        return problem
+    if "text" not in params:
+        return _malformed("#/textToImageParams: required key [text] not found")
+    extra = sorted(set(params) - allowed)
+    if extra:
+        return _malformed(f"#/textToImageParams: extraneous key [{extra[0]}] is not permitted")
+    for key in ("text", "negativeText"):
+        if key not in params:
+            continue
+        path, value = f"#/textToImageParams/{key}", params[key]
+        problem = _check_type(path, value, "String")
+        if problem:
+            return problem
+        if not value:
+            return _malformed(f"{path}: expected minLength: 1, actual: 0")
+        if len(value) > limits["text"]:
+            return _malformed(f"{path}: expected maxLength: {limits['text']}, actual: {len(value)}")
+    config = body.get("imageGenerationConfig", {})
+    problem = _check_type("#/imageGenerationConfig", config, "JSONObject")
+    if problem:
+        return problem
+    extra = sorted(set(config) - _IMAGE_CONFIG_KEYS)
+    if extra:
+        return _malformed(f"#/imageGenerationConfig: extraneous key [{extra[0]}] is not permitted")
+    ranges = {"numberOfImages": ("Integer", 1, 5), "cfgScale": ("Number", 1.1, 10.0),
+              "seed": ("Integer", 0, limits["seed"]), "width": ("Integer", None, None),
+              "height": ("Integer", None, None)}
+    for key, (kind, low, high) in ranges.items():
+        if key not in config:
+            continue
+        path = f"#/imageGenerationConfig/{key}"
+        problem = _check_type(path, config[key], kind) or (
+            _check_range(path, config[key], low, high) if low is not None else None)
+        if problem:
+            return problem
+    if "quality" in config and config["quality"] not in ("standard", "premium"):
+        return _malformed(f"#/imageGenerationConfig/quality: {config['quality']} is not a valid enum value")
+    width, height = config.get("width", 1024), config.get("height", 1024)
+    if image_family(model) == "titan":
+        if (width, height) not in TITAN_IMAGE_SIZES:
+            sizes = ", ".join(f"{w}x{h}" for w, h in TITAN_IMAGE_SIZES)
+            return (f"The provided image size {width}x{height} is not supported. Supported sizes (width x "
+                    f"height): {sizes}.")
+        return None
+    for key, value in (("width", width), ("height", height)):
+        path = f"#/imageGenerationConfig/{key}"
+        problem = _check_range(path, value, 320, 4096)
+        if problem:
+            return problem
+        if value % 16:
+            return _malformed(f"{path}: {value} is not a multiple of 16")
+    if width * height > NOVA_MAX_PIXELS:
+        return (f"The image size {width}x{height} has {width * height} pixels; the total pixel count must be "
+                f"at most {NOVA_MAX_PIXELS}.")
+    if not 0.25 <= width / height <= 4:
+        return f"The image size {width}x{height} has an aspect ratio outside the supported range of 1:4 to 4:1."
+    return None
+
+
+def _png_chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", binascii.crc32(kind + data))
+
+
+@lru_cache(maxsize=64)
+def solid_png(width, height, rgb):
+    """A valid PNG of width x height pixels, all of colour `rgb` (3 bytes), as bytes."""
+    row = b"\x00" + rgb * width  # filter type 0, then the pixels
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB, no interlace
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header)
+            + _png_chunk(b"IDAT", zlib.compress(row * height, 9)) + _png_chunk(b"IEND", b""))
+
+
+def generated_images(body):
+    """The base64 PNGs the fake image model paints for an (already validated) TEXT_IMAGE body."""
+    config = body.get("imageGenerationConfig") or {}
+    width, height = config.get("width", 1024), config.get("height", 1024)
+    seed = config.get("seed", 0)
+    images = []
+    for index in range(config.get("numberOfImages", 1)):
+        rgb = hashlib.sha256(f"{body['textToImageParams']['text']}|{seed}|{index}".encode()).digest()[:3]
+        images.append(base64.b64encode(solid_png(width, height, rgb)).decode())
+    return images
+
+
 class AWSHandler(FakeHandler):
     """One connection of the fake AWS upstream."""
 
@@ -440,6 +605,14 @@ class AWSHandler(FakeHandler):
             if usage["cache_creation_input_tokens"]:
                 headers["X-Amzn-Bedrock-Cache-Write-Input-Token-Count"] = str(usage["cache_creation_input_tokens"])
             return self.send_json(200, message, headers=headers)
+        if image_family(model):
+            problem = image_request_problem(model, body)
+            if problem:
+                return self.aws_error(400, "ValidationException", problem)
+            answer = {"images": generated_images(body)}
+            if image_family(model) == "titan":
+                answer["error"] = None  # Nova Canvas sends `error` only when its content filter dropped images
+            return self.send_json(200, answer, headers=headers)
         if "titan-embed" in model:
             text = body.get("inputText")
             if not isinstance(text, str):

@@ -171,6 +171,155 @@ def test_invoke_model_titan_and_cohere(bedrock):
     assert info.value.response["Error"]["Code"] == "ValidationException"
 
 
+
+# --- image generation on InvokeModel (Titan Image Generator, Nova Canvas) --------------------------
+
+TITAN_IMAGE = "amazon.titan-image-generator-v2:0"
+NOVA_CANVAS = "amazon.nova-canvas-v1:0"
+
+
+def image_body(text="a red fox", config=None, **params):
+    body = {"taskType": "TEXT_IMAGE", "textToImageParams": {"text": text, **params}}
+    if config is not None:
+        body["imageGenerationConfig"] = config
+    return json.dumps(body)
+
+
+def png_size(data):
+    """(width, height) of PNG bytes, after checking the signature and IHDR."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+@pytest.mark.parametrize("model, config, count, size", [
+    (TITAN_IMAGE, {"numberOfImages": 3, "width": 1152, "height": 896, "quality": "premium", "cfgScale": 8.0,
+                   "seed": 7}, 3, (1152, 896)),
+    ("amazon.titan-image-generator-v1", {"numberOfImages": 1, "width": 512, "height": 512}, 1, (512, 512)),
+    ("us.amazon.nova-canvas-v1:0", {"numberOfImages": 2, "width": 1280, "height": 720, "quality": "standard",
+                                    "cfgScale": 6.5, "seed": 858993459}, 2, (1280, 720)),
+    (NOVA_CANVAS, None, 1, (1024, 1024)),  # imageGenerationConfig is optional: one 1024 x 1024 image
+])
+def test_invoke_model_image_generation(bedrock, fake, model, config, count, size):
+    extra = {"style": "PHOTOREALISM"} if "nova" in model else {}  # taken, and ignored by the fake
+    resp = bedrock.invoke_model(modelId=model, body=image_body(config=config, negativeText="blur", **extra),
+                                contentType="application/json", accept="application/json")
+    assert resp["contentType"] == "application/json"
+    headers = resp["ResponseMetadata"]["HTTPHeaders"]
+    assert headers["x-amzn-requestid"] and headers["x-amzn-bedrock-invocation-latency"]
+    data = json.loads(resp["body"].read())
+    if "nova" in model:
+        assert set(data) == {"images"}  # Nova Canvas sends `error` only when its filter dropped images
+    else:
+        assert set(data) == {"images", "error"} and data["error"] is None
+    assert len(data["images"]) == count
+    pngs = [base64.b64decode(image, validate=True) for image in data["images"]]
+    assert all(png_size(png) == size for png in pngs)
+    assert len(set(pngs)) == count  # each image its own
+    sent = fake.requests[-1]
+    assert sent["path"] == f"/model/{model}/invoke"
+    assert sent["json"]["textToImageParams"] == {"text": "a red fox", "negativeText": "blur", **extra}
+
+
+def test_invoke_model_image_generation_is_deterministic(bedrock):
+    body = image_body(config={"numberOfImages": 1, "width": 512, "height": 512, "seed": 3})
+    first, second = (json.loads(bedrock.invoke_model(modelId=TITAN_IMAGE, body=body)["body"].read())
+                     for _ in range(2))
+    assert first == second
+
+
+@pytest.mark.parametrize("model, body, wording", [
+    (TITAN_IMAGE, {"textToImageParams": {"text": "x"}}, "#: required key [taskType] not found"),
+    (TITAN_IMAGE, {"taskType": "TEXT_IMAGE"}, "#: required key [textToImageParams] not found"),
+    (TITAN_IMAGE, {"taskType": "TEXT_IMAGE", "textToImageParams": {"negativeText": "x"}},
+     "#/textToImageParams: required key [text] not found"),
+    (NOVA_CANVAS, {"taskType": "TEXT_IMAGE", "textToImageParams": {}},
+     "#/textToImageParams: required key [text] not found"),
+    (TITAN_IMAGE, {"taskType": "TEXT_IMAGE", "textToImageParams": {"text": ""}},
+     "#/textToImageParams/text: expected minLength: 1, actual: 0"),
+    (TITAN_IMAGE, {"taskType": "TEXT_IMAGE", "textToImageParams": {"text": "x" * 513}},
+     "#/textToImageParams/text: expected maxLength: 512, actual: 513"),
+    (NOVA_CANVAS, {"taskType": "TEXT_IMAGE", "textToImageParams": {"text": "x" * 1025}},
+     "#/textToImageParams/text: expected maxLength: 1024, actual: 1025"),
+    (TITAN_IMAGE, {"taskType": "TEXT_IMAGE", "textToImageParams": {"text": 5}},
+     "#/textToImageParams/text: expected type: String, found: Integer"),
+    (TITAN_IMAGE, {"taskType": "IMAGE_OF_TEXT", "textToImageParams": {"text": "x"}},
+     "#/taskType: IMAGE_OF_TEXT is not a valid enum value"),
+    (TITAN_IMAGE, {"taskType": "TEXT_IMAGE", "textToImageParams": {"text": "x"}, "n": 2},
+     "#: extraneous key [n] is not permitted"),
+    ("amazon.titan-image-generator-v1", {"taskType": "TEXT_IMAGE", "textToImageParams": {
+        "text": "x", "conditionImage": "AAAA"}},  # image conditioning is Titan v2's
+     "#/textToImageParams: extraneous key [conditionImage] is not permitted"),
+    (TITAN_IMAGE, {"taskType": "TEXT_IMAGE", "textToImageParams": {"text": "x", "style": "PHOTOREALISM"}},
+     "#/textToImageParams: extraneous key [style] is not permitted"),  # a Nova Canvas field
+    (TITAN_IMAGE, {"taskType": "TEXT_IMAGE", "textToImageParams": {"text": "x"},
+                   "imageGenerationConfig": {"numberOfImages": 6}},
+     "#/imageGenerationConfig/numberOfImages: 6 is not less or equal to 5"),
+    (NOVA_CANVAS, {"taskType": "TEXT_IMAGE", "textToImageParams": {"text": "x"},
+                   "imageGenerationConfig": {"numberOfImages": 0}},
+     "#/imageGenerationConfig/numberOfImages: 0 is not greater or equal to 1"),
+    (NOVA_CANVAS, {"taskType": "TEXT_IMAGE", "textToImageParams": {"text": "x"},
+                   "imageGenerationConfig": {"numberOfImages": "2"}},
+     "#/imageGenerationConfig/numberOfImages: expected type: Integer, found: String"),
+    (TITAN_IMAGE, {"taskType": "TEXT_IMAGE", "textToImageParams": {"text": "x"},
+                   "imageGenerationConfig": {"quality": "hd"}},
+     "#/imageGenerationConfig/quality: hd is not a valid enum value"),
+    (TITAN_IMAGE, {"taskType": "TEXT_IMAGE", "textToImageParams": {"text": "x"},
+                   "imageGenerationConfig": {"cfgScale": 11}},
+     "#/imageGenerationConfig/cfgScale: 11 is not less or equal to 10.0"),
+    (NOVA_CANVAS, {"taskType": "TEXT_IMAGE", "textToImageParams": {"text": "x"},
+                   "imageGenerationConfig": {"seed": 858993460}},
+     "#/imageGenerationConfig/seed: 858993460 is not less or equal to 858993459"),
+    (TITAN_IMAGE, {"taskType": "TEXT_IMAGE", "textToImageParams": {"text": "x"},
+                   "imageGenerationConfig": {"width": 1000, "height": 1000}},
+     "The provided image size 1000x1000 is not supported"),
+    (TITAN_IMAGE, {"taskType": "TEXT_IMAGE", "textToImageParams": {"text": "x"},
+                   "imageGenerationConfig": {"width": 896, "height": 896}},
+     "The provided image size 896x896 is not supported"),
+    (NOVA_CANVAS, {"taskType": "TEXT_IMAGE", "textToImageParams": {"text": "x"},
+                   "imageGenerationConfig": {"width": 1000, "height": 1024}},
+     "#/imageGenerationConfig/width: 1000 is not a multiple of 16"),
+    (NOVA_CANVAS, {"taskType": "TEXT_IMAGE", "textToImageParams": {"text": "x"},
+                   "imageGenerationConfig": {"width": 1024, "height": 304}},
+     "#/imageGenerationConfig/height: 304 is not greater or equal to 320"),
+    (NOVA_CANVAS, {"taskType": "TEXT_IMAGE", "textToImageParams": {"text": "x"},
+                   "imageGenerationConfig": {"width": 4112, "height": 1024}},
+     "#/imageGenerationConfig/width: 4112 is not less or equal to 4096"),
+    (NOVA_CANVAS, {"taskType": "TEXT_IMAGE", "textToImageParams": {"text": "x"},
+                   "imageGenerationConfig": {"width": 2048, "height": 2064}},
+     "the total pixel count must be at most 4194304"),
+    (NOVA_CANVAS, {"taskType": "TEXT_IMAGE", "textToImageParams": {"text": "x"},
+                   "imageGenerationConfig": {"width": 2048, "height": 496}},
+     "aspect ratio outside the supported range of 1:4 to 4:1"),
+])
+def test_invoke_model_image_generation_validation(bedrock, model, body, wording):
+    with pytest.raises(ClientError) as info:
+        bedrock.invoke_model(modelId=model, body=json.dumps(body))
+    assert type(info.value).__name__ == "ValidationException"
+    assert info.value.response["Error"]["Code"] == "ValidationException"
+    assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert wording in info.value.response["Error"]["Message"]
+
+
+def test_invoke_model_image_generation_edge_sizes(bedrock):
+    """What Nova Canvas takes at its limits: 2048 x 2048 (all the pixels), 4:1, and 320 x 320."""
+    for width, height in ((2048, 2048), (1280, 320), (320, 320)):
+        data = json.loads(bedrock.invoke_model(modelId=NOVA_CANVAS, body=image_body(
+            config={"width": width, "height": height}))["body"].read())
+        assert png_size(base64.b64decode(data["images"][0])) == (width, height)
+
+
+@pytest.mark.parametrize("trigger, code, status", [
+    ("fail-validation", "ValidationException", 400), ("fail-throttle", "ThrottlingException", 429),
+    ("fail-access", "AccessDeniedException", 403), ("fail-500", "InternalServerException", 500),
+])
+def test_invoke_model_image_generation_typed_errors(bedrock, trigger, code, status):
+    for model in (f"amazon.titan-image-generator-{trigger}-v2:0", f"us.amazon.nova-canvas-{trigger}-v1:0"):
+        with pytest.raises(ClientError) as info:
+            bedrock.invoke_model(modelId=model, body=image_body())
+        assert info.value.response["Error"]["Code"] == code
+        assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == status
+
+
 # --- Claude on InvokeModel (Anthropic's Messages API) ---------------------------------------------
 
 CLAUDE = "us.anthropic.claude-3-5-sonnet-20241022-v2:0"
