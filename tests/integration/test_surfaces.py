@@ -230,3 +230,46 @@ def test_a_budgeted_key_is_held_to_its_budget_on_images(media_gateway):
     assert "budget" in str(caught.value).lower()
     info = admin_call(media_gateway, MASTER, "GET", "/key/info", params={"key": key})["info"]
     assert info["spend"] == pytest.approx(0.12)
+
+
+# ---- a provider of images other than OpenAI: Bedrock ---------------------------------------------
+
+@pytest.fixture(scope="module")
+def bedrock_gateway(tmp_path_factory):
+    from tests.fakes.aws_server import ACCESS_KEY
+    from tests.fakes.aws_server import SECRET_KEY
+    from tests.fakes.aws_server import FakeAWS
+    with FakeAWS() as fake:
+        def bedrock(name, model):
+            return {"model_name": name, "litellm_params": {
+                "model": f"bedrock/{model}", "api_base": fake.url, "aws_access_key_id": ACCESS_KEY,
+                "aws_secret_access_key": SECRET_KEY, "aws_region_name": "us-east-1"}}
+        models = [bedrock("nova-canvas", "amazon.nova-canvas-v1:0"),
+                  bedrock("titan-image", "amazon.titan-image-generator-v2:0"),
+                  bedrock("claude", "anthropic.claude-3-haiku-20240307-v1:0")]
+        gw = config_gateway(tmp_path_factory.mktemp("gw-bedrock-images"),
+                            {"model_list": models, "general_settings": {"master_key": MASTER}})
+        yield gw, fake
+        gw.stop()
+
+
+def test_bedrock_image_models_answer_images_billed_by_quality_and_size(bedrock_gateway):
+    gw, fake = bedrock_gateway
+    import base64
+    raw = sdk(gw).images.with_raw_response.generate(model="nova-canvas", prompt="a red fox", n=2, size="1024x1024",
+                                                    quality="hd")
+    answer = raw.parse()
+    assert len(answer.data) == 2 and base64.b64decode(answer.data[0].b64_json)[:8] == b"\x89PNG\r\n\x1a\n"
+    sent = fake.requests[-1]["json"]
+    assert sent == {"taskType": "TEXT_IMAGE", "textToImageParams": {"text": "a red fox"},
+                    "imageGenerationConfig": {"numberOfImages": 2, "width": 1024, "height": 1024,
+                                              "quality": "premium"}}
+    assert float(raw.headers["x-litellm-response-cost"]) == pytest.approx(2 * 0.06)
+    titan = sdk(gw).images.with_raw_response.generate(model="titan-image", prompt="a fox", size="512x512")
+    assert float(titan.headers["x-litellm-response-cost"]) == pytest.approx(0.008)
+    with pytest.raises(openai.BadRequestError) as caught:  # a size the model does not make: AWS's 400
+        sdk(gw).images.generate(model="titan-image", prompt="a fox", size="1000x1000")
+    assert "size" in str(caught.value).lower()
+    with pytest.raises(openai.BadRequestError) as caught:  # a chat model makes no images
+        sdk(gw).images.generate(model="claude", prompt="a fox")
+    assert caught.value.code == "unsupported_endpoint"
