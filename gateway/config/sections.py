@@ -257,7 +257,8 @@ def deployment_numbers(index, params, info):
             as_number(values.get(name), where + name, minimum=0, unit="USD per token")
         as_number(values.get("output_cost_per_image"), where + "output_cost_per_image", minimum=0, unit="USD per image")
         as_number(values.get("input_cost_per_query"), where + "input_cost_per_query", minimum=0, unit="USD per query")
-        for name, unit in (("input_cost_per_second", "USD per second"), ("input_cost_per_character", "USD per character")):
+        for name, unit in (("input_cost_per_second", "USD per second"), ("output_cost_per_second", "USD per second"),
+                           ("input_cost_per_character", "USD per character")):
             as_number(values.get(name), where + name, minimum=0, unit=unit)
         as_seconds(values.get("health_check_timeout"), where + "health_check_timeout")
         if section == "model_info":

@@ -53,14 +53,15 @@ def cache_prices(params, facts, input_price):
 
 # ---- prices of calls billed per unit (images, rerank queries) ------------------------------------
 
-UNIT_PRICES = ("output_cost_per_image", "input_cost_per_query", "input_cost_per_second", "input_cost_per_character")
+UNIT_PRICES = ("output_cost_per_image", "input_cost_per_query", "input_cost_per_second", "input_cost_per_character",
+               "output_cost_per_second")
 
 
 def unit_prices(params, facts):
     """{name: USD} of the per-unit prices a deployment has (litellm_params over model_info and the
     table): `output_cost_per_image` (every size and quality), `input_cost_per_query` (a rerank
     search unit), `input_cost_per_second` (audio transcribed), `input_cost_per_character` (text
-    spoken), and the table's `image_prices` ({"<quality>/<size>": USD}). Raises ValueError naming a
+    spoken), `output_cost_per_second` (speech heard), and the table's `image_prices` ({"<quality>/<size>": USD}). Raises ValueError naming a
     bad value."""
     found = {}
     for name in UNIT_PRICES:

@@ -62,8 +62,9 @@ def _clock(seconds, sep):
     return f"{ms // 3600000:02d}:{ms // 60000 % 60:02d}:{ms // 1000 % 60:02d}{sep}{ms % 1000:03d}"
 
 
-def wav_seconds(data):
-    """The duration of a RIFF/WAVE file from its header, or None when it is not one."""
+def wav_layout(data):
+    """(bytes a second, where the samples start, their declared size) of a RIFF/WAVE file's header,
+    or None when it is not one."""
     if len(data) < 44 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
         return None
     offset, rate, block = 12, None, None
@@ -72,9 +73,40 @@ def wav_seconds(data):
         if chunk == b"fmt " and size >= 16:
             _fmt, channels, rate, _bps, block = struct.unpack_from("<HHIIH", data, offset + 8)
         elif chunk == b"data" and rate and block:
-            return min(size, len(data) - offset - 8) / (rate * block)
+            return rate * block, offset + 8, size
         offset += 8 + size + (size & 1)
     return None
+
+
+def wav_seconds(data):
+    """The duration of a RIFF/WAVE file from its header, or None when it is not one."""
+    layout = wav_layout(data)
+    if layout is None:
+        return None
+    per_second, start, size = layout
+    return min(size, len(data) - start) / per_second
+
+
+PCM_BYTES_PER_SECOND = 48000  # OpenAI's `pcm`: 24 kHz, 16-bit, mono
+CHARACTERS_PER_SECOND = 15  # speech at its usual pace, for audio whose length cannot be read
+BOUND_CHARACTERS_PER_SECOND = 2.5  # the slowest speech (speed 0.25 and pauses), for holds
+
+
+def speech_seconds(body, head, total):
+    """Seconds of speech heard: from a WAV header or raw PCM's size, else from the characters spoken."""
+    fmt = body.get("response_format")
+    layout = wav_layout(head) if head[:4] == b"RIFF" else None
+    if layout is not None:  # the bytes that came after the header, as many as it declares at most
+        per_second, start, size = layout
+        return min(size, max(0, total - start)) / per_second
+    if fmt == "pcm":
+        return total / PCM_BYTES_PER_SECOND
+    return len(body.get("input") or "") / CHARACTERS_PER_SECOND
+
+
+def speech_bound_seconds(body):
+    """The most seconds a speech call can produce (for holds)."""
+    return len(body.get("input") or "") / BOUND_CHARACTERS_PER_SECOND
 
 
 def billed_seconds(answer, upload):

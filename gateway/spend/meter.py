@@ -36,6 +36,8 @@ from gateway.providers.rerank import billed_units
 from gateway.data import image_price
 from gateway.providers.audio import billed_seconds
 from gateway.providers.audio import bound_seconds
+from gateway.providers.audio import speech_bound_seconds
+from gateway.providers.audio import speech_seconds
 
 log = logging.getLogger("gateway.spend.meter")
 
@@ -105,6 +107,10 @@ def unit_cost(deployment, endpoint, body, answer=None):
     if endpoint == "speech" and "input_cost_per_character" in prices:
         text = body.get("input")
         return len(text) * prices["input_cost_per_character"] if isinstance(text, str) else 0.0
+    if endpoint == "speech" and "output_cost_per_second" in prices:
+        heard = (answer or {}).get("audio")
+        seconds = speech_seconds(body, *heard) if heard else speech_bound_seconds(body)
+        return seconds * prices["output_cost_per_second"]
     if endpoint == "rerank" and "input_cost_per_query" in prices:
         if answer is not None:
             units = billed_units(answer)[0] or 1
@@ -359,9 +365,11 @@ class Meter:
                 chunk.pop("usage", None)
             return chunk
 
-        def count_bytes(chunk):  # speech: audio bytes, billed by the characters spoken
+        def count_bytes(chunk):  # speech: audio bytes, billed by the characters spoken or the seconds heard
             if self.first_chunk is None:
                 self.first_chunk = time.time()
+                usage["audio_head"] = bytes(chunk[:64])
+            usage["audio_bytes"] = usage.get("audio_bytes", 0) + len(chunk)
             return chunk
 
         def ended(error):
@@ -376,7 +384,8 @@ class Meter:
 
     def bill_end(self, outcome, usage):
         """Bill a stream that ended (or was closed): by its unit (speech), else by its usage."""
-        if self.endpoint == "speech" and self.bill_units(outcome, {}) is not None:
+        heard = {"audio": (usage.get("audio_head", b""), usage.get("audio_bytes", 0))}
+        if self.endpoint == "speech" and self.bill_units(outcome, heard) is not None:
             return
         self.bill(outcome, usage)
 

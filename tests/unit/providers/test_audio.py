@@ -81,3 +81,21 @@ def test_transcriptions_are_held_and_billed_per_second_and_speech_per_character(
     said = {"model": "m", "input": "x" * 1000, "voice": "alloy"}
     assert spend.worst_case_cost([tts], "speech", said) == pytest.approx(1000 * 1.5e-5)
     assert tts.priced and whisper.priced
+
+
+def test_speech_priced_per_second_heard_from_a_wav_header_pcm_or_the_characters():
+    tts = Deployment(make("openai/tts-1", input_cost_per_character=None, output_cost_per_second=0.001))
+    assert tts.unit_prices == {"output_cost_per_second": 0.001} and tts.priced
+    body = {"model": "m", "input": "x" * 30, "voice": "alloy", "response_format": "wav"}
+    head = wav(2)[:64]
+    assert audio.speech_seconds(body, head, len(wav(2))) == 2.0
+    assert audio.speech_seconds({**body, "response_format": "pcm"}, b"\0" * 64, 96000) == 2.0
+    assert audio.speech_seconds({**body, "response_format": "mp3"}, b"ID3", 5000) == 2.0  # 30 characters
+    assert spend.worst_case_cost([tts], "speech", body) == pytest.approx(30 / 2.5 * 0.001)
+    meter = Meter(_Tracker(), "r", None, "speech", body, True)
+    stream = [wav(2)[:8192], wav(2)[8192:]]
+    from gateway.wire.stream import ChunkStream
+    assert b"".join(meter.watch(Outcome(group="m", deployment=tts), ChunkStream(None, "speech", iter(stream)),
+                                True)) == wav(2)
+    meter.close()
+    assert meter.cost == pytest.approx(2 * 0.001) and meter.status == "success"
