@@ -21,13 +21,26 @@ def owner_of(rules):
 
 
 class StoredRow:
-    """One stored response as read back: its conversation and what GET answers."""
+    """One stored response as read back: its conversation and what GET answers (each JSON column
+    decoded only when asked for: a call with previous_response_id needs the context alone)."""
 
-    __slots__ = ("id", "key_id", "team_id", "input_items", "context", "response")
+    __slots__ = ("id", "key_id", "team_id", "_raw")
 
     def __init__(self, row):
         self.id, self.key_id, self.team_id = row[0], row[1], row[2]
-        self.input_items, self.context, self.response = (orjson.loads(v) for v in row[3:6])
+        self._raw = row[3:6]
+
+    @property
+    def input_items(self):
+        return orjson.loads(self._raw[0])
+
+    @property
+    def context(self):
+        return orjson.loads(self._raw[1])
+
+    @property
+    def response(self):
+        return orjson.loads(self._raw[2])
 
 
 class ResponseStore:
