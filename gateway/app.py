@@ -181,7 +181,8 @@ def create_app(settings=None):
 
     def error_body(err):
         """The error envelope the route's clients read: Anthropic's on the Messages routes, else OpenAI's."""
-        return anthropic_error(err) if request.blueprint == "messages" else err.body()
+        anthropic = request.blueprint == "messages" or request.path.startswith(("/v1/messages", "/anthropic/"))
+        return anthropic_error(err) if anthropic else err.body()
 
     @app.errorhandler(errors.GatewayError)
     def _gateway_error(exc):
