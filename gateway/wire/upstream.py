@@ -102,12 +102,8 @@ def translated_chunks(provider, endpoint, events, state, timeout):
             if chunks is None:
                 return
             yield from chunks
-    except Urllib3Timeout as exc:
-        raise errors.UpstreamTimeoutError(
-            f"Upstream stream stalled for {timeout:g}s (deployment: {provider.label})") from exc
     except (Urllib3Error, OSError) as exc:
-        raise errors.UpstreamConnectionError(
-            f"Upstream stream broke (deployment: {provider.label}): {type(exc).__name__}") from exc
+        raise stream_io_error(provider, exc, timeout) from exc
     except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
         raise errors.UpstreamError(
             f"Upstream sent a stream event this gateway cannot read (deployment: {provider.label})") from exc
@@ -164,16 +160,20 @@ def _events_of(raw):
         yield event.data
 
 
+def stream_io_error(provider, exc, timeout):
+    """The gateway's error for an I/O failure in the middle of an upstream's stream."""
+    if isinstance(exc, Urllib3Timeout):
+        return errors.UpstreamTimeoutError(f"Upstream stream stalled for {timeout:g}s (deployment: {provider.label})")
+    return errors.UpstreamConnectionError(
+        f"Upstream stream broke (deployment: {provider.label}): {type(exc).__name__}")
+
+
 def raw_chunks(provider, resp, timeout):
     """The bytes of a response body as they arrive (speech audio), I/O errors mapped once, here."""
     try:
         yield from read_raw(resp)
-    except Urllib3Timeout as exc:
-        raise errors.UpstreamTimeoutError(
-            f"Upstream stream stalled for {timeout:g}s (deployment: {provider.label})") from exc
     except (Urllib3Error, OSError) as exc:
-        raise errors.UpstreamConnectionError(
-            f"Upstream stream broke (deployment: {provider.label}): {type(exc).__name__}") from exc
+        raise stream_io_error(provider, exc, timeout) from exc
 
 
 def http_call(provider, ctx, endpoint, body, stream, req=None):
