@@ -115,23 +115,37 @@ class Database:
         finally:
             session.close()
 
-    def read(self):
-        """A Core connection for reads (no transaction to commit), with session()'s 503."""
-        return self._connection(self.engine.connect)
+    def prepare(self, statement):
+        """A Core statement compiled once for this database (see Prepared)."""
+        return Prepared(self.engine.dialect, statement)
 
-    def begin(self):
-        """A Core connection in a transaction, committed on success (no ORM session: for statements
-        on the path of a call), with the same 503 as session() when the database is gone."""
-        return self._connection(self.engine.begin)
-
-    @contextlib.contextmanager
-    def _connection(self, open_):
+    def run(self, prepared, params, fetch=False):
+        """Run a Prepared statement on a pooled DBAPI connection and commit: the first row when
+        `fetch`. The same 503 as session() when the database is gone."""
+        dbapi = self.engine.dialect.dbapi
         try:
-            with open_() as connection:
-                yield connection
-        except BaseException as exc:
-            _raise_unavailable(exc)
+            raw = self.engine.raw_connection()
+        except Exception as exc:
+            _raise_unavailable(exc, dbapi)
             raise
+        try:
+            cursor = raw.cursor()
+            try:
+                cursor.execute(prepared.sql, prepared.arguments(params))
+                row = cursor.fetchone() if fetch else None
+            finally:
+                cursor.close()
+            raw.commit()
+            return row
+        except BaseException as exc:
+            try:
+                raw.rollback()
+            except Exception:  # noqa: BLE001  (the connection is gone; the first error is the one to tell)
+                log.debug("rollback failed", exc_info=True)
+            _raise_unavailable(exc, dbapi)
+            raise
+        finally:
+            raw.close()
 
     def at_head(self):
         """Whether the schema is at HEAD_REVISION already (one SELECT; False when it is not there)."""
@@ -194,14 +208,41 @@ class Database:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _raise_unavailable(exc):
+class Prepared:
+    """A Core statement compiled once for a dialect, run on a pooled DBAPI connection without
+    SQLAlchemy's execution machinery (Database.run): for the statements on the path of a call, where
+    that machinery cost more than the database (a SELECT by key: 64 us through Core, 7 us here, on
+    SQLite). The SQL is SQLAlchemy's own compilation, values bound as parameters, through the
+    column types' own bind processors."""
+
+    __slots__ = ("sql", "names", "processors")
+
+    def __init__(self, dialect, statement):
+        compiled = statement.compile(dialect=dialect)
+        self.sql = str(compiled)
+        self.names = tuple(compiled.positiontup) if dialect.positional else None
+        self.processors = {}
+        for name, bind in compiled.binds.items():
+            processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if processor is not None:
+                self.processors[name] = processor
+
+    def arguments(self, params):
+        """The DBAPI parameters for these values (a tuple for positional dialects, else a mapping)."""
+        if self.processors:
+            params = {k: (self.processors[k](v) if k in self.processors else v) for k, v in params.items()}
+        return tuple(params[name] for name in self.names) if self.names is not None else params
+
+
+def _raise_unavailable(exc, dbapi=None):
     """The database went away mid-request: a 503 the client can retry, never a 500."""
     from sqlalchemy.exc import DBAPIError
     from sqlalchemy.exc import OperationalError
 
     from gateway import errors
-    if isinstance(exc, OperationalError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated):
-        log.error("database unavailable: %s", type(exc.orig).__name__ if exc.orig else type(exc).__name__)
+    raw_gone = dbapi is not None and isinstance(exc, (dbapi.OperationalError, dbapi.InterfaceError))
+    if raw_gone or isinstance(exc, OperationalError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated):
+        log.error("database unavailable: %s", type(getattr(exc, "orig", None) or exc).__name__)
         raise errors.ServiceUnavailableError("The key store is unavailable; retry shortly.",
                                              code="key_store_unavailable", headers={"Retry-After": "2"}) from exc
 

@@ -45,16 +45,19 @@ class StoredRow:
 
 class ResponseStore:
     """Rows of gateway_responses through the worker's Store (opened on first use): one INSERT per
-    stored response, one SELECT by primary key per read (Core statements, JSON by orjson: this is on
-    the path of every call with previous_response_id)."""
+    stored response, one SELECT by primary key per read (statements compiled once and run on a DBAPI
+    connection, storage.Prepared; JSON by orjson: this is on the path of every call with
+    previous_response_id)."""
 
     def __init__(self, store):
         self.store = store
         self._statements = None
 
     def statements(self):
-        """(insert, select by id, delete by id), built once: each call only binds its values."""
-        if self._statements is None:
+        """The database and (insert, select by id, delete by id) compiled for it, once: each call only
+        binds its values."""
+        db = self.store.get()
+        if self._statements is None or self._statements[0] is not db:
             from sqlalchemy import bindparam
             from sqlalchemy import delete
             from sqlalchemy import insert
@@ -63,8 +66,8 @@ class ResponseStore:
             from gateway.storage.models import StoredResponse  # SQLAlchemy only once a response is used
             t = StoredResponse.__table__
             by_id = t.c.id == bindparam("rid")
-            self._statements = (insert(t), select(t.c.id, t.c.key_id, t.c.team_id, t.c.input_items, t.c.context,
-                                                  t.c.response).where(by_id), delete(t).where(by_id))
+            found = select(t.c.id, t.c.key_id, t.c.team_id, t.c.input_items, t.c.context, t.c.response).where(by_id)
+            self._statements = (db, tuple(db.prepare(s) for s in (insert(t), found, delete(t).where(by_id))))
         return self._statements
 
     def save(self, response, rules, items, context):
@@ -74,9 +77,8 @@ class ResponseStore:
                   "previous_response_id": response.get("previous_response_id"),
                   "input_items": _dump(items), "context": _dump(context), "response": _dump(response),
                   "created_at": datetime.now(timezone.utc)}
-        insert = self.statements()[0]
-        with self.store.get().begin() as connection:
-            connection.execute(insert, values)
+        db, (insert, _select, _delete) = self.statements()
+        db.run(insert, values)
 
     def load(self, response_id, rules):
         """The stored row of `response_id` if the caller owns it (its key, or its key's team), else None."""
@@ -88,17 +90,16 @@ class ResponseStore:
     def _find(self, response_id):
         if not isinstance(response_id, str) or not RESPONSE_ID.fullmatch(response_id):
             return None
-        select = self.statements()[1]
-        with self.store.get().read() as connection:
-            return connection.execute(select, {"rid": response_id}).first()
+        db, (_insert, select, _delete) = self.statements()
+        return db.run(select, {"rid": response_id}, fetch=True)
 
     def delete(self, response_id, rules):
         """Delete the caller's stored response; whether there was one."""
         row = self._find(response_id)
         if row is None or not _owns(row, rules):
             return False
-        with self.store.get().begin() as connection:
-            connection.execute(self.statements()[2], {"rid": response_id})
+        db, (_insert, _select, delete) = self.statements()
+        db.run(delete, {"rid": response_id})
         return True
 
 
