@@ -279,31 +279,27 @@ class Meter:
             return self.bill(outcome, usage)
         if self.endpoint == "messages":
             for block in answer.get("content") or ():
-                text = block.get("text") if isinstance(block, dict) else None
-                if isinstance(text, str):
-                    self.completion_chars += len(text)
-                    if self.texts is not None:
-                        self.texts.append(text)
+                self.heard(block.get("text") if isinstance(block, dict) else None)
             return self.bill(outcome, answer.get("usage"))
         if self.endpoint == "responses":
             for item in answer.get("output") or ():
                 for part in (item.get("content") or ()) if isinstance(item, dict) else ():
-                    text = part.get("text") if isinstance(part, dict) else None
-                    if isinstance(text, str):
-                        self.completion_chars += len(text)
-                        if self.texts is not None:
-                            self.texts.append(text)
+                    self.heard(part.get("text") if isinstance(part, dict) else None)
             return self.bill(outcome, answer.get("usage"))
         if self.endpoint != "embeddings" and (self.texts is not None or not isinstance(answer.get("usage"), dict)):
             for choice in answer.get("choices") or ():
                 message = choice.get("message") or {}
                 text = message.get("content") if isinstance(message, dict) else None
-                text = text if isinstance(text, str) else choice.get("text")
-                if isinstance(text, str):
-                    self.completion_chars += len(text)
-                    if self.texts is not None:
-                        self.texts.append(text)
+                self.heard(text if isinstance(text, str) else choice.get("text"))
         return self.bill(outcome, answer.get("usage"))
+
+    def heard(self, text, keep=True):
+        """Count a piece of the answer's text (billing's estimate when no usage comes), and keep it
+        for message logging (`keep`: it is text, not a tool call's arguments)."""
+        if isinstance(text, str):
+            self.completion_chars += len(text)
+            if keep and self.texts is not None:
+                self.texts.append(text)
 
     def watch(self, outcome, stream, client_wants_usage):
         """The stream as the client gets it, billed when it ends however it ends: the usage chunk
@@ -316,11 +312,8 @@ class Meter:
             kind = event.get("type")
             if kind == "content_block_delta":
                 delta = event.get("delta") or {}
-                text = delta.get("text") if delta.get("type") == "text_delta" else delta.get("partial_json")
-                if isinstance(text, str):
-                    self.completion_chars += len(text)
-                    if texts is not None and delta.get("type") == "text_delta":
-                        texts.append(text)
+                is_text = delta.get("type") == "text_delta"
+                self.heard(delta.get("text") if is_text else delta.get("partial_json"), is_text)
             elif kind == "message_start":
                 usage.update((event.get("message") or {}).get("usage") or {})
             elif kind == "message_delta":
@@ -332,11 +325,7 @@ class Meter:
         def count_response_event(event):  # a Responses stream: text deltas, usage in its last event
             kind = event.get("type")
             if kind == "response.output_text.delta" or kind == "response.function_call_arguments.delta":
-                text = event.get("delta")
-                if isinstance(text, str):
-                    self.completion_chars += len(text)
-                    if texts is not None and kind == "response.output_text.delta":
-                        texts.append(text)
+                self.heard(event.get("delta"), kind == "response.output_text.delta")
             elif kind in ("response.completed", "response.incomplete", "response.failed"):
                 found = (event.get("response") or {}).get("usage")
                 if isinstance(found, dict):

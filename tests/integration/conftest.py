@@ -142,6 +142,15 @@ def admin_call(gateway, master_key, method, path, **kwargs):
     return resp.json()
 
 
+def ledger_row(gateway, master_key, request_id, timeout=10):
+    """The spend ledger's row of one request (through /spend/logs), once the flusher has written it."""
+    deadline = time.monotonic() + timeout
+    while not (rows := admin_call(gateway, master_key, "GET", "/spend/logs", params={"request_id": request_id})):
+        assert time.monotonic() < deadline, f"no spend row for {request_id} after {timeout}s"
+        time.sleep(0.05)
+    return rows[0]
+
+
 def openai_config(fake, *, master_key=None, extra_models=(), **litellm_settings):
     """A LiteLLM-style config with an OpenAI deployment, an Azure one and the fake's trigger models."""
     models = [

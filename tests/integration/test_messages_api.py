@@ -3,7 +3,6 @@
 Anthropic-shaped errors; spend at the cache prices; count_tokens."""
 
 import json
-import time
 
 import anthropic
 import pytest
@@ -16,6 +15,7 @@ from tests.fakes.aws_server import ACCESS_KEY
 from tests.fakes.aws_server import SECRET_KEY
 from tests.fakes.aws_server import FakeAWS
 from tests.fakes.openai_server import ANSWER_PREFIX as OPENAI_PREFIX
+from tests.integration import conftest
 from tests.integration.conftest import admin_call
 from tests.integration.conftest import config_gateway
 
@@ -294,15 +294,8 @@ def test_prompt_cache_writes_and_reads_are_billed_at_their_prices(client):
     assert streamed.cache_read_input_tokens == 80
 
 
-def ledger_row(gateway, request_id, timeout=10):
-    """The spend row of one request, once the ledger has it."""
-    deadline = time.monotonic() + timeout
-    while True:
-        rows = admin_call(gateway, MASTER, "GET", "/spend/logs", params={"request_id": request_id})
-        if rows:
-            return rows[0]
-        assert time.monotonic() < deadline, f"no spend row for {request_id}"
-        time.sleep(0.05)
+def ledger_row(gateway, request_id):
+    return conftest.ledger_row(gateway, MASTER, request_id)
 
 
 @pytest.mark.parametrize("model", ["claude", "gpt"])

@@ -3,7 +3,6 @@
 scoped to the key that made it and read at once by another instance; SQLite and PostgreSQL."""
 
 import json
-import time
 
 import openai
 import pytest
@@ -16,6 +15,7 @@ from tests.fakes.tgi_server import CHAT_PREFIX as TGI_PREFIX
 from tests.fakes.tgi_server import FakeTGI
 from tests.integration.conftest import GatewayProcess
 from tests.integration.conftest import admin_call
+from tests.integration.conftest import ledger_row
 from tests.integration.conftest import free_port
 from tests.pg import schema_url as pg_schema
 
@@ -223,12 +223,7 @@ def test_spend_rows_carry_the_responses_usage(cluster):
     resp = requests.post(gw.url + "/v1/responses", json={"model": "vllm", "input": "bill me"}, timeout=20,
                          headers={"Authorization": f"Bearer {MASTER}"})
     usage = resp.json()["usage"]
-    deadline = time.monotonic() + 10
-    while not (rows := admin_call(gw, MASTER, "GET", "/spend/logs",
-                                  params={"request_id": resp.headers["x-request-id"]})):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    row = rows[0]
+    row = ledger_row(gw, MASTER, resp.headers["x-request-id"])
     assert (row["call_type"], row["prompt_tokens"], row["completion_tokens"]) == (
         "responses", usage["input_tokens"], usage["output_tokens"])
     assert row["spend"] == pytest.approx(usage["input_tokens"] * 1.5e-7 + usage["output_tokens"] * 6e-7, rel=1e-6)

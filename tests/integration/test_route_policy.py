@@ -14,7 +14,6 @@ import io
 import os
 import time
 import uuid
-import wave
 
 import pytest
 import requests
@@ -29,6 +28,7 @@ from gateway.config.settings import from_dict
 pytestmark = pytest.mark.integration
 
 MASTER = "sk-1234"
+from tests.fakes.openai_server import wav_bytes
 from tests.pg import schema as pg_schema
 IN_CI = os.environ.get("CI", "").lower() in ("true", "1")
 POLICIES = {"public", "api", "self", "admin", "keys", "read", "scoped"}
@@ -152,17 +152,7 @@ class Form:
         return {"data": data, "content_type": "multipart/form-data"}
 
 
-def _wav(seconds=1, rate=8000):
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes(b"\0\0" * rate * seconds)
-    return buf.getvalue()
-
-
-WAV = _wav()
+WAV = wav_bytes(1, rate=8000)
 
 
 # Routes of one stored Responses API answer: its owner's alone.

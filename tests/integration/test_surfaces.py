@@ -2,9 +2,7 @@
 (checked with the `cohere` SDK against the gateway) and from an OpenAI-compatible rerank server,
 images and moderations with the `openai` SDK; each billed by its unit in the spend ledger."""
 
-import io
 import time
-import wave
 
 import cohere
 import openai
@@ -12,6 +10,8 @@ import pytest
 import requests
 
 from tests.fakes.cohere_server import FakeCohere
+from tests.fakes.openai_server import wav_bytes
+from tests.integration import conftest
 from tests.integration.conftest import admin_call
 from tests.integration.conftest import config_gateway
 
@@ -47,12 +47,8 @@ def gateway(fake_cohere, fake_openai, tmp_path_factory):
     gw.stop()
 
 
-def ledger_row(gateway, request_id, timeout=10):
-    deadline = time.monotonic() + timeout
-    while not (rows := admin_call(gateway, MASTER, "GET", "/spend/logs", params={"request_id": request_id})):
-        assert time.monotonic() < deadline, f"no spend row for {request_id}"
-        time.sleep(0.05)
-    return rows[0]
+def ledger_row(gateway, request_id):
+    return conftest.ledger_row(gateway, MASTER, request_id)
 
 
 def test_the_cohere_sdk_reranks_through_the_gateway(gateway, fake_cohere):
@@ -116,16 +112,6 @@ def sdk(gw):
     return openai.OpenAI(base_url=gw.url + "/v1", api_key=MASTER, max_retries=0, timeout=20)
 
 
-def wav(seconds, rate=16000):
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes(b"\0\0" * rate * seconds)
-    return buf.getvalue()
-
-
 def test_images_are_generated_and_billed_per_image_by_quality_and_size(media_gateway, fake_openai):
     raw = sdk(media_gateway).images.with_raw_response.generate(model="dall-e-3", prompt="a red fox", quality="hd",
                                                                size="1792x1024")
@@ -152,17 +138,17 @@ def test_moderations_are_answered_and_free(media_gateway):
 @pytest.mark.parametrize("model", ["whisper-1", "azure-whisper"])
 def test_a_wav_is_transcribed_and_billed_per_second(media_gateway, fake_openai, model):
     raw = sdk(media_gateway).audio.transcriptions.with_raw_response.create(
-        model=model, file=("talk.wav", wav(3), "audio/wav"), language="en")
+        model=model, file=("talk.wav", wav_bytes(3), "audio/wav"), language="en")
     assert raw.parse().text == "Fake transcript of 3.00 seconds"
     sent = fake_openai.requests[-1]
-    assert sent["files"]["file"]["size"] == len(wav(3)) and sent["form"]["language"] == "en"
+    assert sent["files"]["file"]["size"] == len(wav_bytes(3)) and sent["form"]["language"] == "en"
     assert float(raw.headers["x-litellm-response-cost"]) == pytest.approx(3 * 0.0001)
 
 
 @pytest.mark.parametrize("fmt,starts", [("text", "Fake transcript"), ("srt", "1\n00:00:00,000 --> 00:00:02,000"),
                                         ("vtt", "WEBVTT")])
 def test_text_formats_are_made_from_verbose_json(media_gateway, fake_openai, fmt, starts):
-    text = sdk(media_gateway).audio.transcriptions.create(model="whisper-1", file=("a.wav", wav(2), "audio/wav"),
+    text = sdk(media_gateway).audio.transcriptions.create(model="whisper-1", file=("a.wav", wav_bytes(2), "audio/wav"),
                                                           response_format=fmt)
     assert text.startswith(starts)
     assert fake_openai.requests[-1]["form"]["response_format"] == "verbose_json"
@@ -172,7 +158,7 @@ def test_translations(media_gateway):
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        answer = sdk(media_gateway).audio.translations.create(model="whisper-1", file=("a.wav", wav(1), "audio/wav"))
+        answer = sdk(media_gateway).audio.translations.create(model="whisper-1", file=("a.wav", wav_bytes(1), "audio/wav"))
     assert answer.text == "Fake translation of 1.00 seconds"
 
 

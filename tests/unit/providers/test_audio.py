@@ -1,9 +1,6 @@
 """Audio uploads and speech (gateway/providers/audio.py, the OpenAI provider's requests, the meter):
 text formats made from verbose_json, the seconds billed, WAV lengths, prices per second and character."""
 
-import io
-import wave
-
 import pytest
 
 from gateway import providers
@@ -15,17 +12,12 @@ from gateway.spend import meter as spend
 from gateway.spend.meter import Meter
 from gateway.wire.multipart import Upload
 from gateway.wire.multipart import parse_form
+from tests.fakes.openai_server import wav_bytes
 from tests.unit.spend.test_spend import _Tracker
 
 
 def wav(seconds, rate=16000, channels=1):
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as out:
-        out.setnchannels(channels)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes(b"\0\0" * rate * channels * seconds)
-    return buf.getvalue()
+    return wav_bytes(seconds, rate=rate, channels=channels)
 
 
 def make(model, **params):
