@@ -24,6 +24,7 @@ ECHO_DEFAULTS = {"instructions": None, "max_output_tokens": None, "metadata": {}
 _PASSED = ("temperature", "top_p", "user", "parallel_tool_calls")
 # chat finish_reason -> (status, incomplete_details.reason)
 _INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
+_ID_PREFIX = {"message": "msg", "function_call": "fc"}
 
 
 def _bad(message, param="input"):
@@ -57,7 +58,8 @@ def input_items(value):
             item = {**item, "type": kind}
         elif not isinstance(kind, str):
             raise errors.BadRequestError(f"input[{i}] needs a type (or a role).", param="input")
-        item.setdefault("id", new_id({"message": "msg", "function_call": "fc"}.get(kind, "item")))
+        if "id" not in item:  # items of earlier turns keep theirs (no random bits drawn for them)
+            item = {**item, "id": new_id(_ID_PREFIX.get(kind, "item"))}
         items.append(item)
     return items
 
