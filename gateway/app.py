@@ -20,6 +20,7 @@ from gateway.storage import Store
 from gateway.storage import database_url
 from gateway.wire.transport import Transport
 from gateway.providers.messages import error_body as anthropic_error
+from gateway.ui import CALLER as UI_CALLER
 
 log = logging.getLogger("gateway")
 
@@ -158,6 +159,10 @@ def create_app(settings=None):
     for module in (chat, completions, embeddings, messages, responses, surfaces, audio, models, model_info, health, key_routes, spend, reports,
                    metric_routes, users, teams, organizations, customers, model_admin):
         app.register_blueprint(module.bp)
+    from gateway.ui import keys as ui_keys  # noqa: F401  (its pages join the UI's blueprint)
+    from gateway.ui import usage as ui_usage  # noqa: F401
+    from gateway.ui import web as ui
+    app.register_blueprint(ui.bp)
     from gateway.telemetry.metrics import install as install_metrics
     app.extensions["metrics"] = install_metrics(gateway)  # counts every call; renders /metrics
     if settings.litellm.callbacks.prometheus:  # LiteLLM's metric names too, from the same series
@@ -170,7 +175,9 @@ def create_app(settings=None):
     def _begin():
         g.request_id = new_request_id()
         if request.endpoint is not None:  # unknown routes fall through to the 404 handler
-            g.caller = gateway.auth.authorize(request.endpoint, request.headers)
+            inside = request.environ.get(UI_CALLER)  # an admin UI page's in-process call (gateway/ui)
+            g.caller = gateway.auth.authorize(request.endpoint, request.headers) if inside is None \
+                else gateway.auth.admit(request.endpoint, inside)
             if model_sync is not None:
                 model_sync.sync()  # the database's models as they are now (one shared-memory read)
 

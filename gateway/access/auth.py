@@ -15,7 +15,8 @@ from gateway.errors import PermissionDeniedError
 log = logging.getLogger("gateway.access.auth")
 
 # Every route has exactly one policy; a route missing here is refused (and a test fails).
-#   public: no key; api: master or virtual key; admin: a proxy admin (open when no master key is set);
+#   public: no key; ui: an admin UI page, which checks its session cookie itself (gateway/ui) and
+#   reaches data only through the routes below, as the signed-in caller; api: master or virtual key; admin: a proxy admin (open when no master key is set);
 #   keys: a proxy admin, and a master key must be set (management writes); read: a proxy admin or a
 #   proxy admin viewer (info and list routes); self: any key, the view answering only about the
 #   caller itself (its key, its user) unless the caller's role sees everything (ADMIN_ROLES);
@@ -103,6 +104,21 @@ ROUTE_POLICY = {
     "model_admin.update": "keys",
     "model_admin.patch": "keys",
     "model_admin.delete": "keys",
+    # The admin UI (gateway/ui): each page signs its caller in by session and reaches data only
+    # through the routes above, as that caller (gateway/ui/client.py).
+    "ui.static": "ui",
+    "ui.home": "ui",
+    "ui.login": "ui",
+    "ui.logout": "ui",
+    "ui.keys": "ui",
+    "ui.create_key": "ui",
+    "ui.key_page": "ui",
+    "ui.update_key": "ui",
+    "ui.key_action": "ui",
+    "ui.logs": "ui",
+    "ui.log_row": "ui",
+    "ui.usage": "ui",
+    "ui.usage_csv": "ui",
 }
 
 # The roles each policy admits beyond "api" and "self" (which admit every key).
@@ -169,7 +185,7 @@ class Authenticator:
     def authorize(self, endpoint, headers):
         """The Caller for a request to `endpoint`, or the error that refuses it."""
         policy = "public" if endpoint in self.opened else ROUTE_POLICY.get(endpoint, "keys")
-        if policy == "public":
+        if policy in ("public", "ui"):  # ui: the admin UI's pages check their own session (gateway/ui)
             return ANONYMOUS
         if self._master is None:
             if policy in ("keys", "self", "read", "scoped"):
@@ -185,8 +201,19 @@ class Authenticator:
         rules = self.keys.lookup(token) if self.keys is not None else None
         if rules is None:
             raise AuthenticationError("Invalid API key. Check the key you are sending to the gateway.")
-        check_rules(rules)
-        caller = Caller("key", rules)
+        return self.admit(endpoint, Caller("key", rules), policy)
+
+    def admit(self, endpoint, caller, policy=None):
+        """`caller` (already identified: by a key above, or by an admin UI session) if the route's
+        policy admits it, else the error that refuses it."""
+        if policy is None:
+            policy = "public" if endpoint in self.opened else ROUTE_POLICY.get(endpoint, "keys")
+        if policy in ("public", "ui") or caller.kind == "master":
+            return caller
+        if caller.kind != "key":
+            raise AuthenticationError("No API key provided. Send `Authorization: Bearer <key>`.",
+                                      code="missing_api_key")
+        check_rules(caller.rules)
         if policy in ("api", "self") or caller.role in POLICY_ROLES.get(policy, ()):
             return caller
         if policy == "scoped" and may_enter(endpoint, caller.role):
@@ -263,3 +290,7 @@ class LazyKeys:
         if not looks_like_key(token):
             return None
         return self.get().lookup(token)
+
+    def lookup_digest(self, digest):
+        """KeyService.lookup_digest through the lazily opened service."""
+        return self.get().lookup_digest(digest)

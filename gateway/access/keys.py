@@ -289,7 +289,10 @@ class KeyService:
         looked up again at once after any key changed anywhere in the instance."""
         if not looks_like_key(token):
             return None
-        digest = hash_key(token)
+        return self.lookup_digest(hash_key(token))
+
+    def lookup_digest(self, digest):
+        """lookup() by the key's hash (an admin UI session names its key so: it never holds the key)."""
         now = time.monotonic()
         # Read before the query: a change committed after it makes the answer below stale.
         seen = self.changes.count(now) if self.changes is not None else 0

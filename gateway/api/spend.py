@@ -53,6 +53,19 @@ def check_text(name, value):
     return value
 
 
+def cursor(name):
+    """A keyset cursor, `<ISO time>,<request id>` (a row's startTime and request_id), as
+    (aware UTC time, request id), or None."""
+    value = text(name)
+    if value is None:
+        return None
+    moment, _, request_id = value.rpartition(",")
+    if not moment or not request_id:
+        raise errors.BadRequestError(f"`{name}` must be a row's startTime and request_id, joined by a comma.",
+                                     param=name)
+    return parse_when(name, moment), request_id
+
+
 def text(*names):
     """A text filter (under the first of its names that is set), or None."""
     for name in names:
@@ -104,15 +117,17 @@ def read(query, *args, **kwargs):
 @bp.get("/spend/logs")
 def logs():
     """Rows newest first; filters: api_key (a key or its hash), start_date, end_date, model,
-    request_id, user_id, team_id, organization_id, end_user (or customer_id, end_user_id); limit
-    (default 1000). A caller that does not see everything (an internal user) gets the rows of its own
-    keys only, whatever it asks."""
+    request_id, user_id, team_id, organization_id, end_user (or customer_id, end_user_id), status;
+    limit (default 1000); `before` (the last row's `startTime,request_id`) pages on past it. A caller
+    that does not see everything (an internal user) gets the rows of its own keys only, whatever it
+    asks."""
     from gateway.spend import reports
     key = text("api_key", "key")
     filters = {"key_hash": key_digest(key) if key else None, "model": text("model"),
                "request_id": text("request_id"), "user_id": text("user_id"), "team_id": text("team_id"),
                "organization_id": text("organization_id"),
-               "end_user": text("end_user", "customer_id", "end_user_id")}
+               "end_user": text("end_user", "customer_id", "end_user_id"), "status": text("status"),
+               "before": cursor("before")}
     limit = whole_number("limit", 1000, MAX_ROWS)
     start, end = when("start_date"), when("end_date", end=True)
     from gateway.api.hierarchy_views import scope

@@ -8,6 +8,7 @@ from gateway.config import callbacks
 from gateway.config.callbacks import CallbackConfig
 from gateway.config.parse import as_bool
 from gateway.config.parse import as_duration
+from gateway.config.parse import duration_seconds
 from gateway.config.parse import as_number
 from gateway.config.parse import as_port
 from gateway.config.parse import as_secret
@@ -32,6 +33,8 @@ CALL_TYPES = {"completion": "chat", "acompletion": "chat", "text_completion": "c
 # and images are not worth a copy in the cache; the Responses API keeps state of its own).
 UNCACHED_CALL_TYPES = frozenset({"transcription", "atranscription", "speech", "aspeech", "image_generation",
                                  "aimage_generation", "moderation", "amoderation", "responses", "aresponses"})
+DEFAULT_UI_SESSION_SECONDS = 24 * 3600  # LiteLLM's default UI session
+MAX_UI_SESSION_SECONDS = 30 * 24 * 3600
 CACHE_DEFAULT_TTL = 600.0
 CACHE_LOCAL_MAX_MB = 32  # per worker
 # Upper bound of `ttl` and `s-maxage`, per request and in cache_params: a year. Redis refuses an
@@ -55,6 +58,7 @@ class GeneralSettings:
     metrics_public: bool = False  # opens /metrics only for a literal `true` (see general_section)
     allow_mock_response: bool = False  # any caller may send `mock_response` (else proxy admins only)
     store_model_in_db: bool = False  # /model/new and friends; models served from the database too
+    ui_session_seconds: int = DEFAULT_UI_SESSION_SECONDS  # how long an admin UI sign-in lasts
 
 
 @dataclass(frozen=True)
@@ -131,6 +135,23 @@ def store_model_in_db(raw, environ=os.environ):
     return as_bool(environ.get("STORE_MODEL_IN_DB"), "STORE_MODEL_IN_DB")
 
 
+def ui_session_seconds(raw, environ=os.environ):
+    """general_settings.ui_session_duration, else LiteLLM's LITELLM_UI_SESSION_DURATION (`24h`):
+    how long an admin UI sign-in lasts (at most 30 days; never "never")."""
+    value, path = raw.get("ui_session_duration"), "general_settings.ui_session_duration"
+    if value is None or value == "":
+        value, path = environ.get("LITELLM_UI_SESSION_DURATION"), "LITELLM_UI_SESSION_DURATION"
+    if value is None or value == "":
+        return DEFAULT_UI_SESSION_SECONDS
+    try:
+        seconds = duration_seconds(value)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    if seconds is None or not 0 < seconds <= MAX_UI_SESSION_SECONDS:
+        raise ConfigError(f"{path}: must be a duration from 1s to 30d")
+    return seconds
+
+
 def general_section(raw):
     """GeneralSettings from the `general_settings` mapping; ConfigError names the key at fault."""
     path = "general_settings."
@@ -149,6 +170,7 @@ def general_section(raw):
         metrics_public=metrics_opened(raw.get("metrics_public")),
         allow_mock_response=as_bool(raw.get("allow_mock_response"), path + "allow_mock_response"),
         store_model_in_db=store_model_in_db(raw),
+        ui_session_seconds=ui_session_seconds(raw),
     )
 
 

@@ -68,7 +68,7 @@ IMPLEMENTED = {
                          "health_check_interval", "database_url", "default_key_duration",
                          "disable_spend_logs", "spend_spool_dir", "budget_hold_seconds", "otel",
                          "metrics_public", "budget_mode", "allow_mock_response",
-                         "store_model_in_db"},
+                         "store_model_in_db", "ui_session_duration"},
 }
 
 

@@ -82,10 +82,15 @@ def _key_filter(key_hash):
 
 
 def _conditions(start=None, end=None, end_before=None, key_hash=None, user_id=None, team_id=None,
-                organization_id=None, end_user=None, model=None, request_id=None, key_id=None):
-    """WHERE terms over gateway_spend: start <= start_time <= end (or < end_before), and equality
-    on each filter given."""
+                organization_id=None, end_user=None, model=None, request_id=None, key_id=None, status=None,
+                before=None):
+    """WHERE terms over gateway_spend: start <= start_time <= end (or < end_before), equality on
+    each filter given, and rows after `before` (start_time, request_id) in newest-first order."""
     terms = []
+    if before is not None:
+        moment, request_id_seen = before
+        terms.append(or_(SpendRow.start_time < moment,
+                         and_(SpendRow.start_time == moment, SpendRow.request_id < request_id_seen)))
     if start is not None:
         terms.append(SpendRow.start_time >= start)
     if end is not None:
@@ -100,7 +105,7 @@ def _conditions(start=None, end=None, end_before=None, key_hash=None, user_id=No
         terms.append(or_(SpendRow.model_group == model, SpendRow.model == model))
     for column, value in ((SpendRow.request_id, request_id), (SpendRow.user_id, user_id),
                           (SpendRow.team_id, team_id), (SpendRow.organization_id, organization_id),
-                          (SpendRow.end_user, end_user)):
+                          (SpendRow.end_user, end_user), (SpendRow.status, status)):
         if value is not None:
             terms.append(column == value)
     return terms
@@ -116,9 +121,9 @@ def _rows(db, query):
 def logs(db, limit=1000, **filters):
     """Ledger rows, newest first, as /spend/logs shows them. Filters: start, end, key_hash, key_id,
     model (its group or the model that served it), request_id, user_id, team_id, organization_id,
-    end_user."""
+    end_user, status, before (see _conditions)."""
     query = (select(SpendRow).where(*_conditions(**filters))
-             .order_by(SpendRow.start_time.desc(), SpendRow.id.desc()).limit(limit))
+             .order_by(SpendRow.start_time.desc(), SpendRow.request_id.desc()).limit(limit))
     with db.session() as session:
         return [public(row) for row in session.scalars(query)]
 

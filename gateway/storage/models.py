@@ -243,3 +243,17 @@ class StoredResponse(Base):
     context: Mapped[str] = mapped_column(Text)  # the conversation through this answer
     response: Mapped[str] = mapped_column(Text)  # the Response object
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class UISession(Base):
+    """A sign-in to the admin UI (gateway/ui): the session cookie's hash, who signed in (the master
+    key or UI_USERNAME: "admin"; a virtual key: "key" with the key's hash, never the key) and when it
+    ends. Signing out deletes the row; an expired row is refused and swept at the next sign-in."""
+
+    __tablename__ = "gateway_ui_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 of the cookie's token
+    kind: Mapped[str] = mapped_column(String(16))  # admin, key
+    key_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)

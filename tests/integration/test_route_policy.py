@@ -31,7 +31,8 @@ MASTER = "sk-1234"
 from tests.fakes.openai_server import wav_bytes
 from tests.pg import schema as pg_schema
 IN_CI = os.environ.get("CI", "").lower() in ("true", "1")
-POLICIES = {"public", "api", "self", "admin", "keys", "read", "scoped"}
+POLICIES = {"public", "api", "self", "admin", "keys", "read", "scoped", "ui"}
+UI_OPEN = {"ui.login", "ui.static"}  # the admin UI's pages shown without a session
 HELLO = [{"role": "user", "content": "hello"}]
 
 
@@ -115,6 +116,8 @@ def test_sensitive_routes_keep_their_policies():
     # Model facts are for any key (the view narrows them to its models); the route list is an admin's.
     assert ROUTE_POLICY["model_info.model_info"] == ROUTE_POLICY["model_info.model_group_info"] == "api"
     assert ROUTE_POLICY["model_info.routes"] == "admin"
+    # The admin UI's pages, and only they, sign in by session (no API key opens them).
+    assert {e for e, p in ROUTE_POLICY.items() if p == "ui"} == {e for e in ROUTE_POLICY if e.startswith("ui.")}
 
 
 # ---- the matrix ------------------------------------------------------------------------------------
@@ -254,6 +257,8 @@ def _recipes(client, endpoint):
     group, action = endpoint.split(".")
     if group == "keys" and action != "list_keys":
         return _key_recipes(client, action)
+    if group == "ui":
+        return [(None, None, {})]
     if endpoint == "users.info":
         return [({"user_id": user}, None, {"user": user}) for user in ("ivan", "alice")]
     team_a = {"team": "team-a"}
@@ -359,10 +364,12 @@ def may(endpoint, caller, subject):
     return False
 
 
-def expected(policy, endpoint, caller, subject):
+def expected(policy, endpoint, caller, subject, method="GET"):
     """(status class or exact status, error code) a cell must answer."""
     if policy == "public":
         return 200, None
+    if policy == "ui":  # an API key is no session: the sign-in page, or a form refused without its token
+        return (200 if endpoint in UI_OPEN else 302, None) if method == "GET" else (403, None)
     if caller == "no key":
         return 401, "missing_api_key"
     if endpoint in STORED_RESPONSES and caller != "master key":
@@ -427,9 +434,10 @@ class HttpClient:
     def open(self, path, method="GET", query_string=None, json=None, headers=None):
         if isinstance(json, Form):
             return self.Answer(self.session.request(method, self.url + path, params=query_string, data=json.fields,
-                                                    files=json.files, headers=headers, timeout=30))
+                                                    files=json.files, headers=headers, timeout=30,
+                                                    allow_redirects=False))
         return self.Answer(self.session.request(method, self.url + path, params=query_string, json=json,
-                                                headers=headers, timeout=30))
+                                                headers=headers, timeout=30, allow_redirects=False))
 
     def get(self, path, query_string=None, headers=None):
         return self.open(path, "GET", query_string=query_string, headers=headers)
@@ -459,7 +467,8 @@ def test_route_matrix(app, http):
     assert len(rules) >= len(ROUTE_POLICY)
     wrong, cells, granted = [], 0, []
     for rule in rules:
-        path = rule.rule.replace("<path:model>", "demo")
+        path = rule.rule.replace("<path:model>", "demo").replace("<path:filename>", "ui.css")
+        path = path.replace("<token>", "0" * 64).replace("<action>", "block").replace("<request_id>", "req_0")
         if "<path:model_id>" in path:
             path = path.replace("<path:model_id>", _db_model(client, MATRIX_MODEL))
         policy = ROUTE_POLICY[rule.endpoint]
@@ -471,13 +480,14 @@ def test_route_matrix(app, http):
                     resp = client.open(path, method=method, query_string=query, json=body,
                                        headers=bearer(tenants[caller]))
                     cells += 1
-                    status, code = expected(policy, rule.endpoint, caller, subject)
+                    status, code = expected(policy, rule.endpoint, caller, subject, method)
                     ok = 200 <= resp.status_code < 300 if status == "2xx" else resp.status_code == status
                     error = (resp.get_json(silent=True) or {}).get("error", {}) if resp.status_code >= 400 else {}
                     # Anthropic's routes answer Anthropic's envelope: a type and a message, no code
                     anthropic = rule.endpoint.startswith("messages.")
+                    page = policy == "ui"  # the admin UI answers pages, not JSON errors
                     if not ok or (code is not None and not anthropic and error.get("code") != code) or (
-                            resp.status_code == 403 and error.get("type") != "permission_error"):
+                            resp.status_code == 403 and not page and error.get("type") != "permission_error"):
                         wrong.append(f"{method} {rule.rule} [{policy}] as {caller} on {subject}: "
                                      f"{resp.status_code} {error.get('code')}, expected {status} {code or ''}")
                     if resp.status_code < 300:
@@ -485,10 +495,10 @@ def test_route_matrix(app, http):
     assert not wrong, f"{len(wrong)} wrong cells:\n" + "\n".join(wrong)
     assert cells >= len(CALLERS) * len(ROUTE_POLICY)
     # Viewers read but never write; keys without a user call models and read themselves only.
-    writes = set(ROUTE_POLICY) - READS - {e for e, p in ROUTE_POLICY.items() if p in ("api", "public")}
+    writes = set(ROUTE_POLICY) - READS - UI_OPEN - {e for e, p in ROUTE_POLICY.items() if p in ("api", "public")}
     assert not [cell for cell in granted if cell[0] in writes and cell[1] in ("viewer", "user viewer")]
     assert not [cell for cell in granted if cell[1].endswith("virtual key")
-                and ROUTE_POLICY[cell[0]] not in ("api", "public")]
+                and ROUTE_POLICY[cell[0]] not in ("api", "public") and cell[0] not in UI_OPEN]
     # The keys the matrix used are intact (the mutating cells used throwaway keys and objects).
     for caller in CALLERS[1:]:
         assert client.get("/models", headers=bearer(tenants[caller])).status_code == 200, caller
@@ -536,8 +546,12 @@ def test_without_a_master_key_calls_are_open_and_key_routes_closed(monkeypatch, 
         closed = policy in ("keys", "self", "read", "scoped")
         query, body = _recipes(client, rule.endpoint)[0][:2] if not closed else (None, {})
         sent = body.flask() if isinstance(body, Form) else {"json": body}
-        resp = client.open(path.replace("<response_id>", "resp_missing"), method=method, query_string=query, **sent)
-        if rule.endpoint in STORED_RESPONSES:
+        path = path.replace("<path:filename>", "ui.css").replace("<token>", "0" * 64).replace("<action>", "block")
+        resp = client.open(path.replace("<response_id>", "resp_missing").replace("<request_id>", "req_0"),
+                           method=method, query_string=query, **sent)
+        if policy == "ui":  # the admin UI says it needs a master key; a form is refused before that
+            assert resp.status_code == (200 if rule.endpoint == "ui.static" else 503 if method == "GET" else 403)
+        elif rule.endpoint in STORED_RESPONSES:
             assert resp.status_code == 404, rule.rule  # nothing stored: the database is never opened
         elif closed:
             assert resp.status_code == 403 and resp.get_json()["error"]["code"] == "no_master_key", rule.rule

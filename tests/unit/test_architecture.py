@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # is the package itself (its __init__: the version).
 LAYERS = [
     ("app", "cli", "server", "probe"),
-    ("api",),
+    ("api", "ui"),
     ("access", "spend", "telemetry", "cache"),
     ("routing",),
     ("providers",),

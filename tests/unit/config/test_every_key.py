@@ -179,6 +179,9 @@ BAD = [
     ({"general_settings": {"budget_mode": "hard"}}, "general_settings.budget_mode"),
     ({"general_settings": {"store_model_in_db": "maybe"}}, "general_settings.store_model_in_db"),
     ({"general_settings": {"store_model_in_db": True}}, "general_settings.store_model_in_db"),  # no master key
+    ({"general_settings": {"ui_session_duration": "soon"}}, "general_settings.ui_session_duration"),
+    ({"general_settings": {"ui_session_duration": "never"}}, "general_settings.ui_session_duration"),
+    ({"general_settings": {"ui_session_duration": "31d"}}, "general_settings.ui_session_duration"),
     ({"litellm_settings": {"drop_params": "maybe"}}, "litellm_settings.drop_params"),
     ({"litellm_settings": {"set_verbose": "maybe"}}, "litellm_settings.set_verbose"),
     ({"litellm_settings": {"request_timeout": "soon"}}, "litellm_settings.request_timeout"),
@@ -282,12 +285,14 @@ def test_good_values_load(tmp_path, monkeypatch):
     s = from_dict({"model_list": [{**_entry(health_check_timeout=5, input_cost_per_token=0.0),
                                    "model_info": {"max_input_tokens": 128000}}],
                    "general_settings": {"health_check_interval": 30, "budget_hold_seconds": 90,
-                                        "default_key_duration": "30d", "background_health_checks": "on"},
+                                        "default_key_duration": "30d", "background_health_checks": "on",
+                                        "ui_session_duration": "8h"},
                    "router_settings": {"redis_host": "127.0.0.1", "redis_port": "os.environ/T_PORT",
                                        "timeout": 0, "num_retries": 2},
                    "litellm_settings": {"cache": "true", "cache_params": {"type": "local", "ttl": 60}}})
     assert (s.general.health_check_interval, s.general.budget_hold_seconds) == (30.0, 90.0)
     assert s.general.default_key_duration == "30d" and s.general.background_health_checks is True
+    assert s.general.ui_session_seconds == 8 * 3600
     assert (s.router.redis_port, s.router.timeout, s.router.num_retries) == (6380, 0.0, 2)
     assert s.litellm.cache.type == "local" and s.litellm.cache.ttl == 60
 
@@ -310,3 +315,14 @@ def test_gateway_config_with_a_bad_value_exits_2_naming_the_key(tmp_path, capsys
     assert err == "gateway: config error:\n  general_settings.health_check_interval: must be a positive number " \
                   "of seconds\n"
     assert served == []
+
+
+def test_ui_session_duration_falls_back_to_litellms_variable_then_a_day(monkeypatch):
+    monkeypatch.delenv("LITELLM_UI_SESSION_DURATION", raising=False)
+    assert from_dict({}).general.ui_session_seconds == 24 * 3600
+    monkeypatch.setenv("LITELLM_UI_SESSION_DURATION", "30m")
+    assert from_dict({}).general.ui_session_seconds == 1800
+    assert from_dict({"general_settings": {"ui_session_duration": "2h"}}).general.ui_session_seconds == 7200
+    monkeypatch.setenv("LITELLM_UI_SESSION_DURATION", "soon")
+    with pytest.raises(ConfigError, match="LITELLM_UI_SESSION_DURATION"):
+        from_dict({})
