@@ -71,6 +71,7 @@ ROUTE_POLICY = {
     "reports.spend_models": "read",
     "reports.spend_teams": "read",
     "reports.spend_end_users": "read",
+    "reports.spend_daily": "read",
     "metrics.metrics": "admin",  # public with general_settings.metrics_public: true
     "users.new": "keys",
     "users.info": "self",

@@ -1,6 +1,7 @@
 """LiteLLM's spend report routes over the ledger, for proxy admins and their viewers:
 /global/spend/report, /global/spend/keys, /global/spend/models, /global/spend/teams and
-/global/spend/end_users (the queries: gateway/spend/reports.py)."""
+/global/spend/end_users; and /spend/daily, the gateway's own (from the daily roll-ups; the admin UI's
+Usage page reads it). The queries: gateway/spend/reports.py."""
 
 from datetime import datetime
 from datetime import timedelta
@@ -53,6 +54,43 @@ def spend_report():
     else:
         query = reports.report_by_customer if group_by == "customer" else reports.report_by_team
     return json_response(read(query, spend_db(), start, end, **filters))
+
+
+@bp.get("/spend/daily")
+def spend_daily():
+    """Spend, tokens and calls per UTC day from start_date to end_date (dates; default: the last 7
+    days, at most 366) and per group_by (team, key, model, user, organization or end_user): the
+    `limit` (default 100) largest groups with their spend per day, the rest summed in `others`.
+    Filters: api_key, user_id, team_id, organization_id, model (not with group_by=end_user)."""
+    from gateway.spend import reports
+    today = datetime.now(timezone.utc).date()
+    first = _day("start_date", today - timedelta(days=6))
+    last = _day("end_date", today)
+    if not timedelta(0) <= last - first <= timedelta(days=365):
+        raise errors.BadRequestError("end_date must be from start_date to 365 days after it.", param="end_date")
+    group_by = request.args.get("group_by") or "team"
+    if group_by not in reports.DAILY_GROUPS:
+        raise errors.BadRequestError(f"`group_by` must be one of {', '.join(reports.DAILY_GROUPS)}.",
+                                     param="group_by")
+    key = text("api_key")
+    filters = {"key_hash": key_digest(key) if key else None, "user_id": text("user_id"),
+               "team_id": text("team_id"), "organization_id": text("organization_id"), "model": text("model")}
+    if group_by == "end_user" and any(v is not None for v in filters.values()):
+        raise errors.BadRequestError("group_by=end_user takes no other filter.", param="group_by")
+    limit = whole_number("limit", reports.TOP_GROUPS, 1000)
+    return json_response(read(reports.daily_totals, spend_db(), str(first), str(last), group_by, limit=limit,
+                              **filters))
+
+
+def _day(name, default):
+    """A YYYY-MM-DD query parameter as a date (`default` when absent)."""
+    value = request.args.get(name)
+    if not value:
+        return default
+    try:
+        return datetime.strptime(value, "%Y-%m-%d").date()
+    except ValueError:
+        raise errors.BadRequestError(f"`{name}` must be a date like 2024-01-31.", param=name) from None
 
 
 @bp.get("/global/spend/keys")

@@ -32,6 +32,7 @@ from gateway.spend.statements import clean_row
 from gateway.spend.statements import clean_text
 from gateway.spend.statements import describe
 from gateway.spend.statements import died_row
+from gateway.spend import rollup
 from gateway.spend.statements import insert_new
 from gateway.spend.statements import key_of
 from gateway.spend.statements import level_targets
@@ -298,6 +299,7 @@ class Ledger(JournalFiles):
             else:
                 connection.execute(sql.insert_rows, [e.row for e in batch])
                 fresh = batch
+            rollup.add(connection, [e.row for e in fresh])  # the daily roll-up: the new rows only
             per_target = {}
             for entry in fresh:
                 row = entry.row

@@ -158,23 +158,67 @@ def _by_day(rows, group_key, entry, collection):
     return answer
 
 
-def _daily(db, columns, terms, teams=True):
-    """Spend and tokens per (UTC day, *columns, model, key hash) within `terms` (`teams`: the rows'
-    teams joined, for their aliases)."""
-    day = utc_day(SpendRow.start_time).label("day")
-    keys = [day, *columns, SpendRow.model.label("model"), SpendRow.key_hash.label("api_key")]
-    query = select(*keys, _sum(SpendRow.cost).label("spend"), _sum(SpendRow.total_tokens).label("tokens"))
+class _Rows:
+    """Reports read from the ledger's rows: any range, any filter."""
+
+    def __init__(self, start, end, filters):
+        self.table, self.cost, self.day = SpendRow, SpendRow.cost, utc_day(SpendRow.start_time)
+        self.terms = _conditions(start=start, end=end, **filters)
+
+
+class _Days:
+    """Reports read from the daily roll-up (gateway_spend_daily, spend/rollup.py): whole UTC days
+    and the filters it has columns for, with the same answers as _Rows."""
+
+    FILTERS = frozenset({"key_hash", "user_id", "team_id", "organization_id"})
+
+    def __init__(self, start, end, filters):
+        from gateway.storage.models import SpendDaily
+        self.table = t = SpendDaily
+        self.day, self.cost = t.day, t.spend
+        self.terms = [t.day >= start.astimezone(timezone.utc).date().isoformat()] if start is not None else []
+        if end is not None:
+            self.terms.append(t.day <= end.astimezone(timezone.utc).date().isoformat())
+        for name, value in filters.items():
+            if value is None:
+                continue
+            if name == "key_hash":
+                owner = select(VirtualKey.id).where(VirtualKey.key_hash == value).scalar_subquery()
+                self.terms.append(or_(t.key_id == owner, t.key_hash == value))
+            else:
+                self.terms.append(getattr(t, name) == value)
+
+    @classmethod
+    def answers(cls, start, end, filters):
+        from gateway.spend.rollup import whole_days
+        return whole_days(start, end) and all(v is None or k in cls.FILTERS for k, v in filters.items())
+
+
+def _source(start, end, filters):
+    """Where a report over [start, end] with `filters` reads: the daily roll-up when it can answer
+    exactly, else the rows."""
+    return (_Days if _Days.answers(start, end, filters) else _Rows)(start, end, filters)
+
+
+def _daily(db, src, names, teams=True):
+    """Spend and tokens per (UTC day, *names, model, key hash) from `src` (`teams`: the rows' teams
+    joined, for their aliases). `names`: columns of the source, by name (labelled so)."""
+    t = src.table
+    columns = [getattr(t, "end_user" if name == "customer" else name).label(name) for name in names]
+    keys = [src.day.label("day"), *columns, t.model.label("model"), t.key_hash.label("api_key")]
     if teams:
-        query = query.select_from(SpendRow).outerjoin(Team, Team.team_id == SpendRow.team_id)
-    return _rows(db, query.where(*terms).group_by(*keys))
+        keys.insert(len(columns) + 1, Team.team_alias.label("team_alias"))
+    query = select(*keys, _sum(src.cost).label("spend"), _sum(t.total_tokens).label("tokens"))
+    if teams:
+        query = query.select_from(t).outerjoin(Team, Team.team_id == t.team_id)
+    return _rows(db, query.where(*src.terms).group_by(*keys))
 
 
 def report_by_team(db, start, end, **filters):
     """/global/spend/report?group_by=team: each UTC day, each team's spend and its (model, key)
     breakdown. Teams are named by alias (else id); keys without a team are LiteLLM's
     "Unassigned Team"."""
-    rows = _daily(db, [SpendRow.team_id.label("team_id"), Team.team_alias.label("team_alias")],
-                  _conditions(start=start, end=end, **filters))
+    rows = _daily(db, _source(start, end, filters), ["team_id"])
     return _by_day(rows, lambda row: row.team_id,
                    lambda row: {"team_name": _team_name(row.team_id, row.team_alias), "team_id": row.team_id},
                    "teams")
@@ -183,15 +227,13 @@ def report_by_team(db, start, end, **filters):
 def report_by_customer(db, start, end, **filters):
     """/global/spend/report?group_by=customer: each UTC day, each end user's (the call's `user`)
     spend and its (model, key) breakdown."""
-    rows = _daily(db, [SpendRow.end_user.label("customer")], _conditions(start=start, end=end, **filters),
-                  teams=False)
+    rows = _daily(db, _Rows(start, end, filters), ["customer"], teams=False)  # end users: not in the roll-up
     return _by_day(rows, lambda row: row.customer, lambda row: {"customer": row.customer}, "customers")
 
 
 def report_by_team_and_customer(db, start, end, **filters):
     """/global/spend/report?team_id=..&customer_id=..: each UTC day, each (team, end user)."""
-    rows = _daily(db, [SpendRow.team_id.label("team_id"), Team.team_alias.label("team_alias"),
-                       SpendRow.end_user.label("customer")], _conditions(start=start, end=end, **filters))
+    rows = _daily(db, _Rows(start, end, filters), ["team_id", "customer"])
     return _by_day(rows, lambda row: (row.team_id, row.customer),
                    lambda row: {"team_name": _team_name(row.team_id, row.team_alias), "team_id": row.team_id,
                                 "customer": row.customer},
@@ -201,10 +243,12 @@ def report_by_team_and_customer(db, start, end, **filters):
 def report_by_key(db, start, end, **filters):
     """/global/spend/report?group_by=api_key (and ?api_key= / ?internal_user_id=): each key's cost
     and tokens over the range, with a per-model breakdown; largest cost first."""
-    keys = [SpendRow.key_hash.label("api_key"), SpendRow.model.label("model")]
-    query = (select(*keys, _sum(SpendRow.cost).label("cost"), _sum(SpendRow.prompt_tokens).label("input"),
-                    _sum(SpendRow.completion_tokens).label("output"))
-             .where(*_conditions(start=start, end=end, **filters)).group_by(*keys))
+    src = _source(start, end, filters)
+    t = src.table
+    keys = [t.key_hash.label("api_key"), t.model.label("model")]
+    query = (select(*keys, _sum(src.cost).label("cost"), _sum(t.prompt_tokens).label("input"),
+                    _sum(t.completion_tokens).label("output"))
+             .where(*src.terms).group_by(*keys))
     by_key = {}
     for row in _rows(db, query):
         by_key.setdefault(row.api_key, []).append({
@@ -219,6 +263,90 @@ def report_by_key(db, start, end, **filters):
                        "model_details": details})
     answer.sort(key=lambda item: (-item["total_cost"], item["api_key"] or ""))
     return answer
+
+
+# ---- /spend/daily ----------------------------------------------------------------------------------
+
+DAILY_GROUPS = {"team": "team_id", "key": "key_hash", "model": "model", "user": "user_id",
+                "organization": "organization_id", "end_user": "end_user"}
+TOP_GROUPS = 100
+
+
+def daily_totals(db, first, last, group_by, limit=TOP_GROUPS, **filters):
+    """/spend/daily: spend, tokens and calls per UTC day from `first` to `last` ('YYYY-MM-DD') and
+    per group (`group_by`: DAILY_GROUPS), the `limit` largest groups with their spend per day and
+    the rest summed, from the daily roll-ups whatever the ledger's size (one GROUP BY over days x
+    groups; for end users, who may be many, their totals first, then the largest ones' days).
+    Filters (key_hash, user_id, team_id, organization_id, model) narrow it; end users have a roll-up
+    of their own, without them."""
+    from gateway.storage.models import SpendDaily
+    from gateway.storage.models import SpendDailyEndUser
+    t = SpendDailyEndUser if group_by == "end_user" else SpendDaily
+    column = getattr(t, DAILY_GROUPS[group_by])
+    terms = [t.day >= first, t.day <= last]
+    for name, value in filters.items():
+        if value is None:
+            continue
+        if name == "key_hash":
+            owner = select(VirtualKey.id).where(VirtualKey.key_hash == value).scalar_subquery()
+            terms.append(or_(t.key_id == owner, t.key_hash == value))
+        else:
+            terms.append(getattr(t, name) == value)
+    sums = (_sum(t.spend).label("spend"), _sum(t.total_tokens).label("tokens"), _sum(t.requests).label("requests"))
+    days, groups = {}, {}
+    if group_by != "end_user":  # one pass over days x groups: keys, teams, models... are few
+        rows = _rows(db, select(t.day, column.label("group"), *sums).where(*terms).group_by(t.day, column))
+    else:  # end users may be many: their totals, then the days of the largest only (below)
+        rows = _rows(db, select(column.label("group"), *sums).where(*terms).group_by(column))
+        for row in _rows(db, select(t.day, *sums).where(*terms).group_by(t.day)):
+            days[row.day] = [[float(row.spend)], int(row.tokens), int(row.requests)]
+    for row in rows:
+        spend, tokens, requests = float(row.spend), int(row.tokens), int(row.requests)
+        for total in ((groups.setdefault(row.group, [[], 0, 0, {}]),) if group_by == "end_user" else
+                      (days.setdefault(row.day, [[], 0, 0]), groups.setdefault(row.group, [[], 0, 0, {}]))):
+            total[0].append(spend)
+            total[1] += tokens
+            total[2] += requests
+        if group_by != "end_user":
+            groups[row.group][3][row.day] = spend
+
+    def totals(parts):
+        return {"spend": math.fsum(parts[0]), "total_tokens": parts[1], "requests": parts[2]}
+    ranked = sorted(({"group": group, **totals(parts), "days": parts[3]} for group, parts in groups.items()),
+                    key=lambda g: (-g["spend"], g["group"] is None, str(g["group"])))
+    top, rest = ranked[:limit], ranked[limit:]
+    if group_by == "end_user" and top:
+        named = [g["group"] for g in top if g["group"] is not None]
+        chosen = or_(column.in_(named), column.is_(None)) if len(named) < len(top) else column.in_(named)
+        found = {g["group"]: g for g in top}
+        for row in _rows(db, select(t.day, column.label("group"), sums[0]).where(*terms, chosen)
+                         .group_by(t.day, column)):
+            found[row.group]["days"][row.day] = float(row.spend)
+    _name(db, group_by, top)
+    others = None
+    if rest:
+        others = {"groups": len(rest), "spend": math.fsum(g["spend"] for g in rest),
+                  "total_tokens": sum(g["total_tokens"] for g in rest), "requests": sum(g["requests"] for g in rest)}
+    everything = totals([[s for parts in days.values() for s in parts[0]], sum(p[1] for p in days.values()),
+                         sum(p[2] for p in days.values())])
+    return {"group_by": group_by, "start_date": first, "end_date": last,
+            "days": [{"day": day, **totals(parts)} for day, parts in sorted(days.items())], "groups": top,
+            "others": others, **everything}
+
+
+def _name(db, group_by, groups):
+    """Each team group's alias, each key group's alias or hint ("sk-...wxyz"), as `name` (one query)."""
+    ids = [g["group"] for g in groups if g["group"] is not None]
+    if group_by not in ("team", "key") or not ids:
+        return
+    if group_by == "team":
+        query = select(Team.team_id, Team.team_alias).where(Team.team_id.in_(ids))
+    else:
+        query = select(VirtualKey.key_hash, func.coalesce(VirtualKey.key_alias, VirtualKey.key_hint)).where(
+            VirtualKey.key_hash.in_(ids))
+    names = dict(_rows(db, query))
+    for group in groups:
+        group["name"] = names.get(group["group"])
 
 
 # ---- /global/spend/keys, /models, /teams, /end_users ---------------------------------------------

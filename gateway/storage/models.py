@@ -5,6 +5,7 @@ from datetime import datetime
 from datetime import timezone
 
 from sqlalchemy import JSON
+from sqlalchemy import BigInteger
 from sqlalchemy import Boolean
 from sqlalchemy import DateTime
 from sqlalchemy import Float
@@ -67,7 +68,10 @@ class SpendRow(Base):
                       Index("ix_gateway_spend_team_start", "team_id", "start_time"),
                       Index("ix_gateway_spend_user_start", "user_id", "start_time"),
                       Index("ix_gateway_spend_org_start", "organization_id", "start_time"),
-                      Index("ix_gateway_spend_end_user_start", "end_user", "start_time"))
+                      Index("ix_gateway_spend_end_user_start", "end_user", "start_time"),
+                      Index("ix_gateway_spend_model_group_start", "model_group", "start_time"),
+                      Index("ix_gateway_spend_model_start", "model", "start_time"),
+                      Index("ix_gateway_spend_status_start", "status", "start_time"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     request_id: Mapped[str] = mapped_column(String(64), unique=True)
@@ -94,6 +98,46 @@ class SpendRow(Base):
     status: Mapped[str] = mapped_column(String(32))  # success, error, client_disconnected, worker_died, quarantined
     start_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     end_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class _Daily:
+    """What both daily roll-ups sum (gateway/spend/rollup.py)."""
+
+    requests: Mapped[int] = mapped_column(Integer, default=0)
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    total_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    spend: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class SpendDaily(_Daily, Base):
+    """The ledger rolled up by UTC day (gateway/spend/rollup.py): one row per day and combination of
+    key, user, team, organization and model, kept in the transaction that inserts the ledger's rows
+    (so it holds exactly the rows gateway_spend holds). Reports over whole days read it instead of
+    every row. `dims` is the sha256 of the combination (its unique key: a unique index over five
+    long text columns would pass PostgreSQL's index row limit)."""
+
+    __tablename__ = "gateway_spend_daily"
+
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)  # 'YYYY-MM-DD', UTC
+    dims: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    key_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    user_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    team_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    organization_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    model: Mapped[str | None] = mapped_column(String(255), nullable=True)
+
+
+class SpendDailyEndUser(_Daily, Base):
+    """The ledger rolled up by UTC day and end user (the call's `user`), kept as SpendDaily is: end
+    users may be many more than keys, so they have a roll-up of their own."""
+
+    __tablename__ = "gateway_spend_daily_end_users"
+
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)
+    dims: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 of the end user
+    end_user: Mapped[str | None] = mapped_column(String(255), nullable=True)
 
 
 class BudgetHold(Base):

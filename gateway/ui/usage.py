@@ -1,10 +1,9 @@
 """The Logs and Usage pages: the spend ledger through /spend/logs (filters, keyset pages, one row's
-details) and spend per day through /global/spend/report (by team, end user, key or model; a date
-range; an SVG chart drawn here; CSV export), each called as the signed-in caller."""
+details) and spend per day through /spend/daily (by team, key, model, user, organization or end
+user; a date range; an SVG chart drawn here; CSV export), each called as the signed-in caller."""
 
 import csv
 import io
-import math
 from datetime import datetime
 from datetime import timedelta
 from datetime import timezone
@@ -19,9 +18,9 @@ from gateway.ui.web import page
 PAGE_ROWS = 50
 LOG_FILTERS = ("api_key", "model", "team_id", "user_id", "end_user", "status", "request_id", "start_date",
                "end_date")
-DIMENSIONS = {"team": "Team", "end_user": "End user", "key": "Key", "model": "Model"}
+DIMENSIONS = {"team": "Team", "key": "Key", "model": "Model", "user": "User", "organization": "Organization",
+              "end_user": "End user"}
 DEFAULT_DAYS = 7
-MAX_FILLED_DAYS = 731
 CHART = {"width": 720, "height": 180, "pad": 24}
 
 
@@ -76,48 +75,21 @@ def _range():
 
 
 def every_day(days, first, last):
-    """`days` with a zero for each day from `first` to `last` ('YYYY-MM-DD') that had no spend (the
-    chart's x axis is the range; ranges over two years keep only their days with spend)."""
+    """(day, spend, tokens) for each day from `first` to `last`, zero where /spend/daily had none."""
+    seen = {day["day"]: (day["day"], day["spend"], day["total_tokens"]) for day in days}
     try:
         start, end = datetime.strptime(first, "%Y-%m-%d").date(), datetime.strptime(last, "%Y-%m-%d").date()
     except (TypeError, ValueError):
-        return days
-    if not 0 <= (end - start).days <= MAX_FILLED_DAYS:
-        return days
-    seen = {day: (day, spend, tokens) for day, spend, tokens in days}
+        return sorted(seen.values())
     span = (start + timedelta(days=i) for i in range((end - start).days + 1))
     return [seen.get(str(day), (str(day), 0.0, 0)) for day in span]
 
 
-def usage_table(report, dimension, names, first=None, last=None):
-    """(days, groups) from /global/spend/report (group_by=team or customer): days ascending as
-    (day, total spend, total tokens), every day of first..last; groups as [label, spend, tokens,
-    {day: spend}], largest first."""
-    days, groups = [], {}
-    for entry in report:
-        day = entry["group_by_day"][:10]
-        day_spend, day_tokens = [], 0
-        for group in entry.get("teams") or entry.get("customers") or ():
-            for item in group.get("metadata") or ():
-                if dimension == "team":
-                    label = group.get("team_name")
-                elif dimension == "end_user":
-                    label = group.get("customer") or "(none)"
-                elif dimension == "key":
-                    label = names.get(item.get("api_key")) or item.get("api_key") or "(master key)"
-                else:
-                    label = item.get("model") or "(none)"
-                row = groups.setdefault(label, [label, [], 0, {}])
-                row[1].append(item["spend"])
-                row[2] += item["total_tokens"]
-                row[3][day] = row[3].get(day, 0.0) + item["spend"]
-                day_spend.append(item["spend"])
-                day_tokens += item["total_tokens"]
-        days.append((day, math.fsum(day_spend), day_tokens))
-    days = every_day(days, first, last)
-    table = [[label, math.fsum(spends), tokens, per_day] for label, spends, tokens, per_day in groups.values()]
-    table.sort(key=lambda row: (-row[1], str(row[0])))
-    return days, table
+def label(group, dimension):
+    """What a group is called on the page: a team's alias or a key's alias (else their ids)."""
+    if group["group"] is None:
+        return {"key": "(master key)", "team": "(no team)"}.get(dimension, "(none)")
+    return group.get("name") or group["group"]
 
 
 def chart(days):
@@ -135,43 +107,36 @@ def chart(days):
 
 
 def _report():
-    """(start, end, dimension, days, table, message) of the query's report."""
+    """(start, end, dimension, /spend/daily's answer or None, message)."""
     start, end = _range()
     dimension = request.args.get("by") if request.args.get("by") in DIMENSIONS else "team"
-    answer = api("GET", "/global/spend/report", query={
-        "start_date": start, "end_date": end, "group_by": "customer" if dimension == "end_user" else "team"})
-    if not answer.ok:
-        return start, end, dimension, [], [], answer.error
-    names = {}
-    if dimension == "key":
-        listed = api("GET", "/key/list")
-        if listed.ok:
-            names = {info["token"]: info.get("key_alias") or info.get("key_name") for info in listed.body["keys"]}
-    days, table = usage_table(answer.body, dimension, names, start, end)
-    return start, end, dimension, days, table, None
+    answer = api("GET", "/spend/daily", query={"start_date": start, "end_date": end, "group_by": dimension})
+    return start, end, dimension, answer.body if answer.ok else None, answer.error, answer.status
 
 
 @bp.get("/usage")
 def usage():
-    start, end, dimension, days, table, message = _report()
-    return page("usage.html", status=200 if message is None else 403, start=start, end=end, dimension=dimension,
-                dimensions=DIMENSIONS, days=days, table=table, chart=chart(days), message=message,
-                total=math.fsum(spend for _, spend, _ in days), tokens=sum(t for _, _, t in days))
+    start, end, dimension, report, message, status = _report()
+    days = every_day(report["days"], start, end) if report else []
+    groups = [(label(g, dimension), g["spend"], g["total_tokens"], g["requests"]) for g in (report or {}).get("groups", ())]
+    return page("usage.html", status=status, start=start, end=end, dimension=dimension, dimensions=DIMENSIONS,
+                days=days, groups=groups, others=(report or {}).get("others"), chart=chart(days), message=message,
+                total=(report or {}).get("spend", 0.0), tokens=(report or {}).get("total_tokens", 0),
+                requests=(report or {}).get("requests", 0))
 
 
 @bp.get("/usage.csv")
 def usage_csv():
-    """The report as CSV: one line per (day, group) with spend and the group's tokens over the range."""
-    start, end, dimension, days, table, message = _report()
-    if message is not None:
-        return page("error.html", status=403, message=message)
+    """The report as CSV: one line per day and group (the largest groups), spend in USD."""
+    start, end, dimension, report, message, status = _report()
+    if report is None:
+        return page("error.html", status=status, message=message)
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["day", DIMENSIONS[dimension].lower().replace(" ", "_"), "spend_usd"])
-    for day, _, _ in days:
-        for label, _, _, per_day in table:
-            if day in per_day:
-                writer.writerow([day, _cell(label), f"{per_day[day]:.10g}"])
+    writer.writerow(["day", dimension, "spend_usd"])
+    for group in report["groups"]:
+        for day in sorted(group["days"]):
+            writer.writerow([day, _cell(label(group, dimension)), f"{group['days'][day]:.10g}"])
     return Response(out.getvalue(), mimetype="text/csv", headers={
         "Content-Disposition": f"attachment; filename=usage-{dimension}-{start}-{end}.csv"})
 

@@ -16,6 +16,7 @@ from sqlalchemy import select
 from gateway.access.hierarchy import Hierarchy
 from gateway.access.keys import hash_key
 from gateway.spend import reports
+from gateway.spend import rollup
 from gateway.storage.models import SpendRow
 from gateway.storage.models import VirtualKey
 from tests.unit.access.test_keys import db  # noqa: F401  (fixtures shared with the key tests)
@@ -75,8 +76,10 @@ class World:
                 "model": model, "provider": "openai", "prompt_tokens": prompt, "completion_tokens": completion,
                 "total_tokens": prompt + completion, "cost": cost, "status": "success", "start_time": start,
                 "end_time": start + timedelta(seconds=1)})
-        with db.session() as session:
+        with db.session() as session:  # as the ledger writes them: the rows and their daily roll-up
             session.add_all(SpendRow(**row) for row in self.rows)
+            session.flush()
+            rollup.add(session.connection(), self.rows)
 
     def day(self, row):
         return row["start_time"].date().isoformat()
