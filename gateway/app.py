@@ -159,7 +159,8 @@ def create_app(settings=None):
     for module in (chat, completions, embeddings, messages, responses, surfaces, audio, models, model_info, health, key_routes, spend, reports,
                    metric_routes, users, teams, organizations, customers, model_admin):
         app.register_blueprint(module.bp)
-    from gateway.ui import keys as ui_keys  # noqa: F401  (its pages join the UI's blueprint)
+    from gateway.ui import admin as ui_admin  # noqa: F401  (its pages join the UI's blueprint)
+    from gateway.ui import keys as ui_keys  # noqa: F401
     from gateway.ui import usage as ui_usage  # noqa: F401
     from gateway.ui import web as ui
     app.register_blueprint(ui.bp)

@@ -1,4 +1,6 @@
-"""Liveliness and readiness probes: answered without calling any upstream."""
+"""Liveliness and readiness probes: answered without calling any upstream; /health (every
+deployment called), /health/deployments (what the router knows of each: cooldowns) and
+/config/view (the running configuration, secrets masked) for admins."""
 
 from flask import Blueprint
 from flask import current_app
@@ -37,3 +39,33 @@ def health():
     """Call every deployment with a minimal request (LiteLLM's /health); needs the master key."""
     router = current_app.extensions["gateway"].router
     return json_response(healthcheck.check_all(router))
+
+
+@bp.get("/health/deployments")
+def deployments():
+    """Each deployment as the router sees it now, without calling it: its group, model, address
+    (never a key), whether it comes from the database, and until when it cools down (epoch seconds)."""
+    router = current_app.extensions["gateway"].router
+    cooling = {}
+    for group in router.groups.values():
+        cooling.update(group.cooling())
+    return json_response({"deployments": [
+        {"model_name": d.provider.config.model_name, "model": d.provider.config.model, "model_id": d.id,
+         "api_base": d.provider.api_base, "db_model": bool((d.provider.config.model_info or {}).get("db_model")),
+         "cooldown_until": cooling.get(d.id)} for d in router.deployments()]})
+
+
+@bp.get("/config/view")
+def config_view():
+    """The running configuration's settings sections, every secret masked (a field named like a
+    credential, anything shaped like a key, and the gateway's own secrets wherever they appear)."""
+    from gateway.infra.redact import masked
+    from gateway.infra.redact import sensitive_name
+    settings = current_app.extensions["gateway"].settings
+    secrets = [settings.master_key] + [v for d in settings.deployments for k, v in d.params.items()
+                                       if isinstance(v, str) and sensitive_name(k)]
+    return json_response({"source": masked(settings.source, secrets),
+                          "general_settings": masked(settings.general_settings, secrets),
+                          "router_settings": masked(settings.router_settings, secrets),
+                          "litellm_settings": masked(settings.litellm_settings, secrets),
+                          "models": len(settings.deployments)})

@@ -26,6 +26,21 @@ def redact(text, secrets=(), mark=MARK):
     return KEY_LIKE.sub(mark, text)
 
 
+def masked(value, secrets=()):
+    """A copy of a configuration value fit to show: a credential-named field's value is MARK, a URL
+    loses its user:password@ (display_url), and every string has the known `secrets` and anything
+    key-like replaced (redact)."""
+    known = [s for s in secrets if isinstance(s, str) and len(s) >= 6]
+    if isinstance(value, dict):
+        return {k: (MARK if value[k] not in (None, "", False) and sensitive_name(str(k)) else masked(value[k], known))
+                for k in value}
+    if isinstance(value, (list, tuple)):
+        return [masked(v, known) for v in value]
+    if isinstance(value, str):
+        return redact(display_url(value) if "://" in value else value, known)  # no user:password@ in a URL
+    return value
+
+
 def has_key_like(text):
     """Whether `text` holds something shaped like an API key."""
     return KEY_LIKE.search(text) is not None

@@ -122,10 +122,31 @@ def logs(db, limit=1000, **filters):
     """Ledger rows, newest first, as /spend/logs shows them. Filters: start, end, key_hash, key_id,
     model (its group or the model that served it), request_id, user_id, team_id, organization_id,
     end_user, status, before (see _conditions)."""
-    query = (select(SpendRow).where(*_conditions(**filters))
-             .order_by(SpendRow.start_time.desc(), SpendRow.request_id.desc()).limit(limit))
+    # A key (its id, or the hash it was called with) and a model (its group, or the provider model)
+    # each match one of two columns: one query per combination, each walking its own index newest
+    # first with the limit, merged here (an OR of two columns would sort every matching row).
+    key_hash, model = filters.pop("key_hash", None), filters.pop("model", None)
+    choices = [[]]
+    if key_hash is not None:
+        owner = select(VirtualKey.id).where(VirtualKey.key_hash == key_hash).scalar_subquery()
+        choices = [c + [term] for c in choices for term in (SpendRow.key_id == owner, SpendRow.key_hash == key_hash)]
+    if model is not None:
+        choices = [c + [term] for c in choices for term in (SpendRow.model_group == model, SpendRow.model == model)]
+    terms = _conditions(**filters)
+    found = {}
     with db.session() as session:
-        return [public(row) for row in session.scalars(query)]
+        for extra in choices:
+            query = (select(SpendRow).where(*terms, *extra)
+                     .order_by(SpendRow.start_time.desc(), SpendRow.request_id.desc()).limit(limit))
+            for row in session.scalars(query):
+                found[row.request_id] = row
+    newest = sorted(found.values(), key=lambda row: (_utc(row.start_time), row.request_id), reverse=True)
+    return [public(row) for row in newest[:limit]]
+
+
+def _utc(moment):
+    """An aware UTC time from a stored one (SQLite gives its digits back naive, in UTC)."""
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
 
 
 # ---- /global/spend/report ------------------------------------------------------------------------

@@ -233,5 +233,14 @@ def money(value):
     return f"${value:,.2f}" if abs(value) >= 1 else f"${value:.6f}".rstrip("0").rstrip(".") if value else "$0"
 
 
+def epoch(value):
+    """Epoch seconds as 'YYYY-MM-DD HH:MM:SS' UTC."""
+    from datetime import datetime
+    if not isinstance(value, (int, float)):
+        return ""
+    return datetime.fromtimestamp(value, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
 bp.add_app_template_filter(when, "when")
+bp.add_app_template_filter(epoch, "epoch")
 bp.add_app_template_filter(money, "money")

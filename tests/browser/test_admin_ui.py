@@ -195,6 +195,9 @@ def test_an_admin_creates_uses_sees_blocks_a_key_and_signs_out(gateway, browser,
             for r in browser.find_elements(By.CSS_SELECTOR, "#usage tbody tr") if r.find_elements(By.CSS_SELECTOR, "td.label")}
     assert rows.get("browser-key") == cost
     assert browser.find_elements(By.CSS_SELECTOR, "#chart rect.bar")
+    for name in ("teams", "users", "organizations", "models", "health", "settings"):  # each page, no console error
+        open_page(browser, gateway, f"/ui/{name}", screenshots, name)
+        assert browser.find_element(By.TAG_NAME, "h1").text and message(browser) is None, name
     # Block it: the next call is refused.
     open_page(browser, gateway, "/ui/keys")
     submit(browser, row_of(browser, "browser-key").find_element(By.CSS_SELECTOR, "button.block"))

@@ -190,3 +190,29 @@ def test_a_range_inside_a_day_or_an_unrolled_filter_reads_the_rows():
 def test_dims_keep_none_and_empty_text_apart():
     assert rollup.dims_of((None, "a")) != rollup.dims_of(("", "a")) != rollup.dims_of(("a", None))
     assert len(rollup.dims_of(("x",) * 7)) == 64
+
+
+def test_logs_by_key_and_model_walk_both_columns_and_merge_newest_first(db, service):  # noqa: F811
+    """A key is its id (rows from before /key/regenerate) or the hash it was called with; a model is
+    its group or the provider model: every combination is read and merged in time order."""
+    from gateway.access.keys import hash_key
+    from gateway.storage.models import VirtualKey
+    key = service.generate({"key_alias": "k"})["key"]
+    digest = hash_key(key)
+    with db.session() as session:
+        key_id = session.scalar(select(VirtualKey.id).where(VirtualKey.key_hash == digest))
+    base = datetime(2026, 2, 1, tzinfo=UTC)
+    plan = [("by-id-group", {"key_id": key_id, "key_hash": "f" * 64, "model_group": "grp", "model": "x"}),
+            ("by-hash-model", {"key_id": None, "key_hash": digest, "model_group": "other", "model": "grp"}),
+            ("by-id-model", {"key_id": key_id, "key_hash": "e" * 64, "model_group": None, "model": "grp"}),
+            ("other-key", {"key_id": None, "key_hash": "d" * 64, "model_group": "grp", "model": "grp"}),
+            ("other-model", {"key_id": key_id, "key_hash": digest, "model_group": "m2", "model": "m2"}),
+            ("by-hash-group", {"key_id": None, "key_hash": digest, "model_group": "grp", "model": "grp"})]
+    rows = [row(name, base + timedelta(minutes=i), 1.0, **extra) for i, (name, extra) in enumerate(plan)]
+    with db.engine.begin() as connection:
+        connection.execute(SpendRow.__table__.insert(), rows)
+    found = [r["request_id"] for r in reports.logs(db, key_hash=digest, model="grp")]
+    assert found == ["by-hash-group", "by-id-model", "by-hash-model", "by-id-group"]
+    assert [r["request_id"] for r in reports.logs(db, limit=2, key_hash=digest, model="grp")] == found[:2]
+    later = (base + timedelta(minutes=2), "by-id-model")
+    assert [r["request_id"] for r in reports.logs(db, key_hash=digest, model="grp", before=later)] == found[2:]

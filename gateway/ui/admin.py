@@ -1,0 +1,239 @@
+"""The Teams, Users, Organizations, Models, Health and Settings pages: each a view of the matching
+management routes (/team/..., /user/..., /organization/..., /model/..., /health..., /config/view),
+called as the signed-in caller, so a team admin manages its own team's members, a viewer reads,
+and what a role may not do is said on the page."""
+
+from flask import redirect
+from flask import request
+from flask import url_for
+
+from gateway.ui.web import api
+from gateway.ui.web import bp
+from gateway.ui.web import page
+
+USERS_PAGE = 50
+ROLES = ("internal_user", "internal_user_viewer", "proxy_admin", "proxy_admin_viewer")
+
+
+def _text(name, limit=255):
+    return (request.form.get(name) or "").strip()[:limit]
+
+
+def _optional(body, name, kind=str):
+    """Copy a form field into `body` when given: (ok, message naming it)."""
+    value = _text(name, 4096)
+    if not value:
+        return None
+    try:
+        body[name] = kind(value)
+    except ValueError:
+        return f"{name} must be a number."
+    return None
+
+
+def _list(value):
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+# ---- Teams -------------------------------------------------------------------------------------------
+
+def _teams_page(status=200, message=None):
+    answer = api("GET", "/team/list")
+    teams = answer.body if answer.ok and isinstance(answer.body, list) else []
+    return page("teams.html", status=status if answer.ok else answer.status, teams=teams,
+                message=message or answer.error)
+
+
+@bp.get("/teams")
+def teams():
+    return _teams_page()
+
+
+@bp.post("/teams")
+def create_team():
+    body = {"team_alias": _text("team_alias") or None}
+    message = _optional(body, "team_id") or _optional(body, "organization_id") or _optional(body, "max_budget", float)
+    if _text("models"):
+        body["models"] = _list(_text("models", 4096))
+    if message is None:
+        answer = api("POST", "/team/new", body=body)
+        if answer.ok:
+            return redirect(url_for("ui.team_page", team_id=answer.body["team_id"]))
+        return _teams_page(answer.status, answer.error)
+    return _teams_page(400, message)
+
+
+def _team_view(team_id, status=200, message=None):
+    answer = api("GET", "/team/info", query={"team_id": team_id})
+    if not answer.ok:
+        return page("error.html", status=answer.status, message=answer.error)
+    return page("team.html", status=status, team=answer.body["team_info"], keys=answer.body["keys"],
+                message=message)
+
+
+@bp.get("/teams/<team_id>")
+def team_page(team_id):
+    return _team_view(team_id)
+
+
+@bp.post("/teams/<team_id>/members")
+def team_member(team_id):
+    """Add a member (user id or email, with a role), change one's role, or remove one."""
+    action = request.form.get("action")
+    user_id = _text("user_id")
+    if action == "remove":
+        answer = api("POST", "/team/member_delete", body={"team_id": team_id, "user_id": user_id})
+    elif action == "role":
+        answer = api("POST", "/team/member_update", body={"team_id": team_id, "user_id": user_id,
+                                                            "role": _text("role")})
+    else:
+        member = {"role": _text("role") or "user"}
+        if "@" in user_id:
+            member["user_email"] = user_id
+        else:
+            member["user_id"] = user_id
+        answer = api("POST", "/team/member_add", body={"team_id": team_id, "member": member})
+    if answer.ok:
+        return redirect(url_for("ui.team_page", team_id=team_id))
+    return _team_view(team_id, answer.status, answer.error)
+
+
+@bp.post("/teams/<team_id>/<action>")
+def team_action(team_id, action):
+    """block or unblock (proxy admins)."""
+    if action not in ("block", "unblock"):
+        return page("error.html", status=404, message="No such action.")
+    answer = api("POST", f"/team/{action}", body={"team_id": team_id})
+    if answer.ok:
+        return redirect(url_for("ui.team_page", team_id=team_id))
+    return _team_view(team_id, answer.status, answer.error)
+
+
+# ---- Users and organizations ---------------------------------------------------------------------------
+
+def _users_page(status=200, message=None):
+    try:
+        number = max(1, int(request.args.get("page", "1")))
+    except ValueError:
+        number = 1
+    answer = api("GET", "/user/list", query={"page": number, "page_size": USERS_PAGE})
+    body = answer.body if answer.ok and isinstance(answer.body, dict) else {}
+    return page("users.html", status=status if answer.ok else answer.status, users=body.get("users", []),
+                number=number, pages=body.get("total_pages", 1), total=body.get("total", 0), roles=ROLES,
+                message=message or answer.error)
+
+
+@bp.get("/users")
+def users():
+    return _users_page()
+
+
+@bp.post("/users")
+def create_user():
+    body = {"user_role": _text("user_role") or "internal_user", "auto_create_key": False}
+    message = (_optional(body, "user_id") or _optional(body, "user_email") or _optional(body, "user_alias")
+               or _optional(body, "max_budget", float))
+    if message is None:
+        answer = api("POST", "/user/new", body=body)
+        if answer.ok:
+            return redirect(url_for("ui.users"))
+        return _users_page(answer.status, answer.error)
+    return _users_page(400, message)
+
+
+def _organizations_page(status=200, message=None):
+    answer = api("GET", "/organization/list")
+    found = answer.body if answer.ok and isinstance(answer.body, list) else []
+    return page("organizations.html", status=status if answer.ok else answer.status, organizations=found,
+                message=message or answer.error)
+
+
+@bp.get("/organizations")
+def organizations():
+    return _organizations_page()
+
+
+@bp.post("/organizations")
+def create_organization():
+    body = {}
+    message = (_optional(body, "organization_id") or _optional(body, "organization_alias")
+               or _optional(body, "max_budget", float))
+    if message is None:
+        answer = api("POST", "/organization/new", body=body)
+        if answer.ok:
+            return redirect(url_for("ui.organizations"))
+        return _organizations_page(answer.status, answer.error)
+    return _organizations_page(400, message)
+
+
+# ---- Models, Health, Settings --------------------------------------------------------------------------
+
+def _models_page(status=200, message=None):
+    answer = api("GET", "/model/info")
+    models = answer.body.get("data", []) if answer.ok and isinstance(answer.body, dict) else []
+    return page("models.html", status=status if answer.ok else answer.status, models=models,
+                message=message or answer.error)
+
+
+@bp.get("/models")
+def models():
+    return _models_page()
+
+
+@bp.post("/models")
+def add_model():
+    """A database model (general_settings.store_model_in_db): its key is sent once, stored encrypted,
+    and never shown again."""
+    params = {"model": _text("model")}
+    for name in ("api_base", "api_key", "api_version"):
+        if _text(name, 4096):
+            params[name] = _text(name, 4096)
+    answer = api("POST", "/model/new", body={"model_name": _text("model_name"), "litellm_params": params})
+    if answer.ok:
+        return redirect(url_for("ui.models"))
+    return _models_page(answer.status, answer.error)
+
+
+@bp.post("/models/<model_id>/delete")
+def delete_model(model_id):
+    answer = api("POST", "/model/delete", body={"id": model_id})
+    if answer.ok:
+        return redirect(url_for("ui.models"))
+    return _models_page(answer.status, answer.error)
+
+
+def _health_page(checked=None, status=200, message=None):
+    ready = api("GET", "/health/readiness")
+    answer = api("GET", "/health/deployments")
+    deployments = answer.body.get("deployments", []) if answer.ok else []
+    results = {}
+    if checked is not None:
+        for entry in checked.get("healthy_endpoints", []):
+            results[entry["model_id"]] = ("healthy", f"{entry.get('latency_ms')} ms")
+        for entry in checked.get("unhealthy_endpoints", []):
+            results[entry["model_id"]] = ("unhealthy", entry.get("error", ""))
+    return page("health.html", status=status if answer.ok else answer.status, ready=ready.body or {},
+                deployments=deployments, results=results, message=message or answer.error)
+
+
+@bp.get("/health")
+def health():
+    return _health_page()
+
+
+@bp.post("/health")
+def check_health():
+    """Call every deployment now (the /health route) and show each answer beside it."""
+    answer = api("GET", "/health")
+    return _health_page(answer.body if answer.ok else None, answer.status, answer.error)
+
+
+@bp.get("/settings")
+def settings():
+    answer = api("GET", "/config/view")
+    if not answer.ok:
+        return page("error.html", status=answer.status, message=answer.error)
+    import json
+    sections = [(name, json.dumps(answer.body[name], indent=2, sort_keys=True, default=str))
+                for name in ("general_settings", "router_settings", "litellm_settings")]
+    return page("settings.html", source=answer.body["source"], models=answer.body["models"], sections=sections)
