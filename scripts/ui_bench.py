@@ -2,8 +2,8 @@
 """Time the admin UI's Logs and Usage pages on a large spend ledger.
 
 Fills gateway_spend with --rows rows (default 1,000,000) spread over --days days (200 keys in 20
-teams, 50 users, 1,000 end users, 10 models, 2% errors) on SQLite and/or PostgreSQL, adding them to
-the daily roll-up as the ledger does, starts a real gateway (gunicorn + gevent) on that
+teams, 50 users, 1,000 end users, 10 models, 2% errors) on SQLite and/or PostgreSQL, with the
+daily roll-ups summed from them and written by the ledger's own upsert, starts a real gateway (gunicorn + gevent) on that
 database, signs in to /ui as the admin, and requests each page --repeat times: p50 and p95 in ms.
 
   python scripts/ui_bench.py                       # both databases, 1,000,000 rows
@@ -72,16 +72,21 @@ def fill(url, count, days):
     db.migrate()
     started = time.monotonic()
     batch = []
+    totals = {name: {} for name in rollup.ROLLUPS}  # the roll-ups' increments, summed over every batch
     with db.engine.begin() as connection:
         for row in rows(count, days):
             batch.append(row)
             if len(batch) == BATCH:
                 connection.execute(insert(SpendRow.__table__), batch)
-                rollup.add(connection, batch)  # as the ledger's flusher does
+                for name, dimensions in rollup.ROLLUPS.items():
+                    rollup.entries(batch, dimensions, totals[name])
                 batch = []
         if batch:
             connection.execute(insert(SpendRow.__table__), batch)
-            rollup.add(connection, batch)
+            for name, dimensions in rollup.ROLLUPS.items():
+                rollup.entries(batch, dimensions, totals[name])
+        for name, found in totals.items():  # the ledger's own upsert, once per roll-up row
+            rollup.put(connection, name, list(found.values()))
     if db.engine.dialect.name == "postgresql":
         with db.engine.connect() as connection:
             connection.exec_driver_sql("ANALYZE")

@@ -32,9 +32,10 @@ def dims_of(values):
     return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def entries(rows, dimensions):
-    """Roll-up increments of ledger rows (dicts as inserted): one per (day, dimensions)."""
-    found = {}
+def entries(rows, dimensions, found=None):
+    """Roll-up increments of ledger rows (dicts as inserted): one per (day, dimensions); added to
+    `found` ({(day, values): entry}) when given, to sum many batches before one put()."""
+    found = {} if found is None else found
     for row in rows:
         values = tuple(row.get(name) for name in dimensions)
         day = day_of(row["start_time"])
@@ -54,7 +55,8 @@ _UPSERT = {}
 
 
 def upsert(dialect, name):
-    """INSERT ... ON CONFLICT (day, dims) DO UPDATE adding the increments, into roll-up `name`."""
+    """INSERT ... ON CONFLICT (day, dims) DO UPDATE adding the increments, into roll-up `name`
+    (built once per dialect: each commit only binds its values)."""
     if (dialect, name) not in _UPSERT:
         from gateway.storage.models import Base
         if dialect == "sqlite":
@@ -69,12 +71,17 @@ def upsert(dialect, name):
     return _UPSERT[dialect, name]
 
 
+def put(connection, name, increments):
+    """Add `increments` (entries(), unique per day and dimensions) to roll-up `name`."""
+    if increments:
+        connection.execute(upsert(connection.dialect.name, name), increments)
+
+
 def add(connection, rows):
     """Add ledger rows just inserted on `connection` (in its transaction) to every roll-up."""
-    if not rows:
-        return
-    for name, dimensions in ROLLUPS.items():
-        connection.execute(upsert(connection.dialect.name, name), entries(rows, dimensions))
+    if rows:
+        for name, dimensions in ROLLUPS.items():
+            put(connection, name, entries(rows, dimensions))
 
 
 def whole_days(start, end):
