@@ -141,12 +141,10 @@ def ui_session_seconds(raw, environ=os.environ):
     value, path = raw.get("ui_session_duration"), "general_settings.ui_session_duration"
     if value is None or value == "":
         value, path = environ.get("LITELLM_UI_SESSION_DURATION"), "LITELLM_UI_SESSION_DURATION"
-    if value is None or value == "":
+    text = as_duration(value, path, None)  # the shape of every duration, checked as they are
+    if text is None:
         return DEFAULT_UI_SESSION_SECONDS
-    try:
-        seconds = duration_seconds(value)
-    except ValueError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+    seconds = duration_seconds(text)
     if seconds is None or not 0 < seconds <= MAX_UI_SESSION_SECONDS:
         raise ConfigError(f"{path}: must be a duration from 1s to 30d")
     return seconds

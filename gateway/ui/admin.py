@@ -35,13 +35,28 @@ def _list(value):
     return [part.strip() for part in value.split(",") if part.strip()]
 
 
+def _listing(template, path, name, status=200, message=None, query=None, pick=None, **values):
+    """A page listing what GET `path` answers (`pick` takes the list out of the answer) under
+    `name`; the route's refusal, or `message`, said on it."""
+    answer = api("GET", path, query=query)
+    found = (pick(answer.body) if pick is not None else answer.body) if answer.ok else None
+    return page(template, status=status if answer.ok else answer.status,
+                message=message or answer.error, **{name: found or []}, **values)
+
+
+def _made(path, body, message, done, again):
+    """POST `body` to `path` (unless the form was refused: `message`): redirect to done(answer),
+    else again(status, message) shows the page with the reason."""
+    if message is not None:
+        return again(400, message)
+    answer = api("POST", path, body=body)
+    return redirect(done(answer.body)) if answer.ok else again(answer.status, answer.error)
+
+
 # ---- Teams -------------------------------------------------------------------------------------------
 
 def _teams_page(status=200, message=None):
-    answer = api("GET", "/team/list")
-    teams = answer.body if answer.ok and isinstance(answer.body, list) else []
-    return page("teams.html", status=status if answer.ok else answer.status, teams=teams,
-                message=message or answer.error)
+    return _listing("teams.html", "/team/list", "teams", status, message)
 
 
 @bp.get("/teams")
@@ -55,12 +70,8 @@ def create_team():
     message = _optional(body, "team_id") or _optional(body, "organization_id") or _optional(body, "max_budget", float)
     if _text("models"):
         body["models"] = _list(_text("models", 4096))
-    if message is None:
-        answer = api("POST", "/team/new", body=body)
-        if answer.ok:
-            return redirect(url_for("ui.team_page", team_id=answer.body["team_id"]))
-        return _teams_page(answer.status, answer.error)
-    return _teams_page(400, message)
+    return _made("/team/new", body, message, lambda made: url_for("ui.team_page", team_id=made["team_id"]),
+                 _teams_page)
 
 
 def _team_view(team_id, status=200, message=None):
@@ -133,19 +144,11 @@ def create_user():
     body = {"user_role": _text("user_role") or "internal_user", "auto_create_key": False}
     message = (_optional(body, "user_id") or _optional(body, "user_email") or _optional(body, "user_alias")
                or _optional(body, "max_budget", float))
-    if message is None:
-        answer = api("POST", "/user/new", body=body)
-        if answer.ok:
-            return redirect(url_for("ui.users"))
-        return _users_page(answer.status, answer.error)
-    return _users_page(400, message)
+    return _made("/user/new", body, message, lambda _made: url_for("ui.users"), _users_page)
 
 
 def _organizations_page(status=200, message=None):
-    answer = api("GET", "/organization/list")
-    found = answer.body if answer.ok and isinstance(answer.body, list) else []
-    return page("organizations.html", status=status if answer.ok else answer.status, organizations=found,
-                message=message or answer.error)
+    return _listing("organizations.html", "/organization/list", "organizations", status, message)
 
 
 @bp.get("/organizations")
@@ -158,21 +161,14 @@ def create_organization():
     body = {}
     message = (_optional(body, "organization_id") or _optional(body, "organization_alias")
                or _optional(body, "max_budget", float))
-    if message is None:
-        answer = api("POST", "/organization/new", body=body)
-        if answer.ok:
-            return redirect(url_for("ui.organizations"))
-        return _organizations_page(answer.status, answer.error)
-    return _organizations_page(400, message)
+    return _made("/organization/new", body, message, lambda _made: url_for("ui.organizations"),
+                 _organizations_page)
 
 
 # ---- Models, Health, Settings --------------------------------------------------------------------------
 
 def _models_page(status=200, message=None):
-    answer = api("GET", "/model/info")
-    models = answer.body.get("data", []) if answer.ok and isinstance(answer.body, dict) else []
-    return page("models.html", status=status if answer.ok else answer.status, models=models,
-                message=message or answer.error)
+    return _listing("models.html", "/model/info", "models", status, message, pick=lambda body: body.get("data"))
 
 
 @bp.get("/models")
@@ -188,18 +184,13 @@ def add_model():
     for name in ("api_base", "api_key", "api_version"):
         if _text(name, 4096):
             params[name] = _text(name, 4096)
-    answer = api("POST", "/model/new", body={"model_name": _text("model_name"), "litellm_params": params})
-    if answer.ok:
-        return redirect(url_for("ui.models"))
-    return _models_page(answer.status, answer.error)
+    return _made("/model/new", {"model_name": _text("model_name"), "litellm_params": params}, None,
+                 lambda _made: url_for("ui.models"), _models_page)
 
 
 @bp.post("/models/<model_id>/delete")
 def delete_model(model_id):
-    answer = api("POST", "/model/delete", body={"id": model_id})
-    if answer.ok:
-        return redirect(url_for("ui.models"))
-    return _models_page(answer.status, answer.error)
+    return _made("/model/delete", {"id": model_id}, None, lambda _made: url_for("ui.models"), _models_page)
 
 
 def _health_page(checked=None, status=200, message=None):

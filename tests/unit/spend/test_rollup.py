@@ -8,15 +8,12 @@ from datetime import timedelta
 from datetime import timezone
 
 import pytest
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import select
 
 from gateway.spend import reports
 from gateway.spend import rollup
 from gateway.spend.ledger import Ledger
 from gateway.spend.ledger import _Entry
-from gateway.storage import MIGRATIONS
 from gateway.storage import Database
 from gateway.storage.models import Base
 from gateway.storage.models import SpendRow
@@ -27,6 +24,7 @@ from tests.unit.access.test_keys import new_db_url  # noqa: F401
 from tests.unit.access.test_keys import service  # noqa: F401
 from tests.unit.spend.test_reports import DAYS
 from tests.unit.spend.test_reports import world  # noqa: F401
+from tests.unit.storage.test_hierarchy_migration import upgrade
 
 UTC = timezone.utc
 
@@ -94,12 +92,7 @@ def test_the_ledger_keeps_the_roll_up_exactly_and_a_replay_adds_nothing_twice(db
 
 def test_migration_0009_fills_the_roll_up_from_the_rows_already_there(new_db_url):  # noqa: F811
     database = Database(new_db_url())
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    with database.engine.connect() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "0008_ui_sessions")
-        connection.commit()
+    upgrade(database, "0008_ui_sessions")
     start = datetime(2026, 5, 4, 23, 30, tzinfo=UTC)
     rows = [row(f"r{i}", start + timedelta(minutes=20 * i), 0.1 * i, team_id=f"t{i % 2}", user_id="u",
                 end_user=None if i % 3 else "e", key_id=i % 2 or None) for i in range(7)]
