@@ -436,7 +436,20 @@ class Meter:
                 "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
                 "total_tokens": self.prompt_tokens + self.completion_tokens, "cost": self.cost,
                 "estimated": self.estimated, "cache_hit": self.cache_hit, "stream": self.stream,
-                "status": self.status, "start_time": self.started, "end_time": _now()}
+                "status": self.status, "start_time": self.started, "end_time": _now(),
+                "retries": outcome.retries if outcome else 0, "fallbacks": outcome.fallbacks if outcome else 0,
+                "error": error_text(self.error)}
+
+
+def error_text(error):
+    """What a ledger row says of the error that ended its call: "<status> <code>: <message>" for the
+    gateway's errors (their messages never hold a key: upstream text is redacted where it is read),
+    the class name of anything else; None for none (cut to the column, statements.clean_text)."""
+    if error is None:
+        return None
+    if isinstance(error, errors.GatewayError):
+        return f"{error.status} {error.code or type(error).__name__}: {error.message}"
+    return type(error).__name__
 
 
 class SpendTracker:

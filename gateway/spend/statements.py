@@ -13,9 +13,9 @@ from datetime import timezone
 INT_MAX = 2 ** 31 - 1  # the token columns are 32-bit integers on PostgreSQL
 # Text columns of a row and how long each may be (filled from the table on first use).
 _TEXT_LIMITS = []
-_INT_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")
+_INT_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens", "retries", "fallbacks")
 _OPTIONAL = ("key_id", "key_hash", "key_alias", "user_id", "team_id", "organization_id", "end_user",
-             "model_group", "deployment_id", "provider", "model")
+             "model_group", "deployment_id", "provider", "model", "error")
 
 
 class Balance(namedtuple("Balance", "budget spent reserved whose", defaults=("Key",))):
@@ -141,7 +141,8 @@ def died_row(start, ended):
         started = ended
     row.update(deployment_id=None, provider=None, model=None, prompt_tokens=0, completion_tokens=0,
                total_tokens=0, cost=0.0, estimated=True, cache_hit=False, stream=bool(row["stream"]),
-               status="worker_died", start_time=started, end_time=max(started, ended))
+               status="worker_died", start_time=started, end_time=max(started, ended), retries=0, fallbacks=0,
+               error="the worker serving the call died")
     return row
 
 
@@ -162,7 +163,8 @@ def placeholder_row(row):
         "model_group": None,
         "deployment_id": None, "provider": None, "model": None, "prompt_tokens": 0, "completion_tokens": 0,
         "total_tokens": 0, "cost": cost, "estimated": True, "cache_hit": False, "stream": False,
-        "status": "quarantined", "start_time": started, "end_time": ended})
+        "status": "quarantined", "start_time": started, "end_time": ended, "retries": 0, "fallbacks": 0,
+        "error": None})
 
 
 def revive(row):
@@ -266,4 +268,5 @@ def public(row):
             "model": row.model, "prompt_tokens": row.prompt_tokens, "completion_tokens": row.completion_tokens,
             "total_tokens": row.total_tokens, "spend": row.cost, "estimated": row.estimated,
             "cache_hit": row.cache_hit, "stream": row.stream, "status": row.status,
+            "retries": row.retries or 0, "fallbacks": row.fallbacks or 0, "error": row.error,
             "startTime": iso(row.start_time), "endTime": iso(row.end_time)}

@@ -96,6 +96,9 @@ class SpendRow(Base):
     cache_hit: Mapped[bool] = mapped_column(Boolean, default=False)
     stream: Mapped[bool] = mapped_column(Boolean, default=False)
     status: Mapped[str] = mapped_column(String(32))  # success, error, client_disconnected, worker_died, quarantined
+    retries: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # upstream attempts past the first
+    fallbacks: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # other groups tried
+    error: Mapped[str | None] = mapped_column(String(255), nullable=True)  # "<status> <code>: <message>"
     start_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     end_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 

@@ -8,7 +8,9 @@ from datetime import timedelta
 from datetime import timezone
 
 import pytest
+from sqlalchemy import column as sa_column
 from sqlalchemy import select
+from sqlalchemy import table as sa_table
 
 from gateway.spend import reports
 from gateway.spend import rollup
@@ -96,8 +98,9 @@ def test_migration_0009_fills_the_roll_up_from_the_rows_already_there(new_db_url
     start = datetime(2026, 5, 4, 23, 30, tzinfo=UTC)
     rows = [row(f"r{i}", start + timedelta(minutes=20 * i), 0.1 * i, team_id=f"t{i % 2}", user_id="u",
                 end_user=None if i % 3 else "e", key_id=i % 2 or None) for i in range(7)]
+    as_then = sa_table("gateway_spend", *(sa_column(name) for name in rows[0]))  # the table at 0008
     with database.engine.begin() as connection:
-        connection.execute(SpendRow.__table__.insert(), [{k: v for k, v in r.items()} for r in rows])
+        connection.execute(as_then.insert(), rows)
     database.migrate()
     assert sum(v[0] for v in same_everywhere(database).values()) == 7
     database.engine.dispose()

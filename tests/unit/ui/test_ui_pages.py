@@ -334,3 +334,32 @@ def test_without_a_master_key_the_ui_says_how_to_turn_it_on(tmp_path):
                                source="test"))
     answer = app.test_client().get("/ui/login")
     assert answer.status_code == 503 and "master_key" in answer.text
+
+
+def test_a_rows_details_say_its_retries_fallbacks_and_error(tmp_path, database_url):
+    """The ledger keeps how a call went; the Logs page's row details show it."""
+    dead = "http://127.0.0.1:9/v1"  # nothing listens on the discard port: connection refused
+    app = create_app(from_dict({
+        "model_list": [{"model_name": "demo", "litellm_params": {"model": "demo/echo"}},
+                       {"model_name": "down", "litellm_params": {"model": "openai/gpt-4o", "api_base": dead,
+                                                                 "api_key": "sk-unused-0123456789"}}],
+        "router_settings": {"local_state_path": str(tmp_path / "state.sqlite"), "num_retries": 1,
+                            "fallbacks": [{"down": ["demo"]}], "cooldown_time": 0},
+        "general_settings": {"master_key": MASTER, "database_url": database_url}}, source="test"))
+    try:
+        call = app.test_client()
+        chat = {"model": "down", "messages": [{"role": "user", "content": "hi"}]}
+        saved = call.post("/v1/chat/completions", json=chat, headers=ADMIN)
+        failed = call.post("/v1/chat/completions", json={**chat, "fallbacks": []}, headers={
+            **ADMIN, "x-litellm-disable-fallbacks": "true"})
+        assert saved.status_code == 200 and failed.status_code >= 500
+        app.extensions["gateway"].spend.ledger.flush()
+        admin = app.test_client()
+        sign_in(admin, key=MASTER)
+        details = admin.get(f"/ui/logs/{saved.headers['x-request-id']}").text
+        assert re.search(r'id="log-retries">1<', details) and re.search(r'id="log-fallbacks">1<', details)
+        error = admin.get(f"/ui/logs/{failed.headers['x-request-id']}").text
+        assert re.search(r'id="log-error">5\d\d [a-z_]+: [^<]*connect', error, re.I), error[-800:]
+        assert "sk-unused" not in error
+    finally:
+        app.extensions["gateway"].store.get().engine.dispose()
