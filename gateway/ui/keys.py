@@ -14,6 +14,8 @@ from gateway.ui.web import page
 
 TEXT_FIELDS = ("key_alias", "user_id", "team_id", "budget_duration")
 NUMBER_FIELDS = {"max_budget": float, "tpm_limit": int, "rpm_limit": int, "max_parallel_requests": int}
+JSON_FIELDS = {"metadata": '{"project": "search"}', "aliases": '{"gpt-4": "gpt-4o"}',
+               "config": '{"num_retries": 2}'}
 FILTERS = ("q", "team_id", "user_id", "state")
 ACTIONS = {"block": "/key/block", "unblock": "/key/unblock"}
 
@@ -43,20 +45,22 @@ def key_body(form, creating):
     duration = (form.get("duration") or "").strip()
     if creating and duration:
         body["duration"] = None if duration == "never" else duration
-    metadata = (form.get("metadata") or "").strip()
-    if metadata:
-        try:
-            body["metadata"] = json.loads(metadata)
-        except ValueError:
-            return None, "metadata must be a JSON object, like {\"project\": \"search\"}."
-    elif not creating and "metadata" in form:
-        body["metadata"] = {}
+    for name in JSON_FIELDS:
+        text = (form.get(name) or "").strip()
+        if text:
+            try:
+                body[name] = json.loads(text)
+            except ValueError:
+                return None, f"{name} must be a JSON object, like {JSON_FIELDS[name]}."
+        elif not creating and name in form:
+            body[name] = {}
     return body, None
 
 
 def form_of(info):
-    """A key's facts as the edit form shows them (metadata as JSON text, escaped by the template)."""
-    return {**info, "metadata": json.dumps(info["metadata"]) if info.get("metadata") else ""}
+    """A key's facts as the edit form shows them (metadata, aliases, config as JSON text, escaped by
+    the template)."""
+    return {**info, **{name: json.dumps(info[name]) if info.get(name) else "" for name in JSON_FIELDS}}
 
 
 def _matches(info, filters):

@@ -363,3 +363,15 @@ def test_a_rows_details_say_its_retries_fallbacks_and_error(tmp_path, database_u
         assert "sk-unused" not in error
     finally:
         app.extensions["gateway"].store.get().engine.dispose()
+
+
+def test_a_key_made_with_aliases_and_config_serves_them(admin, app):
+    _, key = new_key(admin, key_alias="aliased", aliases='{"fast": "demo"}', config='{"num_retries": 0}')
+    answer = app.test_client().post("/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
+                                    json={"model": "fast", "messages": [{"role": "user", "content": "hi"}]})
+    assert answer.status_code == 200
+    token = re.search(r'data-token="([0-9a-f]{64})"', admin.get("/ui/keys?q=aliased").text).group(1)
+    detail = admin.get(f"/ui/keys/{token}").text
+    assert 'value="{&#34;fast&#34;: &#34;demo&#34;}"' in detail
+    bad, made = new_key(admin, key_alias="x", aliases="[1")
+    assert bad.status_code == 400 and made is None and "aliases must be a JSON object" in bad.text
