@@ -63,5 +63,8 @@ def serve(settings, host, port, workers):
 
     print(f"gateway: serving {len(settings.deployments)} deployment(s) from {settings.source} "
           f"on http://{host}:{port} with {workers} gevent worker(s)", file=sys.stderr, flush=True)
+    if settings.master_key:
+        print(f"gateway: admin UI at http://{host}:{port}/ui (sign in with the master key)", file=sys.stderr,
+              flush=True)
     GatewayApplication().run()
     return 0
