@@ -8,6 +8,7 @@ holds no key: "admin", or the key's hash; the key's rules are looked up again on
 key blocked, expired or deleted ends its sessions at once.
 """
 
+import contextlib
 import hashlib
 import hmac
 import os
@@ -50,19 +51,31 @@ def password_sign_in(username, password, environ=os.environ):
 
 
 class Sessions:
-    """gateway_ui_sessions over the worker's database (a storage.Store)."""
+    """gateway_ui_sessions over the worker's database (a storage.Store); a database that cannot be
+    reached is a 503 the page says (gateway.errors), never a traceback."""
 
     def __init__(self, store, seconds):
         self.store = store
         self.seconds = seconds
+
+    @contextlib.contextmanager
+    def _session(self):
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from gateway import errors
+        try:
+            with self.store.get().session() as session:
+                yield session
+        except SQLAlchemyError as exc:
+            raise errors.ServiceUnavailableError("The database is unavailable; sign-in needs it. Retry shortly.",
+                                                 code="key_store_unavailable") from exc
 
     def start(self, kind, key_hash=None, now=None):
         """A new session's cookie token; expired sessions are swept on the way."""
         from gateway.storage.models import UISession
         now = now or datetime.now(timezone.utc)
         token = new_token()
-        db = self.store.get()
-        with db.session() as session:
+        with self._session() as session:
             session.query(UISession).filter(UISession.expires_at <= now).delete(synchronize_session=False)
             session.add(UISession(id=digest(token), kind=kind, key_hash=key_hash, created_at=now,
                                   expires_at=now + timedelta(seconds=self.seconds)))
@@ -75,7 +88,7 @@ class Sessions:
         if not isinstance(token, str) or not 20 <= len(token) <= 100:
             return None
         now = now or datetime.now(timezone.utc)
-        with self.store.get().session() as session:
+        with self._session() as session:
             row = session.get(UISession, digest(token))
             if row is None:
                 return None
@@ -87,6 +100,6 @@ class Sessions:
         from gateway.storage.models import UISession
         if not isinstance(token, str):
             return
-        with self.store.get().session() as session:
+        with self._session() as session:
             session.query(UISession).filter(UISession.id == digest(token)).delete(synchronize_session=False)
             session.commit()

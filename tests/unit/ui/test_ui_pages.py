@@ -375,3 +375,17 @@ def test_a_key_made_with_aliases_and_config_serves_them(admin, app):
     assert 'value="{&#34;fast&#34;: &#34;demo&#34;}"' in detail
     bad, made = new_key(admin, key_alias="x", aliases="[1")
     assert bad.status_code == 400 and made is None and "aliases must be a JSON object" in bad.text
+
+
+def test_a_database_that_cannot_be_reached_is_a_503_page(tmp_path):
+    app = create_app(from_dict({
+        "model_list": [{"model_name": "demo", "litellm_params": {"model": "demo/echo"}}],
+        "router_settings": {"local_state_path": str(tmp_path / "state.sqlite")},
+        "general_settings": {"master_key": MASTER,
+                             "database_url": "postgresql+psycopg2://postgres@127.0.0.1:9/nothing"}}, source="test"))
+    client = app.test_client()
+    answer = sign_in(client, key=MASTER)
+    assert answer.status_code == 503 and "<h1>That did not work</h1>" in answer.text and "Traceback" not in answer.text
+    client.set_cookie("gateway_ui", "x" * 43, path="/ui")
+    answer = client.get("/ui/keys")
+    assert answer.status_code == 503 and "unavailable" in answer.text
