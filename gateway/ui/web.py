@@ -31,6 +31,7 @@ bp = Blueprint("ui", __name__, url_prefix="/ui", template_folder="templates", st
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 OPEN = frozenset({"ui.login", "ui.static"})  # the pages reached without a session
+SIGN_IN_FAILURES = 10  # failed sign-ins per client address per minute, then 429 until the minute passes
 ROLE_NAMES = {"proxy_admin": "Admin", "proxy_admin_viewer": "Admin viewer", "internal_user": "User",
               "internal_user_viewer": "User viewer"}
 
@@ -159,9 +160,14 @@ def login():
     if not _gateway().auth.enabled:
         return page("nomaster.html", status=503)
     message, status = None, 200
-    if request.method == "POST":
+    state, failures = _gateway().router.state, f"ui-sign-in-failed:{request.remote_addr}"
+    if request.method == "POST" and state.window(failures) >= SIGN_IN_FAILURES:
+        message, status = "Too many failed sign-ins from this address; try again in a minute.", 429
+    elif request.method == "POST":
         kind, key_hash, message = _identify(request.form)
-        if message is None:
+        if message is not None:
+            state.record(failures, 1)  # shared by the instance's workers (and instances, with Redis)
+        else:
             response = redirect(url_for("ui.keys"))
             _cookie(response, sessions.COOKIE, _sessions().start(kind, key_hash),
                     _gateway().settings.general.ui_session_seconds)

@@ -389,3 +389,16 @@ def test_a_database_that_cannot_be_reached_is_a_503_page(tmp_path):
     client.set_cookie("gateway_ui", "x" * 43, path="/ui")
     answer = client.get("/ui/keys")
     assert answer.status_code == 503 and "unavailable" in answer.text
+
+
+def test_failed_sign_ins_are_throttled_per_address(app):
+    from gateway.ui.web import SIGN_IN_FAILURES
+    client = app.test_client()
+    for _ in range(SIGN_IN_FAILURES):
+        assert sign_in(client, key="sk-guess-0123456789abcdef").status_code == 401
+    throttled = sign_in(client, key=MASTER)  # even the right key waits out the minute
+    assert throttled.status_code == 429 and "Too many failed sign-ins" in throttled.text
+    other = app.test_client()
+    page = other.get("/ui/login", environ_base={"REMOTE_ADDR": "10.1.2.3"})
+    assert other.post("/ui/login", data={"csrf": csrf_of(page), "key": MASTER},
+                      environ_base={"REMOTE_ADDR": "10.1.2.3"}).status_code == 302
