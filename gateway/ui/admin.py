@@ -87,6 +87,28 @@ def team_page(team_id):
     return _team_view(team_id)
 
 
+@bp.post("/teams/<team_id>/edit")
+def edit_team(team_id):
+    """Change a team's alias, budget, period, limits and models (/team/update) with the fields the
+    form changed (the form shows them all: a team admin, who may change its alias only, can save
+    that alone and is told so for the rest)."""
+    current = api("GET", "/team/info", query={"team_id": team_id})
+    if not current.ok:
+        return page("error.html", status=current.status, message=current.error)
+    team = current.body["team_info"]
+    wanted = {"team_alias": _text("team_alias") or None, "budget_duration": _text("budget_duration") or None,
+              "models": _list(_text("models", 4096))}
+    for name, kind in (("max_budget", float), ("rpm_limit", int), ("tpm_limit", int)):
+        wanted[name] = None
+        message = _optional(wanted, name, kind)
+        if message is not None:
+            return _team_view(team_id, 400, message)
+    body = {"team_id": team_id, **{name: value for name, value in wanted.items()
+                                   if value != (team.get(name) or ([] if name == "models" else None))}}
+    return _made("/team/update", body, None, lambda _made: url_for("ui.team_page", team_id=team_id),
+                 lambda status, message: _team_view(team_id, status, message))
+
+
 @bp.post("/teams/<team_id>/members")
 def team_member(team_id):
     """Add a member (user id or email, with a role), change one's role, or remove one."""
@@ -185,6 +207,21 @@ def add_model():
         if _text(name, 4096):
             params[name] = _text(name, 4096)
     return _made("/model/new", {"model_name": _text("model_name"), "litellm_params": params}, None,
+                 lambda _made: url_for("ui.models"), _models_page)
+
+
+@bp.post("/models/<model_id>/edit")
+def edit_model(model_id):
+    """Change a database model's address, limits or key (/model/update): a field left empty keeps
+    what is stored, so a key is never sent back to the page to be kept."""
+    params = {}
+    for name in ("api_base", "api_key", "api_version"):
+        if _text(name, 4096):
+            params[name] = _text(name, 4096)
+    message = None
+    for name in ("rpm", "tpm"):
+        message = message or _optional(params, name, int)
+    return _made("/model/update", {"model_info": {"id": model_id}, "litellm_params": params}, message,
                  lambda _made: url_for("ui.models"), _models_page)
 
 

@@ -57,6 +57,14 @@ def key_body(form, creating):
     return body, None
 
 
+def changed(body, current):
+    """The fields of an update `body` that differ from the key's `current` facts (none, "", an empty
+    list and an empty mapping are the same)."""
+    def same(new, old):
+        return new == old or (new in (None, "", [], {}) and old in (None, "", [], {}))
+    return {name: value for name, value in body.items() if not same(value, current.get(name))}
+
+
 def form_of(info):
     """A key's facts as the edit form shows them (metadata, aliases, config as JSON text, escaped by
     the template)."""
@@ -110,14 +118,19 @@ def key_page(token):
 
 @bp.post("/keys/<token>")
 def update_key(token):
-    body, message = key_body(request.form, creating=False)
-    answer = api("POST", "/key/update", body={**body, "key": token}) if message is None else None
-    if answer is not None and answer.ok:
-        return redirect(url_for("ui.key_page", token=token))
+    """/key/update with the fields the form changed (it shows them all: an owner who may not raise a
+    limit can still rename its key)."""
     info = api("GET", "/key/info", query={"key": token})
     if not info.ok:
         return page("error.html", status=info.status, message=info.error)
-    return page("key.html", status=answer.status if answer is not None else 400, info=info.body["info"],
+    current = info.body["info"]
+    body, message = key_body(request.form, creating=False)
+    answer = None
+    if message is None:
+        answer = api("POST", "/key/update", body={**changed(body, current), "key": token})
+        if answer.ok:
+            return redirect(url_for("ui.key_page", token=token))
+    return page("key.html", status=answer.status if answer is not None else 400, info=current,
                 form=request.form, message=message or answer.error)
 
 

@@ -157,3 +157,33 @@ def test_masked_hides_credential_fields_urls_and_known_secrets():
     assert shown["master_key"] == MARK and shown["nested"] == {"redis_password": MARK, "token": None}
     assert "secretpw" not in shown["url"] and "db:5432" in shown["url"]
     assert shown["note"] == f"uses {MARK} and {MARK}" and shown["list"] == [MARK] and shown["flag"] is False
+
+
+def test_a_team_and_a_database_model_are_edited_and_a_team_admin_may_change_its_alias_only(app, admin):
+    csrf = csrf_of(admin.get("/ui/teams"))
+    admin.post("/ui/teams", data={"csrf": csrf, "team_id": "edit-me"})
+    assert admin.post("/ui/teams/edit-me/edit", data={"csrf": csrf, "team_alias": "Edited", "max_budget": "7.5",
+                                                      "rpm_limit": "30", "models": "demo"}).status_code == 302
+    page = admin.get("/ui/teams/edit-me").text
+    assert "Edited" in page and "$7.50" in page and "rpm 30" in page
+    key = api_user_key(app, "tadmin", team="edit-me", team_role="admin")
+    team_admin = app.test_client()
+    sign_in(team_admin, key=key)
+    tcsrf = csrf_of(team_admin.get("/ui/teams"))
+    shown = {"team_alias": "Renamed", "max_budget": "7.5", "rpm_limit": "30", "models": "demo", "tpm_limit": "",
+             "budget_duration": ""}  # the whole form, as the browser sends it: only the alias changed
+    assert team_admin.post("/ui/teams/edit-me/edit", data={"csrf": tcsrf, **shown}).status_code == 302
+    assert "Renamed" in team_admin.get("/ui/teams/edit-me").text
+    refused = team_admin.post("/ui/teams/edit-me/edit", data={"csrf": tcsrf, **shown, "max_budget": "100"})
+    assert refused.status_code == 403 and "max_budget" in message(refused)
+    secret = "sk-db-model-secret-0123456789"
+    admin.post("/ui/models", data={"csrf": csrf, "model_name": "editable", "model": "openai/gpt-4o-mini",
+                                   "api_base": "http://127.0.0.1:9/v1", "api_key": secret})
+    page = admin.get("/ui/models").text
+    model_id = re.search(r'/ui/models/([^/"]+)/edit', page).group(1)
+    assert admin.post(f"/ui/models/{model_id}/edit", data={"csrf": csrf, "api_base": "http://127.0.0.1:7/v1",
+                                                           "rpm": "42"}).status_code == 302
+    page = admin.get("/ui/models").text
+    assert "http://127.0.0.1:7/v1" in page and 'value="42"' in page and secret not in page
+    bad = admin.post(f"/ui/models/{model_id}/edit", data={"csrf": csrf, "rpm": "many"})
+    assert bad.status_code == 400 and "rpm must be a number" in message(bad)

@@ -402,3 +402,19 @@ def test_failed_sign_ins_are_throttled_per_address(app):
     page = other.get("/ui/login", environ_base={"REMOTE_ADDR": "10.1.2.3"})
     assert other.post("/ui/login", data={"csrf": csrf_of(page), "key": MASTER},
                       environ_base={"REMOTE_ADDR": "10.1.2.3"}).status_code == 302
+
+
+def test_an_owner_renames_its_key_with_the_whole_form_though_a_limit_is_above_its_own(app, admin):
+    client = app.test_client()
+    client.post("/user/new", json={"user_id": "capped", "rpm_limit": 10}, headers=ADMIN)
+    made = client.post("/key/generate", json={"user_id": "capped", "key_alias": "mine", "rpm_limit": 50},
+                       headers=ADMIN).get_json()  # a proxy admin may set it above the user's
+    owner = app.test_client()
+    sign_in(owner, key=made["key"])
+    page = owner.get(f"/ui/keys/{made['token']}")
+    form = dict(re.findall(r'<input name="([a-z_]+)" id="f-[a-z_]+" value="([^"]*)"', page.text))
+    assert form["rpm_limit"] == "50"
+    saved = owner.post(f"/ui/keys/{made['token']}", data={"csrf": csrf_of(page), **form, "key_alias": "renamed"})
+    assert saved.status_code == 302 and 'value="renamed"' in owner.get(f"/ui/keys/{made['token']}").text
+    raised = owner.post(f"/ui/keys/{made['token']}", data={"csrf": csrf_of(page), **form, "rpm_limit": "60"})
+    assert raised.status_code == 403 and "rpm_limit" in raised.text
