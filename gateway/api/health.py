@@ -44,15 +44,18 @@ def health():
 @bp.get("/health/deployments")
 def deployments():
     """Each deployment as the router sees it now, without calling it: its group, model, address
-    (never a key), whether it comes from the database, and until when it cools down (epoch seconds)."""
+    (never a key), whether it comes from the database, until when it cools down (epoch seconds), and
+    its last health check (/health, the admin UI's, or the background checks)."""
     router = current_app.extensions["gateway"].router
     cooling = {}
     for group in router.groups.values():
         cooling.update(group.cooling())
+    deployments = router.deployments()
+    checked = healthcheck.last_checks(router, deployments)
     return json_response({"deployments": [
         {"model_name": d.provider.config.model_name, "model": d.provider.config.model, "model_id": d.id,
          "api_base": d.provider.api_base, "db_model": bool((d.provider.config.model_info or {}).get("db_model")),
-         "cooldown_until": cooling.get(d.id)} for d in router.deployments()]})
+         "cooldown_until": cooling.get(d.id), "last_check": checked.get(d.id)} for d in deployments]})
 
 
 @bp.get("/config/view")

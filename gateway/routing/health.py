@@ -14,6 +14,10 @@ log = logging.getLogger("gateway.health")
 PING = "ping"
 
 
+LAST_CHECK = "lastcheck:"  # shared state key of a deployment's last health check
+LAST_CHECK_TTL = 7 * 24 * 3600
+
+
 def _probe_body(deployment):
     """The smallest request the deployment's mode accepts."""
     mode = (deployment.provider.config.model_info or {}).get("mode") or "chat"
@@ -37,11 +41,27 @@ def check_one(router, deployment):
             router.run(provider, provider.config.model_name, endpoint, body, False,
                        timeout=deployment.health_check_timeout)
     except errors.GatewayError as exc:
-        return False, {**entry, "error": exc.message}
+        return _remember(router, deployment, False, {**entry, "error": exc.message})
     except Exception as exc:  # a provider bug must not take /health down with it
         log.exception("health check of %s crashed", deployment.id)
-        return False, {**entry, "error": f"health check failed: {type(exc).__name__}"}
-    return True, {**entry, "latency_ms": round((time.monotonic() - started) * 1000, 1)}
+        return _remember(router, deployment, False, {**entry, "error": f"health check failed: {type(exc).__name__}"})
+    return _remember(router, deployment, True, {**entry, "latency_ms": round((time.monotonic() - started) * 1000, 1)})
+
+
+def _remember(router, deployment, healthy, entry):
+    """Keep the check's outcome in the shared state, for every worker and instance to show
+    (last_check: the time it ran, negative when it failed)."""
+    try:
+        router.state.set(LAST_CHECK + deployment.id, time.time() if healthy else -time.time(), LAST_CHECK_TTL)
+    except Exception:  # noqa: BLE001  (the state being down must not fail the check)
+        log.debug("could not keep the health check of %s", deployment.id, exc_info=True)
+    return healthy, entry
+
+
+def last_checks(router, deployments):
+    """{deployment id: {"healthy", "at" (epoch seconds)}} of the deployments checked lately."""
+    values = router.state.get_many([LAST_CHECK + d.id for d in deployments])
+    return {d.id: {"healthy": value > 0, "at": abs(value)} for d, value in zip(deployments, values) if value}
 
 
 def check_all(router):

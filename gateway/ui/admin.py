@@ -190,7 +190,10 @@ def create_organization():
 # ---- Models, Health, Settings --------------------------------------------------------------------------
 
 def _models_page(status=200, message=None):
-    return _listing("models.html", "/model/info", "models", status, message, pick=lambda body: body.get("data"))
+    health = api("GET", "/health/deployments")  # a proxy admin's: others see the models without it
+    checks = {d["model_id"]: d["last_check"] for d in health.body["deployments"]} if health.ok else None
+    return _listing("models.html", "/model/info", "models", status, message, pick=lambda body: body.get("data"),
+                    checks=checks)
 
 
 @bp.get("/models")

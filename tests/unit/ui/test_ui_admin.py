@@ -144,9 +144,14 @@ def test_health_shows_each_deployment_and_checks_them_on_request(admin):
     page = admin.get("/ui/health").text
     assert "sqlite connected" in page or "postgresql connected" in page
     assert "demo/echo" in page and "openai/gpt-4o" in page and "hunter2pass" not in page
+    assert re.findall(r'class="last-check">([^<]*)<', page) == ["never", "never"]
     checked = admin.post("/ui/health", data={"csrf": csrf_of(admin.get("/ui/health"))}).text
     assert re.findall(r'class="check">([^<]*)<', checked) == ["healthy", "unhealthy"]
     assert PROVIDER_KEY not in checked and "hunter2pass" not in checked
+    for path in ("/ui/health", "/ui/models"):  # the last check, kept in the shared state for every worker
+        later = admin.get(path).text
+        assert [text.split(" at ")[0] for text in re.findall(r'class="last-check">([^<]*)<', later)] == [
+            "healthy", "unhealthy"], path
 
 
 def test_masked_hides_credential_fields_urls_and_known_secrets():
