@@ -101,6 +101,10 @@ class Ledger(JournalFiles):
         self._flusher = None
         self._worker = None
         _LEDGERS.add(self)
+        if self._spooled and cooperative():
+            # Journals left by a process that died (a crash, a kill): replayed from start-up, not
+            # only once this worker serves its first call (an idle instance would bill nothing).
+            self._ensure_worker()
 
     # -- writing ----------------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from datetime import datetime
 from datetime import timezone
 from pathlib import Path
 
+import orjson
 import pytest
 import requests
 from sqlalchemy import create_engine
@@ -30,6 +31,7 @@ from sqlalchemy import text
 
 from gateway.spend import ledger as spend_module
 from gateway.access.keys import CACHE_SECONDS
+from tests.integration.conftest import ledger_row
 from tests.integration.pg_server import PostgresServer
 
 pytestmark = pytest.mark.integration
@@ -447,3 +449,27 @@ def _exited_pid():
     proc = subprocess.Popen(["true"])
     proc.wait()
     return proc.pid
+
+
+def test_a_journal_left_by_a_dead_process_is_replayed_at_start_up_with_no_call(start_gateway, tmp_path):
+    """A restarted, idle instance bills what its predecessor journaled: the rows are committed by
+    the new workers' background replay, before (and without) any call."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    now = datetime.now(timezone.utc)
+    rows = [{"request_id": f"req-left-{i}", "key_hash": None, "key_alias": None, "user_id": None, "team_id": None,
+             "call_type": "chat", "model_group": "demo", "deployment_id": "d", "provider": "demo", "model": "echo",
+             "prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7, "cost": 0.25, "estimated": False,
+             "cache_hit": False, "stream": False, "status": "success", "start_time": now.isoformat(),
+             "end_time": now.isoformat()} for i in range(3)]
+    dead_pid = 2 ** 22 + 4242  # no such process: nobody holds the file's lock
+    (spool / f"spend-{dead_pid}.jsonl").write_bytes(
+        b"".join(orjson.dumps({"row": row, "hold": 0.0, "reset": None}) + b"\n" for row in rows))
+    master = "sk-master-replay-0123456789"
+    gw = start_gateway({"model_list": [{"model_name": "demo", "litellm_params": {"model": "demo/echo"}}],
+                        "general_settings": {"master_key": master, "spend_spool_dir": str(spool),
+                                             "database_url": f"sqlite:///{tmp_path / 'replay.sqlite'}"}},
+                       args=["--num_workers", "2"])
+    for row in rows:  # /spend/logs reads the database; it writes no row and wakes no ledger
+        assert ledger_row(gw, master, row["request_id"], timeout=20)["spend"] == 0.25
+    assert spool_files(spool) == []
