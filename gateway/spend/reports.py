@@ -74,11 +74,28 @@ def _sum(column):
     return func.coalesce(func.sum(column), 0)
 
 
-def _key_filter(key_hash):
-    """Rows of the key `key_hash` names now (by its id, /key/regenerate included) and rows made with
-    that hash."""
+def _key_terms(key_hash, table=SpendRow):
+    """The two ways a row of `table` (the ledger or a roll-up) belongs to the key `key_hash` names
+    now: its id (/key/regenerate keeps it) or the hash it was called with."""
     owner = select(VirtualKey.id).where(VirtualKey.key_hash == key_hash).scalar_subquery()
-    return or_(SpendRow.key_id == owner, SpendRow.key_hash == key_hash)
+    return table.key_id == owner, table.key_hash == key_hash
+
+
+def _key_filter(key_hash, table=SpendRow):
+    """Rows of the key `key_hash` names now, by either of its _key_terms."""
+    return or_(*_key_terms(key_hash, table))
+
+
+def _day_terms(table, first, last, filters):
+    """WHERE terms over a daily roll-up: 'YYYY-MM-DD' days from `first` to `last` (None: open) and
+    equality on each filter given (a key by _key_filter)."""
+    terms = [table.day >= first] if first is not None else []
+    if last is not None:
+        terms.append(table.day <= last)
+    for name, value in filters.items():
+        if value is not None:
+            terms.append(_key_filter(value, table) if name == "key_hash" else getattr(table, name) == value)
+    return terms
 
 
 def _conditions(start=None, end=None, end_before=None, key_hash=None, user_id=None, team_id=None,
@@ -128,8 +145,7 @@ def logs(db, limit=1000, **filters):
     key_hash, model = filters.pop("key_hash", None), filters.pop("model", None)
     choices = [[]]
     if key_hash is not None:
-        owner = select(VirtualKey.id).where(VirtualKey.key_hash == key_hash).scalar_subquery()
-        choices = [c + [term] for c in choices for term in (SpendRow.key_id == owner, SpendRow.key_hash == key_hash)]
+        choices = [c + [term] for c in choices for term in _key_terms(key_hash)]
     if model is not None:
         choices = [c + [term] for c in choices for term in (SpendRow.model_group == model, SpendRow.model == model)]
     terms = _conditions(**filters)
@@ -197,22 +213,16 @@ class _Days:
         from gateway.storage.models import SpendDaily
         self.table = t = SpendDaily
         self.day, self.cost = t.day, t.spend
-        self.terms = [t.day >= start.astimezone(timezone.utc).date().isoformat()] if start is not None else []
-        if end is not None:
-            self.terms.append(t.day <= end.astimezone(timezone.utc).date().isoformat())
-        for name, value in filters.items():
-            if value is None:
-                continue
-            if name == "key_hash":
-                owner = select(VirtualKey.id).where(VirtualKey.key_hash == value).scalar_subquery()
-                self.terms.append(or_(t.key_id == owner, t.key_hash == value))
-            else:
-                self.terms.append(getattr(t, name) == value)
+        self.terms = _day_terms(t, _utc_day_of(start), _utc_day_of(end), filters)
 
     @classmethod
     def answers(cls, start, end, filters):
         from gateway.spend.rollup import whole_days
         return whole_days(start, end) and all(v is None or k in cls.FILTERS for k, v in filters.items())
+
+
+def _utc_day_of(moment):
+    return moment.astimezone(timezone.utc).date().isoformat() if moment is not None else None
 
 
 def _source(start, end, filters):
@@ -304,15 +314,7 @@ def daily_totals(db, first, last, group_by, limit=TOP_GROUPS, **filters):
     from gateway.storage.models import SpendDailyEndUser
     t = SpendDailyEndUser if group_by == "end_user" else SpendDaily
     column = getattr(t, DAILY_GROUPS[group_by])
-    terms = [t.day >= first, t.day <= last]
-    for name, value in filters.items():
-        if value is None:
-            continue
-        if name == "key_hash":
-            owner = select(VirtualKey.id).where(VirtualKey.key_hash == value).scalar_subquery()
-            terms.append(or_(t.key_id == owner, t.key_hash == value))
-        else:
-            terms.append(getattr(t, name) == value)
+    terms = _day_terms(t, first, last, filters)
     sums = (_sum(t.spend).label("spend"), _sum(t.total_tokens).label("tokens"), _sum(t.requests).label("requests"))
     days, groups = {}, {}
     if group_by != "end_user":  # one pass over days x groups: keys, teams, models... are few

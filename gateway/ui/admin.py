@@ -9,6 +9,7 @@ from flask import url_for
 
 from gateway.ui.web import api
 from gateway.ui.web import bp
+from gateway.ui.web import changed
 from gateway.ui.web import page
 
 USERS_PAGE = 50
@@ -103,8 +104,7 @@ def edit_team(team_id):
         message = _optional(wanted, name, kind)
         if message is not None:
             return _team_view(team_id, 400, message)
-    body = {"team_id": team_id, **{name: value for name, value in wanted.items()
-                                   if value != (team.get(name) or ([] if name == "models" else None))}}
+    body = {"team_id": team_id, **changed(wanted, team)}
     return _made("/team/update", body, None, lambda _made: url_for("ui.team_page", team_id=team_id),
                  lambda status, message: _team_view(team_id, status, message))
 

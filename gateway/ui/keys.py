@@ -10,6 +10,7 @@ from flask import url_for
 
 from gateway.ui.web import api
 from gateway.ui.web import bp
+from gateway.ui.web import changed
 from gateway.ui.web import page
 
 TEXT_FIELDS = ("key_alias", "user_id", "team_id", "budget_duration")
@@ -55,14 +56,6 @@ def key_body(form, creating):
         elif not creating and name in form:
             body[name] = {}
     return body, None
-
-
-def changed(body, current):
-    """The fields of an update `body` that differ from the key's `current` facts (none, "", an empty
-    list and an empty mapping are the same)."""
-    def same(new, old):
-        return new == old or (new in (None, "", [], {}) and old in (None, "", [], {}))
-    return {name: value for name, value in body.items() if not same(value, current.get(name))}
 
 
 def form_of(info):

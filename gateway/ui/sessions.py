@@ -39,11 +39,16 @@ def new_token():
     return secrets.token_urlsafe(TOKEN_BYTES)
 
 
+def password_sign_in_set(environ=os.environ):
+    """Whether UI_USERNAME and UI_PASSWORD are both set (else no password sign-in)."""
+    return bool(environ.get("UI_USERNAME") and environ.get("UI_PASSWORD"))
+
+
 def password_sign_in(username, password, environ=os.environ):
     """Whether (username, password) are UI_USERNAME / UI_PASSWORD (both must be set), compared in
     constant time."""
     want_user, want_password = environ.get("UI_USERNAME"), environ.get("UI_PASSWORD")
-    if not want_user or not want_password or not isinstance(username, str) or not isinstance(password, str):
+    if not password_sign_in_set(environ) or not isinstance(username, str) or not isinstance(password, str):
         return False
     same_user = hmac.compare_digest(username.encode("utf-8", "surrogateescape"), want_user.encode())
     same_password = hmac.compare_digest(password.encode("utf-8", "surrogateescape"), want_password.encode())

@@ -59,6 +59,14 @@ def page(template, status=200, **values):
     return render_template(template, caller_name=g.get("ui_name"), csrf=g.get("ui_csrf"), **values), status
 
 
+def changed(body, current):
+    """The fields of an update `body` that differ from the `current` facts the form showed (none,
+    "", an empty list and an empty mapping are the same): an edit sends only what the user changed."""
+    def same(new, old):
+        return new == old or (new in (None, "", [], {}) and old in (None, "", [], {}))
+    return {name: value for name, value in body.items() if not same(value, current.get(name))}
+
+
 def csrf_field_ok():
     """Whether a POST carries the session's (or the sign-in form's) CSRF token."""
     token = request.cookies.get(sessions.COOKIE if request.endpoint not in OPEN else sessions.LOGIN_COOKIE)
@@ -176,15 +184,10 @@ def login():
         status = 401
     form_token = sessions.new_token()
     text, code = render_template("login.html", message=message, csrf=sessions.csrf_for(form_token),
-                                 password_sign_in=_password_sign_in_set()), status
+                                 password_sign_in=sessions.password_sign_in_set()), status
     response = current_app.make_response((text, code))
     _cookie(response, sessions.LOGIN_COOKIE, form_token, 3600)
     return response
-
-
-def _password_sign_in_set():
-    import os
-    return bool(os.environ.get("UI_USERNAME") and os.environ.get("UI_PASSWORD"))
 
 
 def _identify(form):
