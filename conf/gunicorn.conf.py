@@ -19,6 +19,12 @@ control_socket_disable = _options["control_socket_disable"]
 
 
 def on_starting(server):
-    """Before workers fork: drop router state files left by gateway instances that have exited."""
+    """Before workers fork: drop router state files left by gateway instances that have exited, and
+    migrate the database once. The migration runs in a child process: this master is not patched by
+    gevent (the workers patch after forking), so it must not import what the workers patch (ssl)."""
+    import subprocess
+    import sys
+
     from gateway.routing.state import remove_stale_files
     remove_stale_files()
+    subprocess.run([sys.executable, "-m", "gateway.server", "migrate"], check=False)

@@ -3,6 +3,7 @@
 import logging
 import os
 import random
+import time
 from dataclasses import dataclass
 
 from flask import Flask
@@ -54,6 +55,7 @@ class Gateway:
     store: object = None  # gateway.storage.Store (keys and spend), or None without a master key
     models: object = None  # gateway.routing.dbmodels.ModelSync with store_model_in_db, else None
     responses: object = None  # gateway.storage.responses.ResponseStore (the Responses API's state)
+    warm: bool = False  # warm(app) ran: what the configuration needs is open (gunicorn workers)
 
 
 def configure_logging(debug, json_logs=False):
@@ -100,6 +102,41 @@ def build_spend(settings, router, store, observers=None):
                             deployment.provider.config.model, deployment.provider.config.model_name)
     hold_seconds = float(general.budget_hold_seconds or router.timeout + 60)
     return SpendTracker(ledger, router.state, hold_seconds, observers)
+
+
+def warm(app):
+    """Open what the configuration needs before this worker takes its first connection (gunicorn's
+    post_worker_init, gateway/server.py): the database with its key service, the ledger and the
+    stored models; a ping of each Redis client. Without it the first call on each worker imported
+    SQLAlchemy inside the event loop and stalled every connection of that worker (~300 ms). What
+    cannot be opened now (a database that is down) is opened on first use, as before."""
+    from gateway import errors
+    gateway = app.extensions["gateway"]
+    started = time.monotonic()
+    opened = []
+    try:
+        if gateway.store is not None:
+            gateway.store.get()
+            gateway.auth.keys.get()
+            opened.append("database")
+            if gateway.spend.ledger is not None:
+                gateway.spend.ledger.prepare()
+            if gateway.models is not None:
+                gateway.models.sync()
+            gateway.responses.statements()
+    except errors.ServiceUnavailableError:
+        log.warning("worker %d: the database is not reachable yet; it is opened on first use", os.getpid())
+    for name, client in (("router state", getattr(gateway.router.state, "client", None)),
+                         ("cache", getattr(getattr(gateway.cache, "backend", None), "client", None))):
+        if client is not None:
+            try:
+                client.ping()
+                opened.append(name)
+            except Exception as exc:  # noqa: BLE001  (Redis down: both fall back on their own)
+                log.warning("worker %d: %s Redis not reachable (%s)", os.getpid(), name, type(exc).__name__)
+    gateway.warm = True
+    log.info("worker %d warm in %.0f ms (%s)", os.getpid(), (time.monotonic() - started) * 1000,
+             ", ".join(opened) or "nothing to open")
 
 
 def create_app(settings=None):

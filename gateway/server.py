@@ -31,6 +31,32 @@ def gunicorn_options(host, port, workers, debug=False):
     }
 
 
+def migrate_first(settings):
+    """In gunicorn's master, before any worker forks: bring the database to the newest schema, once
+    (under the migrations' lock, so instances starting together apply it once). No worker, of this
+    instance or of one started after it, then serves an older schema or migrates inside a call. A
+    database that cannot be reached now is migrated by the first worker that opens it, as before."""
+    if not settings.master_key:
+        return  # no key store; the Responses API's state opens its database on first use
+    import logging
+
+    from gateway.storage import Database
+    from gateway.storage import database_url
+    try:
+        db = Database(database_url(settings))
+    except Exception as exc:  # noqa: BLE001  (a URL the driver refuses: the workers report it per call)
+        logging.getLogger("gateway.storage").error("database not opened before the workers (%s)",
+                                                   type(exc).__name__)
+        return
+    try:
+        db.migrate()
+    except Exception as exc:  # noqa: BLE001  (the database is down: the workers retry on use)
+        logging.getLogger("gateway.storage").error("database not migrated before the workers (%s); the "
+                                                   "first worker that reaches it migrates it", type(exc).__name__)
+    finally:
+        db.engine.dispose()  # no connection crosses the fork
+
+
 def patch():
     """gevent's monkey patching, done before anything imports ssl.
 
@@ -55,11 +81,16 @@ def serve(settings, host, port, workers):
                     self.cfg.set(key, value)
 
         def load(self):
+            # In the worker, before it accepts a connection: build the app and open what it needs.
             from gateway.app import create_app
-            return create_app(settings)
+            from gateway.app import warm
+            app = create_app(settings)
+            warm(app)
+            return app
 
     from gateway.routing.state import remove_stale_files
     remove_stale_files()  # router state of earlier instances, left on /dev/shm
+    migrate_first(settings)
 
     print(f"gateway: serving {len(settings.deployments)} deployment(s) from {settings.source} "
           f"on http://{host}:{port} with {workers} gevent worker(s)", file=sys.stderr, flush=True)
@@ -68,3 +99,20 @@ def serve(settings, host, port, workers):
               flush=True)
     GatewayApplication().run()
     return 0
+
+
+def _migrate_from_env():
+    """`python -m gateway.server migrate`: migrate_first for the config GATEWAY_CONFIG names (the
+    gunicorn.conf.py master runs it); a config error is left for the workers to report (exit 2)."""
+    from gateway.config.settings import ConfigError
+    from gateway.config.settings import from_env
+    try:
+        settings = from_env()
+    except ConfigError:
+        return 0
+    migrate_first(settings)
+    return 0
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["migrate"]:
+    sys.exit(_migrate_from_env())

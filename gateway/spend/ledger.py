@@ -106,6 +106,10 @@ class Ledger(JournalFiles):
             # only once this worker serves its first call (an idle instance would bill nothing).
             self._ensure_worker()
 
+    def prepare(self):
+        """Build the statements now (a worker's warm-up, gateway/app.py warm), not in its first call."""
+        _sql()
+
     # -- writing ----------------------------------------------------------------------------------
 
     def write(self, row, hold=0.0, rules=None, levels=()):
