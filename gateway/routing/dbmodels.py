@@ -32,7 +32,7 @@ log = logging.getLogger("gateway.routing.dbmodels")
 
 COUNT_NAME = "models"  # gateway_change_counts row, and (as REDIS_NAME) the Redis counter
 REDIS_NAME = "models-changed"
-REMOTE_CHECK_SECONDS = 1.0  # with Redis: how often a worker reads the instances' count
+REMOTE_CHECK_SECONDS = 0.5  # with Redis: how often a worker reads the instances' count
 POLL_SECONDS = 2.0  # without Redis: how often a worker reads the database's count
 RETRY_SECONDS = 2.0  # after a failed reload (database down): serve what is loaded, try again after this
 ADMIN_NAME = "default_user_id"  # created_by for the master key (LiteLLM's name for the proxy admin)

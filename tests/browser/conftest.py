@@ -2,29 +2,16 @@
 Debian driver's path: nothing is downloaded at run time) for the admin UI's tests, and screenshots
 of every page they visit under the run's temporary folder."""
 
-import os
-import shutil
-import subprocess
-
 import pytest
+
+from tests.debian import ensure
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-IN_CI = os.environ.get("CI", "").lower() in ("true", "1")
 
 
 def _install():
-    """Install Debian's chromium and chromium-driver when missing (root with apt-get, as .ci/run and a
-    fresh machine are); anything else is a failure that says what to install."""
-    if os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER):
-        return
-    if os.geteuid() == 0 and shutil.which("apt-get"):
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        subprocess.run(["apt-get", "update", "-qq"], check=False, env=env)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium", "chromium-driver"], check=True, env=env)
-    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
-        pytest.fail("The browser tests need Debian's chromium and chromium-driver: "
-                    "apt-get install chromium chromium-driver")
+    ensure(("chromium", "chromium-driver"), (CHROMIUM, CHROMEDRIVER))
 
 
 @pytest.fixture(scope="session")
