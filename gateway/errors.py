@@ -120,6 +120,13 @@ class ServiceUnavailableError(GatewayError):
     type = "service_unavailable"
 
 
+class LimitStateUnavailableError(ServiceUnavailableError):
+    """The call needs a shared rate limit, Redis (which holds them) is unreachable, and
+    router_settings.redis_outage_limits is `refuse` (503)."""
+
+    code = "rate_limit_state_unavailable"
+
+
 def first_error(messages):
     """(param, message) of the first problem in a marshmallow error dict (`param` is its dotted path:
     `messages[0].role`), for an error body's `param` and message."""

@@ -21,14 +21,18 @@ def liveliness():
 
 @bp.get("/health/readiness")
 def readiness():
-    """The app is configured and can take calls."""
+    """The app is configured and can take calls. `router_state` says whether the router's Redis
+    answers (and, when not, what rate limits do meanwhile); `redis_outage_limits` is the mode in force
+    (None without Redis)."""
     gateway = current_app.extensions["gateway"]
     names = gateway.router.names
     keys = gateway.auth.keys
+    state = gateway.router.state
     return json_response({"status": "healthy" if names else "no models configured",
                           "models": len(names), "db": keys.describe() if keys is not None else "not configured",
                           "cache": gateway.cache.backend.name if gateway.cache is not None else None,
-                          "router_state": gateway.router.state.status(),
+                          "router_state": state.status(),
+                          "redis_outage_limits": getattr(state, "outage_limits", None),
                           "version": __version__,
                           # LiteLLM's name for it: health checks written for LiteLLM read this one.
                           "litellm_version": __version__}, status=200 if names else 503)

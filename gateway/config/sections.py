@@ -19,6 +19,8 @@ from gateway.config.parse import name_list
 from gateway.errors import ConfigError
 
 BUDGET_MODES = ("soft", "strict")  # general_settings.budget_mode (unset: soft)
+# router_settings.redis_outage_limits: what rate limits do while the router's Redis is unreachable.
+REDIS_OUTAGE_LIMITS = ("local", "refuse")
 DEFAULT_HEALTH_CHECK_INTERVAL = 300.0
 DEFAULT_KEY_DURATION = "1h"
 DEFAULT_SPOOL_DIR = "gateway-spool"
@@ -82,6 +84,9 @@ class RouterSettings:
     redis_port: int | None = None
     redis_password: str | None = field(default=None, repr=False)
     local_state_path: str | None = None
+    # While Redis is unreachable: `local` counts each limit per instance (up to N x the limit over N
+    # instances), `refuse` answers a call that needs a shared limit with a 503.
+    redis_outage_limits: str = "local"
 
 
 @dataclass(frozen=True)
@@ -118,6 +123,16 @@ def _budget_mode(value):
         raise ConfigError(f"general_settings.budget_mode: must be `soft` or `strict` (got {str(value)[:40]!r}); "
                           "soft, the default, lets a key with budget left make one call past it, strict never "
                           "overshoots")
+    return value
+
+
+def _outage_limits(value):
+    if value is None:
+        return "local"
+    if value not in REDIS_OUTAGE_LIMITS:
+        raise ConfigError(f"router_settings.redis_outage_limits: must be `local` or `refuse` (got "
+                          f"{str(value)[:40]!r}); local, the default, counts limits per instance while Redis "
+                          "is unreachable, refuse answers calls that need a limit with a 503")
     return value
 
 
@@ -211,6 +226,7 @@ def router_section(router, litellm):
         redis_port=as_port(router.get("redis_port"), path + "redis_port"),
         redis_password=as_secret(router.get("redis_password"), path + "redis_password"),
         local_state_path=as_text(router.get("local_state_path"), path + "local_state_path"),
+        redis_outage_limits=_outage_limits(router.get("redis_outage_limits")),
     )
 
 

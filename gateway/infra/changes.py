@@ -9,6 +9,12 @@ now, so a call that starts after the management call answered sees the change, o
 With Redis, the count is kept there too and each worker reads it at most every `remote_seconds`
 (one GET, amortized over the calls in between): other instances follow within that time. Users:
 virtual keys (gateway/access/keychanges.py) and database models (gateway/routing/dbmodels.py).
+
+While Redis is unreachable the count others made is unknown: `remote_down` says so (the users fall
+back to what they do without Redis), and the first count read once Redis answers again counts as a
+change whatever its value, so a change made anywhere meanwhile is picked up even though a restarted
+Redis starts the count again from nothing. A change announced while Redis was down is announced
+there again once it answers.
 """
 
 import logging
@@ -20,6 +26,7 @@ from gateway.infra.shm import shared_file
 log = logging.getLogger("gateway.infra.changes")
 
 _COUNTER = struct.Struct("<q")
+_UNKNOWN = object()  # the Redis count while Redis is down: differs from any count read later
 REDIS_TTL = 30 * 86400
 
 
@@ -41,11 +48,17 @@ class ChangeCounter:
         self._remote_value = None
         self._remote_epoch = 0  # how many times the Redis count was seen to move
         self._next_check = 0.0
+        self._owed = False  # a change this process announced while Redis was down
 
     @property
     def shared_remotely(self):
         """Whether other instances hear of a change through Redis."""
         return self.remote is not None
+
+    @property
+    def remote_down(self):
+        """Whether changes are shared through Redis but Redis is unreachable now."""
+        return self.remote is not None and not getattr(self.remote, "reachable", True)
 
     def _open(self):
         """The shared counter file, mapped once per process (a forked worker maps it for itself)."""
@@ -83,6 +96,11 @@ class ChangeCounter:
             self._next_check = now + self.remote_seconds
             return
         self._next_check = now + self.remote_seconds
+        if self.remote_down:
+            value = _UNKNOWN  # the value read is this instance's own count, not the instances'
+        elif self._owed:
+            self._owed = False
+            self._announce_remotely()
         if value != self._remote_value:
             self._remote_value = value
             self._remote_epoch += 1
@@ -96,8 +114,12 @@ class ChangeCounter:
             except (OSError, ValueError) as exc:
                 self._break(exc)
         if self.remote is not None:
-            try:
-                self.remote.add(self.redis_name, 1, ttl=REDIS_TTL)
-            except Exception as exc:  # noqa: BLE001
-                log.warning("could not count a %s change in Redis (%s); other instances notice it later",
-                            self.what, type(exc).__name__)
+            self._announce_remotely()
+
+    def _announce_remotely(self):
+        try:
+            self.remote.add(self.redis_name, 1, ttl=REDIS_TTL)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("could not count a %s change in Redis (%s); other instances notice it later",
+                        self.what, type(exc).__name__)
+        self._owed = self.remote_down  # counted only locally: count it in Redis once it answers

@@ -121,13 +121,19 @@ class Group:
         tiers = [[d for d in candidates if d.order == o] for o in orders] or [candidates]
         if orders:
             tiers[-1] += [d for d in candidates if d.order is None]
-        soonest = None
+        soonest, unchecked = None, None
         for tier in tiers:
             for deployment in self._ranked(tier):
-                wait = self._admit(deployment)
+                try:
+                    wait = self._admit(deployment)
+                except errors.LimitStateUnavailableError as exc:
+                    unchecked = exc  # its limits cannot be checked now (Redis down, `refuse`): try another
+                    continue
                 if wait is None:
                     return deployment
                 soonest = wait if soonest is None else min(soonest, wait)
+        if soonest is None and unchecked is not None:
+            raise unchecked
         raise errors.RateLimitError(
             f"Every deployment of `{self.name}` is at its rpm/tpm limit; retry in {soonest:.0f}s.",
             headers={"Retry-After": str(max(1, round(soonest or 1)))})
@@ -156,7 +162,7 @@ class Group:
     def _admit(self, deployment):
         """None when the deployment may take one more call now, else seconds until it may."""
         if deployment.tpm is not None:
-            used = self.state.window(f"tpm:{deployment.id}")
+            used = self.state.window(f"tpm:{deployment.id}", is_limit=True)
             if used >= deployment.tpm:
                 return 60.0
         if deployment.rpm is not None:

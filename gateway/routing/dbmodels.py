@@ -232,12 +232,14 @@ class ModelSync:
         """Reload when a change was announced since the last load (or, polling, the database moved)."""
         now = time.monotonic()
         seen = self.changes.count(now)
-        if seen == self._seen and not (self.poll and now >= self._next_poll):
+        # Redis down: other instances' changes reach this one only through the database's count.
+        poll = self.poll or self.changes.remote_down
+        if seen == self._seen and not (poll and now >= self._next_poll):
             return
         if now < self._retry_at:
             return
         with self._lock:
-            if seen == self._seen and self.poll and now >= self._next_poll:
+            if seen == self._seen and poll and now >= self._next_poll:
                 self._poll(now)
             elif seen != self._seen:
                 self._reload(seen, now)

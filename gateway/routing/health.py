@@ -81,7 +81,7 @@ def start_background(router, interval):
         while True:
             gevent.sleep(interval * random.uniform(0.9, 1.1))
             try:
-                won, _ = router.state.admit(f"healthcheck:{int(time.time() // interval)}", 1)
+                won, _ = router.state.admit(f"healthcheck:{int(time.time() // interval)}", 1, is_limit=False)
                 if not won:
                     continue
                 for deployment in router.deployments():

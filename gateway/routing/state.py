@@ -3,11 +3,14 @@
 Two backends with one interface. `LocalState` is a SQLite file (windows) and a shared-memory table
 (gauges, cooldowns, latencies) on /dev/shm that every gunicorn worker of one instance opens, so limits are exact across workers with no extra service. `RedisState` makes
 them exact across instances; when Redis cannot be reached it says so once and falls back to the
-instance's local state until Redis answers again. Nothing here runs unless a configured feature
-(limits, least-busy, usage/latency routing, cooldowns) needs it.
+instance's local state until Redis answers again, except that under `router_settings.
+redis_outage_limits: refuse` a rate limit's check raises a 503 instead (LimitStateUnavailableError).
+Nothing here runs unless a configured feature (limits, least-busy, usage/latency routing, cooldowns)
+needs it.
 """
 
 import logging
+import math
 import os
 import sqlite3
 import tempfile
@@ -15,6 +18,7 @@ import threading
 import time
 import uuid
 
+from gateway import errors
 from gateway.infra.redis import client as redis_client
 from gateway.infra.shm import SharedTable
 from gateway.infra.shm import instance_owner
@@ -122,8 +126,9 @@ class LocalState:
             db.execute("COMMIT")
             return result
 
-    def admit(self, key, limit, amount=1.0, now=None):
-        """Add `amount` to the key's last-minute window if the window stays within `limit`."""
+    def admit(self, key, limit, amount=1.0, now=None, is_limit=True):
+        """Add `amount` to the key's last-minute window if the window stays within `limit`.
+        (`is_limit` matters to RedisState only: whether this checks a rate limit.)"""
         now = time.time() if now is None else now
 
         def run(db):
@@ -142,7 +147,7 @@ class LocalState:
         with self._lock:
             self._db().execute("INSERT INTO hits (key, ts, amount) VALUES (?, ?, ?)", (key, now, amount))
 
-    def window(self, key, now=None):
+    def window(self, key, now=None, is_limit=False):
         """The key's last-minute total."""
         now = time.time() if now is None else now
         with self._lock:
@@ -221,17 +226,23 @@ return 1
 
 
 class RedisState:
-    """The same operations on Redis (sorted sets hold windows); local state while Redis is down."""
+    """The same operations on Redis (sorted sets hold windows); local state while Redis is down.
+
+    While Redis is down a rate limit's check (admit, acquire, or a window read `is_limit`) goes by
+    `outage_limits`: `local` checks it in the instance's local state (exact per instance, so N
+    instances admit up to N x the limit), `refuse` raises LimitStateUnavailableError (a 503). Every
+    other operation (usage, cooldowns, latency, gauges) uses the local state either way."""
 
     name = "redis"
     RETRY_AFTER = 5.0
 
-    def __init__(self, client, fallback, prefix="gateway:"):
+    def __init__(self, client, fallback, prefix="gateway:", outage_limits="local"):
         from redis.exceptions import ConnectionError as RedisConnectionError
         from redis.exceptions import TimeoutError as RedisTimeoutError
         self.client = client
         self.fallback = fallback
         self.prefix = prefix
+        self.outage_limits = outage_limits
         self._admit = client.register_script(_ADMIT)
         self._acquire = client.register_script(_ACQUIRE)
         # Only these say Redis cannot be reached; a refused command (WRONGTYPE, OOM) is one call's.
@@ -240,18 +251,23 @@ class RedisState:
         self._warned = False
         self._refused_said = False
 
-    def _call(self, fn, fallback_fn):
+    @property
+    def reachable(self):
+        """False from a failed command until Redis answers one again (no command of its own)."""
+        return not self._warned
+
+    def _call(self, fn, fallback_fn, is_limit=False):
         if time.monotonic() < self._down_until:
-            return fallback_fn()
+            return self._meanwhile(fallback_fn, is_limit)
         try:
             result = fn()
         except self._outage as exc:  # timeouts, refused connections: keep serving, locally for a while
             self._down_until = time.monotonic() + self.RETRY_AFTER
             if not self._warned:
-                log.warning("Redis unreachable (%s); router state is per instance until it is back",
-                            type(exc).__name__)
+                log.warning("Redis unreachable (%s); router state is per instance until it is back, and %s",
+                            type(exc).__name__, _LIMITS_MEANWHILE[self.outage_limits])
                 self._warned = True
-            return fallback_fn()
+            return self._meanwhile(fallback_fn, is_limit)
         except Exception as exc:  # noqa: BLE001  (a refused command: this call is served locally)
             if not self._refused_said:
                 self._refused_said = True
@@ -259,11 +275,20 @@ class RedisState:
                             type(exc).__name__, exc)
             return fallback_fn()
         if self._warned:
-            log.warning("Redis reachable again; router state is shared across instances")
+            log.warning("Redis reachable again; router state and rate limits are shared across instances")
             self._warned = False
         return result
 
-    def admit(self, key, limit, amount=1.0, now=None):
+    def _meanwhile(self, fallback_fn, is_limit):
+        """Redis is down: the local state, or for a limit's check under `refuse` a 503."""
+        if is_limit and self.outage_limits == "refuse":
+            raise errors.LimitStateUnavailableError(
+                "Rate limits are shared through Redis, which cannot be reached right now; calls under a "
+                "rate limit are refused until it is back. Retry shortly.",
+                headers={"Retry-After": str(max(1, math.ceil(self.RETRY_AFTER)))})
+        return fallback_fn()
+
+    def admit(self, key, limit, amount=1.0, now=None, is_limit=True):
         """Sliding-window admit, atomic in a Lua script."""
         now = time.time() if now is None else now
 
@@ -271,17 +296,17 @@ class RedisState:
             allowed, wait = self._admit(keys=[self.prefix + key],
                                         args=[now, WINDOW, limit, amount, uuid.uuid4().hex])
             return bool(int(allowed)), float(wait)
-        return self._call(run, lambda: self.fallback.admit(key, limit, amount, now))
+        return self._call(run, lambda: self.fallback.admit(key, limit, amount, now), is_limit)
 
     def record(self, key, amount, now=None):
         """Add to a window without a limit."""
-        return self.admit(key, float("inf"), amount, now)
+        return self.admit(key, float("inf"), amount, now, is_limit=False)
 
-    def window(self, key, now=None):
-        """The key's last-minute total."""
-        return self.windows([key], now)[0]
+    def window(self, key, now=None, is_limit=False):
+        """The key's last-minute total (`is_limit`: read to check a limit)."""
+        return self.windows([key], now, is_limit)[0]
 
-    def windows(self, keys, now=None):
+    def windows(self, keys, now=None, is_limit=False):
         """Last-minute totals of several keys in one pipeline."""
         now = time.time() if now is None else now
 
@@ -290,7 +315,7 @@ class RedisState:
             for key in keys:
                 pipe.zrangebyscore(self.prefix + key, now - WINDOW, "+inf")
             return [sum(float(m.split(b":", 1)[0]) for m in members) for members in pipe.execute()]
-        return self._call(run, lambda: self.fallback.windows(keys, now))
+        return self._call(run, lambda: self.fallback.windows(keys, now), is_limit)
 
     def acquire(self, key, limit, member, ttl, now=None):
         """One of `limit` expiring slots, atomically (a sorted set scored by expiry)."""
@@ -299,7 +324,7 @@ class RedisState:
         def run():
             return bool(int(self._acquire(keys=[self.prefix + key], args=[now, limit, member, now + ttl,
                                                                           int(ttl) + 1])))
-        return self._call(run, lambda: self.fallback.acquire(key, limit, member, ttl, now))
+        return self._call(run, lambda: self.fallback.acquire(key, limit, member, ttl, now), is_limit=True)
 
     def release(self, key, member):
         """Give a slot back (both here and in the fallback, which may hold it from an outage)."""
@@ -327,12 +352,21 @@ class RedisState:
         return self._call(run, lambda: self.fallback.get_many(keys))
 
     def status(self):
-        """For readiness: whether Redis answers right now."""
-        try:
-            self.client.ping()
+        """For readiness: whether Redis answers, and if not what rate limits do meanwhile. A PING
+        (quarter-second timeout) only when the state does not already know Redis is down."""
+        if time.monotonic() >= self._down_until and self._call(lambda: self.client.ping() or True, lambda: False):
             return "redis"
-        except Exception:
-            return "redis unreachable (using local state)"
+        return _UNREACHABLE_STATUS[self.outage_limits]
+
+
+_LIMITS_MEANWHILE = {
+    "local": "rate limits are counted per instance meanwhile (each admits up to the full limit)",
+    "refuse": "calls under a rate limit are refused (503) meanwhile (redis_outage_limits: refuse)",
+}
+_UNREACHABLE_STATUS = {
+    "local": "redis unreachable (using local state)",
+    "refuse": "redis unreachable (calls under a rate limit refused)",
+}
 
 
 def redis_settings(router, environ=os.environ):
@@ -358,4 +392,4 @@ def build_state(router):
     if config is None:
         return local
     url, kwargs = config
-    return RedisState(redis_client(url, **kwargs), local)
+    return RedisState(redis_client(url, **kwargs), local, outage_limits=router.redis_outage_limits)

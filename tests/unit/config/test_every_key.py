@@ -221,6 +221,8 @@ BAD = [
     ({"router_settings": {"max_retries": -1}}, "router_settings.max_retries"),
     ({"router_settings": {"max_request_timeout": "soon"}}, "router_settings.max_request_timeout"),
     ({"router_settings": {"local_state_path": 5}}, "router_settings.local_state_path"),
+    ({"router_settings": {"redis_outage_limits": "open"}}, "router_settings.redis_outage_limits"),
+    ({"router_settings": {"redis_outage_limits": True}}, "router_settings.redis_outage_limits"),
     (_cache_params(type="memcached"), "litellm_settings.cache_params.type"),
     (_cache_params(host=5), "litellm_settings.cache_params.host"),
     (_cache_params(port="x"), "litellm_settings.cache_params.port"),
@@ -288,12 +290,13 @@ def test_good_values_load(tmp_path, monkeypatch):
                                         "default_key_duration": "30d", "background_health_checks": "on",
                                         "ui_session_duration": "8h"},
                    "router_settings": {"redis_host": "127.0.0.1", "redis_port": "os.environ/T_PORT",
-                                       "timeout": 0, "num_retries": 2},
+                                       "timeout": 0, "num_retries": 2, "redis_outage_limits": "refuse"},
                    "litellm_settings": {"cache": "true", "cache_params": {"type": "local", "ttl": 60}}})
     assert (s.general.health_check_interval, s.general.budget_hold_seconds) == (30.0, 90.0)
     assert s.general.default_key_duration == "30d" and s.general.background_health_checks is True
     assert s.general.ui_session_seconds == 8 * 3600
     assert (s.router.redis_port, s.router.timeout, s.router.num_retries) == (6380, 0.0, 2)
+    assert s.router.redis_outage_limits == "refuse" and from_dict({}).router.redis_outage_limits == "local"
     assert s.litellm.cache.type == "local" and s.litellm.cache.ttl == 60
 
 

@@ -419,3 +419,34 @@ def test_shuffle_pair_reads_cooldowns_at_most_once_a_second(state):
     seconds = time.monotonic() - started
     assert set(counting.calls) <= {"get_many"}
     assert counting.calls["get_many"] <= seconds + 2
+
+
+# ---- limits while Redis is down under redis_outage_limits: refuse --------------------------------
+
+class RefusingState(LocalState):
+    """Redis down under `refuse`: every limit's check raises, the rest is local."""
+
+    def admit(self, key, limit, amount=1.0, now=None, is_limit=True):
+        if is_limit:
+            raise errors.LimitStateUnavailableError("down", headers={"Retry-After": "5"})
+        return super().admit(key, limit, amount, now)
+
+    def window(self, key, now=None, is_limit=False):
+        if is_limit:
+            raise errors.LimitStateUnavailableError("down", headers={"Retry-After": "5"})
+        return super().window(key, now)
+
+
+def test_a_deployment_without_limits_serves_while_the_limited_ones_cannot_be_checked(tmp_path):
+    state = RefusingState(str(tmp_path / "state.sqlite"))
+    group = Group("g", [deployment("rpm", rpm=10), deployment("tpm", 1, tpm=1000), deployment("free", 2)],
+                  "simple-shuffle", state, 60.0, 3)
+    assert {group.choose().id for _ in range(50)} == {"free"}
+
+
+def test_only_limited_deployments_while_their_limits_cannot_be_checked_is_a_503(tmp_path):
+    state = RefusingState(str(tmp_path / "state.sqlite"))
+    group = Group("g", [deployment("rpm", rpm=10), deployment("tpm", 1, tpm=1000)], "simple-shuffle", state, 60.0, 3)
+    with pytest.raises(errors.LimitStateUnavailableError) as info:
+        group.choose()
+    assert info.value.status == 503 and info.value.headers["Retry-After"] == "5"

@@ -16,6 +16,7 @@ import uuid
 
 import pytest
 
+from gateway import errors
 from gateway.config.sections import router_section
 from gateway.routing import state as state_module
 from gateway.routing.state import LocalState
@@ -362,6 +363,56 @@ def test_redis_status_answers_quickly_when_unreachable(tmp_path):
     started = time.monotonic()
     assert state.status() == "redis unreachable (using local state)"
     assert time.monotonic() - started < 2.0
+
+
+def test_redis_unreachable_under_refuse_refuses_limits_only_and_says_so_once(tmp_path, caplog):
+    """router_settings.redis_outage_limits: refuse: a limit's check is a 503 with Retry-After; usage,
+    gauges, cooldowns and the health check's election still go to the local state."""
+    state = build_state({"redis_host": "127.0.0.1", "redis_port": closed_port(), "redis_outage_limits": "refuse",
+                         "local_state_path": str(tmp_path / "local.sqlite")})
+    caplog.set_level(logging.WARNING, logger="gateway.routing.state")
+    for check in (lambda: state.admit("rpm:x", 3), lambda: state.acquire("parallel:x", 2, "m", ttl=60),
+                  lambda: state.window("tpm:x", is_limit=True), lambda: state.admit("rpm:x", 3)):
+        with pytest.raises(errors.LimitStateUnavailableError) as info:
+            check()
+        assert info.value.status == 503 and info.value.code == "rate_limit_state_unavailable"
+        assert 1 <= int(info.value.headers["Retry-After"]) <= 5
+    assert state.fallback.window("rpm:x") == 0  # nothing was counted locally either
+    state.record("tpm:x", 10)
+    assert state.window("tpm:x") == 10 and state.fallback.window("tpm:x") == 10
+    assert state.admit("healthcheck:1", 1, is_limit=False) == (True, 0.0)
+    assert state.add("inflight:x", 2) == 2.0
+    state.set("cool:x", 42.0, 60)
+    assert state.get_many(["cool:x"]) == [42.0]
+    state.release("parallel:x", "m")
+    warnings = [r.getMessage() for r in caplog.records if "Redis unreachable" in r.getMessage()]
+    assert len(warnings) == 1 and "refused (503)" in warnings[0], warnings
+    assert state.status() == "redis unreachable (calls under a rate limit refused)"
+
+
+def test_redis_unreachable_under_local_says_limits_are_per_instance(tmp_path, caplog):
+    state = build_state({"redis_host": "127.0.0.1", "redis_port": closed_port(),
+                         "local_state_path": str(tmp_path / "local.sqlite")})
+    caplog.set_level(logging.WARNING, logger="gateway.routing.state")
+    assert state.outage_limits == "local"
+    assert state.window("tpm:x", is_limit=True) == 0  # served locally, never refused
+    warnings = [r.getMessage() for r in caplog.records if "Redis unreachable" in r.getMessage()]
+    assert len(warnings) == 1 and "counted per instance" in warnings[0], warnings
+
+
+def test_status_does_not_ping_while_redis_is_known_to_be_down(tmp_path):
+    """Readiness probes during an outage cost nothing: the state already knows Redis is down."""
+    state = build_state({"redis_host": "127.0.0.1", "redis_port": closed_port(),
+                         "local_state_path": str(tmp_path / "local.sqlite")})
+    assert state.reachable
+    state.admit("rpm:x", 3)  # fails over: Redis is known down for RETRY_AFTER seconds
+    assert not state.reachable
+
+    def ping():
+        raise AssertionError("status() pinged a Redis it knows is down")
+    state.client.ping = ping
+    for _ in range(3):
+        assert state.status() == "redis unreachable (using local state)"
 
 
 # ---- expiring slots (max_parallel_requests) -------------------------------------------------
