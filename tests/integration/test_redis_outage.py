@@ -238,8 +238,18 @@ def scenario(fake_openai, tmp_path_factory):
               f"{len(record['load'].calls)} load calls; outage admitted {record['outage_admitted']} "
               f"{dict(record['outage_admitted_per_instance'])} (limit {LIMIT}, 2 instances); "
               f"recovery {record['recovery_seconds']:.1f} s; changes seen after {record['model_seen_after']:.1f} s "
-              f"(model), {record['block_seen_after']:.1f} s (key)")
+              f"(model), {record['block_seen_after']:.1f} s (key); statuses {statuses(record['load'])}; "
+              f"{len(record['rows']['wanted'])} successes, "
+              f"{sum(record['rows']['rows'][i] for i in record['rows']['wanted'])} success rows for them")
         yield record
+
+
+def statuses(load):
+    """{(cluster, phase): {status: calls}} of the load, for the summary line."""
+    found = collections.defaultdict(collections.Counter)
+    for c in load.calls:
+        found[f"{c.cluster}/{c.started}"][c.status] += 1
+    return {k: dict(v) for k, v in found.items()}
 
 
 def run(server, clusters, fake, db_url):
