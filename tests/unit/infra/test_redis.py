@@ -32,7 +32,7 @@ def test_the_router_state_and_the_cache_both_build_their_clients_here(tmp_path, 
     built = []
     monkeypatch.setattr(state, "redis_client", lambda *a, **kw: built.append(("state", a, kw)) or object())
     monkeypatch.setattr(cache, "redis_client", lambda *a, **kw: built.append(("cache", a, kw)) or object())
-    monkeypatch.setattr(state, "RedisState", lambda client, local: client)
+    monkeypatch.setattr(state, "RedisState", lambda client, local, **options: client)
     from gateway.config.sections import CacheSettings
     from gateway.config.sections import router_section
     state.build_state(router_section({"redis_host": "h", "redis_port": 1,
