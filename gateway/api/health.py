@@ -29,6 +29,8 @@ def readiness():
                           "models": len(names), "db": keys.describe() if keys is not None else "not configured",
                           "cache": gateway.cache.backend.name if gateway.cache is not None else None,
                           "router_state": gateway.router.state.status(),
+                          # This worker's view of the cluster-wide jobs' lease (no database call).
+                          "background_jobs": gateway.jobs.describe() if gateway.jobs is not None else None,
                           "version": __version__,
                           # LiteLLM's name for it: health checks written for LiteLLM read this one.
                           "litellm_version": __version__}, status=200 if names else 503)

@@ -75,20 +75,35 @@ def check_all(router):
             "healthy_count": len(healthy), "unhealthy_count": len(unhealthy)}
 
 
+def check_and_cool(router):
+    """One background pass: check every deployment, cool the failing ones down (in the router's
+    shared state: every worker of this instance, every instance with Redis); the number checked."""
+    deployments = router.deployments()
+    for deployment in deployments:
+        ok, entry = check_one(router, deployment)
+        if not ok:
+            group = router.groups[deployment.provider.config.model_name]
+            group.cool_down(deployment, f"background health check failed: {entry['error']}")
+    return len(deployments)
+
+
+def job(router, interval):
+    """The background checks as a cluster-wide job (gateway/storage/jobs.py): only the worker that
+    holds the lease calls the upstreams, once per `interval`."""
+    from gateway.storage.jobs import Job
+    return Job("health_check", interval, lambda _fenced: check_and_cool(router))
+
+
 def start_background(router, interval):
-    """Check every `interval` seconds; one worker per interval does it; failures cool deployments down."""
+    """Without a database to hold a lease in: every `interval` seconds one worker per interval does
+    it, of this instance (of the cluster with Redis); failures cool deployments down."""
     def loop():
         while True:
             gevent.sleep(interval * random.uniform(0.9, 1.1))
             try:
                 won, _ = router.state.admit(f"healthcheck:{int(time.time() // interval)}", 1)
-                if not won:
-                    continue
-                for deployment in router.deployments():
-                    ok, entry = check_one(router, deployment)
-                    if not ok:
-                        group = router.groups[deployment.provider.config.model_name]
-                        group.cool_down(deployment, f"background health check failed: {entry['error']}")
+                if won:
+                    check_and_cool(router)
             except Exception:
                 log.exception("background health check failed")
     return gevent.spawn(loop)
