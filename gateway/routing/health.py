@@ -30,6 +30,11 @@ def _probe_body(deployment):
 
 def check_one(router, deployment):
     """(healthy, entry) for one deployment; the entry names model and api_base, never a key."""
+    healthy, entry, _value = _check(router, deployment)
+    return healthy, entry
+
+
+def _check(router, deployment):
     provider = deployment.provider
     entry = {"model_name": provider.config.model_name, "model": provider.config.model,
              "api_base": provider.api_base, "model_id": deployment.id}
@@ -50,12 +55,13 @@ def check_one(router, deployment):
 
 def _remember(router, deployment, healthy, entry):
     """Keep the check's outcome in the shared state, for every worker and instance to show
-    (last_check: the time it ran, negative when it failed)."""
+    (last_check: the time it ran, negative when it failed): (healthy, entry, that value)."""
+    value = time.time() if healthy else -time.time()
     try:
-        router.state.set(LAST_CHECK + deployment.id, time.time() if healthy else -time.time(), LAST_CHECK_TTL)
+        router.state.set(LAST_CHECK + deployment.id, value, LAST_CHECK_TTL)
     except Exception:  # noqa: BLE001  (the state being down must not fail the check)
         log.debug("could not keep the health check of %s", deployment.id, exc_info=True)
-    return healthy, entry
+    return healthy, entry, value
 
 
 def last_checks(router, deployments):
@@ -77,21 +83,45 @@ def check_all(router):
 
 def check_and_cool(router):
     """One background pass: check every deployment, cool the failing ones down (in the router's
-    shared state: every worker of this instance, every instance with Redis); the number checked."""
-    deployments = router.deployments()
-    for deployment in deployments:
-        ok, entry = check_one(router, deployment)
+    shared state: every worker of this instance, every instance with Redis). The outcomes, for the
+    other instances: {deployment id: [last_check value, error or None]}."""
+    results = {}
+    for deployment in router.deployments():
+        ok, entry, value = _check(router, deployment)
+        results[deployment.id] = [value, entry.get("error")]
         if not ok:
             group = router.groups[deployment.provider.config.model_name]
             group.cool_down(deployment, f"background health check failed: {entry['error']}")
-    return len(deployments)
+    return results
 
 
-def job(router, interval):
+def follow(router, results):
+    """Another instance's background check, seen in the database (without Redis each instance has
+    its own router state): keep its outcome here too and cool down what failed lately, unless this
+    instance knows it already (its own check, or another worker of it got there first)."""
+    deployments = {d.id: d for d in router.deployments()}
+    ids = [i for i in results if i in deployments]
+    for deployment_id, known in zip(ids, router.state.get_many([LAST_CHECK + i for i in ids])):
+        value, error = results[deployment_id]
+        if known is not None and abs(known) >= abs(value):
+            continue
+        router.state.set(LAST_CHECK + deployment_id, value, LAST_CHECK_TTL)
+        deployment = deployments[deployment_id]
+        group = router.groups[deployment.provider.config.model_name]
+        if value < 0 and -value + group.cooldown_time > time.time():
+            group.cool_down(deployment, f"background health check (by another instance) failed: {error}")
+
+
+def job(router, interval, shared_state=True):
     """The background checks as a cluster-wide job (gateway/storage/jobs.py): only the worker that
-    holds the lease calls the upstreams, once per `interval`."""
+    holds the lease calls the upstreams, once per `interval`; without a state shared by every
+    instance (Redis) the others take its outcome from the database."""
     from gateway.storage.jobs import Job
-    return Job("health_check", interval, lambda _fenced: check_and_cool(router))
+
+    def run(_fenced):
+        results = check_and_cool(router)
+        return len(results), results
+    return Job("health_check", interval, run, None if shared_state else lambda results: follow(router, results))
 
 
 def start_background(router, interval):

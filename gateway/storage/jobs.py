@@ -11,10 +11,12 @@ lease time), one runs the jobs that are due while this worker leads. A database 
 once and retried at the same pace; it never stops the worker.
 """
 
+import json
 import logging
 import time
 from dataclasses import dataclass
 
+from sqlalchemy import select
 from sqlalchemy import update
 
 from gateway.storage.lease import Lease
@@ -32,11 +34,13 @@ RUNS = JobRun.__table__
 class Job:
     """A cluster-wide job: `run(fenced)` does one slot's work, writing only inside `fenced()` (a
     context manager yielding a connection whose transaction commits only while the lease holds),
-    and returns what it did (rows deleted, deployments checked)."""
+    and returns what it did (rows deleted, deployments checked), or that and a detail (JSON-able)
+    which every other worker hands to `follow(detail)` once it sees the run finished."""
 
     name: str
     interval: float
     run: object
+    follow: object = None
 
 
 class Jobs:
@@ -50,6 +54,7 @@ class Jobs:
         self.holder = holder
         self.lease = None
         self._done = {}  # job name -> the last slot claimed here or found claimed
+        self._followed = {}  # job name -> the newest run handed to its `follow`
         self._failing = False
         self._greenlets = ()
 
@@ -111,11 +116,41 @@ class Jobs:
         self._done[job.name] = slot
         if claimed != 1:
             return 0  # another leader ran this slot already
-        done = job.run(lambda: lease.fenced(token))
+        done, detail = _outcome(job.run(lambda: lease.fenced(token)))
         with lease.fenced(token) as connection:
             connection.execute(update(RUNS).where(RUNS.c.job == job.name, RUNS.c.slot == slot)
-                               .values(finished_at=now, rows=int(done or 0)))
+                               .values(finished_at=now, rows=done, detail=detail))
+        self._followed[job.name] = slot  # this worker's own run: nothing to follow
         return 1
+
+    def follow(self):
+        """Hand each followed job's newest finished run, once, to its `follow` (every worker, the
+        leader's too: another worker of the cluster may have run it). The number handed over."""
+        followed = 0
+        for job in self.jobs:
+            if job.follow is None:
+                continue
+            query = (select(RUNS.c.slot, RUNS.c.detail).where(RUNS.c.job == job.name, RUNS.c.finished_at.is_not(None))
+                     .order_by(RUNS.c.slot.desc()).limit(1))
+            try:
+                with self.open_db().engine.connect() as connection:
+                    row = connection.execute(query).first()
+            except Exception:  # noqa: BLE001  (the database is down: keep() says so; the next pass tries again)
+                log.debug("background jobs: cannot read %s runs", job.name, exc_info=True)
+                continue
+            if row is None or self._followed.get(job.name) == row.slot:
+                continue
+            self._followed[job.name] = row.slot
+            if not row.detail:
+                continue
+            try:
+                job.follow(json.loads(row.detail))
+            except Exception as exc:  # noqa: BLE001  (a bad run's detail must not stop the loop)
+                log.warning("background jobs: following %s slot %s failed (%s)", job.name, row.slot,
+                            type(exc).__name__)
+                continue
+            followed += 1
+        return followed
 
     def next_due(self, now=None):
         """Seconds until the next slot of any job begins."""
@@ -134,6 +169,7 @@ class Jobs:
         import gevent
         while True:
             self.keep()
+            self.follow()
             gevent.sleep(self.renew_seconds)
 
     def _run_loop(self):
@@ -156,3 +192,11 @@ class Jobs:
         if self._failing:
             self._failing = False
             log.warning("background jobs: the database answers again")
+
+
+def _outcome(result):
+    """(rows, detail JSON or None) of what a job's run returned: rows, or (rows, detail)."""
+    if isinstance(result, tuple):
+        rows, detail = result
+        return int(rows or 0), json.dumps(detail, separators=(",", ":"))
+    return int(result or 0), None

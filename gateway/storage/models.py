@@ -334,3 +334,4 @@ class JobRun(Base):
     started_at: Mapped[float] = mapped_column(Float)
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     rows: Mapped[int | None] = mapped_column(Integer, nullable=True)  # what the run did (rows deleted, checks)
+    detail: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON for the other workers (health outcomes)

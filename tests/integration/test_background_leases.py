@@ -32,6 +32,7 @@ LEASE = 3.0  # seconds: renewed every second
 RENEW = LEASE / 3
 HEALTH_INTERVAL = 2
 OLD_ROWS, RECENT_ROWS = 2500, 5  # retention deletes in batches of 1000
+DEPLOYMENTS = 2  # one group: a healthy deployment and one the fake answers 500
 SPEND = SpendRow.__table__
 
 
@@ -87,7 +88,8 @@ def _seed(url):
 
 def _config(fake, url, spool):
     return {"model_list": [{"model_name": "gpt-3.5-turbo", "litellm_params": {
-                "model": "openai/gpt-3.5-turbo", "api_base": fake.url + "/v1", "api_key": fake.api_key}}],
+                "model": f"openai/{model}", "api_base": fake.url + "/v1", "api_key": fake.api_key}}
+                           for model in ("gpt-3.5-turbo", "fail-500")],
             "general_settings": {"master_key": MASTER, "database_url": url, "spend_spool_dir": str(spool),
                                  "background_health_checks": True, "health_check_interval": HEALTH_INTERVAL,
                                  "background_job_lease_seconds": LEASE,
@@ -151,9 +153,12 @@ def _run_and_kill(engine, fake, gateways):
     _until(lambda: len(_runs(engine, "health_check")) >= start_runs + 4, 6 * HEALTH_INTERVAL, "four more checks")
     window = time.monotonic() - started
     window_pings = _pings(fake) - start_pings
-    assert window_pings <= window / HEALTH_INTERVAL + 1, (window_pings, window)  # one instance's worth: 3x
+    # One instance's worth per interval, not one per instance (3x) nor per worker (6x).
+    assert window_pings <= (window / HEALTH_INTERVAL + 1) * DEPLOYMENTS, (window_pings, window)
     print(f"\nhealth-check calls: {window_pings} in {window:.1f}s, {HEALTH_INTERVAL}s interval "
-          f"(3 instances x 2 workers, 1 deployment)")
+          f"(3 instances x 2 workers, {DEPLOYMENTS} deployments)")
+    for gw in gateways:  # the outcome reaches every instance (no Redis: through the database)
+        _until(lambda: _failing_deployment_cools(gw), 3 * LEASE, f"the check's outcome on {gw.url}")
 
     # Kill the leader's whole instance; another worker takes over within the lease and a renewal.
     os.killpg(leader.proc.pid, signal.SIGKILL)
@@ -166,12 +171,14 @@ def _run_and_kill(engine, fake, gateways):
     assert takeover <= LEASE + RENEW + 1.0  # a second of slack for a loaded machine
     assert new_token == token + 1
     successor = _instance_of(new_holder, others)
-    assert _until(lambda: _leads(successor), 10, "the successor's readiness")["leases"] == {"background-jobs": new_token}
+    seen = _until(lambda: _leads(successor), 10, "the successor's readiness")
+    assert seen["leases"] == {"background-jobs": new_token}
 
     # The jobs go on under the new token.
     for job in ("health_check", "spend_log_retention"):
-        _until(lambda: sum(r["token"] == new_token and r["finished_at"] is not None for r in _runs(engine, job)) >= 2,
-               6 * HEALTH_INTERVAL, f"{job} under the new leader")
+        def ran_twice(job=job):
+            return sum(r["token"] == new_token and r["finished_at"] is not None for r in _runs(engine, job)) >= 2
+        _until(ran_twice, 6 * HEALTH_INTERVAL, f"{job} under the new leader")
     _check_history(engine, fake, token, new_token)
 
 
@@ -199,4 +206,15 @@ def _calls_match_runs(engine, fake, old_token):
     health = _runs(engine, "health_check")
     finished = sum(r["finished_at"] is not None for r in health)
     cut = sum(r["finished_at"] is None and r["token"] == old_token for r in health)
-    return finished + cut == len(health) and finished <= _pings(fake) <= finished + cut
+    return finished + cut == len(health) and finished * DEPLOYMENTS <= _pings(fake) <= (finished + cut) * DEPLOYMENTS
+
+
+def _failing_deployment_cools(gateway):
+    """Whether the instance's /health/deployments shows both deployments' last checks and the
+    failing one cooling down."""
+    found = requests.get(gateway.url + "/health/deployments", headers={"Authorization": f"Bearer {MASTER}"},
+                         timeout=5).json()["deployments"]
+    by_model = {d["model"]: d for d in found}
+    good, bad = by_model["openai/gpt-3.5-turbo"], by_model["openai/fail-500"]
+    return (good["last_check"] and good["last_check"]["healthy"] and bad["last_check"]
+            and not bad["last_check"]["healthy"] and (bad["cooldown_until"] or 0) > time.time())

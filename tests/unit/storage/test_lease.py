@@ -34,7 +34,8 @@ SHORT = 0.4  # seconds: a lease short enough to watch expire
 def db(request, tmp_path):
     """A migrated database nobody else uses: a SQLite file, or a PostgreSQL schema of its own."""
     with contextlib.ExitStack() as stack:
-        url = f"sqlite:///{tmp_path / 'jobs.sqlite'}" if request.param == "sqlite" else stack.enter_context(pg_schema())
+        sqlite = f"sqlite:///{tmp_path / 'jobs.sqlite'}"
+        url = sqlite if request.param == "sqlite" else stack.enter_context(pg_schema())
         database = Database(url)
         database.migrate()
         yield database
@@ -167,8 +168,8 @@ def test_retention_deletes_old_rows_in_batches_and_keeps_the_daily_rollups(db):
     now = datetime.now(timezone.utc)
     old, recent = now - timedelta(days=40), now - timedelta(days=2)
     with db.engine.begin() as connection:
-        connection.execute(insert(SpendRow.__table__), [_spend(f"old-{i}", old + timedelta(seconds=i)) for i in range(7)]
-                           + [_spend(f"new-{i}", recent) for i in range(3)])
+        rows = [_spend(f"old-{i}", old + timedelta(seconds=i)) for i in range(7)]
+        connection.execute(insert(SpendRow.__table__), rows + [_spend(f"new-{i}", recent) for i in range(3)])
         connection.execute(insert(SpendDaily.__table__), [{"day": old.date().isoformat(), "dims": "d", "requests": 7,
                                                           "prompt_tokens": 0, "completion_tokens": 0,
                                                           "total_tokens": 0, "spend": 0.07}])
@@ -183,3 +184,16 @@ def test_retention_deletes_old_rows_in_batches_and_keeps_the_daily_rollups(db):
         assert [r[0] for r in kept] == ["new-0", "new-1", "new-2"]
         assert connection.execute(select(func.sum(SpendDaily.__table__.c.requests))).scalar() == 7
     assert [r["rows"] for r in _runs(db)] == [7]
+
+
+def test_every_other_worker_follows_a_finished_run_once(db):
+    seen = []
+    job = Job("checks", 60, lambda fenced: (2, {"d1": [-5.0, "upstream answered 500"]}), seen.append)
+    leader, follower = Jobs(lambda: db, [job], 30, "host/1/a"), Jobs(lambda: db, [job], 30, "host/2/b")
+    assert leader.keep() == 1 and follower.keep() is None
+    assert follower.follow() == 0  # nothing ran yet
+    assert leader.run_due(6000.0) == 1
+    assert leader.follow() == 0  # its own run
+    assert follower.follow() == 1 and follower.follow() == 0  # once
+    assert seen == [{"d1": [-5.0, "upstream answered 500"]}]
+    assert [(r["rows"], r["detail"]) for r in _runs(db)] == [(2, '{"d1":[-5.0,"upstream answered 500"]}')]

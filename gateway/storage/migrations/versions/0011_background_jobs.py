@@ -35,6 +35,7 @@ def upgrade():
         sa.Column("started_at", sa.Float(), nullable=False),
         sa.Column("finished_at", sa.Float(), nullable=True),
         sa.Column("rows", sa.Integer(), nullable=True),
+        sa.Column("detail", sa.Text(), nullable=True),
     )
 
 
