@@ -9,6 +9,7 @@ from gateway.config.callbacks import CallbackConfig
 from gateway.config.parse import as_bool
 from gateway.config.parse import as_duration
 from gateway.config.parse import DURATION_SHAPE
+from gateway.config.parse import MAX_DURATION_SECONDS
 from gateway.config.parse import duration_seconds
 from gateway.config.parse import as_number
 from gateway.config.parse import as_port
@@ -160,12 +161,17 @@ def ui_session_seconds(raw, environ=os.environ):
 def positive_duration(raw, key, default=None):
     """A duration key (`30d`, `12h`, `90s`) as whole seconds, at least one second; "never" is not one."""
     path = "general_settings." + key
-    text = as_duration(raw.get(key), path, default)
-    if text is None:
+    value = raw.get(key)
+    if value is None or value == "":
+        value = default
+    if value is None:
         return None
-    seconds = duration_seconds(text)
-    if not seconds:
-        raise ConfigError(f"{path}: must be a duration of at least 1s, like {DURATION_SHAPE}")
+    try:
+        seconds = duration_seconds(value)
+    except ValueError:
+        seconds = None
+    if not seconds or seconds > MAX_DURATION_SECONDS:
+        raise ConfigError(f"{path}: must be a duration like {DURATION_SHAPE} (at least 1s)")
     return seconds
 
 
