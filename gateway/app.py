@@ -152,7 +152,7 @@ def background_jobs(settings, router, store):
         if store is None:
             healthcheck.start_background(router, general.health_check_interval)
         else:
-            jobs.append(healthcheck.job(router, general.health_check_interval, router.state.name != "local"))
+            jobs.append(healthcheck.job(router, general.health_check_interval))
     if general.spend_logs_retention and store is not None:
         from gateway.spend import retention
         jobs.append(retention.job(general.spend_logs_retention, general.spend_logs_retention_interval))

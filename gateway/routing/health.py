@@ -112,16 +112,17 @@ def follow(router, results):
             group.cool_down(deployment, f"background health check (by another instance) failed: {error}")
 
 
-def job(router, interval, shared_state=True):
+def job(router, interval):
     """The background checks as a cluster-wide job (gateway/storage/jobs.py): only the worker that
-    holds the lease calls the upstreams, once per `interval`; without a state shared by every
-    instance (Redis) the others take its outcome from the database."""
+    holds the lease calls the upstreams, once per `interval`; every other worker takes its outcome
+    from the database (needed without Redis, or while Redis is down: each instance's router state is
+    then its own; with Redis the outcome is there already and following it changes nothing)."""
     from gateway.storage.jobs import Job
 
     def run(_fenced):
         results = check_and_cool(router)
         return len(results), results
-    return Job("health_check", interval, run, None if shared_state else lambda results: follow(router, results))
+    return Job("health_check", interval, run, lambda results: follow(router, results))
 
 
 def start_background(router, interval):

@@ -123,13 +123,16 @@ def test_jobs_run_once_across_three_instances_and_a_new_leader_takes_over_after_
     with pg_schema() as url:
         _seed(url)
         engine = create_engine(url)
+        # No Redis (whatever the environment says): each instance's router state is its own.
         gateways = [start_gateway(_config(fake, url, tmp_path / f"spool{i}"), args=["--num_workers", "2"],
-                                  ready=False) for i in range(3)]
-        for gw in gateways:
-            gw.wait_ready()
+                                  env={"REDIS_URL": "", "REDIS_HOST": ""}, ready=False) for i in range(3)]
         try:
+            for gw in gateways:
+                gw.wait_ready()
             _run_and_kill(engine, fake, gateways)
         finally:
+            for gw in gateways:  # before their schema goes
+                gw.stop()
             engine.dispose()
 
 
