@@ -56,6 +56,7 @@ class Gateway:
     models: object = None  # gateway.routing.dbmodels.ModelSync with store_model_in_db, else None
     responses: object = None  # gateway.storage.responses.ResponseStore (the Responses API's state)
     warm: bool = False  # warm(app) ran: what the configuration needs is open (gunicorn workers)
+    jobs: object = None  # gateway.storage.jobs.Jobs: the cluster-wide background jobs, else None
 
 
 def configure_logging(debug, json_logs=False):
@@ -139,6 +140,32 @@ def warm(app):
              ", ".join(opened) or "nothing to open")
 
 
+def background_jobs(settings, router, store):
+    """The jobs that run once across the cluster, under one lease in the shared database (started
+    under gevent; gateway/storage/jobs.py): background health checks and spend log retention.
+    Without a database (no master key) the health checks fall back to one worker per interval of
+    each instance (of the cluster with Redis)."""
+    from gateway.routing import health as healthcheck
+    general = settings.general
+    jobs = []
+    if general.background_health_checks:
+        if store is None:
+            healthcheck.start_background(router, general.health_check_interval)
+        else:
+            jobs.append(healthcheck.job(router, general.health_check_interval))
+    if general.spend_logs_retention and store is not None:
+        from gateway.spend import retention
+        jobs.append(retention.job(general.spend_logs_retention, general.spend_logs_retention_interval))
+    if not jobs:
+        return None
+    from gateway.infra.coop import cooperative
+    from gateway.storage.jobs import Jobs
+    runner = Jobs(store.get, jobs, general.job_lease_seconds)
+    if cooperative():
+        runner.start()
+    return runner
+
+
 def create_app(settings=None):
     """Build the Flask app for one worker from validated Settings (demo defaults when None)."""
     if settings is None:
@@ -170,9 +197,7 @@ def create_app(settings=None):
     # The Responses API's state lives in the database even without a master key (opened on first use).
     gateway.responses = ResponseStore(store if store is not None else Store(database_url(settings)))
     app.extensions["gateway"] = gateway
-    if settings.general.background_health_checks:
-        from gateway.routing import health as healthcheck
-        healthcheck.start_background(gateway.router, settings.general.health_check_interval)
+    gateway.jobs = background_jobs(settings, router, store)
 
     from gateway.api import chat
     from gateway.api import completions

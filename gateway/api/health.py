@@ -33,6 +33,8 @@ def readiness():
                           "cache": gateway.cache.backend.name if gateway.cache is not None else None,
                           "router_state": state.status(),
                           "redis_outage_limits": getattr(state, "outage_limits", None),
+                          # This worker's view of the cluster-wide jobs' lease (no database call).
+                          "background_jobs": gateway.jobs.describe() if gateway.jobs is not None else None,
                           "version": __version__,
                           # LiteLLM's name for it: health checks written for LiteLLM read this one.
                           "litellm_version": __version__}, status=200 if names else 503)

@@ -8,6 +8,8 @@ from gateway.config import callbacks
 from gateway.config.callbacks import CallbackConfig
 from gateway.config.parse import as_bool
 from gateway.config.parse import as_duration
+from gateway.config.parse import DURATION_SHAPE
+from gateway.config.parse import MAX_DURATION_SECONDS
 from gateway.config.parse import duration_seconds
 from gateway.config.parse import as_number
 from gateway.config.parse import as_port
@@ -22,6 +24,8 @@ BUDGET_MODES = ("soft", "strict")  # general_settings.budget_mode (unset: soft)
 # router_settings.redis_outage_limits: what rate limits do while the router's Redis is unreachable.
 REDIS_OUTAGE_LIMITS = ("local", "refuse")
 DEFAULT_HEALTH_CHECK_INTERVAL = 300.0
+DEFAULT_JOB_LEASE_SECONDS = 10.0  # general_settings.background_job_lease_seconds
+DEFAULT_RETENTION_INTERVAL = "1d"  # LiteLLM's maximum_spend_logs_retention_interval default
 DEFAULT_KEY_DURATION = "1h"
 DEFAULT_SPOOL_DIR = "gateway-spool"
 # The names router_settings.routing_strategy takes (gateway/routing/balancer.py implements each).
@@ -61,6 +65,10 @@ class GeneralSettings:
     allow_mock_response: bool = False  # any caller may send `mock_response` (else proxy admins only)
     store_model_in_db: bool = False  # /model/new and friends; models served from the database too
     ui_session_seconds: int = DEFAULT_UI_SESSION_SECONDS  # how long an admin UI sign-in lasts
+    # Background jobs (gateway/storage/jobs.py): the lease one worker of the cluster holds to run them.
+    job_lease_seconds: float = DEFAULT_JOB_LEASE_SECONDS
+    spend_logs_retention: int | None = None  # seconds a spend row is kept; None: forever
+    spend_logs_retention_interval: int = 86400  # seconds between retention runs
 
 
 @dataclass(frozen=True)
@@ -165,6 +173,23 @@ def ui_session_seconds(raw, environ=os.environ):
     return seconds
 
 
+def positive_duration(raw, key, default=None):
+    """A duration key (`30d`, `12h`, `90s`) as whole seconds, at least one second; "never" is not one."""
+    path = "general_settings." + key
+    value = raw.get(key)
+    if value is None or value == "":
+        value = default
+    if value is None:
+        return None
+    try:
+        seconds = duration_seconds(value)
+    except ValueError:
+        seconds = None
+    if not seconds or seconds > MAX_DURATION_SECONDS:
+        raise ConfigError(f"{path}: must be a duration like {DURATION_SHAPE} (at least 1s)")
+    return seconds
+
+
 def general_section(raw):
     """GeneralSettings from the `general_settings` mapping; ConfigError names the key at fault."""
     path = "general_settings."
@@ -184,6 +209,12 @@ def general_section(raw):
         allow_mock_response=as_bool(raw.get("allow_mock_response"), path + "allow_mock_response"),
         store_model_in_db=store_model_in_db(raw),
         ui_session_seconds=ui_session_seconds(raw),
+        job_lease_seconds=as_seconds(raw.get("background_job_lease_seconds"),
+                                     path + "background_job_lease_seconds", DEFAULT_JOB_LEASE_SECONDS,
+                                     minimum=1),
+        spend_logs_retention=positive_duration(raw, "maximum_spend_logs_retention_period"),
+        spend_logs_retention_interval=positive_duration(raw, "maximum_spend_logs_retention_interval",
+                                                        DEFAULT_RETENTION_INTERVAL),
     )
 
 

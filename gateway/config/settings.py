@@ -69,7 +69,8 @@ IMPLEMENTED = {
                          "health_check_interval", "database_url", "default_key_duration",
                          "disable_spend_logs", "spend_spool_dir", "budget_hold_seconds", "otel",
                          "metrics_public", "budget_mode", "allow_mock_response",
-                         "store_model_in_db", "ui_session_duration"},
+                         "store_model_in_db", "ui_session_duration", "background_job_lease_seconds",
+                         "maximum_spend_logs_retention_period", "maximum_spend_logs_retention_interval"},
 }
 
 
@@ -324,6 +325,10 @@ def from_dict(raw, *, source="config", environ=True):
         raise ConfigError("general_settings.store_model_in_db: needs general_settings.master_key (or "
                           "GATEWAY_MASTER_KEY): only the proxy admin may add models, and the database "
                           "models' provider keys are encrypted with a key derived from it by default")
+    if general.get("maximum_spend_logs_retention_period") not in (None, "") and master_key is None:
+        raise ConfigError("general_settings.maximum_spend_logs_retention_period: needs "
+                          "general_settings.master_key (or GATEWAY_MASTER_KEY): spend logs are kept only "
+                          "with one")
     return Settings(
         deployments=deployments,
         master_key=master_key,

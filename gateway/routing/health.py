@@ -30,6 +30,11 @@ def _probe_body(deployment):
 
 def check_one(router, deployment):
     """(healthy, entry) for one deployment; the entry names model and api_base, never a key."""
+    healthy, entry, _value = _check(router, deployment)
+    return healthy, entry
+
+
+def _check(router, deployment):
     provider = deployment.provider
     entry = {"model_name": provider.config.model_name, "model": provider.config.model,
              "api_base": provider.api_base, "model_id": deployment.id}
@@ -50,12 +55,13 @@ def check_one(router, deployment):
 
 def _remember(router, deployment, healthy, entry):
     """Keep the check's outcome in the shared state, for every worker and instance to show
-    (last_check: the time it ran, negative when it failed)."""
+    (last_check: the time it ran, negative when it failed): (healthy, entry, that value)."""
+    value = time.time() if healthy else -time.time()
     try:
-        router.state.set(LAST_CHECK + deployment.id, time.time() if healthy else -time.time(), LAST_CHECK_TTL)
+        router.state.set(LAST_CHECK + deployment.id, value, LAST_CHECK_TTL)
     except Exception:  # noqa: BLE001  (the state being down must not fail the check)
         log.debug("could not keep the health check of %s", deployment.id, exc_info=True)
-    return healthy, entry
+    return healthy, entry, value
 
 
 def last_checks(router, deployments):
@@ -75,20 +81,60 @@ def check_all(router):
             "healthy_count": len(healthy), "unhealthy_count": len(unhealthy)}
 
 
+def check_and_cool(router):
+    """One background pass: check every deployment, cool the failing ones down (in the router's
+    shared state: every worker of this instance, every instance with Redis). The outcomes, for the
+    other instances: {deployment id: [last_check value, error or None]}."""
+    results = {}
+    for deployment in router.deployments():
+        ok, entry, value = _check(router, deployment)
+        results[deployment.id] = [value, entry.get("error")]
+        if not ok:
+            group = router.groups[deployment.provider.config.model_name]
+            group.cool_down(deployment, f"background health check failed: {entry['error']}")
+    return results
+
+
+def follow(router, results):
+    """Another instance's background check, seen in the database (without Redis each instance has
+    its own router state): keep its outcome here too and cool down what failed lately, unless this
+    instance knows it already (its own check, or another worker of it got there first)."""
+    deployments = {d.id: d for d in router.deployments()}
+    ids = [i for i in results if i in deployments]
+    for deployment_id, known in zip(ids, router.state.get_many([LAST_CHECK + i for i in ids])):
+        value, error = results[deployment_id]
+        if known is not None and abs(known) >= abs(value):
+            continue
+        router.state.set(LAST_CHECK + deployment_id, value, LAST_CHECK_TTL)
+        deployment = deployments[deployment_id]
+        group = router.groups[deployment.provider.config.model_name]
+        if value < 0 and -value + group.cooldown_time > time.time():
+            group.cool_down(deployment, f"background health check (by another instance) failed: {error}")
+
+
+def job(router, interval):
+    """The background checks as a cluster-wide job (gateway/storage/jobs.py): only the worker that
+    holds the lease calls the upstreams, once per `interval`; every other worker takes its outcome
+    from the database (needed without Redis, or while Redis is down: each instance's router state is
+    then its own; with Redis the outcome is there already and following it changes nothing)."""
+    from gateway.storage.jobs import Job
+
+    def run(_fenced):
+        results = check_and_cool(router)
+        return len(results), results
+    return Job("health_check", interval, run, lambda results: follow(router, results))
+
+
 def start_background(router, interval):
-    """Check every `interval` seconds; one worker per interval does it; failures cool deployments down."""
+    """Without a database to hold a lease in: every `interval` seconds one worker per interval does
+    it, of this instance (of the cluster with Redis); failures cool deployments down."""
     def loop():
         while True:
             gevent.sleep(interval * random.uniform(0.9, 1.1))
             try:
                 won, _ = router.state.admit(f"healthcheck:{int(time.time() // interval)}", 1, is_limit=False)
-                if not won:
-                    continue
-                for deployment in router.deployments():
-                    ok, entry = check_one(router, deployment)
-                    if not ok:
-                        group = router.groups[deployment.provider.config.model_name]
-                        group.cool_down(deployment, f"background health check failed: {entry['error']}")
+                if won:
+                    check_and_cool(router)
             except Exception:
                 log.exception("background health check failed")
     return gevent.spawn(loop)

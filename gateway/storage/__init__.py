@@ -21,7 +21,7 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 _PG_LOCK_ID = 7_421_001  # pg_advisory_lock key for migrations
 # The newest migration (a test keeps it equal to alembic's head): a database already there is
 # opened without importing alembic at all (~12 MB per worker).
-HEAD_REVISION = "0010_spend_outcome"
+HEAD_REVISION = "0011_background_jobs"
 VERSION_TABLE = "gateway_alembic_version"
 RETRY_SECONDS = 5.0  # after a failed open, callers get a 503 at once for this long, then it is tried again
 

@@ -1,5 +1,6 @@
 """SQLAlchemy models: virtual keys (stored as hashes, never the key itself), the spend ledger and budget
-holds, and the management hierarchy (organizations, teams, users, memberships, end users)."""
+holds, the management hierarchy (organizations, teams, users, memberships, end users), and the
+background jobs' lease and runs."""
 
 from datetime import datetime
 from datetime import timezone
@@ -304,3 +305,33 @@ class UISession(Base):
     key_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class LeaseRow(Base):
+    """A named lease (gateway/storage/lease.py): who holds it, its fencing token (raised each time the
+    holder changes) and until when, in epoch seconds of the database's clock."""
+
+    __tablename__ = "gateway_leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str | None] = mapped_column(String(128), nullable=True)  # host/pid/random of a worker
+    token: Mapped[int] = mapped_column(BigInteger, default=0)
+    expires_at: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class JobRun(Base):
+    """One run of a background job (gateway/storage/jobs.py): one row per (job, slot), the slot being
+    the run's period index, so a slot runs once across the cluster and across leader changes; the
+    lease's token and holder that ran it; started/finished in epoch seconds of the database's clock
+    (finished_at None: the run stopped midway, its leader died or lost the lease)."""
+
+    __tablename__ = "gateway_job_runs"
+
+    job: Mapped[str] = mapped_column(String(64), primary_key=True)
+    slot: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    token: Mapped[int] = mapped_column(BigInteger)
+    holder: Mapped[str] = mapped_column(String(128))
+    started_at: Mapped[float] = mapped_column(Float)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    rows: Mapped[int | None] = mapped_column(Integer, nullable=True)  # what the run did (rows deleted, checks)
+    detail: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON for the other workers (health outcomes)

@@ -23,6 +23,9 @@ DEMO = [{"model_name": "demo", "litellm_params": {"model": "demo/echo"}}]
      "general_settings.disable_spend_logs: must be true or false"),
     ({"default_key_duration": "soon"}, {},
      "general_settings.default_key_duration: must look like 30s, 30m (30min), 30h, 30d, or be \"never\""),
+    ({"master_key": "sk-master-0123456789", "maximum_spend_logs_retention_period": "never"}, {},
+     "general_settings.maximum_spend_logs_retention_period: must be a duration like 30s, 30m (30min), 30h, "
+     "30d (at least 1s)"),
 ])
 def test_a_bad_value_exits_2_with_a_line_naming_the_key(tmp_path, general, env, line):
     path = tmp_path / "bad.yaml"

@@ -121,6 +121,23 @@ def test_readiness(client):
     assert orjson.loads(resp.data)["status"] == "healthy"
 
 
+def test_readiness_shows_this_workers_view_of_the_jobs_lease_without_a_database_query(tmp_path):
+    settings = from_dict({"model_list": [DEMO_MODEL], "general_settings": {
+        "master_key": MASTER, "database_url": f"sqlite:///{tmp_path / 'gw.sqlite'}",
+        "spend_spool_dir": str(tmp_path / "spool"), "background_health_checks": True,
+        "maximum_spend_logs_retention_period": "30d", "background_job_lease_seconds": 6}})
+    app = create_app(settings)
+    gateway = app.extensions["gateway"]
+    jobs = orjson.loads(app.test_client().get("/health/readiness").data)["background_jobs"]
+    assert jobs == {"leader": False, "lease_seconds": 6.0, "leases": {"background-jobs": None},
+                    "jobs": ["health_check", "spend_log_retention"]}
+    assert gateway.store.describe() == "not opened yet"  # readiness asked the database nothing
+    assert gateway.jobs.keep() == 1  # what the lease loop does under gevent
+    jobs = orjson.loads(app.test_client().get("/health/readiness").data)["background_jobs"]
+    assert jobs["leader"] is True and jobs["leases"] == {"background-jobs": 1}
+    gateway.store.get().engine.dispose()
+
+
 def test_readiness_without_models_is_503():
     resp = client_for({}).get("/health/readiness")
     assert resp.status_code == 503

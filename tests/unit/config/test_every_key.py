@@ -33,7 +33,9 @@ def app_effect(tmp_path, monkeypatch):
         app = create_app(from_dict({
             "model_list": DEMO, "router_settings": {"local_state_path": str(tmp_path / "state.sqlite")},
             "general_settings": {"master_key": MASTER, "spend_spool_dir": str(tmp_path / "spool"), **general}}))
-        return {"spend_logs": app.extensions["gateway"].spend.ledger is not None, "health_checks": bool(started)}
+        gateway = app.extensions["gateway"]
+        leased = gateway.jobs is not None and "health_check" in [job.name for job in gateway.jobs.jobs]
+        return {"spend_logs": gateway.spend.ledger is not None, "health_checks": bool(started) or leased}
     return build
 
 
@@ -182,6 +184,20 @@ BAD = [
     ({"general_settings": {"ui_session_duration": "soon"}}, "general_settings.ui_session_duration"),
     ({"general_settings": {"ui_session_duration": "never"}}, "general_settings.ui_session_duration"),
     ({"general_settings": {"ui_session_duration": "31d"}}, "general_settings.ui_session_duration"),
+    ({"general_settings": {"background_job_lease_seconds": "soon"}}, "general_settings.background_job_lease_seconds"),
+    ({"general_settings": {"background_job_lease_seconds": 0.5}}, "general_settings.background_job_lease_seconds"),
+    ({"general_settings": {"master_key": MASTER, "maximum_spend_logs_retention_period": "soon"}},
+     "general_settings.maximum_spend_logs_retention_period"),
+    ({"general_settings": {"master_key": MASTER, "maximum_spend_logs_retention_period": "never"}},
+     "general_settings.maximum_spend_logs_retention_period"),
+    ({"general_settings": {"master_key": MASTER, "maximum_spend_logs_retention_period": "0d"}},
+     "general_settings.maximum_spend_logs_retention_period"),
+    ({"general_settings": {"master_key": MASTER, "maximum_spend_logs_retention_period": 30}},
+     "general_settings.maximum_spend_logs_retention_period"),
+    ({"general_settings": {"maximum_spend_logs_retention_period": "30d"}},  # no master key: no spend logs
+     "general_settings.maximum_spend_logs_retention_period"),
+    ({"general_settings": {"maximum_spend_logs_retention_interval": "daily"}},
+     "general_settings.maximum_spend_logs_retention_interval"),
     ({"litellm_settings": {"drop_params": "maybe"}}, "litellm_settings.drop_params"),
     ({"litellm_settings": {"set_verbose": "maybe"}}, "litellm_settings.set_verbose"),
     ({"litellm_settings": {"request_timeout": "soon"}}, "litellm_settings.request_timeout"),
@@ -288,13 +304,21 @@ def test_good_values_load(tmp_path, monkeypatch):
                                    "model_info": {"max_input_tokens": 128000}}],
                    "general_settings": {"health_check_interval": 30, "budget_hold_seconds": 90,
                                         "default_key_duration": "30d", "background_health_checks": "on",
-                                        "ui_session_duration": "8h"},
+                                        "ui_session_duration": "8h", "master_key": MASTER,
+                                        "background_job_lease_seconds": 6,
+                                        "maximum_spend_logs_retention_period": "30d",
+                                        "maximum_spend_logs_retention_interval": "12h"},
                    "router_settings": {"redis_host": "127.0.0.1", "redis_port": "os.environ/T_PORT",
                                        "timeout": 0, "num_retries": 2, "redis_outage_limits": "refuse"},
                    "litellm_settings": {"cache": "true", "cache_params": {"type": "local", "ttl": 60}}})
     assert (s.general.health_check_interval, s.general.budget_hold_seconds) == (30.0, 90.0)
     assert s.general.default_key_duration == "30d" and s.general.background_health_checks is True
     assert s.general.ui_session_seconds == 8 * 3600
+    assert (s.general.job_lease_seconds, s.general.spend_logs_retention,
+            s.general.spend_logs_retention_interval) == (6.0, 30 * 86400, 12 * 3600)
+    defaults = from_dict({}).general
+    assert (defaults.job_lease_seconds, defaults.spend_logs_retention,
+            defaults.spend_logs_retention_interval) == (10.0, None, 86400)
     assert (s.router.redis_port, s.router.timeout, s.router.num_retries) == (6380, 0.0, 2)
     assert s.router.redis_outage_limits == "refuse" and from_dict({}).router.redis_outage_limits == "local"
     assert s.litellm.cache.type == "local" and s.litellm.cache.ttl == 60
