@@ -10,6 +10,7 @@ import fcntl
 import logging
 import math
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -43,6 +44,7 @@ class Store:
         self.pool_limit, self.pool_timeout = pool_limit, pool_timeout
         self._db = None
         self._retry_at = 0.0
+        self._opening = threading.Lock()
 
     @classmethod
     def for_settings(cls, settings):
@@ -56,7 +58,12 @@ class Store:
         """The migrated Database, or ServiceUnavailableError while it cannot be opened."""
         db = self._db
         if db is None:
-            db = self._db = self._open()
+            # One open at a time: calls arriving together would each make an engine of their own (a
+            # pool each, past the worker's connection budget) and keep using it.
+            with self._opening:
+                db = self._db
+                if db is None:
+                    db = self._db = self._open()
         return db
 
     def _open(self):
@@ -103,9 +110,12 @@ class Database:
                 cursor.close()
         else:
             _cooperative_psycopg()
-            # At most `pool_limit` connections, ever (no overflow): the PostgreSQL budget is instances x
-            # workers x pool_limit. A call that finds them all busy waits `pool_timeout`, then gets a 503.
-            self.engine = create_engine(url, pool_pre_ping=True, pool_size=pool_limit, max_overflow=0,
+            # At most `pool_limit` connections at once: the PostgreSQL budget is instances x workers x
+            # pool_limit. Half of them stay open between calls, the rest are closed once returned, so
+            # an idle worker gives connections back to the others. A call that finds all of them busy
+            # waits `pool_timeout`, then gets a 503.
+            kept = (pool_limit + 1) // 2
+            self.engine = create_engine(url, pool_pre_ping=True, pool_size=kept, max_overflow=pool_limit - kept,
                                         pool_timeout=pool_timeout)
         self.Session = sessionmaker(self.engine, expire_on_commit=False)
 

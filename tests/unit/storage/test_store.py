@@ -45,6 +45,26 @@ def test_a_database_that_cannot_be_opened_is_a_503_tried_again_later(tmp_path, m
     assert len(opened) == 2 and store.describe() == "sqlite connected"
 
 
+def test_calls_arriving_together_open_one_database(tmp_path, monkeypatch):
+    import threading
+    store = Store(f"sqlite:///{tmp_path / 'keys.sqlite'}")
+    made, real = [], storage.Database
+
+    def slow_database(*args):
+        made.append(args)
+        time.sleep(0.2)  # the first open is still under way when the others arrive
+        return real(*args)
+    monkeypatch.setattr(storage, "Database", slow_database)
+    found = []
+    threads = [threading.Thread(target=lambda: found.append(store.get())) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(made) == 1 and len(found) == 4 and all(db is found[0] for db in found)
+    found[0].engine.dispose()
+
+
 def test_keys_and_the_ledger_share_the_apps_one_store(tmp_path):
     settings = from_dict({"model_list": [{"model_name": "demo", "litellm_params": {"model": "demo/echo"}}],
                           "general_settings": {"master_key": MASTER,
@@ -80,13 +100,14 @@ def test_the_pool_settings_reach_the_postgresql_engine(tmp_path):
         db = gateway.store.get()
         try:
             assert gateway.responses.store is gateway.store  # one pool per worker, however many users
-            assert (db.engine.pool.size(), db.engine.pool.timeout(), db.engine.pool._max_overflow) == (3, 0.5, 0)
+            pool = db.engine.pool  # 3 at once at most, 2 of them kept open between calls
+            assert (pool.size() + pool._max_overflow, pool.size(), pool.timeout()) == (3, 2, 0.5)
         finally:
             db.engine.dispose()
         default = create_app(_pg_settings(tmp_path, url)).extensions["gateway"].store.get()
         try:
-            assert (default.engine.pool.size(), default.engine.pool.timeout(), default.engine.pool._max_overflow) \
-                == (10, 5.0, 0)
+            pool = default.engine.pool
+            assert (pool.size() + pool._max_overflow, pool.size(), pool.timeout()) == (10, 5, 5.0)
         finally:
             default.engine.dispose()
 
