@@ -17,7 +17,6 @@ import uuid
 
 import openai
 import pytest
-import requests
 from sqlalchemy import create_engine
 from sqlalchemy import text
 from sqlalchemy.pool import NullPool
