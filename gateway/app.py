@@ -3,6 +3,7 @@
 import logging
 import os
 import random
+import sys
 import time
 from dataclasses import dataclass
 
@@ -18,7 +19,6 @@ from gateway.access.auth import LazyKeys
 from gateway.routing.router import Router
 from gateway.config.settings import Settings
 from gateway.storage import Store
-from gateway.storage import database_url
 from gateway.wire.transport import Transport
 from gateway.providers.messages import error_body as anthropic_error
 from gateway.ui import CALLER as UI_CALLER
@@ -82,7 +82,7 @@ def open_key_service(settings, state=None, store=None, router=None):
     is opened and migrated on first use; `state` (the router's shared state) carries word of a
     changed key to the other workers at once; `router` names the access groups."""
     from gateway.access.keys import KeyService
-    store = store if store is not None else Store(database_url(settings))
+    store = store if store is not None else Store.for_settings(settings)
     return KeyService(store.get(), settings.general.default_key_duration, state,
                       router.access_group_members if router is not None else None)
 
@@ -177,7 +177,7 @@ def create_app(settings=None):
     app.json.sort_keys = False
     transport = Transport(debug=settings.debug)
     # One owner of the database (keys and the spend ledger share it), opened on first use.
-    store = Store(database_url(settings)) if settings.master_key else None
+    store = Store.for_settings(settings) if settings.master_key else None
     keys = LazyKeys(lambda: open_key_service(settings, router.state, store, router), store) if store is not None else None
     router = Router(settings, transport)
     from gateway.telemetry import requestlog
@@ -195,7 +195,7 @@ def create_app(settings=None):
         gateway.models = ModelSync(router, ModelStore(store.get, settings.master_key), settings.deployments)
     from gateway.storage.responses import ResponseStore
     # The Responses API's state lives in the database even without a master key (opened on first use).
-    gateway.responses = ResponseStore(store if store is not None else Store(database_url(settings)))
+    gateway.responses = ResponseStore(store if store is not None else Store.for_settings(settings))
     app.extensions["gateway"] = gateway
     gateway.jobs = background_jobs(settings, router, store)
 
@@ -275,6 +275,11 @@ def create_app(settings=None):
 
     @app.errorhandler(Exception)
     def _unexpected(exc):
+        if "sqlalchemy" in sys.modules:  # a database that is down or full, wherever it surfaced: a 503
+            from gateway.storage import unavailable
+            busy = unavailable(exc)
+            if busy is not None:
+                return _gateway_error(busy)
         log.exception("request %s: unhandled error", g.get("request_id"))
         err = errors.GatewayError(f"Internal error (request id {g.get('request_id')}).")
         return json_response(error_body(err), status=500)

@@ -43,7 +43,8 @@ def migrate_first(settings):
     from gateway.storage import Database
     from gateway.storage import database_url
     try:
-        db = Database(database_url(settings))
+        # One connection (its migrations' lock and all), given back before the workers fork.
+        db = Database(database_url(settings), 1, settings.general.database_connection_timeout)
     except Exception as exc:  # noqa: BLE001  (a URL the driver refuses: the workers report it per call)
         logging.getLogger("gateway.storage").error("database not opened before the workers (%s)",
                                                    type(exc).__name__)

@@ -28,6 +28,8 @@ DEFAULT_JOB_LEASE_SECONDS = 10.0  # general_settings.background_job_lease_second
 DEFAULT_RETENTION_INTERVAL = "1d"  # LiteLLM's maximum_spend_logs_retention_interval default
 DEFAULT_KEY_DURATION = "1h"
 DEFAULT_SPOOL_DIR = "gateway-spool"
+DEFAULT_DB_POOL_LIMIT = 10  # PostgreSQL connections one worker process may hold (LiteLLM's default too)
+DEFAULT_DB_TIMEOUT = 5.0  # seconds a call waits for a pooled connection before its 503 (LiteLLM: 60)
 # The names router_settings.routing_strategy takes (gateway/routing/balancer.py implements each).
 ROUTING_STRATEGIES = ("simple-shuffle", "least-busy", "usage-based-routing", "usage-based-routing-v2",
                       "latency-based-routing")
@@ -53,6 +55,8 @@ class GeneralSettings:
     """`general_settings` (master_key and max_request_size_mb are Settings.master_key / max_body_bytes)."""
 
     database_url: str | None = None  # else DATABASE_URL, else SQLite in the working directory
+    database_connection_pool_limit: int = DEFAULT_DB_POOL_LIMIT  # per worker process (PostgreSQL)
+    database_connection_timeout: float = DEFAULT_DB_TIMEOUT  # the wait for a pooled connection (PostgreSQL)
     default_key_duration: str = DEFAULT_KEY_DURATION  # for /key/generate without a duration
     disable_spend_logs: bool = False
     spend_spool_dir: str = DEFAULT_SPOOL_DIR
@@ -195,6 +199,11 @@ def general_section(raw):
     path = "general_settings."
     return GeneralSettings(
         database_url=as_text(raw.get("database_url"), path + "database_url"),
+        database_connection_pool_limit=as_number(raw.get("database_connection_pool_limit"),
+                                                 path + "database_connection_pool_limit",
+                                                 DEFAULT_DB_POOL_LIMIT, above=0, whole=True),
+        database_connection_timeout=as_seconds(raw.get("database_connection_timeout"),
+                                               path + "database_connection_timeout", DEFAULT_DB_TIMEOUT),
         default_key_duration=as_duration(raw.get("default_key_duration"), path + "default_key_duration",
                                          DEFAULT_KEY_DURATION),
         disable_spend_logs=as_bool(raw.get("disable_spend_logs"), path + "disable_spend_logs"),

@@ -47,11 +47,9 @@ PLANNED = {
         "allowed_fails_policy", "provider_budget_config", "disable_cooldowns",
     },
     "general_settings": {
-        "alerting", "proxy_batch_write_at",
-        "database_connection_pool_limit", "allow_user_auth", "custom_auth",
-        "infer_model_from_keys", "public_routes", "allowed_routes", "enforce_user_param",
-        "max_parallel_requests", "global_max_parallel_requests",
-        "database_connection_timeout",
+        "alerting", "proxy_batch_write_at", "allow_user_auth", "custom_auth", "infer_model_from_keys",
+        "public_routes", "allowed_routes", "enforce_user_param", "max_parallel_requests",
+        "global_max_parallel_requests",
     },
 }
 IMPLEMENTED = {
@@ -70,7 +68,8 @@ IMPLEMENTED = {
                          "disable_spend_logs", "spend_spool_dir", "budget_hold_seconds", "otel",
                          "metrics_public", "budget_mode", "allow_mock_response",
                          "store_model_in_db", "ui_session_duration", "background_job_lease_seconds",
-                         "maximum_spend_logs_retention_period", "maximum_spend_logs_retention_interval"},
+                         "maximum_spend_logs_retention_period", "maximum_spend_logs_retention_interval",
+                         "database_connection_pool_limit", "database_connection_timeout"},
 }
 
 

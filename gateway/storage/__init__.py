@@ -8,10 +8,14 @@ open, under a lock, so several workers or instances starting at once apply them 
 import contextlib
 import fcntl
 import logging
+import math
 import os
+import threading
 import time
 from pathlib import Path
 
+from gateway.config.sections import DEFAULT_DB_POOL_LIMIT
+from gateway.config.sections import DEFAULT_DB_TIMEOUT
 from gateway.infra.coop import patched
 
 log = logging.getLogger("gateway.storage")
@@ -35,31 +39,46 @@ class Store:
     """A worker's database, opened and migrated on first use and shared by whoever needs it (the key
     service, the spend ledger); while it cannot be opened, a 503 (tried again after RETRY_SECONDS)."""
 
-    def __init__(self, url):
+    def __init__(self, url, pool_limit=DEFAULT_DB_POOL_LIMIT, pool_timeout=DEFAULT_DB_TIMEOUT):
         self.url = url
+        self.pool_limit, self.pool_timeout = pool_limit, pool_timeout
         self._db = None
         self._retry_at = 0.0
+        self._opening = threading.Lock()
+
+    @classmethod
+    def for_settings(cls, settings):
+        """The Store general_settings describe: its URL (database_url) and this worker's pool
+        (database_connection_pool_limit, database_connection_timeout)."""
+        general = settings.general
+        return cls(database_url(settings), general.database_connection_pool_limit,
+                   general.database_connection_timeout)
 
     def get(self):
         """The migrated Database, or ServiceUnavailableError while it cannot be opened."""
         db = self._db
         if db is None:
-            db = self._db = self._open()
+            # One open at a time: calls arriving together would each make an engine of their own (a
+            # pool each, past the worker's connection budget) and keep using it.
+            with self._opening:
+                db = self._db
+                if db is None:
+                    db = self._db = self._open()
         return db
 
     def _open(self):
-        from gateway import errors
         if time.monotonic() < self._retry_at:
-            raise errors.ServiceUnavailableError("The key store is unavailable; retry shortly.",
-                                                 code="key_store_unavailable")
+            raise _unavailable_error(self._retry_at - time.monotonic())
+        db = None
         try:
-            db = Database(self.url)
+            db = Database(self.url, self.pool_limit, self.pool_timeout)
             db.migrate()
-        except Exception as exc:  # the database is down or misconfigured: say so, keep serving
+        except Exception as exc:  # down, full ("too many clients") or misconfigured: say so, keep serving
             self._retry_at = time.monotonic() + RETRY_SECONDS
             log.error("key store unavailable: %s", type(exc).__name__)
-            raise errors.ServiceUnavailableError("The key store is unavailable; retry shortly.",
-                                                 code="key_store_unavailable") from exc
+            if db is not None:
+                db.engine.dispose()  # give back whatever the failed open holds
+            raise _unavailable_error(RETRY_SECONDS) from exc
         return db
 
     def describe(self):
@@ -72,7 +91,7 @@ class Store:
 class Database:
     """One engine per worker process, sessions from it, and schema migrations."""
 
-    def __init__(self, url):
+    def __init__(self, url, pool_limit=DEFAULT_DB_POOL_LIMIT, pool_timeout=DEFAULT_DB_TIMEOUT):
         from sqlalchemy import create_engine
         from sqlalchemy import event
         from sqlalchemy.orm import sessionmaker
@@ -91,7 +110,13 @@ class Database:
                 cursor.close()
         else:
             _cooperative_psycopg()
-            self.engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+            # At most `pool_limit` connections at once: the PostgreSQL budget is instances x workers x
+            # pool_limit. Half of them stay open between calls, the rest are closed once returned, so
+            # an idle worker gives connections back to the others. A call that finds all of them busy
+            # waits `pool_timeout`, then gets a 503.
+            kept = (pool_limit + 1) // 2
+            self.engine = create_engine(url, pool_pre_ping=True, pool_size=kept, max_overflow=pool_limit - kept,
+                                        pool_timeout=pool_timeout)
         self.Session = sessionmaker(self.engine, expire_on_commit=False)
 
     def describe(self):
@@ -156,11 +181,11 @@ class Database:
         from sqlalchemy import select
         from sqlalchemy.exc import SQLAlchemyError
         versions = Table(VERSION_TABLE, MetaData(), Column("version_num", String(32)))
-        try:
-            with self.engine.connect() as connection:
+        with self.engine.connect() as connection:  # a server that refuses us ("too many clients") raises
+            try:
                 return connection.execute(select(versions.c.version_num)).scalars().all() == [HEAD_REVISION]
-        except SQLAlchemyError:
-            return False
+            except SQLAlchemyError:
+                return False
 
     def migrate(self):
         """Bring the schema to the newest revision, once, however many processes start together."""
@@ -235,16 +260,36 @@ class Prepared:
 
 
 def _raise_unavailable(exc, dbapi=None):
-    """The database went away mid-request: a 503 the client can retry, never a 500."""
+    """The database went away mid-request, or is full: a 503 the client can retry, never a 500."""
+    error = unavailable(exc, dbapi)
+    if error is not None:
+        raise error from exc
+
+
+def unavailable(exc, dbapi=None):
+    """The 503 for an error that says the database cannot serve now (down, gone mid-request, refusing
+    connections as "too many clients", or no pooled connection free within database_connection_timeout),
+    else None (a bug, bad data: not the client's to retry)."""
     from sqlalchemy.exc import DBAPIError
     from sqlalchemy.exc import OperationalError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-    from gateway import errors
+    if isinstance(exc, PoolTimeout):
+        log.error("database busy: no pooled connection free in time (database_connection_pool_limit)")
+        return _unavailable_error(2, busy=True)
     raw_gone = dbapi is not None and isinstance(exc, (dbapi.OperationalError, dbapi.InterfaceError))
     if raw_gone or isinstance(exc, OperationalError) or (isinstance(exc, DBAPIError) and exc.connection_invalidated):
         log.error("database unavailable: %s", type(getattr(exc, "orig", None) or exc).__name__)
-        raise errors.ServiceUnavailableError("The key store is unavailable; retry shortly.",
-                                             code="key_store_unavailable", headers={"Retry-After": "2"}) from exc
+        return _unavailable_error(2)
+    return None
+
+
+def _unavailable_error(retry_after, busy=False):
+    from gateway import errors
+    message = ("The key store is busy; retry shortly." if busy
+               else "The key store is unavailable; retry shortly.")
+    return errors.ServiceUnavailableError(message, code="key_store_unavailable",
+                                          headers={"Retry-After": str(max(1, math.ceil(retry_after)))})
 
 
 def _cooperative_psycopg():

@@ -63,9 +63,11 @@ class PostgresServer:
     """A throwaway PostgreSQL cluster; a context manager that starts it and removes it afterwards.
 
     `url` is a SQLAlchemy/psycopg2 URL of its `postgres` database (user `postgres`, no password).
+    `settings`: server settings passed as `-c name=value` (e.g. {"max_connections": 12}); the
+    default max_connections is 200.
     """
 
-    def __init__(self, port=None, bindir=None):
+    def __init__(self, port=None, bindir=None, settings=None):
         self.bindir = bindir or find_bindir()
         if self.bindir is None:
             raise RuntimeError("PostgreSQL server binaries (initdb, pg_ctl, postgres) were not found in "
@@ -78,6 +80,7 @@ class PostgresServer:
                 raise RuntimeError(f"running as root, but there is no `{OS_USER}` OS user to run "
                                    "PostgreSQL as (initdb refuses root)") from None
         self.port = port or _free_port()
+        self.settings = {"max_connections": 200, **(settings or {})}
         self.base = None  # the temporary directory: data/, sock/, server.log
         self._initialized = False
 
@@ -148,8 +151,8 @@ class PostgresServer:
             self._prepare()
         if self.running():
             return self
-        options = (f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1 "
-                   "-c fsync=off -c max_connections=200")
+        options = (f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1 -c fsync=off "
+                   + " ".join(f"-c {name}={value}" for name, value in self.settings.items()))
         self._check("pg_ctl", "start", "-D", self.data_dir, "-l", self.log_path, "-w", "-t", str(timeout),
                     "-o", options, timeout=timeout + 10)
         deadline = time.monotonic() + timeout

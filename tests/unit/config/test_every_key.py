@@ -169,6 +169,13 @@ BAD = [
     ({"general_settings": {"health_check_interval": "soon"}}, "general_settings.health_check_interval"),
     ({"general_settings": {"health_check_interval": 0}}, "general_settings.health_check_interval"),
     ({"general_settings": {"database_url": 5}}, "general_settings.database_url"),
+    ({"general_settings": {"database_connection_pool_limit": 0}}, "general_settings.database_connection_pool_limit"),
+    ({"general_settings": {"database_connection_pool_limit": 2.5}}, "general_settings.database_connection_pool_limit"),
+    ({"general_settings": {"database_connection_pool_limit": "10"}}, "general_settings.database_connection_pool_limit"),
+    ({"general_settings": {"database_connection_pool_limit": True}}, "general_settings.database_connection_pool_limit"),
+    ({"general_settings": {"database_connection_timeout": 0}}, "general_settings.database_connection_timeout"),
+    ({"general_settings": {"database_connection_timeout": -5}}, "general_settings.database_connection_timeout"),
+    ({"general_settings": {"database_connection_timeout": "soon"}}, "general_settings.database_connection_timeout"),
     ({"general_settings": {"default_key_duration": "soon"}}, "general_settings.default_key_duration"),
     ({"general_settings": {"default_key_duration": 3600}}, "general_settings.default_key_duration"),
     ({"general_settings": {"disable_spend_logs": "maybe"}}, "general_settings.disable_spend_logs"),
@@ -307,7 +314,9 @@ def test_good_values_load(tmp_path, monkeypatch):
                                         "ui_session_duration": "8h", "master_key": MASTER,
                                         "background_job_lease_seconds": 6,
                                         "maximum_spend_logs_retention_period": "30d",
-                                        "maximum_spend_logs_retention_interval": "12h"},
+                                        "maximum_spend_logs_retention_interval": "12h",
+                                        "database_connection_pool_limit": 3,
+                                        "database_connection_timeout": 0.5},
                    "router_settings": {"redis_host": "127.0.0.1", "redis_port": "os.environ/T_PORT",
                                        "timeout": 0, "num_retries": 2, "redis_outage_limits": "refuse"},
                    "litellm_settings": {"cache": "true", "cache_params": {"type": "local", "ttl": 60}}})
@@ -319,6 +328,8 @@ def test_good_values_load(tmp_path, monkeypatch):
     defaults = from_dict({}).general
     assert (defaults.job_lease_seconds, defaults.spend_logs_retention,
             defaults.spend_logs_retention_interval) == (10.0, None, 86400)
+    assert (s.general.database_connection_pool_limit, s.general.database_connection_timeout) == (3, 0.5)
+    assert (defaults.database_connection_pool_limit, defaults.database_connection_timeout) == (10, 5.0)
     assert (s.router.redis_port, s.router.timeout, s.router.num_retries) == (6380, 0.0, 2)
     assert s.router.redis_outage_limits == "refuse" and from_dict({}).router.redis_outage_limits == "local"
     assert s.litellm.cache.type == "local" and s.litellm.cache.ttl == 60
