@@ -1,7 +1,7 @@
 """A cluster on loopback (#17): N gateway instances (2 gevent workers each) behind nginx, all on the
 real PostgreSQL (a fresh schema) and one private Redis, in front of the fake OpenAI upstream.
 
-One cluster per test session, shared by every test here; a test that kills or restarts an instance
+One cluster for the tests of this folder, shared by all of them; a test that kills or restarts an instance
 leaves the cluster whole again. Instances on one host share the spend spool directory, so a live
 instance replays the journal of a dead one (README, Spend and budgets)."""
 
@@ -213,8 +213,10 @@ class Cluster:
                 gw.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def cluster(tmp_path_factory):
+    """Started once for the tests here, stopped when they are done (its workers hold database
+    connections that the rest of the suite's gateways need)."""
     folder = tmp_path_factory.mktemp("cluster")
     with FakeOpenAI() as fake, RedisServer() as redis, schema() as (url, admin, name):
         fake.slow_seconds = 1.0
