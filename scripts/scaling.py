@@ -100,9 +100,10 @@ class TripCounter:
 class Probe:
     """Snapshots of the private database's and the private Redis's counters."""
 
-    def __init__(self, admin, private, dbname, redis_port):
+    def __init__(self, admin, private, dbname, redis_server):
         self.admin, self.private, self.dbname = admin, private, dbname
-        self.redis = redis.Redis(port=redis_port)
+        self.redis = redis.Redis(port=redis_server.port)
+        self.redis_pid = redis_server.proc.pid
         self.tables()  # the engine's first connect runs the dialect's set-up queries: not in a window
 
     def commits(self):
@@ -117,6 +118,12 @@ class Probe:
             found = c.execute(text("SELECT schemaname = 'public', relname, n_tup_ins, n_tup_upd, n_tup_del, "
                                    "autovacuum_count + autoanalyze_count FROM pg_stat_all_tables")).all()
         return {r[1]: r[2:5] for r in found if r[0]}, sum(r[5] for r in found)
+
+    def redis_cpu(self):
+        """CPU seconds (user + system) redis-server has used: what a single Redis spends per call."""
+        with open("/proc/%d/stat" % self.redis_pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def commandstats(self):
         return {k[8:]: v["calls"] for k, v in self.redis.info("commandstats").items()}
@@ -185,12 +192,14 @@ def measure(args, probe, trips, gw, base, row, key):
     assert not errors, errors[:3]
     time.sleep(args.settle)  # PostgreSQL publishes an idle backend's counters within 10 s
     c0, t0, r0, trip0, cpu0 = probe.commits(), probe.tables(), probe.commandstats(), trips.trips, gw.cpu_seconds()
+    redis_cpu0 = probe.redis_cpu()
     if args.wrk:
         seconds, n, errors = wrk_load(args, base, key, body)
     else:
         seconds, errors = load(base, key, body, stream, args.calls, args.concurrency)
         n = args.calls
     cpu, r1, trip1 = gw.cpu_seconds() - cpu0, probe.commandstats(), trips.trips
+    redis_cpu = probe.redis_cpu() - redis_cpu0
     time.sleep(args.settle)
     c1, t1 = probe.commits(), probe.tables()
     (t0, vacuums0), (t1, vacuums1) = t0, t1
@@ -202,7 +211,8 @@ def measure(args, probe, trips, gw, base, row, key):
               "per_core_s": n / cpu if cpu else float("nan"), "commits": commits / n,
               "commits_s": commits / seconds,
               "rows": sum(sum(v) for v in rows.values()), "tables": rows, "vacuums": vacuums1 - vacuums0, "redis": sum(redis.values()),
-              "commands": redis, "trips": (trip1 - trip0) / n}
+              "commands": redis, "trips": (trip1 - trip0) / n,
+              "redis_us": redis_cpu * 1e6 / n}
     bench.log("%s: %.0f calls/s, %.2f CPU ms/call, %.2f commits/call, %.2f rows/call, %.2f Redis cmds/call"
               % (name, result["rps"], result["cpu_ms"], result["commits"], result["rows"], result["redis"]))
     if errors:
@@ -216,12 +226,13 @@ def report(args, results):
           "workers, own PostgreSQL database, private Redis; %s\n"
           % (what, args.warmup, args.concurrency, "wrk" if args.wrk else "requests", bench.machine_info()["date"]))
     print("| row | calls/s | worker CPU ms/call | calls per core-second | PG commits/call | PG commits/s "
-          "| PG rows written/call | Redis commands/call | Redis round trips/call | autovacuum runs | errors |")
-    print("|---|" + "---:|" * 10)
+          "| PG rows written/call | Redis commands/call | Redis round trips/call | Redis CPU us/call | autovacuum runs "
+          "| errors |")
+    print("|---|" + "---:|" * 11)
     for r in results:
-        print("| %s | %.0f | %.2f | %.0f | %.2f | %.0f | %.2f | %.2f | %.2f | %d | %d |" % (
+        print("| %s | %.0f | %.2f | %.0f | %.2f | %.0f | %.2f | %.2f | %.2f | %.0f | %d | %d |" % (
             r["row"], r["rps"], r["cpu_ms"], r["per_core_s"], r["commits"], r["commits_s"], r["rows"], r["redis"],
-            r["trips"], r["vacuums"], r["errors"]))
+            r["trips"], r["redis_us"], r["vacuums"], r["errors"]))
     print("\n| row | PG rows per call (table: inserted/updated/deleted) | Redis commands per call |")
     print("|---|---|---|")
     for r in results:
@@ -230,20 +241,20 @@ def report(args, results):
         cmds = ", ".join("%s %.2g" % kv for kv in sorted(r["commands"].items(), key=lambda kv: -kv[1]))
         print("| %s | %s | %s |" % (r["row"], tables or "-", cmds or "-"))
     print("\nIdle gateway over %g s (the noise floor of each row's window): %d PostgreSQL commits, %d Redis "
-          "commands, %d Redis round trips" % ((args.settle,) + args.idle))
+          "commands, %d Redis round trips, %.0f ms of Redis CPU" % ((args.settle,) + args.idle))
     real = next(r for r in results if r["row"] == REALISTIC)
     print("\nProjection from the '%s' row (a projection, not a measurement): cores = R / %.0f calls per "
           "core-second; instances = cores / 2 workers; commits/s = R x %.2f; rows/s = R x %.2f; Redis "
-          "commands/s = R x %.2f, round trips/s = R x %.2f\n" % (REALISTIC, real["per_core_s"], real["commits"],
-                                                                    real["rows"], real["redis"], real["trips"]))
+          "commands/s = R x %.2f, round trips/s = R x %.2f; Redis CPU = R x %.0f us\n" % (
+              REALISTIC, real["per_core_s"], real["commits"], real["rows"], real["redis"], real["trips"], real["redis_us"]))
     print("| requests/s | worker cores | instances (2 workers) | PG commits/s | PG rows/s | Redis commands/s "
-          "| Redis round trips/s |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+          "| Redis round trips/s | Redis CPU (share of its one thread) |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for rate in args.project:
         cores = rate / real["per_core_s"]
-        print("| {:,} | {:,.0f} | {:,} | {:,.0f} | {:,.0f} | {:,.0f} | {:,.0f} |".format(
+        print("| {:,} | {:,.0f} | {:,} | {:,.0f} | {:,.0f} | {:,.0f} | {:,.0f} | {:.2f} |".format(
             rate, cores, math.ceil(cores / 2), rate * real["commits"], rate * real["rows"], rate * real["redis"],
-            rate * real["trips"]))
+            rate * real["trips"], rate * real["redis_us"] / 1e6))
 
 
 def run(args, servers, dbname, db_url, admin):
@@ -264,13 +275,15 @@ def run(args, servers, dbname, db_url, admin):
         bench.log("gateway ready, workers %s" % gw.worker_pids())
         keys = [MASTER if row[1] is None else make_key(base, row[1], row[2]) for row in ROWS]
         private = create_engine(db_url, isolation_level="AUTOCOMMIT")
-        probe = Probe(admin, private, dbname, redis_server.port)
+        probe = Probe(admin, private, dbname, redis_server)
         try:
             time.sleep(args.settle)  # the keys' set-up published; then the gateway idle for --settle s
             c0, trips0, r0, _ = probe.commits()[0], trips.trips, probe.commandstats(), probe.tables()
+            cpu0 = probe.redis_cpu()
             time.sleep(args.settle)
-            args.idle = (probe.commits()[0] - c0 - 1, sum(v for k, v in minus(probe.commandstats(), r0).items() if k != "info"),
-                         trips.trips - trips0)
+            args.idle = (probe.commits()[0] - c0 - 1, sum(v for k, v in minus(probe.commandstats(), r0).items()
+                                                          if k != "info"), trips.trips - trips0,
+                         (probe.redis_cpu() - cpu0) * 1000)
             return [measure(args, probe, trips, gw, base, row, key) for row, key in zip(ROWS, keys)]
         finally:
             private.dispose()
