@@ -8,7 +8,8 @@ the static nginx upstream of scripts/bench. Per row it makes --warmup calls, the
 --concurrency, and reads the deltas: worker CPU (/proc/<pid>/stat, user + system), xact_commit of
 the database, n_tup_ins/upd/del per table, Redis INFO commandstats, and Redis round trips (a relay
 in front of Redis counts each time a client speaks after it was answered: a pipeline is one trip).
-Prints markdown tables and a projection for --project requests per second.
+The response cache is on (Redis); every row but the cache row sends `caching: false`. Prints
+markdown tables and a projection for --project requests per second.
 
   python scripts/scaling.py
   python scripts/scaling.py --calls 500 --settle 11
@@ -208,10 +209,9 @@ def measure(args, probe, trips, gw, base, row, key):
     redis = {k: v / n for k, v in minus(r1, r0).items() if k != "info"}
     commits = c1[0] - c0[0] - 1  # one: our own pg_stat_user_tables read in between
     result = {"row": name, "rps": n / seconds, "errors": len(errors), "cpu_ms": cpu * 1000 / n,
-              "per_core_s": n / cpu if cpu else float("nan"), "commits": commits / n,
-              "commits_s": commits / seconds,
-              "rows": sum(sum(v) for v in rows.values()), "tables": rows, "vacuums": vacuums1 - vacuums0, "redis": sum(redis.values()),
-              "commands": redis, "trips": (trip1 - trip0) / n,
+              "per_core_s": n / cpu if cpu else float("nan"), "commits": commits / n, "commits_s": commits / seconds,
+              "rows": sum(sum(v) for v in rows.values()), "tables": rows, "vacuums": vacuums1 - vacuums0,
+              "redis": sum(redis.values()), "commands": redis, "trips": (trip1 - trip0) / n,
               "redis_us": redis_cpu * 1e6 / n}
     bench.log("%s: %.0f calls/s, %.2f CPU ms/call, %.2f commits/call, %.2f rows/call, %.2f Redis cmds/call"
               % (name, result["rps"], result["cpu_ms"], result["commits"], result["rows"], result["redis"]))
@@ -246,7 +246,8 @@ def report(args, results):
     print("\nProjection from the '%s' row (a projection, not a measurement): cores = R / %.0f calls per "
           "core-second; instances = cores / 2 workers; commits/s = R x %.2f; rows/s = R x %.2f; Redis "
           "commands/s = R x %.2f, round trips/s = R x %.2f; Redis CPU = R x %.0f us\n" % (
-              REALISTIC, real["per_core_s"], real["commits"], real["rows"], real["redis"], real["trips"], real["redis_us"]))
+              REALISTIC, real["per_core_s"], real["commits"], real["rows"], real["redis"], real["trips"],
+              real["redis_us"]))
     print("| requests/s | worker cores | instances (2 workers) | PG commits/s | PG rows/s | Redis commands/s "
           "| Redis round trips/s | Redis CPU (share of its one thread) |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
