@@ -106,9 +106,10 @@ def build_spend(settings, router, store, observers=None):
 
 
 def warm(app):
-    """Open what the configuration needs before this worker takes its first connection (gunicorn's
-    post_worker_init, gateway/server.py): the database with its key service, the ledger and the
-    stored models; a ping of each Redis client. Without it the first call on each worker imported
+    """Open what the configuration needs before this worker takes its first connection (called in
+    the worker as gunicorn loads the app: gateway/server.py for the CLI, wsgi.py otherwise): the
+    database with its key service, the ledger's statements and the stored models; a ping of each
+    Redis client. Without it the first call on each worker imported
     SQLAlchemy inside the event loop and stalled every connection of that worker (~300 ms). What
     cannot be opened now (a database that is down) is opened on first use, as before."""
     from gateway import errors
