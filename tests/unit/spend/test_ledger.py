@@ -538,3 +538,39 @@ def test_quarantined_rows_are_counted_in_metrics(workers):
     before = counted()
     first.application.extensions["gateway"].spend.ledger.on_quarantine(1)
     assert counted() == before + 1
+
+
+def test_a_journal_taken_from_under_its_live_owner_stops_nothing(db, service, tmp_path):
+    """Seen in the cluster tests: a process that found a live worker's new journal before its owner
+    had locked it took it for a dead one's and moved it away; the owner's flusher then failed on
+    every pass and committed nothing again. Creating and claiming journals now share the spool's
+    lock; and an owner whose journal is gone commits its rows from memory and starts a new one."""
+    rules = _key(service)
+    spool = str(tmp_path / "spool")
+    ledger = Ledger(lambda: db, spool, asynchronous=True)
+    ledger.write(_row(rules, "first", 1.0), 0.0, rules)
+    (journal,) = [name for name in _files(spool) if name.startswith("spend-")]
+    os.rename(os.path.join(spool, journal), os.path.join(spool, "taken-elsewhere.jsonl"))
+    ledger.flush()
+    ledger.write(_row(rules, "second", 1.0), 0.0, rules)
+    ledger.flush()
+    assert sorted(_rows(db)) == ["first", "second"]
+
+
+def test_creating_a_journal_waits_for_a_claim_in_progress(tmp_path):
+    """The spool's lock is held across a journal's creation and its flock: a claimer holding it
+    keeps new journals from appearing half-made."""
+    import fcntl
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    ledger = Ledger(lambda: None, str(spool), asynchronous=True)
+    lock = os.open(str(spool), os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    appended = threading.Event()
+    writer = threading.Thread(target=lambda: (ledger._append_bytes(b"{}\n"), appended.set()))
+    writer.start()
+    assert not appended.wait(0.3)  # blocked on the spool's lock, no journal yet
+    assert [n for n in os.listdir(spool) if n.startswith("spend-")] == []
+    os.close(lock)
+    assert appended.wait(5)
+    writer.join(5)
