@@ -8,7 +8,6 @@ Every descriptor is O_CLOEXEC, and a forked child closes its copies (`forget_par
 belongs to the open file, so any copy left in another process would keep a dead journal locked.
 """
 
-import contextlib
 import fcntl
 import logging
 import os
@@ -60,26 +59,12 @@ class JournalFiles:
         if self._journal is None or self._journal[0] != os.getpid():
             os.makedirs(self.spool_dir, mode=0o700, exist_ok=True)
             path = self._journal_path()
-            with self._spool_lock():
-                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-                fcntl.flock(fd, fcntl.LOCK_EX)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX)
             self._journal = (os.getpid(), fd, path)
         os.write(self._journal[1], data)
         if fsync:
             os.fsync(self._journal[1])
-
-    @contextlib.contextmanager
-    def _spool_lock(self):
-        """A flock on the spool directory itself, held while a journal is created and locked and
-        while others' journals are claimed (a few system calls). Without it a claimer could open a
-        new journal between its creation and its owner's flock, take it for a dead process's, and
-        move it away from under its owner. Closing the descriptor lets it go."""
-        fd = os.open(self.spool_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
 
     def _spool(self, batch):
         """Synchronous mode, database down: journal the rows, fsynced, before the calls move on."""
@@ -101,9 +86,9 @@ class JournalFiles:
         try:
             os.rename(path, segment)
         except FileNotFoundError:
-            # Someone removed or claimed it (a person, an older version): whoever holds the file
-            # replays what it holds; the batch is committed from memory all the same (a request id
-            # is written once), and a new journal starts.
+            # Another process took it for a dead one's (it found the file between its creation and
+            # our flock) or a person moved it: whoever holds it replays it; the batch is committed
+            # from memory all the same (a request id is written once), and a new journal starts.
             log.error("spend: this process's journal %s is gone; a new one is started", path)
             os.close(fd)
             segment = None
@@ -147,9 +132,7 @@ class JournalFiles:
         except OSError:
             return claimed
         mine = {os.path.basename(p) for p in self._segments} | {self._own_journal_name()}
-        with self._spool_lock():
-            claimed += self._claim_dead(names, mine)
-        return claimed
+        return claimed + self._claim_dead(names, mine)
 
     def _claim_dead(self, names, mine):
         """The journals among `names` whose owner is gone, each renamed to ours under its lock."""

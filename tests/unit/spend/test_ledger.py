@@ -543,8 +543,8 @@ def test_quarantined_rows_are_counted_in_metrics(workers):
 def test_a_journal_taken_from_under_its_live_owner_stops_nothing(db, service, tmp_path):
     """Seen in the cluster tests: a process that found a live worker's new journal before its owner
     had locked it took it for a dead one's and moved it away; the owner's flusher then failed on
-    every pass and committed nothing again. Creating and claiming journals now share the spool's
-    lock; and an owner whose journal is gone commits its rows from memory and starts a new one."""
+    every pass and committed nothing again. An owner whose journal is gone commits its rows from
+    memory and starts a new one (whoever took the file replays it: a request id is written once)."""
     rules = _key(service)
     spool = str(tmp_path / "spool")
     ledger = Ledger(lambda: db, spool, asynchronous=True)
@@ -556,21 +556,3 @@ def test_a_journal_taken_from_under_its_live_owner_stops_nothing(db, service, tm
     ledger.flush()
     assert sorted(_rows(db)) == ["first", "second"]
 
-
-def test_creating_a_journal_waits_for_a_claim_in_progress(tmp_path):
-    """The spool's lock is held across a journal's creation and its flock: a claimer holding it
-    keeps new journals from appearing half-made."""
-    import fcntl
-    spool = tmp_path / "spool"
-    spool.mkdir()
-    ledger = Ledger(lambda: None, str(spool), asynchronous=True)
-    lock = os.open(str(spool), os.O_RDONLY | os.O_DIRECTORY)
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    appended = threading.Event()
-    writer = threading.Thread(target=lambda: (ledger._append_bytes(b"{}\n"), appended.set()))
-    writer.start()
-    assert not appended.wait(0.3)  # blocked on the spool's lock, no journal yet
-    assert [n for n in os.listdir(spool) if n.startswith("spend-")] == []
-    os.close(lock)
-    assert appended.wait(5)
-    writer.join(5)
