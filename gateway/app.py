@@ -95,7 +95,8 @@ def build_spend(settings, router, store, observers=None):
     general = settings.general
     ledger = None
     if store is not None and not general.disable_spend_logs:
-        ledger = Ledger(store.get, general.spend_spool_dir, budget_mode=general.budget_mode)
+        ledger = Ledger(store.get, general.spend_spool_dir, budget_mode=general.budget_mode,
+                        lease_seconds=general.budget_lease_seconds)
         for deployment in router.deployments():
             if not deployment.priced and not deployment.provider.local:
                 log.warning("no price is known for `%s` (%s): its calls are recorded at $0; set "

@@ -25,6 +25,7 @@ BUDGET_MODES = ("soft", "strict")  # general_settings.budget_mode (unset: soft)
 REDIS_OUTAGE_LIMITS = ("local", "refuse")
 DEFAULT_HEALTH_CHECK_INTERVAL = 300.0
 DEFAULT_JOB_LEASE_SECONDS = 10.0  # general_settings.background_job_lease_seconds
+DEFAULT_BUDGET_LEASE_SECONDS = 1.0  # general_settings.budget_lease_seconds (gateway/spend/leases.py)
 DEFAULT_RETENTION_INTERVAL = "1d"  # LiteLLM's maximum_spend_logs_retention_interval default
 DEFAULT_KEY_DURATION = "1h"
 DEFAULT_SPOOL_DIR = "gateway-spool"
@@ -62,6 +63,7 @@ class GeneralSettings:
     spend_spool_dir: str = DEFAULT_SPOOL_DIR
     budget_mode: str = "soft"
     budget_hold_seconds: float | None = None  # None: the router's timeout + 60 s
+    budget_lease_seconds: float = DEFAULT_BUDGET_LEASE_SECONDS  # 0: every budgeted call holds in the database
     background_health_checks: bool = False
     health_check_interval: float = DEFAULT_HEALTH_CHECK_INTERVAL
     otel: bool = False
@@ -210,6 +212,8 @@ def general_section(raw):
         spend_spool_dir=as_text(raw.get("spend_spool_dir"), path + "spend_spool_dir", DEFAULT_SPOOL_DIR),
         budget_mode=_budget_mode(raw.get("budget_mode")),
         budget_hold_seconds=as_seconds(raw.get("budget_hold_seconds"), path + "budget_hold_seconds"),
+        budget_lease_seconds=as_seconds(raw.get("budget_lease_seconds"), path + "budget_lease_seconds",
+                                        DEFAULT_BUDGET_LEASE_SECONDS, minimum=0, maximum=60),
         background_health_checks=as_bool(raw.get("background_health_checks"), path + "background_health_checks"),
         health_check_interval=as_seconds(raw.get("health_check_interval"), path + "health_check_interval",
                                          DEFAULT_HEALTH_CHECK_INTERVAL),

@@ -65,7 +65,7 @@ IMPLEMENTED = {
                         "redis_outage_limits"},
     "general_settings": {"master_key", "max_request_size_mb", "background_health_checks",
                          "health_check_interval", "database_url", "default_key_duration",
-                         "disable_spend_logs", "spend_spool_dir", "budget_hold_seconds", "otel",
+                         "disable_spend_logs", "spend_spool_dir", "budget_hold_seconds", "budget_lease_seconds", "otel",
                          "metrics_public", "budget_mode", "allow_mock_response",
                          "store_model_in_db", "ui_session_duration", "background_job_lease_seconds",
                          "maximum_spend_logs_retention_period", "maximum_spend_logs_retention_interval",

@@ -20,7 +20,8 @@ log = logging.getLogger("gateway.spend.meter")
 TARGET_KINDS = frozenset(("id", "hash") + LEVEL_KINDS)  # what a budget can be named by (statements.py)
 
 
-def _now():
+def now():
+    """The time holds expire by (UTC)."""
     return datetime.now(timezone.utc)
 
 
@@ -72,7 +73,7 @@ def take(db, soft, targets, request_id, amount, seconds, rules):
                     "request_id": request_id, "key_id": rules.key_id if rules is not None else None,
                     "key_hash": rules.hash if rules is not None else None, "amount": amount,
                     "levels": [list(target) for target in held],
-                    "expires_at": _now() + timedelta(seconds=seconds)})
+                    "expires_at": now() + timedelta(seconds=seconds)})
     except _Refused as refusal:  # rolled back: none of the budgets holds anything for the call
         return refusal.target, refusal.balance
     return None
@@ -86,7 +87,7 @@ def sweep(db, target=None):
     from gateway.storage.models import BudgetHold
     holds = BudgetHold.__table__
     query = (select(holds.c.request_id, holds.c.key_id, holds.c.key_hash, holds.c.amount)
-             .where(holds.c.expires_at < _now()))
+             .where(holds.c.expires_at < now()))
     if target is not None and target[0] in ("id", "hash"):
         query = query.where((holds.c.key_id if target[0] == "id" else holds.c.key_hash) == target[1])
     released = 0
@@ -94,18 +95,22 @@ def sweep(db, target=None):
         for request_id, key_id, digest, amount in connection.execute(query.limit(500)).all():
             held = connection.execute(_sql().drop_hold, {"r": request_id}).first()
             if held is not None:
+                # a lease (gateway/spend/leases.py) counts as one hold whatever is left of it
+                counted = 1 if request_id.startswith("lease:") else None
                 for each in held_targets(held.levels, {"key_id": key_id, "key_hash": digest}):
-                    release(connection, each, amount)
+                    release(connection, each, amount, counted)
                 released += 1
     if released:
         log.warning("released %d expired budget hold(s)", released)
     return released
 
 
-def release(connection, key, amount):
-    """Give a settled or expired hold back to its key."""
+def release(connection, key, amount, counted=None):
+    """Give a settled or expired hold back to its budget; `counted`: how many holds it was (None:
+    one unless it held nothing, as `take` counts them)."""
     kind, who = key
-    connection.execute(_sql().release[kind], {"k": who, "a": amount, "n": 1 if amount > 0 else 0})
+    counted = (1 if amount > 0 else 0) if counted is None else counted
+    connection.execute(_sql().release[kind], {"k": who, "a": amount, "n": counted})
 
 
 def held_targets(levels, row):
@@ -160,6 +165,6 @@ def reset_seconds(budget_duration):
 
 def reset_if_due(connection, key, seconds):
     """Start a new budget period when the current one is over (once, whichever worker sees it)."""
-    now = _now()
+    at = now()
     kind, who = key
-    connection.execute(_sql().reset[kind], {"k": who, "now": now, "next": now + timedelta(seconds=seconds)})
+    connection.execute(_sql().reset[kind], {"k": who, "now": at, "next": at + timedelta(seconds=seconds)})

@@ -48,8 +48,10 @@ class JournalFiles:
 
     def _append(self, batch, fsync):
         """Append rows to this process's journal."""
-        self._append_bytes(b"".join(orjson.dumps({"row": e.row, "hold": e.hold, "reset": e.reset}) + b"\n"
-                                    for e in batch), fsync)
+        self._append_bytes(b"".join(orjson.dumps({"row": e.row, "hold": e.hold, "reset": e.reset}
+                                                 if e.lease is None else
+                                                 {"row": e.row, "hold": e.hold, "reset": e.reset, "lease": e.lease})
+                                    + b"\n" for e in batch), fsync)
 
     def _append_bytes(self, data, fsync=False):
         """Append to this process's journal. The file stays open and flock'ed while this process

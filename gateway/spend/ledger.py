@@ -23,6 +23,7 @@ from gateway import errors
 from gateway.infra.coop import cooperative
 from gateway.infra.coop import yield_now
 from gateway.spend import budgets
+from gateway.spend import leases as budget_leases
 from gateway.spend.journal import LIVE_SUFFIX
 from gateway.spend.journal import QUARANTINE_FILE
 from gateway.spend.journal import SPOOL_PREFIX  # noqa: F401  (part of this module's interface)
@@ -57,10 +58,11 @@ def _now():
 class _Entry:
     """A row waiting for the ledger: its hold, its key's budget period, and how writing it went."""
 
-    __slots__ = ("row", "hold", "reset", "done", "error")
+    __slots__ = ("row", "hold", "reset", "lease", "done", "error")
 
-    def __init__(self, row, hold=0.0, reset=None):
+    def __init__(self, row, hold=0.0, reset=None, lease=None):
         self.row, self.hold, self.reset = row, hold, reset
+        self.lease = lease  # the budget leases its hold came from (gateway/spend/leases.py), or None
         self.done, self.error = False, None
 
 
@@ -80,8 +82,9 @@ class Ledger(JournalFiles):
     its process dies, the replay writes a `worker_died` row for each call that never got its own.
     """
 
-    def __init__(self, open_db, spool_dir, asynchronous=None, budget_mode="soft"):
+    def __init__(self, open_db, spool_dir, asynchronous=None, budget_mode="soft", lease_seconds=0.0):
         self._open_db = open_db  # -> Database; raises while the database cannot be reached
+        self.leases = budget_leases.Leases(lease_seconds)  # used by the asynchronous mode only
         self.spool_dir = spool_dir
         self.asynchronous = asynchronous  # None: decided at the first write (gevent or not)
         self.soft = budget_mode != "strict"
@@ -120,13 +123,17 @@ class Ledger(JournalFiles):
             self.asynchronous = cooperative()
         if self.asynchronous:
             self._inflight.pop(row["request_id"], None)
+            # Held from leases: settled here, in memory; its row names them (no hold row of its own).
+            entry.lease = self.leases.settle(row["request_id"], hold, entry.row["cost"], queued=True)
+            if entry.lease is not None:
+                entry.hold = 0.0
             try:
                 self._append([entry], fsync=False)
             except OSError as exc:
                 log.error("spend: the journal cannot be written (%s); committing directly", exc)
             else:
                 self._queued.append(entry)
-                self._wake_flusher(hurry=bool(hold))
+                self._wake_flusher(hurry=bool(entry.hold))
                 self._ensure_worker()
                 return
         self._pending.append(entry)
@@ -163,8 +170,9 @@ class Ledger(JournalFiles):
                 self._begin_failed = True
                 log.error("spend: the journal cannot be written (%s); calls cut by a crash get no row", exc)
 
-    def cancel(self, request_id):
+    def cancel(self, request_id, hold=0.0):
         """A call that `begin` journaled ends without a row (refused before routing)."""
+        self.leases.settle(request_id, hold, 0.0, queued=False)
         if self._inflight.pop(request_id, None) is not None:
             try:
                 self._append_bytes(orjson.dumps({"end": request_id}) + b"\n")
@@ -178,6 +186,7 @@ class Ledger(JournalFiles):
 
     def _flush_queued(self):
         if not self._queued:
+            self._give_back_leases()
             return
         if time.monotonic() < self._down_until:
             self._set_aside()  # they wait in the journal, replayed when the database answers
@@ -194,9 +203,12 @@ class Ledger(JournalFiles):
             self._went_down(exc)
             self._fsync_segment(path)
             self._spooled = True
+            self._leases_done(batch, stuck=True)
             return
         self._drop_segment(path)
         self._came_back()
+        self._leases_done(batch, stuck=False)
+        self._give_back_leases(db)
         if self._segments:  # rows set aside by an earlier failed pass; others' by the background loop
             try:
                 self._replay(db)
@@ -205,6 +217,7 @@ class Ledger(JournalFiles):
 
     def _set_aside(self):
         """Database down: the queued rows stay in the journal (fsynced), to be replayed."""
+        self._leases_done(self._queued, stuck=True)
         self._queued = []
         self._clean = False
         self._spooled = True
@@ -230,7 +243,7 @@ class Ledger(JournalFiles):
 
     def _flush_loop(self):
         while True:
-            self._wake.wait()
+            self._wake.wait(self.leases.next_due())  # a lease that stops admitting is given back
             self._wake.clear()
             self._hurry.wait(FLUSH_DELAY)
             self._hurry.clear()
@@ -250,6 +263,7 @@ class Ledger(JournalFiles):
                     self._went_down(exc)
                 else:
                     self._came_back()
+                    self._leases_done(batch, stuck=False)
                     for entry in batch:
                         entry.done = True
                     if self._spooled:
@@ -258,6 +272,7 @@ class Ledger(JournalFiles):
                         except Exception as exc:  # noqa: BLE001  (the spool stays; retried later)
                             self._went_down(exc)
                     return
+            self._leases_done(batch, stuck=True)
             self._spool(batch)
         except Exception as exc:  # noqa: BLE001  (the spool itself failed: every waiter must know)
             log.error("spend: %d row(s) could not be recorded or spooled: %s", len(batch), exc)
@@ -323,6 +338,7 @@ class Ledger(JournalFiles):
                     by_kind.setdefault(kind, []).append({"k": who, "c": cost})
             for kind, spent in by_kind.items():
                 connection.execute(sql.add_spend[kind], spent)
+            budget_leases.take_costs(connection, fresh)
             for entry in batch:
                 row, hold = entry.row, entry.hold
                 if hold:
@@ -358,7 +374,15 @@ class Ledger(JournalFiles):
         targets = budgets.targets_of(rules, levels)
         if not targets:
             return True, None
+        if self.asynchronous is None:
+            self.asynchronous = cooperative()
         try:
+            if self.asynchronous and self.leases.hold(self._open_db, targets, request_id, amount, seconds,
+                                                      rules, levels):
+                if self.leases.fresh:  # the flusher's timer gives it back once it stops admitting
+                    self.leases.fresh = False
+                    self._wake_flusher()
+                return True, None
             db = self._open_db()
             for attempt in (1, 2):
                 refusal = budgets.take(db, self.soft, targets, request_id, amount, seconds, rules)
@@ -376,6 +400,22 @@ class Ledger(JournalFiles):
                 "The budget store is unavailable, so a call with a budget cannot be admitted; "
                 "retry shortly.", code="budget_store_unavailable", headers={"Retry-After": "2"}) from exc
         return False, Balance(0.0, 0.0, 0.0)
+
+    def _leases_done(self, batch, stuck):
+        """The batch's rows were committed (or, `stuck`, set aside: their leases then expire)."""
+        for entry in batch:
+            if entry.lease:
+                self.leases.committed(entry.lease, stuck)
+
+    def _give_back_leases(self, db=None):
+        """Give back the leases that admit no more and whose rows are all committed."""
+        due = self.leases.due()
+        if not due or time.monotonic() < self._down_until:
+            return
+        try:
+            self.leases.give_back(db or self._open_db(), due)
+        except Exception as exc:  # noqa: BLE001  (they expire, or go back on the next pass)
+            log.warning("spend: budget leases not given back yet (%s)", type(exc).__name__)
 
     def sweep(self, db, target=None):
         """Release expired holds (their worker died mid-call); returns how many. `target`: only
@@ -395,7 +435,8 @@ class Ledger(JournalFiles):
             try:
                 item = orjson.loads(line)
                 if "row" in item:
-                    entry = _Entry(revive(item["row"]), item.get("hold") or 0.0, item.get("reset"))
+                    entry = _Entry(revive(item["row"]), item.get("hold") or 0.0, item.get("reset"),
+                                   _lease_ids(item.get("lease")))
                     batch.append(entry)
                     ended.add(entry.row["request_id"])
                 elif "start" in item:
@@ -489,6 +530,14 @@ class Ledger(JournalFiles):
 def _after_fork():
     for ledger in list(_LEDGERS):
         ledger.forget_parent()
+        ledger.leases.forget()
+
+
+def _lease_ids(value):
+    """A journaled row's lease ids, or None."""
+    if isinstance(value, list) and value and all(isinstance(item, str) for item in value):
+        return value
+    return None
 
 
 os.register_at_fork(after_in_child=_after_fork)

@@ -515,4 +515,4 @@ class SpendTracker:
             if record:
                 self.ledger.write(meter.row(), meter.hold, rules, meter.levels)
             else:
-                self.ledger.cancel(meter.request_id)
+                self.ledger.cancel(meter.request_id, meter.hold)

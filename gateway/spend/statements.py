@@ -218,6 +218,12 @@ class Statements:
         # as holds were written before levels existed).
         self.drop_hold = delete(holds).where(holds.c.request_id == bindparam("r")).returning(holds.c.levels)
         self.add_hold = insert(holds)
+        # A budget lease (gateway/spend/leases.py): its calls' costs taken from it as their rows
+        # commit; given back whole once drained.
+        self.shrink_hold = (update(holds).where(holds.c.request_id == bindparam("r"))
+                            .values(amount=holds.c.amount - bindparam("a")).returning(holds.c.levels))
+        self.drop_lease = (delete(holds).where(holds.c.request_id == bindparam("r"))
+                           .returning(holds.c.levels, holds.c.amount))
         self.add_spend, self.release, self.take, self.budget, self.reset = {}, {}, {}, {}, {}
         targets = [("id", keys, keys.c.id), ("hash", keys, keys.c.key_hash)]
         for kind, model in zip(LEVEL_KINDS, (User, Team, Organization, EndUser)):

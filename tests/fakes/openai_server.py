@@ -1593,6 +1593,7 @@ def _normalise_tools(value):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True  # never wait for abandoned slow streams
+    request_queue_size = 128  # the listen backlog: 64 callers' first connections arrive together
 
     def handle_error(self, request, client_address):
         # Clients (and the gateway under test) drop keep-alive sockets all the time: not an error.

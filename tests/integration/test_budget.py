@@ -343,6 +343,103 @@ def test_concurrent_calls_never_reserve_past_the_budget(setup, launch, upstream,
     assert info["max_budget"] == pytest.approx(budget)
 
 
+# ---- 2b: budget leases under load (gateway/spend/leases.py) ----------------------------------------
+
+LEASE_FITS = 600  # worst cases the budget covers: far more than a lease needs (MIN_CALLS / SHARE)
+LOAD_CLIENTS = 64
+
+
+def fire_bounded(urls, key, bodies, clients=LOAD_CLIENTS):
+    """The calls from `clients` concurrent callers (as a load generator makes them), spread
+    round-robin over the gateways."""
+    async def run():
+        sdk = [openai.AsyncOpenAI(base_url=url, api_key=key, max_retries=0, timeout=60) for url in urls]
+        gate = asyncio.Semaphore(clients)
+
+        async def one(i, body):
+            async with gate:
+                return await _call(sdk[i % len(sdk)], body)
+        try:
+            return await asyncio.gather(*(one(i, body) for i, body in enumerate(bodies)))
+        finally:
+            for client in sdk:
+                await client.close()
+    return asyncio.run(run())
+
+
+def log_hold_inserts(database_url):
+    """Make the database list every budget hold row inserted (a test-only trigger); returns a
+    function giving the request ids inserted so far."""
+    from sqlalchemy import create_engine
+    from sqlalchemy import text
+    engine = create_engine(database_url)
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE hold_log (request_id VARCHAR(64))"))
+        if engine.dialect.name == "sqlite":
+            connection.execute(text("CREATE TRIGGER hold_logged AFTER INSERT ON gateway_budget_holds "
+                                    "BEGIN INSERT INTO hold_log VALUES (NEW.request_id); END"))
+        else:
+            connection.execute(text("CREATE FUNCTION log_hold() RETURNS trigger AS $$ BEGIN "
+                                    "INSERT INTO hold_log VALUES (NEW.request_id); RETURN NEW; END $$ "
+                                    "LANGUAGE plpgsql"))
+            connection.execute(text("CREATE TRIGGER hold_logged AFTER INSERT ON gateway_budget_holds "
+                                    "FOR EACH ROW EXECUTE FUNCTION log_hold()"))
+
+    def inserted():
+        with engine.connect() as connection:
+            return [row[0] for row in connection.execute(text("SELECT request_id FROM hold_log"))]
+    return inserted
+
+
+@pytest.mark.parametrize("setup", list(RACE_SETUPS))
+def test_leased_budgets_admit_exactly_what_fits_under_load(setup, launch, fake_openai, request):
+    """64 concurrent callers on a budget of 600 calls (each call costs exactly its worst case,
+    `budget_mode: strict`): the workers hold from leases, a handful of hold rows for hundreds of
+    calls; the budget is never overshot; once the load stops and the leases went back, calls one
+    by one use the budget up to its last call: exactly 600 admitted in all, spend exact."""
+    database, instances = RACE_SETUPS[setup]
+    router_settings = None
+    if instances > 1:
+        request.getfixturevalue("shared_redis")
+        router_settings = redis_router()
+    cluster = launch(database, instances=instances, general={"budget_mode": "strict"},
+                     router_settings=router_settings)
+    inserted = log_hold_inserts(cluster.database_url)
+    worst = worst_case(0.0)
+    assert worst == real_cost(0.0)
+    budget = (LEASE_FITS + 0.5) * worst
+    key, _ = cluster.generate(max_budget=budget)
+
+    answers = fire_bounded(cluster.urls, key, [chat_body("output-priced")] * (LEASE_FITS + 150))
+    admitted = sum(a.status == 200 for a in answers)
+    assert all((a.status, a.code) == (429, "insufficient_quota") for a in answers if a.status != 200), \
+        outcome(answers)
+    assert 0 < admitted <= LEASE_FITS, outcome(answers)
+    holds = inserted()
+    leases = [h for h in holds if h.startswith("lease:")]
+    assert leases, "no lease was taken"
+    # Leases stop once the headroom is under MIN_CALLS / SHARE (128) calls: those hold one by one.
+    assert len(holds) - len(leases) <= 128 + LOAD_CLIENTS, (len(leases), len(holds))
+    assert len(holds) < admitted / 2, (len(leases), len(holds), admitted)
+
+    info = cluster.settled(key)  # every lease given back, every row committed
+    assert info["reserved"] == pytest.approx(0.0, abs=EPSILON)
+    assert info["spend"] == pytest.approx(admitted * worst)
+    while True:  # nothing is stranded: what is left admits calls until less than one fits
+        answer = cluster.chat(key, "output-priced")
+        if answer.status == 200:
+            admitted += 1
+            continue
+        assert answer.code == "insufficient_quota", answer
+        info = cluster.info(key)
+        if abs(info["reserved"]) < EPSILON:
+            break  # refused with nothing held anywhere: the budget is used up
+        cluster.settled(key)  # refused while another worker's lease was out: again once it is back
+    info = cluster.settled(key)
+    assert admitted == LEASE_FITS
+    assert info["spend"] == pytest.approx(LEASE_FITS * worst) and info["spend"] <= budget
+
+
 # ---- 3: a worker dies mid-call ---------------------------------------------------------------------
 
 def kill_workers_mid_call(cluster, fake, key):
