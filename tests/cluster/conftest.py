@@ -90,8 +90,21 @@ class Nginx:
         self.conf.write_text(NGINX_CONF.format(user=user, tmp=self.folder, port=self.port, servers=servers))
 
     def set_down(self, index, down):
-        """Take an instance out of rotation (or back), gracefully: nginx's reload."""
-        (self.down.add if down else self.down.discard)(index)
+        """Take an instance out of rotation (or back), gracefully: nginx's reload. Only when that
+        changes something: a reload closes the idle keep-alive connections of the old worker, and
+        a client that just reused one sees "Server disconnected without sending a response"."""
+        wanted = self.down | {index} if down else self.down - {index}
+        if wanted != self.down:
+            self.down = wanted
+            self._reload()
+
+    def restore(self):
+        """Every instance back in rotation."""
+        if self.down:
+            self.down = set()
+            self._reload()
+
+    def _reload(self):
         self._write()
         subprocess.run([self.exe, "-c", str(self.conf), "-s", "reload"], check=True, capture_output=True)
 
@@ -235,8 +248,7 @@ def whole(cluster):
     for index, gw in enumerate(cluster.instances):
         if gw.proc.poll() is not None:
             cluster.start(index)
-    cluster.nginx.down.clear()
-    cluster.nginx.set_down(0, False)
+    cluster.nginx.restore()
 
 
 def run_many(fn, items, concurrency=64):
