@@ -76,8 +76,9 @@ class JournalFiles:
 
     def _rotate(self):
         """Set the journal aside as one of our segments (still locked): (its path, the queued rows
-        it holds). A new journal starts with the calls still in flight: only a dead process's
-        journal, never its segments, turns start entries into rows."""
+        it holds). A new journal starts with the calls still in flight and the budget leases held:
+        only a dead process's journal, never its segments, turns start entries into rows and gives
+        leases back."""
         batch, self._queued = self._queued, []
         self._clean = True
         if self._journal is None or self._journal[0] != os.getpid():
@@ -96,9 +97,9 @@ class JournalFiles:
             segment = None
         else:
             self._segments[segment] = fd
-        if self._inflight:
+        if self._inflight or self._lease_lines:  # and the budget leases this process holds
             try:
-                self._append_bytes(b"".join(self._inflight.values()))
+                self._append_bytes(b"".join(self._inflight.values()) + b"".join(self._lease_lines.values()))
             except OSError as exc:
                 log.error("spend: the journal cannot be written (%s)", exc)
         return segment, batch
@@ -202,5 +203,5 @@ class JournalFiles:
             except OSError:
                 pass
         self._journal, self._segments, self._clean = None, {}, True
-        self._queued, self._pending, self._inflight = [], [], {}
+        self._queued, self._pending, self._inflight, self._lease_lines = [], [], {}, {}
         self._lock = threading.Lock()

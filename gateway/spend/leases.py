@@ -20,9 +20,10 @@ worst cases from the slice in memory:
   most LEASE_SHARE of the headroom when it was taken), for at most lease_seconds plus their
   longest call in flight; once the headroom is under LEASE_MIN_CALLS / LEASE_SHARE worst cases,
   no new lease is taken.
-* A worker that dies leaves its leases to expire like any hold: budget_hold_seconds after the
-  lease stopped admitting, the sweep (budgets.sweep) gives the remainder back; the journal replay
-  of its rows still takes their costs from the lease while the lease row is there.
+* A lease is journaled when it is taken (and carried into each new journal while it lives), so
+  whoever replays the journal of a worker that died gives its leases back once its rows are
+  committed; failing that, a lease expires like any hold: budget_hold_seconds after it stopped
+  admitting, the sweep (budgets.sweep) gives the remainder back.
 
 Leases are used only by the gateway's gevent workers (the asynchronous ledger), whose rows are
 committed by the flusher; elsewhere every call holds in the database.
@@ -74,7 +75,7 @@ class Leases:
         self.all = {}  # lease id -> Lease, until it is given back
         self.calls = {}  # request id -> the leases its hold came from
         self._taking = None  # a lock: one greenlet at a time takes new leases
-        self.fresh = False  # a lease was taken since the ledger last looked (its timer must know)
+        self.fresh = []  # ids of the leases taken since the ledger last looked (it journals them)
 
     def hold(self, open_db, targets, request_id, amount, seconds, rules, levels):
         """Hold `amount` from a lease of every target, taking leases where needed: True when held,
@@ -124,7 +125,7 @@ class Leases:
             lease = Lease(lease_id, target, budget, chunk, admit_until)
             self.active[target] = lease
             self.all[lease_id] = lease
-        self.fresh = True
+            self.fresh.append(lease_id)
         return [self.active[t] for t, _, _ in missing]
 
     def settle(self, request_id, hold, cost, queued):
@@ -165,13 +166,7 @@ class Leases:
 
     def give_back(self, db, leases):
         """Delete the leases' rows and give their remainders back, in one transaction."""
-        sql = _sql()
-        with db.engine.begin() as connection:
-            for lease in leases:
-                held = connection.execute(sql.drop_lease, {"r": lease.id}).first()
-                if held is not None:
-                    for target in budgets.held_targets(held.levels, {}):
-                        budgets.release(connection, target, held.amount, counted=1)
+        give_back(db, [lease.id for lease in leases])
         for lease in leases:
             self.all.pop(lease.id, None)
             if self.active.get(lease.target) is lease:
@@ -179,7 +174,20 @@ class Leases:
 
     def forget(self):
         """After fork: the parent's leases are the parent's."""
-        self.active, self.all, self.calls, self._taking = {}, {}, {}, None
+        self.active, self.all, self.calls, self._taking, self.fresh = {}, {}, {}, None, []
+
+
+def give_back(db, ids):
+    """Delete these leases' rows and give their remainders back to their budgets, in one
+    transaction (a lease already gone gives nothing). Also how a dead worker's leases are given
+    back once its journal is replayed (gateway/spend/ledger.py)."""
+    sql = _sql()
+    with db.engine.begin() as connection:
+        for lease_id in ids:
+            held = connection.execute(sql.drop_lease, {"r": lease_id}).first()
+            if held is not None:
+                for target in budgets.held_targets(held.levels, {}):
+                    budgets.release(connection, target, held.amount, counted=1)
 
 
 def _budgets(rules, levels):

@@ -93,6 +93,7 @@ class Ledger(JournalFiles):
         self._pending = []  # synchronous mode: rows waiting for the writer that holds the lock
         self._queued = []  # asynchronous mode: rows in the journal, not yet committed
         self._inflight = {}  # asynchronous mode: request id -> its start entry (a journal line)
+        self._lease_lines = {}  # lease id -> its journal line, while this worker holds it
         self._journal = None  # (pid, fd, path): this process's journal, flock'ed while it lives
         self._segments = {}  # path -> fd: our own set-aside journals waiting for the database
         self._clean = True  # the journal holds only rows that are in _queued
@@ -379,9 +380,9 @@ class Ledger(JournalFiles):
         try:
             if self.asynchronous and self.leases.hold(self._open_db, targets, request_id, amount, seconds,
                                                       rules, levels):
-                if self.leases.fresh:  # the flusher's timer gives it back once it stops admitting
-                    self.leases.fresh = False
-                    self._wake_flusher()
+                if self.leases.fresh:
+                    self._journal_leases()
+                    self._wake_flusher()  # its timer gives the lease back once it stops admitting
                 return True, None
             db = self._open_db()
             for attempt in (1, 2):
@@ -401,6 +402,18 @@ class Ledger(JournalFiles):
                 "retry shortly.", code="budget_store_unavailable", headers={"Retry-After": "2"}) from exc
         return False, Balance(0.0, 0.0, 0.0)
 
+    def _journal_leases(self):
+        """Journal the leases just taken: a replay of this journal after a crash gives them back."""
+        lines = []
+        for lease_id in self.leases.fresh:
+            self._lease_lines[lease_id] = line = orjson.dumps({"lease": lease_id}) + b"\n"
+            lines.append(line)
+        self.leases.fresh = []
+        try:
+            self._append_bytes(b"".join(lines))
+        except OSError:
+            pass  # no journal: a crash leaves these leases to expire
+
     def _leases_done(self, batch, stuck):
         """The batch's rows were committed (or, `stuck`, set aside: their leases then expire)."""
         for entry in batch:
@@ -416,6 +429,9 @@ class Ledger(JournalFiles):
             self.leases.give_back(db or self._open_db(), due)
         except Exception as exc:  # noqa: BLE001  (they expire, or go back on the next pass)
             log.warning("spend: budget leases not given back yet (%s)", type(exc).__name__)
+            return
+        for lease in due:
+            self._lease_lines.pop(lease.id, None)
 
     def sweep(self, db, target=None):
         """Release expired holds (their worker died mid-call); returns how many. `target`: only
@@ -428,7 +444,7 @@ class Ledger(JournalFiles):
         start entry, no row) get a `worker_died` row."""
         with open(path, "rb") as handle:
             lines = handle.read().splitlines()
-        batch, starts, ended = [], {}, set()
+        batch, starts, ended, leases = [], {}, set(), []
         for line in lines:
             if not line.strip():
                 continue
@@ -443,6 +459,8 @@ class Ledger(JournalFiles):
                     starts[item["start"]["request_id"]] = item
                 elif "end" in item:
                     ended.add(item["end"])
+                elif isinstance(item.get("lease"), str):
+                    leases.append(item["lease"])
                 else:
                     raise ValueError("not a journal entry")
             except (ValueError, TypeError, KeyError, AttributeError) as exc:
@@ -460,6 +478,8 @@ class Ledger(JournalFiles):
                     self._keep({"start": item, "error": type(exc).__name__})
         for start in range(0, len(batch), BATCH):
             self._commit_safely(db, batch[start:start + BATCH], idempotent=True)
+        if dead and leases:  # its rows have taken their costs: what is left goes back
+            budget_leases.give_back(db, leases)
         return len(batch)
 
     def _replay(self, db):

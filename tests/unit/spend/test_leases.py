@@ -6,6 +6,7 @@ replay takes its rows' costs from the lease. Spend + reserved in the database ne
 than what may still be spent, so nothing overshoots."""
 
 import dataclasses
+import os
 import time
 from datetime import timedelta
 
@@ -213,3 +214,22 @@ def test_a_replayed_journal_takes_its_rows_costs_from_the_lease(db, service, tmp
     key = _key_row(db, rules.key_id)
     assert (key.spend, key.reserved) == (pytest.approx(0.5), pytest.approx(chunk - 0.5))
     assert _holds(db) == {lease_id: pytest.approx(chunk - 0.5)}
+
+
+def test_a_dead_workers_journal_gives_its_leases_back_once_its_rows_are_in(db, service, tmp_path):  # noqa: F811
+    """The journal names each lease when it is taken and every journal after it: a worker that
+    replays the journal of one that died commits its rows (their costs from the lease), then gives
+    what is left of its leases back, without waiting for them to expire."""
+    rules = _key(service, max_budget=1000.0)
+    dead = _ledger(db, tmp_path)
+    assert dead.hold(rules, "a", 1.0, 60)[0] and dead.hold(rules, "b", 1.0, 60)[0]
+    dead.write(_row(rules, "a", 0.5), 1.0, rules)  # "b" is in flight when its worker dies
+    journal = tmp_path / "spool" / f"spend-{os.getpid()}.jsonl"
+    lines = journal.read_bytes()
+    assert b'"lease":"lease:' in lines
+    dead.forget_parent()  # as if the process were gone: its journal is unlocked, its rows uncommitted
+    os.rename(journal, tmp_path / "spool" / "spend-4194004.jsonl")
+    _ledger(db, tmp_path)._replay(db)
+    key = _key_row(db, rules.key_id)
+    assert (key.spend, key.reserved, key.holds) == (pytest.approx(0.5), pytest.approx(0.0, abs=1e-9), 0)
+    assert _holds(db) == {}
