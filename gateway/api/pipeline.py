@@ -368,17 +368,26 @@ def outcome_headers(outcome):
 
 
 def _sse(stream, request_id, _endpoint=None):
-    """Encode chunks as SSE; an error after the first byte becomes a final error event."""
+    """Encode chunks as SSE; an error after the first byte becomes a final error event. Chunks the
+    upstream delivered in one read go out in one write (each write is a syscall and a chunk of
+    HTTP framing); a chunk is never held back waiting for the upstream."""
+    batch = []
     try:
         for chunk in stream:
-            yield encode(chunk)
-        yield DONE_EVENT
+            batch.append(encode(chunk))
+            if not stream.ready:
+                yield b"".join(batch)
+                batch = []
+        batch.append(DONE_EVENT)
+        yield b"".join(batch)
     except errors.GatewayError as exc:
         log.warning("request %s: stream ended by %s: %s", request_id, type(exc).__name__, exc.message)
-        yield encode(exc.body())
+        batch.append(encode(exc.body()))
+        yield b"".join(batch)
     except Exception:  # never a traceback on the wire; the log keeps it
         log.exception("request %s: stream failed", request_id)
-        yield encode(errors.GatewayError(f"Internal error while streaming (request id {request_id}).").body())
+        batch.append(encode(errors.GatewayError(f"Internal error while streaming (request id {request_id}).").body()))
+        yield b"".join(batch)
     finally:
         stream.close()
 
@@ -396,15 +405,21 @@ def _named_sse(stream, request_id, endpoint):
     """A Messages or Responses stream as named SSE events; an error after the first byte becomes the
     API's documented `error` event."""
     error_event = NAMED_EVENTS[endpoint]
+    batch = []
     try:
         for event in stream:
-            yield _named_event(event)
+            batch.append(_named_event(event))
+            if not stream.ready:  # as _sse: what one upstream read brought, in one write
+                yield b"".join(batch)
+                batch = []
+        if batch:
+            yield b"".join(batch)
     except errors.GatewayError as exc:
         log.warning("request %s: stream ended by %s: %s", request_id, type(exc).__name__, exc.message)
-        yield _named_event(error_event(exc))
+        yield b"".join(batch) + _named_event(error_event(exc))
     except Exception:  # never a traceback on the wire; the log keeps it
         log.exception("request %s: stream failed", request_id)
-        yield _named_event(error_event(errors.GatewayError(
+        yield b"".join(batch) + _named_event(error_event(errors.GatewayError(
             f"Internal error while streaming (request id {request_id}).")))
     finally:
         stream.close()

@@ -558,7 +558,8 @@ class Router:
         model = body.get("model")
         if not stream:
             return messages.from_chat(answer, model)
-        return ChunkStream(provider, "messages", messages.events_from_chunks(answer, model), on_close=answer.close)
+        return ChunkStream(provider, "messages", messages.events_from_chunks(answer, model), on_close=answer.close,
+                           backlog=answer.backlog)
 
     def _run_responses(self, provider, name, body, stream, timeout):
         """OpenAI's Responses API on a deployment without it (or a mock answer): through chat, the
@@ -568,4 +569,4 @@ class Router:
         if not stream:
             return responses.from_chat(answer, body, response_id)
         events = responses.events_from_chunks(answer, body, response_id)
-        return ChunkStream(provider, "responses", events, on_close=answer.close)
+        return ChunkStream(provider, "responses", events, on_close=answer.close, backlog=answer.backlog)

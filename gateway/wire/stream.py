@@ -24,9 +24,9 @@ class ChunkStream:
     """
 
     __slots__ = ("provider", "endpoint", "finished", "media_type", "_chunks", "_resp", "_taps", "_ends", "_closers",
-                 "_first", "_primed")
+                 "_first", "_primed", "backlog")
 
-    def __init__(self, provider, endpoint, chunks, resp=None, on_close=None):
+    def __init__(self, provider, endpoint, chunks, resp=None, on_close=None, backlog=None):
         self.provider = provider
         self.endpoint = endpoint
         self.finished = False  # the upstream's chunks ran to their end
@@ -40,6 +40,14 @@ class ChunkStream:
             self._closers.append(self._release)
         self._first = ()  # the chunk prime() read, passed on first
         self._primed = 0  # how many taps it has been through already
+        self.backlog = backlog  # events read from the upstream, not yet taken (wire/upstream.py)
+
+    @property
+    def ready(self):
+        """Whether the upstream's last read holds more events: the next chunk waits on no I/O, so
+        the chunks so far can share one write to the client (api/pipeline.py _sse)."""
+        backlog = self.backlog
+        return backlog is not None and backlog.n > 0
 
     def tap(self, fn):
         """Run fn(chunk) on each chunk after the taps added before it (None drops the chunk); self."""

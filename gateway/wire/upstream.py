@@ -59,25 +59,42 @@ def read_raw(resp):
         yield data
 
 
-def sse_events(resp):
-    """The `data` of each SSE event of a response body."""
+class Backlog:
+    """How many events of the upstream's last read are still to be taken: while some are, the next
+    chunk needs no I/O, so the client's write can wait for it (wire/stream.py ChunkStream.ready)."""
+
+    __slots__ = ("n",)
+
+    def __init__(self):
+        self.n = 0
+
+
+def sse_events(resp, backlog=None):
+    """The `data` of each SSE event of a response body; `backlog` counts the ones already read."""
     decoder = SSEDecoder()
+    backlog = backlog if backlog is not None else Backlog()
     for raw in read_raw(resp):
-        for event in decoder.feed(raw):
+        events = decoder.feed(raw)
+        backlog.n = len(events)
+        for event in events:
+            backlog.n -= 1
             yield event.data
     for event in decoder.close():
         yield event.data
 
 
-def ndjson_lines(resp):
-    """Each non-empty line of a newline-delimited JSON body."""
+def ndjson_lines(resp, backlog=None):
+    """Each non-empty line of a newline-delimited JSON body; `backlog` counts the ones already read."""
     buffer = b""
+    backlog = backlog if backlog is not None else Backlog()
     for raw in read_raw(resp):
         buffer += raw
         *lines, buffer = buffer.split(b"\n")
+        lines = [line for line in lines if line.strip()]
+        backlog.n = len(lines)
         for line in lines:
-            if line.strip():
-                yield line
+            backlog.n -= 1
+            yield line
     if buffer.strip():
         yield buffer
 
@@ -201,12 +218,13 @@ def http_call(provider, ctx, endpoint, body, stream, req=None):
             if failure is not None:
                 resp.close()
                 raise failure
-            events = _events_of(raw)
+            events, backlog = _events_of(raw), None
         else:
-            events = ndjson_lines(resp) if provider.stream_format == "ndjson" else sse_events(resp)
+            backlog = Backlog()
+            events = (ndjson_lines if provider.stream_format == "ndjson" else sse_events)(resp, backlog)
         state = provider.new_stream_state(endpoint, body)
         chunks = translated_chunks(provider, endpoint, events, state, ctx.timeout)
-        return ChunkStream(provider, endpoint, chunks, resp)
+        return ChunkStream(provider, endpoint, chunks, resp, backlog=backlog)
     data = load_json(provider, resp.data)
     if type(data) is dict and data.get("error"):
         raise answer_error(provider, data, resp.data, resp.headers)
