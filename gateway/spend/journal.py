@@ -21,15 +21,31 @@ log = logging.getLogger("gateway.spend.meter")
 
 SPOOL_PREFIX = "spend-"
 QUARANTINE_FILE = "quarantine.jsonl"  # rows the database refused (and unreadable lines), kept for a person
-LIVE_SUFFIX = ".live.jsonl"  # a dead process's journal (not a set-aside segment), once claimed
-_LIVE_NAME = re.compile(r"spend-\d+\.jsonl")  # a process's journal under its own name
+LIVE_SUFFIX = ".live.jsonl"  # a process's journal (not a set-aside segment); a dead one's once claimed
+NEW_PREFIX = ".new-spend-"  # a journal being created: no claimer looks at it
+_LIVE_NAME = re.compile(r"spend-\d+\.jsonl")  # a journal as versions before 2026-12-08 named it
 
 
 class JournalFiles:
     """The journal, its segments and the quarantine file (a mixin of the Ledger, whose state it uses)."""
 
-    def _journal_path(self):
-        return os.path.join(self.spool_dir, f"{SPOOL_PREFIX}{os.getpid()}.jsonl")
+    def _new_journal(self):
+        """A new journal, (pid, fd, path), locked before any other process can see it: created
+        under a name no claimer looks at (NEW_PREFIX), flock'ed, then renamed to a name of its own
+        (pid and a random token: a container's pids start over, so a pid alone may name an earlier
+        run's journal). A claimer that finds it finds it locked: it can no longer take a live
+        journal for a dead one's, and write `worker_died` rows for calls that are running."""
+        token = uuid.uuid4().hex[:12]
+        hidden = os.path.join(self.spool_dir, f"{NEW_PREFIX}{os.getpid()}-{token}")
+        path = os.path.join(self.spool_dir, f"{SPOOL_PREFIX}{os.getpid()}-{token}{LIVE_SUFFIX}")
+        fd = os.open(hidden, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.rename(hidden, path)
+        except OSError:
+            os.close(fd)
+            raise
+        return os.getpid(), fd, path
 
     def _has_spool(self):
         """Whether any journal may need a replay: set-aside rows of ours, or any other journal
@@ -60,10 +76,7 @@ class JournalFiles:
         (and a forked child closes its copy: see _after_fork), or the lock would outlive us."""
         if self._journal is None or self._journal[0] != os.getpid():
             os.makedirs(self.spool_dir, mode=0o700, exist_ok=True)
-            path = self._journal_path()
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            self._journal = (os.getpid(), fd, path)
+            self._journal = self._new_journal()
         os.write(self._journal[1], data)
         if fsync:
             os.fsync(self._journal[1])

@@ -224,7 +224,7 @@ def test_a_dead_workers_journal_gives_its_leases_back_once_its_rows_are_in(db, s
     dead = _ledger(db, tmp_path)
     assert dead.hold(rules, "a", 1.0, 60)[0] and dead.hold(rules, "b", 1.0, 60)[0]
     dead.write(_row(rules, "a", 0.5), 1.0, rules)  # "b" is in flight when its worker dies
-    journal = tmp_path / "spool" / f"spend-{os.getpid()}.jsonl"
+    (journal,) = (tmp_path / "spool").glob(f"spend-{os.getpid()}-*.live.jsonl")
     lines = journal.read_bytes()
     assert b'"lease":"lease:' in lines
     dead.forget_parent()  # as if the process were gone: its journal is unlocked, its rows uncommitted

@@ -556,3 +556,31 @@ def test_a_journal_taken_from_under_its_live_owner_stops_nothing(db, service, tm
     ledger.flush()
     assert sorted(_rows(db)) == ["first", "second"]
 
+
+
+def test_a_journal_being_created_is_never_claimed_as_a_dead_ones(db, service, tmp_path, monkeypatch):
+    """The race behind the test above: another process lists the spool directory between a new
+    journal's creation and its owner's flock, finds it unlocked, and takes it for a dead process's
+    (its calls in flight would get `worker_died` rows and their real rows be dropped as duplicates).
+    A journal is created under a name no claimer looks at, locked, then renamed into place."""
+    from gateway.spend import journal as journal_module
+    rules = _key(service)
+    spool = str(tmp_path / "spool")
+    owner, claimer = Ledger(lambda: db, spool, asynchronous=True), Ledger(lambda: db, spool, asynchronous=True)
+    claimed = []
+    real_flock = journal_module.fcntl.flock
+
+    def flock_after_a_claimer_looked(fd, operation):
+        if operation == journal_module.fcntl.LOCK_EX and not claimed:  # the owner, about to lock
+            claimed.append(claimer._claim_dead(sorted(os.listdir(spool)), set()))
+        return real_flock(fd, operation)
+    monkeypatch.setattr(journal_module.fcntl, "flock", flock_after_a_claimer_looked)
+    owner.begin({"request_id": "running", "key_id": rules.key_id, "key_hash": rules.hash, "call_type": "chat",
+                 "start_time": datetime.now(timezone.utc).isoformat()})
+    monkeypatch.setattr(journal_module.fcntl, "flock", real_flock)
+    assert claimed == [[]]  # the claimer saw the journal being made and left it alone
+    assert claimer._claim_dead(sorted(os.listdir(spool)), set()) == []  # and once made, it is locked
+    owner.write(_row(rules, "running", 1.0), 0.0, rules)
+    owner.flush()
+    rows = _rows(db)
+    assert (rows["running"].status, rows["running"].cost) == ("success", 1.0)

@@ -305,7 +305,8 @@ def test_database_down_spools_durably_and_replays_exactly_once(db, service, tmp_
     ledger = Ledger(open_db, str(spool))
     for i in range(4):
         ledger.write(_row(rules, f"s{i}", 0.5), 0.0, rules)
-    lines = (spool / f"spend-{os.getpid()}.jsonl").read_bytes().splitlines()
+    (journal,) = spool.glob(f"spend-{os.getpid()}-*.live.jsonl")  # this process's journal
+    lines = journal.read_bytes().splitlines()
     assert [orjson.loads(line)["row"]["request_id"] for line in lines] == ["s0", "s1", "s2", "s3"]
     assert sum("database is unavailable" in r.getMessage() for r in caplog.records) == 1
     assert _key_row(db, rules).spend == 0
@@ -591,7 +592,8 @@ def test_journaled_rows_reach_the_database_on_the_next_flush(db, service, tmp_pa
     for i in range(3):
         ledger.write(_row(rules, f"j{i}", 0.5), 0.0, rules)
     assert _key_row(db, rules).spend == 0  # durable in the journal, not yet committed
-    assert _files(spool) == [f"spend-{os.getpid()}.jsonl"]
+    (journal,) = _files(spool)
+    assert journal.startswith(f"spend-{os.getpid()}-") and journal.endswith(".live.jsonl")
     ledger.flush()
     assert _key_row(db, rules).spend == pytest.approx(1.5) and _ledger_sum(db, rules) == pytest.approx(1.5)
     assert _files(spool) == []
