@@ -307,15 +307,20 @@ def test_the_numbers_make_every_assertion_meaningful():
 RACE_SETUPS = {"sqlite-2-workers": ("sqlite", 1), "postgresql-2-instances-redis": ("postgresql", 2)}
 
 
-@pytest.mark.parametrize("setup", list(RACE_SETUPS))
-def test_concurrent_calls_never_reserve_past_the_budget(setup, launch, upstream, fake_openai, request):
+def strict_race_cluster(setup, launch, request):
+    """The cluster of a race setup (SQLite, one instance; or PostgreSQL, two instances sharing the
+    real Redis), `budget_mode: strict`."""
     database, instances = RACE_SETUPS[setup]
     router_settings = None
     if instances > 1:
         request.getfixturevalue("shared_redis")
         router_settings = redis_router()
-    cluster = launch(database, instances=instances, general={"budget_mode": "strict"},
-                     router_settings=router_settings)
+    return launch(database, instances=instances, general={"budget_mode": "strict"}, router_settings=router_settings)
+
+
+@pytest.mark.parametrize("setup", list(RACE_SETUPS))
+def test_concurrent_calls_never_reserve_past_the_budget(setup, launch, upstream, fake_openai, request):
+    cluster = strict_race_cluster(setup, launch, request)
     budget = (RACE_FITS + 0.5) * worst_case()
     key, _ = cluster.generate(max_budget=budget)
 
@@ -397,13 +402,7 @@ def test_leased_budgets_admit_exactly_what_fits_under_load(setup, launch, fake_o
     `budget_mode: strict`): the workers hold from leases, a handful of hold rows for hundreds of
     calls; the budget is never overshot; once the load stops and the leases went back, calls one
     by one use the budget up to its last call: exactly 600 admitted in all, spend exact."""
-    database, instances = RACE_SETUPS[setup]
-    router_settings = None
-    if instances > 1:
-        request.getfixturevalue("shared_redis")
-        router_settings = redis_router()
-    cluster = launch(database, instances=instances, general={"budget_mode": "strict"},
-                     router_settings=router_settings)
+    cluster = strict_race_cluster(setup, launch, request)
     inserted = log_hold_inserts(cluster.database_url)
     worst = worst_case(0.0)
     assert worst == real_cost(0.0)
