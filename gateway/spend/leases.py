@@ -82,8 +82,28 @@ class Leases:
         False when a target has no headroom for a lease (the caller holds in the database)."""
         if self.lease_seconds <= 0 or amount <= 0:
             return False
-        now = time.monotonic()
         limits = _budgets(rules, levels)
+        for _attempt in range(3):
+            # Choosing and taking from the leases runs without I/O, so no other greenlet of this
+            # worker can take from them in between; after waiting for new leases, choose again.
+            chosen, missing = self._choose(targets, amount, limits)
+            if not missing:
+                for lease in chosen:
+                    lease.used += amount
+                    lease.calls += 1
+                self.calls[request_id] = chosen
+                return True
+            if self._taking is None:
+                from gevent.lock import Semaphore
+                self._taking = Semaphore()
+            with self._taking:
+                if not self._take(open_db, missing, amount, seconds, rules, limits):
+                    return False
+        return False  # other greenlets used up every new lease at once: hold in the database
+
+    def _choose(self, targets, amount, limits):
+        """([leases that admit the call], [targets that need a new lease])."""
+        now = time.monotonic()
         chosen, missing = [], []
         for target, period, whose in targets:
             lease = self.active.get(target)
@@ -94,39 +114,27 @@ class Leases:
                 chosen.append(lease)
             else:
                 missing.append((target, period, whose))
-        if missing:
-            if self._taking is None:
-                from gevent.lock import Semaphore
-                self._taking = Semaphore()
-            with self._taking:
-                taken = self._take(open_db, missing, amount, seconds, rules, limits)
-            if taken is None:
-                return False
-            chosen.extend(taken)
-        for lease in chosen:
-            lease.used += amount
-            lease.calls += 1
-        self.calls[request_id] = chosen
-        return True
+        return chosen, missing
 
     def _take(self, open_db, missing, amount, seconds, rules, limits):
-        """New leases for `missing` targets, in one transaction, or None (none of them taken)."""
+        """New leases for the `missing` targets that still need one, in one transaction: False
+        when a target has too little headroom (none of them is taken)."""
         now = time.monotonic()
         again = [(t, p, w) for t, p, w in missing
                  if not (self.active.get(t) is not None and self.active[t].admits(amount, limits.get(t), now))]
         if not again:  # another greenlet took them while this one waited
-            return [self.active[t] for t, _, _ in missing]
+            return True
         try:
             rows = take(open_db(), again, amount, seconds + self.lease_seconds, rules)
         except _NoLease:
-            return None
+            return False
         admit_until = time.monotonic() + self.lease_seconds
         for lease_id, target, budget, chunk in rows:
             lease = Lease(lease_id, target, budget, chunk, admit_until)
             self.active[target] = lease
             self.all[lease_id] = lease
             self.fresh.append(lease_id)
-        return [self.active[t] for t, _, _ in missing]
+        return True
 
     def settle(self, request_id, hold, cost, queued):
         """A call held from leases ends: its hold back to them, its cost taken from them; `queued`:

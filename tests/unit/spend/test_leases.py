@@ -233,3 +233,29 @@ def test_a_dead_workers_journal_gives_its_leases_back_once_its_rows_are_in(db, s
     key = _key_row(db, rules.key_id)
     assert (key.spend, key.reserved, key.holds) == (pytest.approx(0.5), pytest.approx(0.0, abs=1e-9), 0)
     assert _holds(db) == {}
+
+
+def test_a_lease_used_up_while_a_call_waited_for_another_is_not_overdrawn(db, service, tmp_path,  # noqa: F811
+                                                                         monkeypatch):
+    """A call that needs a new lease for one budget waits for the database (other greenlets of the
+    worker run meanwhile); the lease it had found for its other budget may be used up by then. It
+    chooses again after the wait: no lease ever holds more than it covers."""
+    hierarchy = Hierarchy(service)
+    hierarchy.new_team({"team_id": "team-1", "max_budget": 1000.0})
+    rules = service.lookup(service.generate({"team_id": "team-1", "max_budget": 1000.0})["key"])
+    ledger = _ledger(db, tmp_path)
+    assert ledger.hold(rules, "a", 1.0, 60, rules.levels)[0]
+    key_target = ("id", rules.key_id)
+    key_lease = ledger.leases.active[key_target]
+    team_lease = ledger.leases.active[("team", "team-1")]
+    team_lease.admit_until = time.monotonic() - 1  # the team's lease stops admitting: a new one is needed
+    real_take = lease_module.take
+
+    def take_while_others_run(*args, **kwargs):
+        key_lease.used = key_lease.capacity  # meanwhile, other calls used the key's lease up
+        return real_take(*args, **kwargs)
+    monkeypatch.setattr(lease_module, "take", take_while_others_run)
+    assert ledger.hold(rules, "b", 1.0, 60, rules.levels)[0]
+    assert key_lease.used == key_lease.capacity  # not overdrawn: "b" holds from a new key lease
+    assert ledger.leases.active[key_target] is not key_lease
+    assert ledger.leases.calls["b"] == [ledger.leases.active[key_target], ledger.leases.active[("team", "team-1")]]
