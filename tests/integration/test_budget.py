@@ -22,6 +22,7 @@ are required when CI=true, elsewhere their tests are skipped. Keys in Redis are 
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import threading
@@ -503,6 +504,57 @@ def test_a_killed_workers_hold_expires_and_is_swept(launch, fake_openai):
     assert info["reserved"] == pytest.approx(0.0, abs=EPSILON), info
     assert info["spend"] == pytest.approx(real_cost())  # the killed call wrote no row
     assert fake_openai.count("budget-fast") == 1
+
+
+def leases_by_worker(spool):
+    """{worker pid: lease ids} from the workers' live journals (spend-<pid>-<token>.live.jsonl)."""
+    found = {}
+    for path in Path(spool).glob("spend-*.live.jsonl"):
+        pid = int(path.name.split("-")[1])
+        for line in path.read_bytes().splitlines():
+            item = json.loads(line) if line.strip() else {}
+            if isinstance(item.get("lease"), str):
+                found.setdefault(pid, set()).add(item["lease"])
+    return found
+
+
+def lease_rows(database_url):
+    from sqlalchemy import create_engine
+    from sqlalchemy import text
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            return {row[0] for row in connection.execute(
+                text("SELECT request_id FROM gateway_budget_holds WHERE request_id LIKE 'lease:%'"))}
+    finally:
+        engine.dispose()
+
+
+def test_a_stopped_workers_budget_leases_go_back_when_its_journal_is_replayed(launch, fake_openai):
+    """A worker stopped by SIGTERM (a restart) while its lease still admits calls: the journal it
+    leaves names the lease, and the worker that replays it gives the lease back within seconds, not
+    when it expires; the other worker's lease stays (it admits for budget_lease_seconds)."""
+    cluster = launch("sqlite", general={"budget_lease_seconds": 30})
+    proc = cluster.procs[0]
+    key, _ = cluster.generate(max_budget=1000 * worst_case())
+    spool = Path(cluster.database_url.removeprefix("sqlite:///")).parent / "spool"
+    deadline = time.monotonic() + 20
+    while len(leases_by_worker(spool)) < 2:  # concurrent calls until both workers hold a lease
+        assert time.monotonic() < deadline, leases_by_worker(spool)
+        answers = fire(cluster.urls, key, [chat_body("priced")] * 8)
+        assert all(answer.status == 200 for answer in answers), outcome(answers)
+    held = leases_by_worker(spool)
+    assert set().union(*held.values()) <= lease_rows(cluster.database_url)
+    stopped, kept = sorted(held)
+    os.kill(stopped, signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    while held[stopped] & lease_rows(cluster.database_url):
+        assert time.monotonic() < deadline, f"the stopped worker's lease is still held:\n{proc.log()}"
+        time.sleep(0.1)
+    assert held[kept] <= lease_rows(cluster.database_url)  # still admitting in the other worker
+    info = cluster.info(key)
+    rows = cluster.admin("GET", "/spend/logs", params={"api_key": key})
+    assert info["spend"] == pytest.approx(sum(row["spend"] for row in rows))
 
 
 def test_a_killed_workers_parallel_slot_is_given_back(launch, fake_openai):
