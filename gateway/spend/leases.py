@@ -129,8 +129,10 @@ class Leases:
         except _NoLease:
             return False
         admit_until = time.monotonic() + self.lease_seconds
-        for lease_id, target, budget, chunk in rows:
-            lease = Lease(lease_id, target, budget, chunk, admit_until)
+        for lease_id, target, _stored, chunk in rows:
+            # Its budget as this worker's cached rules see it: a lease drains when they change (a
+            # budget update reaching this worker), not while the cache still shows the old value.
+            lease = Lease(lease_id, target, limits.get(target), chunk, admit_until)
             self.active[target] = lease
             self.all[lease_id] = lease
             self.fresh.append(lease_id)
