@@ -18,6 +18,7 @@ from gateway.spend.statements import sql as _sql
 log = logging.getLogger("gateway.spend.meter")
 
 TARGET_KINDS = frozenset(("id", "hash") + LEVEL_KINDS)  # what a budget can be named by (statements.py)
+LEASE_PREFIX = "lease:"  # the request id of a budget lease's hold row (gateway/spend/leases.py)
 
 
 def now():
@@ -96,7 +97,7 @@ def sweep(db, target=None):
             held = connection.execute(_sql().drop_hold, {"r": request_id}).first()
             if held is not None:
                 # a lease (gateway/spend/leases.py) counts as one hold whatever is left of it
-                counted = 1 if request_id.startswith("lease:") else None
+                counted = 1 if request_id.startswith(LEASE_PREFIX) else None
                 for each in held_targets(held.levels, {"key_id": key_id, "key_hash": digest}):
                     release(connection, each, amount, counted)
                 released += 1

@@ -29,17 +29,14 @@ Leases are used only by the gateway's gevent workers (the asynchronous ledger), 
 committed by the flusher; elsewhere every call holds in the database.
 """
 
-import logging
 import time
 import uuid
 from datetime import timedelta
 
 from gateway.spend import budgets
+from gateway.spend.budgets import LEASE_PREFIX
 from gateway.spend.statements import sql as _sql
 
-log = logging.getLogger("gateway.spend.meter")
-
-LEASE_PREFIX = "lease:"  # the request id of a lease's hold row
 LEASE_SHARE = 1 / 16  # of the headroom, per lease
 LEASE_MIN_CALLS = 8  # a lease covers at least this many of the call's worst case, else no lease
 
@@ -58,8 +55,8 @@ class Lease:
         self.admit_until = admit_until  # time.monotonic() after which it admits no call
         self.stuck = False  # a row of it was set aside (database down): left to expire, never returned
 
-    def admits(self, amount, budget, now):
-        return now < self.admit_until and self.budget == budget and self.capacity - self.used >= amount
+    def admits(self, amount, now):
+        return now < self.admit_until and self.capacity - self.used >= amount
 
 
 class _NoLease(Exception):
@@ -110,7 +107,7 @@ class Leases:
             if lease is not None and lease.budget != limits.get(target):
                 del self.active[target]  # the budget changed: it drains, admitting no more
                 lease = None
-            if lease is not None and lease.admits(amount, limits.get(target), now):
+            if lease is not None and lease.admits(amount, now):
                 chosen.append(lease)
             else:
                 missing.append((target, period, whose))
@@ -119,9 +116,7 @@ class Leases:
     def _take(self, open_db, missing, amount, seconds, rules, limits):
         """New leases for the `missing` targets that still need one, in one transaction: False
         when a target has too little headroom (none of them is taken)."""
-        now = time.monotonic()
-        again = [(t, p, w) for t, p, w in missing
-                 if not (self.active.get(t) is not None and self.active[t].admits(amount, limits.get(t), now))]
+        _chosen, again = self._choose(missing, amount, limits)
         if not again:  # another greenlet took them while this one waited
             return True
         try:
